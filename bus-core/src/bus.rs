@@ -1,0 +1,63 @@
+//! The two sending sides of a bus, as object-safe traits.
+
+use std::{future::Future, pin::Pin};
+
+use crate::{Command, DispatchError, Envelope, Event};
+
+/// A boxed, sendable future (what object-safe async methods return).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Accepts commands for their one handler.
+///
+/// What "accepted" means depends on the bus: handled (in-memory sync),
+/// queued (in-memory async), or confirmed persistent by the broker
+/// (RabbitMQ). In every case `Ok` is a promise that the command will be
+/// applied or, if it keeps failing, kept as a dead letter.
+pub trait CommandBus: Send + Sync + 'static {
+    /// Sends an already-built envelope.
+    fn dispatch(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>>;
+}
+
+/// Publishes domain events to every subscriber.
+pub trait EventBus: Send + Sync + 'static {
+    /// Publishes an already-built envelope.
+    fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>>;
+}
+
+/// Typed helpers over [`CommandBus`].
+pub trait CommandBusExt: CommandBus {
+    /// Wraps `command` in a new envelope and dispatches it.
+    fn send<C: Command>(&self, command: &C) -> BoxFuture<'_, Result<(), DispatchError>> {
+        match Envelope::new(command) {
+            Ok(envelope) => self.dispatch(envelope),
+            Err(error) => Box::pin(std::future::ready(Err(error.into()))),
+        }
+    }
+}
+
+impl<B: CommandBus + ?Sized> CommandBusExt for B {}
+
+/// Typed helpers over [`EventBus`].
+pub trait EventBusExt: EventBus {
+    /// Wraps `event` in a new envelope and publishes it.
+    fn publish_event<E: Event>(&self, event: &E) -> BoxFuture<'_, Result<(), DispatchError>> {
+        match Envelope::new(event) {
+            Ok(envelope) => self.publish(envelope),
+            Err(error) => Box::pin(std::future::ready(Err(error.into()))),
+        }
+    }
+}
+
+impl<B: EventBus + ?Sized> EventBusExt for B {}
+
+impl<B: CommandBus + ?Sized> CommandBus for std::sync::Arc<B> {
+    fn dispatch(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
+        (**self).dispatch(envelope)
+    }
+}
+
+impl<B: EventBus + ?Sized> EventBus for std::sync::Arc<B> {
+    fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
+        (**self).publish(envelope)
+    }
+}

@@ -1,0 +1,293 @@
+use std::{
+    panic::AssertUnwindSafe,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use futures::FutureExt;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::{
+    bus::BoxFuture, dead_letter::dead_letter, CommandBus, DeadLetterSink, DispatchError,
+    Envelope, EventBus, HandlerError, Handlers, InMemoryDeadLetters, RegisteredHandler,
+    RetryPolicy,
+};
+
+/// Settings of an [`AsyncBus`].
+#[derive(Debug, Clone)]
+pub struct AsyncBusConfig {
+    /// Messages accepted but not yet finished (queued, running or waiting
+    /// for a retry), at most. Past it, `dispatch` fails fast with
+    /// [`DispatchError::Saturated`]. An event with `n` subscribers takes `n`.
+    pub capacity: usize,
+    /// Handlers running at once.
+    pub concurrency: usize,
+    /// Retries of failing handlers.
+    pub retry: RetryPolicy,
+    /// How long [`AsyncBus::shutdown`] lets scheduled retries run before
+    /// dead-lettering what is still waiting.
+    pub drain_timeout: Duration,
+}
+
+impl Default for AsyncBusConfig {
+    fn default() -> Self {
+        Self {
+            capacity: 10_000,
+            concurrency: 16,
+            retry: RetryPolicy::default(),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A bounded in-process queue served by tokio tasks.
+///
+/// `dispatch` and `publish` return as soon as the message is queued. Workers
+/// run up to `concurrency` handlers at once; a handler that fails with a
+/// retryable error (or panics) is retried after the [`RetryPolicy`]'s
+/// backoff, and a message that exhausts it, fails permanently or cannot be
+/// decoded goes to the [`DeadLetterSink`] (and the log).
+///
+/// Memory is bounded by `capacity`: a full bus answers
+/// [`DispatchError::Saturated`] at once instead of growing.
+/// [`AsyncBus::shutdown`] stops accepting and waits for everything accepted.
+///
+/// Messages live in memory only: a crash loses what was queued. Use the
+/// RabbitMQ transport where that matters.
+#[derive(Clone)]
+pub struct AsyncBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    handlers: Handlers,
+    dead_letters: Arc<dyn DeadLetterSink>,
+    config: AsyncBusConfig,
+    permits: Arc<Semaphore>,
+    jobs: mpsc::UnboundedSender<Job>,
+    closing: AtomicBool,
+    /// Flips to `true` when the drain deadline passes: waiting retries give up.
+    abandon: watch::Sender<bool>,
+}
+
+struct Job {
+    envelope: Arc<Envelope>,
+    handler: RegisteredHandler,
+    subscriber: Option<String>,
+    attempt: u32,
+    /// Held until the message is finished, so capacity counts retries too.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::fmt::Debug for AsyncBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncBus")
+            .field("config", &self.inner.config)
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AsyncBus {
+    /// Starts the workers on the current tokio runtime, keeping dead letters
+    /// in memory.
+    pub fn start(handlers: Handlers, config: AsyncBusConfig) -> Self {
+        Self::start_with_dead_letters(handlers, config, Arc::new(InMemoryDeadLetters::default()))
+    }
+
+    /// Starts the workers on the current tokio runtime.
+    pub fn start_with_dead_letters(
+        handlers: Handlers,
+        mut config: AsyncBusConfig,
+        dead_letters: Arc<dyn DeadLetterSink>,
+    ) -> Self {
+        config.capacity = config.capacity.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        config.concurrency = config.concurrency.max(1);
+        let (jobs, receiver) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            handlers,
+            dead_letters,
+            permits: Arc::new(Semaphore::new(config.capacity)),
+            config,
+            jobs,
+            closing: AtomicBool::new(false),
+            abandon: watch::channel(false).0,
+        });
+        tokio::spawn(run_workers(inner.clone(), receiver));
+        Self { inner }
+    }
+
+    /// Messages accepted and not finished yet.
+    pub fn in_flight(&self) -> usize {
+        self.inner.config.capacity - self.inner.permits.available_permits()
+    }
+
+    /// Stops accepting messages ([`DispatchError::ShuttingDown`]) and waits
+    /// until every accepted message is handled or dead-lettered.
+    ///
+    /// Scheduled retries keep their backoff until the drain timeout; then
+    /// the ones still waiting are dead-lettered (kept, not dropped) and the
+    /// handlers still running are awaited.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.closing.store(true, Ordering::SeqCst);
+        let all = inner.config.capacity as u32;
+        let drained = tokio::time::timeout(inner.config.drain_timeout, inner.permits.acquire_many(all)).await;
+        if drained.is_err() {
+            tracing::warn!(
+                in_flight = self.in_flight(),
+                "drain timeout reached; dead-lettering messages still waiting for a retry"
+            );
+            inner.abandon.send_replace(true);
+            // Running handlers finish on their own; nothing waits forever here
+            // because abandoned retries release their permits at once.
+            let _ = inner.permits.acquire_many(all).await;
+        }
+        tracing::info!("async bus drained");
+    }
+
+    fn enqueue(&self, envelope: Arc<Envelope>, targets: Vec<(RegisteredHandler, Option<String>)>) -> Result<(), DispatchError> {
+        let inner = &self.inner;
+        if inner.closing.load(Ordering::SeqCst) {
+            return Err(DispatchError::ShuttingDown);
+        }
+        let mut permits = Vec::with_capacity(targets.len());
+        for _ in &targets {
+            match inner.permits.clone().try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => {
+                    return Err(DispatchError::Saturated {
+                        capacity: inner.config.capacity,
+                    })
+                }
+            }
+        }
+        for ((handler, subscriber), permit) in targets.into_iter().zip(permits) {
+            let job = Job {
+                envelope: envelope.clone(),
+                handler,
+                subscriber,
+                attempt: 1,
+                _permit: permit,
+            };
+            // The receiver lives as long as `inner`, which we hold.
+            if inner.jobs.send(job).is_err() {
+                return Err(DispatchError::ShuttingDown);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl CommandBus for AsyncBus {
+    fn dispatch(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
+        let result = match self.inner.handlers.command(&envelope.message_type) {
+            Some(handler) => {
+                let handler = handler.clone();
+                self.enqueue(Arc::new(envelope), vec![(handler, None)])
+            }
+            None => Err(DispatchError::NoHandler {
+                message_type: envelope.message_type,
+            }),
+        };
+        Box::pin(std::future::ready(result))
+    }
+}
+
+impl EventBus for AsyncBus {
+    fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
+        let targets: Vec<_> = self
+            .inner
+            .handlers
+            .subscribers(&envelope.message_type)
+            .iter()
+            .map(|s| (s.handler.clone(), Some(s.subscriber.clone())))
+            .collect();
+        let result = if targets.is_empty() {
+            Ok(())
+        } else {
+            self.enqueue(Arc::new(envelope), targets)
+        };
+        Box::pin(std::future::ready(result))
+    }
+}
+
+async fn run_workers(inner: Arc<Inner>, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    let slots = Arc::new(Semaphore::new(inner.config.concurrency));
+    while let Some(job) = jobs.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            run_job(&inner, job).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn run_job(inner: &Arc<Inner>, job: Job) {
+    let max_attempts = inner.config.retry.max_attempts.max(1);
+    let call = job.handler.invoke(job.envelope.clone(), job.attempt, max_attempts);
+    let result = match AssertUnwindSafe(call).catch_unwind().await {
+        Ok(result) => result,
+        Err(_) => Err(HandlerError::retryable("handler panicked")),
+    };
+    let Err(error) = result else {
+        return;
+    };
+    let backoff = if error.is_retryable() {
+        inner.config.retry.backoff_after(job.attempt)
+    } else {
+        None
+    };
+    let Some(delay) = backoff else {
+        dead_letter(
+            inner.dead_letters.as_ref(),
+            &job.envelope,
+            job.subscriber.as_deref(),
+            &error,
+            job.attempt,
+        );
+        return;
+    };
+    tracing::warn!(
+        message_id = %job.envelope.id,
+        message_type = %job.envelope.message_type,
+        subscriber = job.subscriber.as_deref().unwrap_or("-"),
+        attempt = job.attempt,
+        retry_in_ms = delay.as_millis() as u64,
+        %error,
+        "handler failed, retrying"
+    );
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let mut abandon = inner.abandon.subscribe();
+        let abandoned = tokio::select! {
+            _ = tokio::time::sleep(delay) => false,
+            _ = abandon.wait_for(|abandon| *abandon) => true,
+        };
+        if abandoned {
+            let error = HandlerError::retryable(format!("bus shut down before retry; last error: {error}"));
+            dead_letter(
+                inner.dead_letters.as_ref(),
+                &job.envelope,
+                job.subscriber.as_deref(),
+                &error,
+                job.attempt,
+            );
+            return;
+        }
+        let retry = Job {
+            attempt: job.attempt + 1,
+            ..job
+        };
+        if let Err(mpsc::error::SendError(job)) = inner.jobs.send(retry) {
+            let error = HandlerError::retryable("bus stopped before retry");
+            dead_letter(inner.dead_letters.as_ref(), &job.envelope, job.subscriber.as_deref(), &error, job.attempt);
+        }
+    });
+}

@@ -1,0 +1,185 @@
+//! Transactional outbox on PostgreSQL.
+//!
+//! A command handler that raises events must not publish them directly: if
+//! the process dies after its commit and before the publish, the event is
+//! lost; if it publishes first and the transaction rolls back, subscribers
+//! react to a change that never happened. Instead the handler *stages* each
+//! event with [`stage`] in the same transaction as its changes, and an
+//! [`OutboxRelay`] publishes committed events to an [`EventBus`] and deletes
+//! them once the bus accepted them.
+//!
+//! The relay locks rows with `FOR UPDATE SKIP LOCKED`, so every worker
+//! replica can run one: each batch is taken by exactly one relay at a time.
+//! Delivery is at-least-once (a relay that dies after publishing and before
+//! deleting publishes again), so subscribers must be idempotent. Events of
+//! different batches may be published out of order.
+//!
+//! The table must exist; add [`SCHEMA`] to your migrations.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use sqlx::{types::Json, PgConnection, PgPool};
+use tokio::sync::Notify;
+
+use crate::{Envelope, EventBus};
+
+/// DDL of the outbox table, for your migrations.
+pub const SCHEMA: &str = "\
+CREATE TABLE IF NOT EXISTS bus_outbox (
+    position   BIGSERIAL   PRIMARY KEY,
+    envelope   JSONB       NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);";
+
+/// Stages `envelope` in the transaction (or connection) `conn`: it is
+/// published after, and only if, that transaction commits.
+pub async fn stage(conn: &mut PgConnection, envelope: &Envelope) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO bus_outbox (envelope) VALUES ($1)")
+        .bind(Json(envelope))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Settings of an [`OutboxRelay`].
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Events taken (and published concurrently) per transaction.
+    pub batch_size: i64,
+    /// How often to look for events when nobody woke the relay (events
+    /// staged by another process, or left by one that died).
+    pub poll_interval: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 200,
+            poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Wakes an [`OutboxRelay`] at once (e.g. right after a handler committed).
+#[derive(Debug, Clone)]
+pub struct OutboxWaker(Arc<Notify>);
+
+impl OutboxWaker {
+    /// Asks the relay to look for events now.
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// Publishes committed events from the outbox table to an event bus.
+pub struct OutboxRelay {
+    pool: PgPool,
+    bus: Arc<dyn EventBus>,
+    config: RelayConfig,
+    wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for OutboxRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboxRelay")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OutboxRelay {
+    /// A relay from the outbox in `pool` to `bus`.
+    pub fn new(pool: PgPool, bus: Arc<dyn EventBus>, config: RelayConfig) -> Self {
+        Self {
+            pool,
+            bus,
+            config,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// A handle that wakes this relay.
+    pub fn waker(&self) -> OutboxWaker {
+        OutboxWaker(self.wake.clone())
+    }
+
+    /// Publishes one batch; returns how many events were published.
+    ///
+    /// Events the bus refuses (e.g. saturated, broker down) stay in the
+    /// outbox for the next batch.
+    pub async fn relay_batch(&self) -> Result<usize, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(i64, Json<Envelope>)> = sqlx::query_as(
+            "SELECT position, envelope FROM bus_outbox
+             ORDER BY position LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(self.config.batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let results = futures::future::join_all(
+            rows.iter()
+                .map(|(_, Json(envelope))| self.bus.publish(envelope.clone())),
+        )
+        .await;
+        let mut published = Vec::with_capacity(rows.len());
+        for ((position, Json(envelope)), result) in rows.iter().zip(results) {
+            match result {
+                Ok(()) => published.push(*position),
+                Err(error) => tracing::warn!(
+                    message_id = %envelope.id,
+                    message_type = %envelope.message_type,
+                    %error,
+                    "outbox event not published yet; will retry"
+                ),
+            }
+        }
+        sqlx::query("DELETE FROM bus_outbox WHERE position = ANY($1)")
+            .bind(&published)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(published.len())
+    }
+
+    /// Relays until `shutdown` completes, then flushes what is left once.
+    ///
+    /// Between batches it sleeps until woken or `poll_interval` passes.
+    /// Errors are logged and retried after `poll_interval`.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        tokio::pin!(shutdown);
+        loop {
+            let idle = match self.relay_batch().await {
+                Ok(n) => n < self.config.batch_size as usize,
+                Err(error) => {
+                    tracing::error!(%error, "outbox relay failed; retrying");
+                    true
+                }
+            };
+            if idle {
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(self.config.poll_interval) => {}
+                }
+            }
+        }
+        self.flush().await;
+    }
+
+    /// Publishes everything in the outbox now (used at shutdown).
+    pub async fn flush(&self) {
+        loop {
+            match self.relay_batch().await {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(error) => {
+                    tracing::error!(%error, "outbox flush failed; events stay for the next relay");
+                    break;
+                }
+            }
+        }
+    }
+}

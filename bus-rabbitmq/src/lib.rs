@@ -1,0 +1,1 @@
+//! RabbitMQ transport for bus-core (work in progress).
