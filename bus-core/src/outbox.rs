@@ -61,10 +61,18 @@ impl Default for RelayConfig {
 }
 
 /// Wakes an [`OutboxRelay`] at once (e.g. right after a handler committed).
-#[derive(Debug, Clone)]
+///
+/// Create it before the handlers (so their success hook can hold it) and
+/// give it to the relay with [`OutboxRelay::with_waker`].
+#[derive(Debug, Clone, Default)]
 pub struct OutboxWaker(Arc<Notify>);
 
 impl OutboxWaker {
+    /// A waker not yet attached to a relay.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     /// Asks the relay to look for events now.
     pub fn wake(&self) {
         self.0.notify_one();
@@ -96,6 +104,12 @@ impl OutboxRelay {
             config,
             wake: Arc::new(Notify::new()),
         }
+    }
+
+    /// Makes `waker` wake this relay (replacing its own).
+    pub fn with_waker(mut self, waker: OutboxWaker) -> Self {
+        self.wake = waker.0;
+        self
     }
 
     /// A handle that wakes this relay.

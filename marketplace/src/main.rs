@@ -1,1 +1,23 @@
-fn main(){}
+use clap::Parser;
+use marketplace::{
+    config::{Cli, Command},
+    startup::{self, App},
+    telemetry,
+};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match cli.command {
+        Command::Migrate(database) => {
+            startup::connect_and_migrate(&database).await?;
+            tracing::info!("migrations applied");
+        }
+        Command::Serve(config) => {
+            let app = App::build(&config).await?;
+            app.run(marketplace::shutdown::signal()).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,36 @@
+//! Commands: requests to change the marketplace, one file each.
+//!
+//! Each command is also the JSON body of its HTTP route, validated before
+//! dispatch. Handlers are idempotent by the client-generated id, because
+//! every bus may deliver a command more than once.
+
+pub mod create_offer;
+pub mod create_order;
+pub mod save_book;
+pub mod save_user;
+
+pub use create_offer::{CreateOffer, CreateOfferHandler};
+pub use create_order::{CreateOrder, CreateOrderHandler, OrderItem};
+pub use save_book::{SaveBook, SaveBookHandler};
+pub use save_user::{SaveUser, SaveUserHandler};
+
+use bus_core::HandlersBuilder;
+use sqlx::PgPool;
+
+/// Registers the handler of every command.
+pub fn register(handlers: HandlersBuilder, pool: &PgPool) -> HandlersBuilder {
+    handlers
+        .command::<SaveUser, _>(SaveUserHandler::new(pool.clone()))
+        .command::<SaveBook, _>(SaveBookHandler::new(pool.clone()))
+        .command::<CreateOffer, _>(CreateOfferHandler::new(pool.clone()))
+        .command::<CreateOrder, _>(CreateOrderHandler::new(pool.clone()))
+}
+
+/// Names of every command, for declaring transport topology in a process
+/// that dispatches without handling.
+pub const NAMES: [&str; 4] = [
+    <SaveUser as bus_core::Message>::NAME,
+    <SaveBook as bus_core::Message>::NAME,
+    <CreateOffer as bus_core::Message>::NAME,
+    <CreateOrder as bus_core::Message>::NAME,
+];

@@ -1,0 +1,63 @@
+//! Domain events raised by command handlers, and their subscribers.
+//!
+//! Handlers stage events in their own transaction (the outbox of
+//! `bus_core::outbox`); a relay publishes them after commit. Subscribers
+//! must be idempotent: an event may be delivered more than once and in any
+//! order.
+
+pub mod refresh_cheapest_offer;
+
+use bus_core::{Event, HandlersBuilder, Message};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub use refresh_cheapest_offer::RefreshCheapestOffer;
+
+/// An offer was put on sale.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OfferCreated {
+    /// The new offer.
+    pub offer_id: Uuid,
+    /// Its book.
+    pub book_id: Uuid,
+}
+
+impl Message for OfferCreated {
+    const NAME: &'static str = "marketplace.OfferCreated";
+}
+impl Event for OfferCreated {}
+
+/// An order was confirmed and claimed stock from these books' offers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StockClaimed {
+    /// The confirmed order.
+    pub order_id: Uuid,
+    /// Books whose offers lost stock, without duplicates.
+    pub book_ids: Vec<Uuid>,
+}
+
+impl Message for StockClaimed {
+    const NAME: &'static str = "marketplace.StockClaimed";
+}
+impl Event for StockClaimed {}
+
+/// Subscriber name of [`RefreshCheapestOffer`] (names its queues).
+pub const REFRESH_CHEAPEST_OFFER: &str = "refresh-cheapest-offer";
+
+/// Subscribes every subscriber to its events.
+pub fn register(handlers: HandlersBuilder, pool: &PgPool) -> HandlersBuilder {
+    let refresh = RefreshCheapestOffer::new(pool.clone());
+    handlers
+        .subscribe::<OfferCreated, _>(REFRESH_CHEAPEST_OFFER, refresh.clone())
+        .subscribe::<StockClaimed, _>(REFRESH_CHEAPEST_OFFER, refresh)
+}
+
+/// Every (event, subscriber) pair, for declaring transport topology in a
+/// process that publishes without subscribing.
+pub const SUBSCRIPTIONS: [(&str, &str); 2] = [
+    (<OfferCreated as Message>::NAME, REFRESH_CHEAPEST_OFFER),
+    (<StockClaimed as Message>::NAME, REFRESH_CHEAPEST_OFFER),
+];

@@ -1,0 +1,293 @@
+//! The one place errors become HTTP answers: `application/problem+json`
+//! (RFC 9457) with `type`, `title`, `status`, `detail` and, for bad fields,
+//! `field` and `errors`.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{
+        rejection::{JsonRejection, PathRejection, QueryRejection},
+        Request,
+    },
+    http::{header, HeaderValue, StatusCode},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use bus_core::{DispatchError, HandlerError, QueryError};
+use serde::Serialize;
+use utoipa::ToSchema;
+use validator::{ValidationErrors, ValidationErrorsKind};
+
+/// Everything a route can answer besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Malformed JSON, a wrong type, a missing field, a malformed id: `400`.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Well-formed input with a field out of range: `422`.
+    #[error("invalid fields")]
+    Validation(Vec<FieldError>),
+    /// The body is larger than the limit: `413`.
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// The body is not declared as JSON: `415`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// No such resource: `404`.
+    #[error("{0}")]
+    NotFound(String),
+    /// No such method on this path: `405`.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The command conflicts with current state (sync bus only, e.g. an
+    /// offer whose book is unknown): `409`.
+    #[error("{0}")]
+    Conflict(String),
+    /// The command cannot be accepted right now (bus saturated, broker
+    /// unreachable, shutting down): `503` with `Retry-After`.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A bug or an unexpected failure: `500`; details are logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// One invalid field of a request.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// JSON path of the field, e.g. `items[0].quantity`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// URI reference naming the kind of problem (`/problems/{kind}`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary of the kind.
+    pub title: String,
+    /// HTTP status code.
+    pub status: u16,
+    /// What happened this time.
+    pub detail: String,
+    /// The first offending field, for `422`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Every offending field, for `422`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// Internal detail of a `5xx`, left in the response extensions for the
+/// logging middleware: the conversion itself has no side effects.
+#[derive(Debug, Clone)]
+struct ServerErrorDetail(Arc<str>);
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad-request",
+            Self::Validation(_) => "validation",
+            Self::PayloadTooLarge => "payload-too-large",
+            Self::UnsupportedMediaType(_) => "unsupported-media-type",
+            Self::NotFound(_) => "not-found",
+            Self::MethodNotAllowed => "method-not-allowed",
+            Self::Conflict(_) => "conflict",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (detail, field, errors) = match &self {
+            Self::Validation(errors) => (
+                errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                errors.first().map(|e| e.field.clone()),
+                errors.clone(),
+            ),
+            Self::Internal(_) => ("an unexpected error occurred".to_owned(), None, Vec::new()),
+            other => (other.to_string(), None, Vec::new()),
+        };
+        let problem = Problem {
+            kind: format!("/problems/{}", self.kind()),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail,
+            field,
+            errors,
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status.is_server_error() {
+            response
+                .extensions_mut()
+                .insert(ServerErrorDetail(self.to_string().into()));
+        }
+        response
+    }
+}
+
+/// Logs the internal detail of every `5xx` answer.
+pub async fn log_server_errors(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let response = next.run(request).await;
+    if let Some(ServerErrorDetail(detail)) = response.extensions().get::<ServerErrorDetail>() {
+        let status = response.status().as_u16();
+        if status == 503 {
+            tracing::warn!(%method, %uri, status, error = %detail, "request not accepted");
+        } else {
+            tracing::error!(%method, %uri, status, error = %detail, "request failed");
+        }
+    }
+    response
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::MissingJsonContentType(r) => Self::UnsupportedMediaType(r.body_text()),
+            JsonRejection::BytesRejection(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::PayloadTooLarge
+            }
+            other => Self::BadRequest(other.body_text()),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::BadRequest(format!("invalid path: {}", rejection.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::BadRequest(rejection.body_text())
+    }
+}
+
+impl From<ValidationErrors> for ApiError {
+    fn from(errors: ValidationErrors) -> Self {
+        let mut fields = Vec::new();
+        flatten(&errors, "", &mut fields);
+        fields.sort_by(|a, b| a.field.cmp(&b.field));
+        Self::Validation(fields)
+    }
+}
+
+fn flatten(errors: &ValidationErrors, prefix: &str, out: &mut Vec<FieldError>) {
+    for (name, kind) in errors.errors() {
+        let path = format!("{prefix}{}", camel_case(name));
+        match kind {
+            ValidationErrorsKind::Field(list) => out.extend(list.iter().map(|e| {
+                FieldError {
+                    field: path.clone(),
+                    message: e
+                        .message
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_else(|| describe(e)),
+                }
+            })),
+            ValidationErrorsKind::Struct(inner) => flatten(inner, &format!("{path}."), out),
+            ValidationErrorsKind::List(items) => {
+                for (index, inner) in items {
+                    flatten(inner, &format!("{path}[{index}]."), out);
+                }
+            }
+        }
+    }
+}
+
+fn describe(error: &validator::ValidationError) -> String {
+    let param = |name: &str| error.params.get(name).map(ToString::to_string);
+    match error.code.as_ref() {
+        "length" => match (param("min"), param("max")) {
+            (Some(min), Some(max)) => format!("length must be between {min} and {max}"),
+            _ => "invalid length".to_owned(),
+        },
+        "range" => match (param("min"), param("max")) {
+            (Some(min), Some(max)) => format!("must be between {min} and {max}"),
+            _ => "out of range".to_owned(),
+        },
+        code => format!("invalid ({code})"),
+    }
+}
+
+fn camel_case(snake: &str) -> String {
+    let mut out = String::with_capacity(snake.len());
+    let mut upper = false;
+    for c in snake.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl From<DispatchError> for ApiError {
+    fn from(error: DispatchError) -> Self {
+        if error.is_unavailable() {
+            return Self::Unavailable(error.to_string());
+        }
+        match error {
+            DispatchError::Handler(HandlerError::Retryable { message, .. }) => {
+                Self::Conflict(message)
+            }
+            DispatchError::Handler(HandlerError::Permanent { message, .. }) => {
+                Self::Validation(vec![FieldError {
+                    field: String::new(),
+                    message,
+                }])
+            }
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(error: QueryError) -> Self {
+        match error {
+            QueryError::Failed(source) => Self::Unavailable(format!("query failed: {source}")),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}

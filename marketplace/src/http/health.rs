@@ -1,0 +1,50 @@
+//! `GET /health/live`, `GET /health/ready`.
+
+use std::time::Duration;
+
+use axum::{extract::State, Json};
+use serde_json::{json, Value};
+
+use super::{error::ApiError, AppState};
+
+/// How long a readiness probe waits for a dependency.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `200` while the process runs.
+#[utoipa::path(get, path = "/health/live", tag = "operations",
+    responses((status = 200, description = "The process is running")))]
+pub async fn live() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `200` when the database (and the broker, when used) answer, else `503`.
+#[utoipa::path(get, path = "/health/ready", tag = "operations",
+    responses(
+        (status = 200, description = "Dependencies answer"),
+        (status = 503, description = "A dependency does not answer", body = super::error::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let database =
+        tokio::time::timeout(PROBE_TIMEOUT, sqlx::query("SELECT 1").execute(&state.pool)).await;
+    match database {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => return Err(ApiError::Unavailable(format!("database: {error}"))),
+        Err(_) => {
+            return Err(ApiError::Unavailable(
+                "database: no answer in time".to_owned(),
+            ))
+        }
+    }
+    for check in &state.readiness {
+        match tokio::time::timeout(PROBE_TIMEOUT, check()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(ApiError::Unavailable(error)),
+            Err(_) => {
+                return Err(ApiError::Unavailable(
+                    "dependency: no answer in time".to_owned(),
+                ))
+            }
+        }
+    }
+    Ok(Json(json!({ "status": "ready" })))
+}

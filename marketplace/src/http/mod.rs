@@ -1,0 +1,96 @@
+//! The HTTP API: routes, their request and response types, and the mapping
+//! of every error to problem+json ([`error`]).
+
+pub mod books;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod offers;
+pub mod openapi;
+pub mod orders;
+pub mod users;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    extract::DefaultBodyLimit,
+    http::StatusCode,
+    middleware,
+    response::{IntoResponse, Response},
+    routing::{get, post, put},
+    Router,
+};
+use bus_core::{Command, CommandBus, Envelope, QueryBus};
+use sqlx::PgPool;
+use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer, trace::TraceLayer};
+
+use self::{error::ApiError, extract::TraceParent};
+
+/// Largest accepted request body. An order of 50 items is about 4 KiB.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Longest a request may take before it is answered `503`.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A check `/health/ready` runs besides the database (e.g. the broker).
+pub type ReadinessCheck =
+    Arc<dyn Fn() -> bus_core::BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// What every route handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// Where writes go.
+    pub commands: Arc<dyn CommandBus>,
+    /// Where reads go.
+    pub queries: QueryBus,
+    /// For readiness checks.
+    pub pool: PgPool,
+    /// Extra readiness checks.
+    pub readiness: Vec<ReadinessCheck>,
+}
+
+impl AppState {
+    /// Dispatches `command`, continuing the caller's trace if any.
+    pub async fn dispatch<C: Command>(
+        &self,
+        command: &C,
+        trace: TraceParent,
+    ) -> Result<(), ApiError> {
+        let mut envelope = Envelope::new(command).map_err(|e| ApiError::Internal(e.to_string()))?;
+        if let TraceParent(Some(parent)) = trace {
+            envelope = envelope.with_trace_parent(&parent);
+        }
+        self.commands.dispatch(envelope).await?;
+        Ok(())
+    }
+}
+
+/// The router of the whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/user", put(users::save_user))
+        .route("/users/{id}", get(users::get_user))
+        .route("/book", put(books::save_book))
+        .route("/books", get(books::list_books))
+        .route("/books/{id}", get(books::get_book))
+        .route("/offer", post(offers::create_offer))
+        .route("/offers/{book_id}", get(offers::list_offers))
+        .route("/order", post(orders::create_order))
+        .route("/orders/{id}", get(orders::get_order))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(error::log_server_errors))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(CatchPanicLayer::custom(|_| -> Response {
+            ApiError::Internal("handler panicked".to_owned()).into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

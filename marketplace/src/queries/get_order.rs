@@ -1,0 +1,90 @@
+//! `GET /orders/{id}`: an order, its items and where it stands.
+
+use bus_core::{Query, QueryError, QueryHandler};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::PgQueries;
+
+/// An order and its outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Order {
+    /// Order id.
+    pub id: Uuid,
+    /// The buyer.
+    pub user_id: Uuid,
+    /// `pending`, `confirmed` or `rejected`.
+    #[schema(example = "confirmed")]
+    pub status: String,
+    /// Why the order was rejected.
+    pub reason: Option<String>,
+    /// What was ordered (empty while `pending`).
+    pub items: Vec<OrderLine>,
+    /// When the order was first applied.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderLine {
+    /// The offer bought from.
+    pub offer_id: Uuid,
+    /// Copies.
+    pub quantity: i32,
+}
+
+#[derive(sqlx::FromRow)]
+struct OrderRow {
+    id: Uuid,
+    user_id: Uuid,
+    status: String,
+    reason: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+/// The order `0`, if it exists.
+#[derive(Debug, Clone, Copy)]
+pub struct GetOrder(pub Uuid);
+
+impl Query for GetOrder {
+    type Output = Option<Order>;
+}
+
+impl QueryHandler<GetOrder> for PgQueries {
+    async fn handle(&self, GetOrder(id): GetOrder) -> Result<Option<Order>, QueryError> {
+        let order: Option<OrderRow> = sqlx::query_as(
+            "SELECT id, user_id, status, reason, created_at FROM orders WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(OrderRow {
+            id,
+            user_id,
+            status,
+            reason,
+            created_at,
+        }) = order
+        else {
+            return Ok(None);
+        };
+        let items = sqlx::query_as(
+            "SELECT offer_id, quantity FROM order_items WHERE order_id = $1 ORDER BY offer_id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(Order {
+            id,
+            user_id,
+            status,
+            reason,
+            items,
+            created_at,
+        }))
+    }
+}

@@ -1,0 +1,37 @@
+//! Queries: what the GET routes ask, one file each with its SQL.
+//!
+//! Queries run in the process that asks (through `bus_core::QueryBus`) and
+//! read PostgreSQL directly; they never travel over a broker.
+
+pub mod get_book;
+pub mod get_order;
+pub mod get_user;
+pub mod list_books;
+pub mod list_offers;
+
+pub use get_book::GetBook;
+pub use get_order::{GetOrder, Order, OrderLine};
+pub use get_user::{GetUser, User};
+pub use list_books::{Book, ListBooks};
+pub use list_offers::{ListOffers, Offer};
+
+use bus_core::{QueryBus, RegistrationError};
+use sqlx::PgPool;
+
+/// Runs the marketplace's queries against PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgQueries {
+    pool: PgPool,
+}
+
+/// A query bus with every marketplace query registered.
+pub fn query_bus(pool: &PgPool) -> Result<QueryBus, RegistrationError> {
+    let handler = PgQueries { pool: pool.clone() };
+    QueryBus::builder()
+        .query::<ListBooks, _>(handler.clone())
+        .query::<GetBook, _>(handler.clone())
+        .query::<ListOffers, _>(handler.clone())
+        .query::<GetUser, _>(handler.clone())
+        .query::<GetOrder, _>(handler)
+        .build()
+}

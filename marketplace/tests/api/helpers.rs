@@ -1,0 +1,267 @@
+//! Starts the application on a fresh database, on port 0, and talks to it
+//! over HTTP like a mobile client.
+
+use std::{future::Future, time::Duration};
+
+use bus_core::InMemoryDeadLetters;
+use marketplace::{
+    config::{BusKind, ServeConfig},
+    startup::App,
+};
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio::{sync::oneshot, task::JoinHandle};
+use uuid::Uuid;
+
+/// How long `eventually` waits for an asynchronous effect.
+const PATIENCE: Duration = Duration::from_secs(15);
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub pool: PgPool,
+    pub dead_letters: InMemoryDeadLetters,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Starts the API on `bus` with fast retries (tests must not wait minutes).
+pub async fn spawn_app(pool: PgPool, bus: BusKind) -> TestApp {
+    spawn_app_with(pool, bus, &[]).await
+}
+
+/// Starts the API on `bus` with extra `serve` flags.
+pub async fn spawn_app_with(pool: PgPool, bus: BusKind, flags: &[&str]) -> TestApp {
+    let bus = match bus {
+        BusKind::InMemory => "in-memory",
+        BusKind::InMemoryAsync => "in-memory-async",
+    };
+    let defaults = [
+        ("--bus", bus),
+        ("--listen", "127.0.0.1:0"),
+        ("--retry-max-attempts", "10"),
+        ("--retry-initial-backoff", "20ms"),
+        ("--retry-max-backoff", "500ms"),
+    ];
+    let mut args: Vec<&str> = defaults
+        .iter()
+        .filter(|(flag, _)| !flags.contains(flag))
+        .flat_map(|(flag, value)| [*flag, *value])
+        .collect();
+    args.extend_from_slice(flags);
+    let config = ServeConfig::from_args(args).expect("valid test flags");
+    let app = App::build_with_pool(&config, pool.clone())
+        .await
+        .expect("app builds");
+    let address = format!("http://{}", app.local_addr().expect("bound"));
+    let dead_letters = app.dead_letters();
+    let (stop, stopped) = oneshot::channel();
+    let server = tokio::spawn(app.run(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        pool,
+        dead_letters,
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub async fn put(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .put(format!("{}{path}", self.address))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(format!("{}{path}", self.address))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// `GET path`, expecting `200` and JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.json().await.expect("JSON body")
+    }
+
+    pub async fn put_user(&self, id: Uuid, name: &str) -> Response {
+        self.put("/user", &json!({ "id": id, "name": name })).await
+    }
+
+    pub async fn put_book(&self, id: Uuid, title: &str) -> Response {
+        self.put(
+            "/book",
+            &json!({ "id": id, "title": title, "author": "Frank Herbert" }),
+        )
+        .await
+    }
+
+    pub async fn post_offer(
+        &self,
+        id: Uuid,
+        book: Uuid,
+        seller: Uuid,
+        price: f64,
+        stock: i64,
+    ) -> Response {
+        self.post(
+            "/offer",
+            &json!({ "id": id, "bookId": book, "sellerId": seller, "price": price, "stock": stock }),
+        )
+        .await
+    }
+
+    pub async fn post_order(&self, id: Uuid, user: Uuid, items: &[(Uuid, i64)]) -> Response {
+        let items: Vec<Value> = items
+            .iter()
+            .map(|(offer, quantity)| json!({ "offerId": offer, "quantity": quantity }))
+            .collect();
+        self.post(
+            "/order",
+            &json!({ "id": id, "userId": user, "items": items }),
+        )
+        .await
+    }
+
+    /// A user, a book and an offer of `stock` copies at `price`, all applied.
+    pub async fn seed_offer(&self, price: f64, stock: i64) -> Seeded {
+        let seeded = Seeded {
+            user: Uuid::new_v4(),
+            book: Uuid::new_v4(),
+            offer: Uuid::new_v4(),
+        };
+        assert_eq!(self.put_user(seeded.user, "Seller").await.status(), 200);
+        assert_eq!(self.put_book(seeded.book, "Dune").await.status(), 200);
+        self.eventually(|| async {
+            (self.get(&format!("/books/{}", seeded.book)).await.status() == 200).then_some(())
+        })
+        .await;
+        self.eventually(|| async {
+            (self.get(&format!("/users/{}", seeded.user)).await.status() == 200).then_some(())
+        })
+        .await;
+        assert_eq!(
+            self.post_offer(seeded.offer, seeded.book, seeded.user, price, stock)
+                .await
+                .status(),
+            200
+        );
+        self.eventually(|| async {
+            let book = self.get_json(&format!("/books/{}", seeded.book)).await;
+            (book["offerId"] == json!(seeded.offer)).then_some(())
+        })
+        .await;
+        seeded
+    }
+
+    /// Polls `check` until it returns `Some`, for effects applied
+    /// asynchronously; panics after a generous deadline.
+    pub async fn eventually<T, F, Fut>(&self, check: F) -> T
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "condition not met in {PATIENCE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for the order to leave `pending` and returns it.
+    pub async fn settled_order(&self, id: Uuid) -> Value {
+        self.eventually(|| async {
+            let response = self.get(&format!("/orders/{id}")).await;
+            if response.status() != 200 {
+                return None;
+            }
+            let order: Value = response.json().await.ok()?;
+            (order["status"] != "pending").then_some(order)
+        })
+        .await
+    }
+
+    /// Stops the app gracefully and waits until it has drained.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("clean shutdown");
+        }
+    }
+}
+
+pub struct Seeded {
+    pub user: Uuid,
+    pub book: Uuid,
+    pub offer: Uuid,
+}
+
+/// Asserts an RFC 9457 problem answer with `status`; returns its body.
+pub async fn assert_problem(response: Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.expect("problem body");
+    assert_eq!(body["status"], status);
+    for member in ["type", "title", "detail"] {
+        assert!(body[member].is_string(), "problem has {member}: {body}");
+    }
+    body
+}
+
+/// Runs each scenario once per in-memory bus, each on its own database:
+/// `scenario::on_the_in_memory_bus` and `scenario::on_the_in_memory_async_bus`.
+#[macro_export]
+macro_rules! on_both_buses {
+    ($(async fn $name:ident($app:ident) $body:block)*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn scenario($app: $crate::helpers::TestApp) $body
+
+            #[sqlx::test(migrator = "marketplace::MIGRATOR")]
+            async fn on_the_in_memory_bus(pool: sqlx::PgPool) {
+                scenario($crate::helpers::spawn_app(pool, marketplace::config::BusKind::InMemory).await).await
+            }
+
+            #[sqlx::test(migrator = "marketplace::MIGRATOR")]
+            async fn on_the_in_memory_async_bus(pool: sqlx::PgPool) {
+                scenario($crate::helpers::spawn_app(pool, marketplace::config::BusKind::InMemoryAsync).await).await
+            }
+        }
+    )*};
+}

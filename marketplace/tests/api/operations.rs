@@ -1,0 +1,25 @@
+use serde_json::json;
+
+use crate::on_both_buses;
+
+on_both_buses! {
+    async fn the_process_is_live_and_ready(app) {
+        assert_eq!(app.get_json("/health/live").await, json!({ "status": "ok" }));
+        assert_eq!(app.get_json("/health/ready").await, json!({ "status": "ready" }));
+    }
+
+    async fn the_openapi_document_describes_every_route(app) {
+        let doc = app.get_json("/openapi.json").await;
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let paths = doc["paths"].as_object().unwrap();
+        for (path, method) in [
+            ("/user", "put"), ("/users/{id}", "get"), ("/book", "put"), ("/books", "get"),
+            ("/books/{id}", "get"), ("/offer", "post"), ("/offers/{bookId}", "get"),
+            ("/order", "post"), ("/orders/{id}", "get"), ("/health/live", "get"), ("/health/ready", "get"),
+        ] {
+            assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} documented");
+        }
+        let offer = &doc["components"]["schemas"]["CreateOffer"];
+        assert_eq!(offer["required"], json!(["id", "bookId", "sellerId", "price", "stock"]));
+    }
+}
