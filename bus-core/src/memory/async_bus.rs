@@ -8,7 +8,7 @@ use std::{
 };
 
 use futures::FutureExt;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::{
     bus::BoxFuture, dead_letter::dead_letter, CommandBus, DeadLetterSink, DispatchError,
@@ -136,16 +136,23 @@ impl AsyncBus {
         inner.closing.store(true, Ordering::SeqCst);
         let all = inner.config.capacity as u32;
         let drained = tokio::time::timeout(inner.config.drain_timeout, inner.permits.acquire_many(all)).await;
-        if drained.is_err() {
-            tracing::warn!(
-                in_flight = self.in_flight(),
-                "drain timeout reached; dead-lettering messages still waiting for a retry"
-            );
-            inner.abandon.send_replace(true);
-            // Running handlers finish on their own; nothing waits forever here
-            // because abandoned retries release their permits at once.
-            let _ = inner.permits.acquire_many(all).await;
-        }
+        let _every_permit = match drained {
+            Ok(every_permit) => every_permit,
+            Err(_) => {
+                tracing::warn!(
+                    in_flight = self.in_flight(),
+                    "drain timeout reached; dead-lettering messages still waiting for a retry"
+                );
+                inner.abandon.send_replace(true);
+                // Running handlers finish on their own; nothing waits forever here
+                // because abandoned retries release their permits at once.
+                inner.permits.acquire_many(all).await
+            }
+        };
+        // Close while holding every permit: a dispatch that read `closing`
+        // just before it was set must not take a permit after the drain and
+        // be accepted once the caller believes the bus is empty.
+        inner.permits.close();
         tracing::info!("async bus drained");
     }
 
@@ -158,7 +165,8 @@ impl AsyncBus {
         for _ in &targets {
             match inner.permits.clone().try_acquire_owned() {
                 Ok(permit) => permits.push(permit),
-                Err(_) => {
+                Err(TryAcquireError::Closed) => return Err(DispatchError::ShuttingDown),
+                Err(TryAcquireError::NoPermits) => {
                     return Err(DispatchError::Saturated {
                         capacity: inner.config.capacity,
                     })
