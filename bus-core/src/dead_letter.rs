@@ -71,7 +71,9 @@ impl InMemoryDeadLetters {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<DeadLetter>> {
         // A panic while holding this lock cannot leave the deque inconsistent.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -239,7 +239,12 @@ mod tests {
 
     #[test]
     fn malformed_traceparents_are_refused() {
-        for bad in ["", "00-abc", "00-0000-0000-01", "zz-00000000000000000000000000000001-0000000000000001-01-x"] {
+        for bad in [
+            "",
+            "00-abc",
+            "00-0000-0000-01",
+            "zz-00000000000000000000000000000001-0000000000000001-01-x",
+        ] {
             assert!(bad.parse::<TraceContext>().is_err(), "{bad}");
         }
     }

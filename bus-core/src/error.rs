@@ -147,7 +147,10 @@ impl DispatchError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            Self::Saturated { .. } | Self::ShuttingDown | Self::Unavailable { .. } | Self::Refused { .. }
+            Self::Saturated { .. }
+                | Self::ShuttingDown
+                | Self::Unavailable { .. }
+                | Self::Refused { .. }
         )
     }
 }

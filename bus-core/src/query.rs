@@ -30,7 +30,11 @@ impl QueryBusBuilder {
             let handler = handler.clone();
             Box::pin(async move { handler.handle(query).await })
         });
-        if self.handlers.insert(TypeId::of::<Q>(), Box::new(call)).is_some() {
+        if self
+            .handlers
+            .insert(TypeId::of::<Q>(), Box::new(call))
+            .is_some()
+        {
             self.duplicate.get_or_insert(type_name::<Q>());
         }
         self

@@ -7,8 +7,9 @@ use crate::{
     MessageContext, RegistrationError,
 };
 
-type ErasedFn =
-    dyn Fn(Arc<Envelope>, MessageContext) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync;
+type ErasedFn = dyn Fn(Arc<Envelope>, MessageContext) -> BoxFuture<'static, Result<(), HandlerError>>
+    + Send
+    + Sync;
 
 /// Called after a handler succeeded, with the envelope it handled.
 type SuccessHook = dyn Fn(&Envelope) + Send + Sync;
@@ -155,7 +156,10 @@ impl HandlersBuilder {
                 return Err(RegistrationError::InvalidSubscriberName(name.clone()));
             }
             let existing = events.entry(subscription.event_type).or_default();
-            if existing.iter().any(|s| s.subscriber == subscription.subscriber) {
+            if existing
+                .iter()
+                .any(|s| s.subscriber == subscription.subscriber)
+            {
                 return Err(RegistrationError::DuplicateSubscriber {
                     message_type: subscription.event_type.to_owned(),
                     subscriber: subscription.subscriber,
@@ -170,10 +174,12 @@ impl HandlersBuilder {
 }
 
 fn decode<M: crate::Message>(envelope: &Envelope) -> Result<M, HandlerError> {
-    envelope.decode::<M>().map_err(|source| HandlerError::Decode {
-        message_type: envelope.message_type.clone(),
-        source,
-    })
+    envelope
+        .decode::<M>()
+        .map_err(|source| HandlerError::Decode {
+            message_type: envelope.message_type.clone(),
+            source,
+        })
 }
 
 struct Inner {

@@ -49,7 +49,9 @@ impl RetryPolicy {
         let exponent = attempt.saturating_sub(1).min(63) as i32;
         let factor = self.multiplier.max(1.0).powi(exponent);
         let delay = self.initial_backoff.as_secs_f64() * factor;
-        Some(Duration::from_secs_f64(delay.min(self.max_backoff.as_secs_f64())))
+        Some(Duration::from_secs_f64(
+            delay.min(self.max_backoff.as_secs_f64()),
+        ))
     }
 
     /// Every delay of the schedule, in order (`max_attempts - 1` of them).

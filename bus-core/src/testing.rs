@@ -52,7 +52,9 @@ impl RecordingBus {
 }
 
 fn lock(records: &Mutex<Vec<Envelope>>) -> std::sync::MutexGuard<'_, Vec<Envelope>> {
-    records.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    records
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn decode_all<M: Message>(envelopes: &[Envelope]) -> Vec<M> {

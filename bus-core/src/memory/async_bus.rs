@@ -11,9 +11,8 @@ use futures::FutureExt;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::{
-    bus::BoxFuture, dead_letter::dead_letter, CommandBus, DeadLetterSink, DispatchError,
-    Envelope, EventBus, HandlerError, Handlers, InMemoryDeadLetters, RegisteredHandler,
-    RetryPolicy,
+    bus::BoxFuture, dead_letter::dead_letter, CommandBus, DeadLetterSink, DispatchError, Envelope,
+    EventBus, HandlerError, Handlers, InMemoryDeadLetters, RegisteredHandler, RetryPolicy,
 };
 
 /// Settings of an [`AsyncBus`].
@@ -104,7 +103,9 @@ impl AsyncBus {
         mut config: AsyncBusConfig,
         dead_letters: Arc<dyn DeadLetterSink>,
     ) -> Self {
-        config.capacity = config.capacity.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+        config.capacity = config
+            .capacity
+            .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
         config.concurrency = config.concurrency.max(1);
         let (jobs, receiver) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
@@ -135,7 +136,8 @@ impl AsyncBus {
         let inner = &self.inner;
         inner.closing.store(true, Ordering::SeqCst);
         let all = inner.config.capacity as u32;
-        let drained = tokio::time::timeout(inner.config.drain_timeout, inner.permits.acquire_many(all)).await;
+        let drained =
+            tokio::time::timeout(inner.config.drain_timeout, inner.permits.acquire_many(all)).await;
         let _every_permit = match drained {
             Ok(every_permit) => every_permit,
             Err(_) => {
@@ -156,7 +158,11 @@ impl AsyncBus {
         tracing::info!("async bus drained");
     }
 
-    fn enqueue(&self, envelope: Arc<Envelope>, targets: Vec<(RegisteredHandler, Option<String>)>) -> Result<(), DispatchError> {
+    fn enqueue(
+        &self,
+        envelope: Arc<Envelope>,
+        targets: Vec<(RegisteredHandler, Option<String>)>,
+    ) -> Result<(), DispatchError> {
         let inner = &self.inner;
         if inner.closing.load(Ordering::SeqCst) {
             return Err(DispatchError::ShuttingDown);
@@ -214,7 +220,9 @@ impl EventBus for AsyncBus {
             .iter()
             .map(|s| (s.handler.clone(), Some(s.subscriber.clone())))
             .collect();
-        let result = if targets.is_empty() {
+        let result = if self.inner.closing.load(Ordering::SeqCst) {
+            Err(DispatchError::ShuttingDown)
+        } else if targets.is_empty() {
             Ok(())
         } else {
             self.enqueue(Arc::new(envelope), targets)
@@ -239,7 +247,9 @@ async fn run_workers(inner: Arc<Inner>, mut jobs: mpsc::UnboundedReceiver<Job>) 
 
 async fn run_job(inner: &Arc<Inner>, job: Job) {
     let max_attempts = inner.config.retry.max_attempts.max(1);
-    let call = job.handler.invoke(job.envelope.clone(), job.attempt, max_attempts);
+    let call = job
+        .handler
+        .invoke(job.envelope.clone(), job.attempt, max_attempts);
     let result = match AssertUnwindSafe(call).catch_unwind().await {
         Ok(result) => result,
         Err(_) => Err(HandlerError::retryable("handler panicked")),
@@ -279,7 +289,8 @@ async fn run_job(inner: &Arc<Inner>, job: Job) {
             _ = abandon.wait_for(|abandon| *abandon) => true,
         };
         if abandoned {
-            let error = HandlerError::retryable(format!("bus shut down before retry; last error: {error}"));
+            let error =
+                HandlerError::retryable(format!("bus shut down before retry; last error: {error}"));
             dead_letter(
                 inner.dead_letters.as_ref(),
                 &job.envelope,
@@ -295,7 +306,13 @@ async fn run_job(inner: &Arc<Inner>, job: Job) {
         };
         if let Err(mpsc::error::SendError(job)) = inner.jobs.send(retry) {
             let error = HandlerError::retryable("bus stopped before retry");
-            dead_letter(inner.dead_letters.as_ref(), &job.envelope, job.subscriber.as_deref(), &error, job.attempt);
+            dead_letter(
+                inner.dead_letters.as_ref(),
+                &job.envelope,
+                job.subscriber.as_deref(),
+                &error,
+                job.attempt,
+            );
         }
     });
 }

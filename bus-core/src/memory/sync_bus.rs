@@ -1,8 +1,10 @@
-use std::sync::Arc;
+use std::{panic::AssertUnwindSafe, sync::Arc};
+
+use futures::FutureExt;
 
 use crate::{
-    bus::BoxFuture, dead_letter::dead_letter, CommandBus, DeadLetterSink, DispatchError,
-    Envelope, EventBus, Handlers, InMemoryDeadLetters,
+    bus::BoxFuture, dead_letter::dead_letter, CommandBus, DeadLetterSink, DispatchError, Envelope,
+    EventBus, HandlerError, Handlers, InMemoryDeadLetters,
 };
 
 /// Runs handlers inline: `dispatch` returns once the handler has run, with
@@ -46,12 +48,12 @@ impl InMemoryBus {
 impl CommandBus for InMemoryBus {
     fn dispatch(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
         Box::pin(async move {
-            let handler =
-                self.handlers
-                    .command(&envelope.message_type)
-                    .ok_or_else(|| DispatchError::NoHandler {
-                        message_type: envelope.message_type.clone(),
-                    })?;
+            let handler = self
+                .handlers
+                .command(&envelope.message_type)
+                .ok_or_else(|| DispatchError::NoHandler {
+                    message_type: envelope.message_type.clone(),
+                })?;
             handler.invoke(Arc::new(envelope), 1, 1).await?;
             Ok(())
         })
@@ -63,7 +65,13 @@ impl EventBus for InMemoryBus {
         Box::pin(async move {
             let envelope = Arc::new(envelope);
             for subscription in self.handlers.subscribers(&envelope.message_type) {
-                if let Err(error) = subscription.handler.invoke(envelope.clone(), 1, 1).await {
+                // A panicking subscriber must not keep the others from running.
+                let call = subscription.handler.invoke(envelope.clone(), 1, 1);
+                let result = AssertUnwindSafe(call)
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| Err(HandlerError::permanent("subscriber panicked")));
+                if let Err(error) = result {
                     dead_letter(
                         self.dead_letters.as_ref(),
                         &envelope,
