@@ -1,1 +1,54 @@
-//! RabbitMQ transport for bus-core (work in progress).
+//! # bus-rabbitmq: bus-core's buses over RabbitMQ
+//!
+//! The product's core guarantee is that an accepted message is never lost.
+//! This crate keeps it over a real broker:
+//!
+//! - [`RabbitPublisher`] implements [`bus_core::CommandBus`] and
+//!   [`bus_core::EventBus`]. A publish returns `Ok` only once the broker has
+//!   *confirmed* the persistent message; everything else (broker down, no
+//!   confirm in time, negative confirm, unroutable) is an error the caller
+//!   sees, never a silent drop.
+//! - [`RabbitWorker`] consumes every queue of a set of [`bus_core::Handlers`],
+//!   acknowledges a message only after its handler returned `Ok`, retries
+//!   retryable failures through TTL delay queues and parks everything else in
+//!   a dead-letter queue: a message is never dropped and a poison message
+//!   never loops.
+//! - Both declare the whole [`Topology`] on start and after every
+//!   reconnection, and both reconnect by themselves.
+//!
+//! Table of contents:
+//!
+//! | module | concept |
+//! |---|---|
+//! | [`config`] | [`RabbitConfig`]: broker address, namespace, prefetch, concurrency, retries, timeouts |
+//! | [`naming`] | [`Naming`]: the one place exchange and queue names are made |
+//! | [`topology`] | [`Topology`]: every exchange, queue and binding, declared idempotently |
+//! | [`wire`] | how an [`bus_core::Envelope`] maps onto AMQP properties, headers and body |
+//! | [`publisher`] | [`RabbitPublisher`]: confirmed, persistent, mandatory publishes over pooled channels |
+//! | [`worker`] | [`RabbitWorker`]: consumption, acks, retries, dead letters, reconnection, graceful shutdown |
+//! | [`error`] | [`RabbitError`]: what can go wrong outside a publish |
+//!
+//! See the crate's README for the topology table and where each guarantee is
+//! kept in the code.
+#![warn(missing_docs, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod confirm;
+pub mod error;
+pub mod naming;
+pub mod publisher;
+pub mod topology;
+pub mod wire;
+pub mod worker;
+
+pub use config::{QueueType, RabbitConfig};
+pub use error::RabbitError;
+pub use naming::Naming;
+pub use publisher::RabbitPublisher;
+pub use topology::Topology;
+pub use worker::RabbitWorker;
+
+/// The AMQP client this crate is built on, re-exported so applications and
+/// tests use the exact same version.
+pub use lapin;

@@ -1,0 +1,106 @@
+//! Configuration shared by the publisher and the worker.
+
+use std::time::Duration;
+
+use bus_core::{Handlers, RetryPolicy};
+
+use crate::{Naming, Topology};
+
+/// The RabbitMQ queue implementation used for every queue this crate declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueType {
+    /// Classic durable queues: a single node, the default.
+    #[default]
+    Classic,
+    /// Quorum queues: replicated (Raft) across a cluster.
+    Quorum,
+}
+
+impl QueueType {
+    /// The value of the `x-queue-type` queue argument.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Quorum => "quorum",
+        }
+    }
+}
+
+/// How to reach the broker and how to use it.
+///
+/// Every field has a sensible default ([`RabbitConfig::default`]); an
+/// application usually sets `amqp_url`, `namespace` and `connection_name`.
+#[derive(Debug, Clone)]
+pub struct RabbitConfig {
+    /// Broker address, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub amqp_url: String,
+    /// Prefix of every exchange and queue name (see [`Naming`]).
+    pub namespace: String,
+    /// Unacknowledged deliveries the broker may push to one queue's consumer
+    /// (`basic.qos` prefetch count).
+    pub prefetch: u16,
+    /// Handlers running at once per consumed queue.
+    pub concurrency: usize,
+    /// Attempts and delays for retryable handler failures. Each distinct
+    /// delay of [`RetryPolicy::schedule`] gets its own delay queue.
+    pub retry: RetryPolicy,
+    /// Classic or quorum queues.
+    pub queue_type: QueueType,
+    /// Longest a publish may take, waiting for a channel, the broker's
+    /// confirm and everything in between included. Past it the publish fails
+    /// with `DispatchError::Unavailable`.
+    pub confirm_timeout: Duration,
+    /// Longest the worker waits for a connection to open.
+    pub connect_timeout: Duration,
+    /// Connection name shown in the RabbitMQ management UI.
+    pub connection_name: String,
+    /// First delay before the worker reconnects after losing the broker.
+    pub reconnect_min_backoff: Duration,
+    /// Upper bound of the (doubling) reconnection delay.
+    pub reconnect_max_backoff: Duration,
+    /// Confirm-mode channels the publisher keeps in its pool.
+    pub publisher_channels: usize,
+}
+
+impl Default for RabbitConfig {
+    fn default() -> Self {
+        Self {
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            namespace: "marketplace".to_owned(),
+            prefetch: 64,
+            concurrency: 16,
+            retry: RetryPolicy::default(),
+            queue_type: QueueType::Classic,
+            confirm_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+            connection_name: "bus-rabbitmq".to_owned(),
+            reconnect_min_backoff: Duration::from_millis(200),
+            reconnect_max_backoff: Duration::from_secs(30),
+            publisher_channels: 8,
+        }
+    }
+}
+
+impl RabbitConfig {
+    /// The names of this configuration's namespace.
+    pub fn naming(&self) -> Naming {
+        Naming::new(&self.namespace)
+    }
+
+    /// The topology of `handlers` in this configuration's namespace, with its
+    /// queue type and retry schedule: what a worker for `handlers` declares,
+    /// and what a publisher of the same application should declare too.
+    pub fn topology(&self, handlers: &Handlers) -> Topology {
+        self.empty_topology().with_handlers(handlers)
+    }
+
+    /// A topology of this configuration (namespace, queue type, retry
+    /// schedule) with no command and no subscriber yet: the exchanges and the
+    /// unrouted-events queue. Add names with [`Topology::with_command`] and
+    /// [`Topology::with_subscription`].
+    pub fn empty_topology(&self) -> Topology {
+        Topology::new(&self.namespace)
+            .with_queue_type(self.queue_type)
+            .with_retry_policy(&self.retry)
+    }
+}

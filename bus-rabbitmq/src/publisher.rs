@@ -1,0 +1,326 @@
+//! [`RabbitPublisher`]: the sending side, for commands and events.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use bus_core::{BoxFuture, CommandBus, DispatchError, Envelope, EventBus};
+use deadpool::managed::{self, Metrics, Object, RecycleError, RecycleResult};
+use deadpool_lapin::{Hook, HookError};
+use lapin::{options::ConfirmSelectOptions, Channel, ConnectionProperties, ConnectionStatus};
+use tokio::time::Instant;
+
+use crate::{
+    confirm::{publish_confirmed, PublishFailure},
+    wire, Naming, RabbitConfig, RabbitError, Topology,
+};
+
+/// Publishes commands and events to RabbitMQ, each confirmed by the broker.
+///
+/// Every publish is persistent (`delivery_mode` 2) and `mandatory`, on a
+/// confirm-mode channel taken from a pool, and returns only once the broker
+/// confirmed it, or failed:
+///
+/// | what happened | result |
+/// |---|---|
+/// | broker acknowledged, message routed | `Ok(())` |
+/// | negative confirm | [`DispatchError::Refused`] |
+/// | unroutable (no queue bound for that command) | [`DispatchError::Refused`] |
+/// | no channel or connection, channel error, no confirm within `confirm_timeout` | [`DispatchError::Unavailable`] |
+///
+/// A publish never takes longer than [`RabbitConfig::confirm_timeout`], so
+/// while the broker is down publishes fail fast. A channel that failed is
+/// dropped, and so is the pooled connection: the next publish connects
+/// anew, and every new connection re-declares the [`Topology`] before use,
+/// so the publisher recovers by itself once the broker is back.
+///
+/// Events with no subscriber are not an error: the events exchange's
+/// alternate exchange keeps them in `{ns}.events.unrouted`.
+///
+/// Cheap to clone; clones share the pools.
+#[derive(Clone)]
+pub struct RabbitPublisher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    channels: managed::Pool<ChannelManager>,
+    naming: Naming,
+    confirm_timeout: Duration,
+}
+
+impl std::fmt::Debug for RabbitPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitPublisher")
+            .field("namespace", &self.inner.naming.namespace())
+            .field("channels", &self.inner.channels.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RabbitPublisher {
+    /// A publisher for `config`'s broker that declares `topology` on every
+    /// new connection. Does not connect yet: the first publish (or
+    /// [`RabbitPublisher::ensure_connected`]) does.
+    ///
+    /// Exchange names come from `topology`'s namespace; build it with
+    /// [`RabbitConfig::topology`] so publisher and worker agree on names,
+    /// queue type and delay queues.
+    pub fn new(config: &RabbitConfig, topology: Topology) -> Result<Self, RabbitError> {
+        config
+            .amqp_url
+            .parse::<lapin::uri::AMQPUri>()
+            .map_err(|error| RabbitError::InvalidConfig(format!("amqp_url: {error}")))?;
+        let naming = topology.naming().clone();
+        let topology = Arc::new(topology);
+        let connection_name = format!("{} (publisher)", config.connection_name);
+        let connections = deadpool_lapin::Config {
+            url: Some(config.amqp_url.clone()),
+            pool: Some(deadpool_lapin::PoolConfig::new(1)),
+        }
+        .builder(
+            move || {
+                ConnectionProperties::default()
+                    .with_connection_name(connection_name.as_str().into())
+            },
+            deadpool_lapin::Runtime::Tokio1,
+        )
+        .map_err(|error| RabbitError::Pool(error.to_string()))?
+        .post_create(declare_on_connect(topology))
+        .build()
+        .map_err(|error| RabbitError::Pool(error.to_string()))?;
+        let channels = managed::Pool::builder(ChannelManager {
+            connections,
+            generation: AtomicU64::new(0),
+        })
+        .max_size(config.publisher_channels.max(1))
+        .build()
+        .map_err(|error| RabbitError::Pool(error.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                channels,
+                naming,
+                confirm_timeout: config.confirm_timeout,
+            }),
+        })
+    }
+
+    /// [`RabbitPublisher::new`], then [`RabbitPublisher::ensure_connected`]:
+    /// fails if the broker cannot be reached now.
+    pub async fn connect(config: &RabbitConfig, topology: Topology) -> Result<Self, RabbitError> {
+        let publisher = Self::new(config, topology)?;
+        publisher.ensure_connected().await?;
+        Ok(publisher)
+    }
+
+    /// Makes sure a connection is open and the topology declared, within the
+    /// confirm timeout.
+    pub async fn ensure_connected(&self) -> Result<(), RabbitError> {
+        let deadline = Instant::now() + self.inner.confirm_timeout;
+        match tokio::time::timeout_at(deadline, self.inner.channels.get()).await {
+            Ok(Ok(_channel)) => Ok(()),
+            Ok(Err(error)) => {
+                self.reset();
+                Err(RabbitError::Connect(Box::new(error)))
+            }
+            Err(elapsed) => {
+                self.reset();
+                Err(RabbitError::Connect(Box::new(elapsed)))
+            }
+        }
+    }
+
+    /// The names this publisher routes with.
+    pub fn naming(&self) -> &Naming {
+        &self.inner.naming
+    }
+
+    /// Stops the publisher: pooled channels and the connection are closed;
+    /// later publishes fail with [`DispatchError::Unavailable`].
+    pub fn close(&self) {
+        self.inner.channels.close();
+        self.inner.channels.manager().connections.close();
+    }
+
+    /// Publishes `envelope` on `exchange` with its type as routing key and
+    /// waits for the broker's confirm.
+    async fn publish_to(&self, exchange: String, envelope: Envelope) -> Result<(), DispatchError> {
+        let deadline = Instant::now() + self.inner.confirm_timeout;
+        let (properties, body) =
+            wire::encode(&envelope, 1).map_err(|error| DispatchError::Refused {
+                reason: error.to_string(),
+            })?;
+        let channel = match tokio::time::timeout_at(deadline, self.inner.channels.get()).await {
+            Ok(Ok(channel)) => channel,
+            Ok(Err(error)) => {
+                self.reset();
+                tracing::warn!(message_id = %envelope.id, message_type = %envelope.message_type, %error, "publish failed: no channel to the broker");
+                return Err(DispatchError::Unavailable {
+                    reason: format!("no channel to the broker: {error}"),
+                    source: Some(Box::new(error)),
+                });
+            }
+            Err(_elapsed) => {
+                self.reset();
+                tracing::warn!(message_id = %envelope.id, message_type = %envelope.message_type, "publish failed: no channel to the broker in time");
+                return Err(DispatchError::Unavailable {
+                    reason: "no channel to the broker before the confirm timeout".to_owned(),
+                    source: None,
+                });
+            }
+        };
+        let result = publish_confirmed(
+            &channel.channel,
+            &exchange,
+            &envelope.message_type,
+            properties,
+            &body,
+            deadline,
+        )
+        .await;
+        match result {
+            Ok(()) => {
+                tracing::debug!(message_id = %envelope.id, message_type = %envelope.message_type, %exchange, "published and confirmed");
+                Ok(())
+            }
+            Err(failure @ PublishFailure::Refused(_)) => {
+                tracing::warn!(message_id = %envelope.id, message_type = %envelope.message_type, %exchange, %failure, "publish refused");
+                Err(failure.into())
+            }
+            Err(failure @ PublishFailure::Unavailable { .. }) => {
+                // Never hand this channel (or its connection) out again.
+                drop(Object::take(channel));
+                self.reset();
+                tracing::warn!(message_id = %envelope.id, message_type = %envelope.message_type, %exchange, %failure, "publish failed");
+                Err(failure.into())
+            }
+        }
+    }
+
+    /// Forgets every idle channel and the connection: the next publish
+    /// connects anew (and re-declares the topology). Channels in use are
+    /// refused when they come back.
+    fn reset(&self) {
+        let manager = self.inner.channels.manager();
+        manager.generation.fetch_add(1, Ordering::SeqCst);
+        drop(self.inner.channels.retain(|_, _| false));
+        drop(manager.connections.retain(|_, _| false));
+    }
+}
+
+impl CommandBus for RabbitPublisher {
+    /// Sends the command to `{ns}.commands`, routed by its type to
+    /// `{ns}.command.{Type}`. Refused if no such queue is bound.
+    fn dispatch(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
+        Box::pin(self.publish_to(self.inner.naming.commands_exchange(), envelope))
+    }
+}
+
+impl EventBus for RabbitPublisher {
+    /// Publishes the event to `{ns}.events`, routed by its type to every
+    /// subscriber queue, or to `{ns}.events.unrouted` if there is none.
+    fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
+        Box::pin(self.publish_to(self.inner.naming.events_exchange(), envelope))
+    }
+}
+
+/// The `post_create` hook of the connection pool: every new connection
+/// declares the topology before any channel of it is used.
+fn declare_on_connect(topology: Arc<Topology>) -> Hook {
+    Hook::async_fn(move |connection: &mut lapin::Connection, _: &Metrics| {
+        let topology = topology.clone();
+        Box::pin(async move {
+            let channel = connection
+                .create_channel()
+                .await
+                .map_err(HookError::Backend)?;
+            let declared = topology.declare(&channel).await;
+            // A failed declaration closes the channel itself; ignore the echo.
+            let _ = channel.close(200, "OK".into()).await;
+            match declared {
+                Ok(()) => {
+                    tracing::info!(
+                        namespace = topology.naming().namespace(),
+                        "publisher connected, topology declared"
+                    );
+                    Ok(())
+                }
+                Err(error) => {
+                    tracing::error!(%error, "publisher connected but cannot declare the topology");
+                    Err(HookError::message(error.to_string()))
+                }
+            }
+        })
+    })
+}
+
+/// A confirm-mode channel and the connection it lives on.
+struct ConfirmChannel {
+    channel: Channel,
+    connection: ConnectionStatus,
+    generation: u64,
+}
+
+/// Opens confirm-mode channels on the pooled connection.
+struct ChannelManager {
+    connections: deadpool_lapin::Pool,
+    /// Bumped by every reset; channels of an older generation are not reused.
+    generation: AtomicU64,
+}
+
+/// Opening a pooled channel failed.
+#[derive(Debug, thiserror::Error)]
+enum ChannelError {
+    #[error("no connection to the broker: {0}")]
+    Connection(#[source] deadpool_lapin::PoolError),
+    #[error("cannot open a confirm-mode channel: {0}")]
+    Channel(#[source] lapin::Error),
+}
+
+impl managed::Manager for ChannelManager {
+    type Type = ConfirmChannel;
+    type Error = ChannelError;
+
+    async fn create(&self) -> Result<ConfirmChannel, ChannelError> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        let connection = self
+            .connections
+            .get()
+            .await
+            .map_err(ChannelError::Connection)?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(ChannelError::Channel)?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(ChannelError::Channel)?;
+        Ok(ConfirmChannel {
+            channel,
+            connection: connection.status().clone(),
+            generation,
+        })
+    }
+
+    async fn recycle(
+        &self,
+        channel: &mut ConfirmChannel,
+        _: &Metrics,
+    ) -> RecycleResult<ChannelError> {
+        if channel.generation != self.generation.load(Ordering::SeqCst) {
+            return Err(RecycleError::message("channel of a reset connection"));
+        }
+        if !channel.connection.connected() {
+            return Err(RecycleError::message("connection lost"));
+        }
+        if !channel.channel.status().connected() {
+            return Err(RecycleError::message("channel closed"));
+        }
+        Ok(())
+    }
+}
