@@ -1,0 +1,260 @@
+//! The publisher against the real broker: confirms, persistence, topology,
+//! failing fast, recovering.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bus_core::{
+    command_fn, CommandBusExt, DispatchError, Envelope, EventBusExt, HandlerError, Handlers,
+};
+use bus_rabbitmq::{
+    lapin::{
+        options::{ExchangeDeclareOptions, ExchangeDeleteOptions, QueueDeclareOptions},
+        types::{AMQPValue, FieldTable, LongString},
+        ExchangeKind,
+    },
+    wire::headers,
+    RabbitConfig, RabbitPublisher,
+};
+use common::*;
+
+fn handlers() -> Handlers {
+    Handlers::builder()
+        .command::<DoThing, _>(command_fn(|_: DoThing, _| async {
+            Ok::<_, HandlerError>(())
+        }))
+        .subscribe::<ThingDone, _>(
+            "audit",
+            bus_core::event_fn(|_: ThingDone, _| async { Ok::<_, HandlerError>(()) }),
+        )
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_dispatched_command_is_confirmed_and_stored_persistent_with_its_metadata() {
+    let config = config();
+    let topology = config.topology(&handlers());
+    let publisher = RabbitPublisher::connect(&config, topology.clone())
+        .await
+        .unwrap();
+    let envelope = Envelope::new(&DoThing { n: 42 })
+        .unwrap()
+        .with_header("tenant", "acme");
+    let id = envelope.id;
+    bus_core::CommandBus::dispatch(&publisher, envelope.clone())
+        .await
+        .unwrap();
+
+    let (connection, channel) = channel().await;
+    let queue = format!("{}.command.test.DoThing", config.namespace);
+    let message = get(&channel, &queue).await.expect("the command is queued");
+    let properties = &message.delivery.properties;
+    assert_eq!(*properties.delivery_mode(), Some(2));
+    assert_eq!(
+        properties.message_id().as_ref().unwrap().as_str(),
+        id.to_string()
+    );
+    assert_eq!(properties.kind().as_ref().unwrap().as_str(), "test.DoThing");
+    assert_eq!(
+        properties.content_type().as_ref().unwrap().as_str(),
+        "application/json"
+    );
+    assert!(properties.timestamp().is_some());
+    assert_eq!(header(&message, "tenant").as_deref(), Some("acme"));
+    assert_eq!(
+        header(&message, "traceparent"),
+        envelope.headers.get("traceparent").cloned()
+    );
+    assert_eq!(
+        header(&message, "correlation-id"),
+        Some(id.to_string()),
+        "every envelope header travels"
+    );
+    assert_eq!(header_u32(&message, headers::VERSION), Some(1));
+    assert_eq!(header_u32(&message, headers::ATTEMPT), Some(1));
+    assert_eq!(message.delivery.data, br#"{"n":42}"#);
+
+    publisher.close();
+    let _ = connection.close(200, "OK".into()).await;
+    cleanup(&topology).await;
+}
+
+#[tokio::test]
+async fn declared_topology_matches_the_naming_scheme_and_delay_queues_carry_their_ttl() {
+    let config = config();
+    let topology = config.topology(&handlers());
+    let publisher = RabbitPublisher::connect(&config, topology.clone())
+        .await
+        .unwrap();
+    let ns = &config.namespace;
+    let (connection, channel) = channel().await;
+
+    for (exchange, kind) in [
+        (format!("{ns}.commands"), ExchangeKind::Direct),
+        (format!("{ns}.events"), ExchangeKind::Direct),
+        (format!("{ns}.events.unrouted"), ExchangeKind::Fanout),
+    ] {
+        channel
+            .exchange_declare(
+                exchange.as_str().into(),
+                kind,
+                ExchangeDeclareOptions {
+                    passive: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("exchange {exchange} exists: {e}"));
+    }
+    let command = format!("{ns}.command.test.DoThing");
+    let subscriber = format!("{ns}.event.test.ThingDone.audit");
+    let mut expected = vec![format!("{ns}.events.unrouted")];
+    for queue in [&command, &subscriber] {
+        expected.push(queue.clone());
+        expected.push(format!("{queue}.dlq"));
+        for delay in [50, 100, 200] {
+            expected.push(format!("{queue}.retry.{delay}ms"));
+        }
+    }
+    for queue in &expected {
+        assert_eq!(message_count(&channel, queue).await, 0, "{queue} exists");
+    }
+    let mut declared = topology.queues();
+    declared.sort();
+    expected.sort();
+    assert_eq!(declared, expected, "nothing else is declared");
+
+    // Re-declaring with exactly the expected arguments is accepted (same
+    // queue), with another TTL it is refused: the arguments are the ones we
+    // expect.
+    let retry = format!("{command}.retry.100ms");
+    let args = |ttl: i64| {
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(LongString::from("classic")),
+        );
+        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(LongString::from("")),
+        );
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(LongString::from(command.as_str())),
+        );
+        args
+    };
+    channel
+        .queue_declare(
+            retry.as_str().into(),
+            QueueDeclareOptions::durable(),
+            args(100),
+        )
+        .await
+        .expect("same arguments: x-message-ttl=100, dead-lettering back to the work queue");
+    let other = connection.create_channel().await.unwrap();
+    let refused = other
+        .queue_declare(
+            retry.as_str().into(),
+            QueueDeclareOptions::durable(),
+            args(999),
+        )
+        .await;
+    assert!(refused.is_err(), "a different TTL is refused: {refused:?}");
+
+    publisher.close();
+    let _ = connection.close(200, "OK".into()).await;
+    cleanup(&topology).await;
+}
+
+#[tokio::test]
+async fn publishing_to_an_unreachable_broker_fails_fast_with_unavailable() {
+    let config = RabbitConfig {
+        amqp_url: "amqp://guest:guest@127.0.0.1:1/%2f".to_owned(),
+        confirm_timeout: Duration::from_secs(2),
+        ..config()
+    };
+    let publisher = RabbitPublisher::new(&config, config.topology(&handlers())).unwrap();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let error = publisher.send(&DoThing { n: 1 }).await.unwrap_err();
+        assert!(
+            matches!(error, DispatchError::Unavailable { .. }),
+            "{error:?}"
+        );
+        assert!(error.is_unavailable());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        let error = publisher
+            .publish_event(&ThingDone { n: 1 })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, DispatchError::Unavailable { .. }),
+            "{error:?}"
+        );
+    }
+    assert!(
+        RabbitPublisher::connect(&config, config.topology(&handlers()))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn a_command_nobody_consumes_is_refused_as_unroutable() {
+    let config = config();
+    // A publisher-only process that knows no command queue.
+    let topology = config.empty_topology();
+    let publisher = RabbitPublisher::connect(&config, topology.clone())
+        .await
+        .unwrap();
+    let error = publisher.send(&DoThing { n: 1 }).await.unwrap_err();
+    assert!(matches!(error, DispatchError::Refused { .. }), "{error:?}");
+    // The channel stays usable: the next publish goes through.
+    publisher.publish_event(&ThingDone { n: 1 }).await.unwrap();
+    publisher.close();
+    cleanup(&topology).await;
+}
+
+#[tokio::test]
+async fn a_publisher_whose_exchange_vanished_reconnects_and_declares_it_again() {
+    let config = config();
+    let topology = config.topology(&handlers());
+    let publisher = RabbitPublisher::connect(&config, topology.clone())
+        .await
+        .unwrap();
+    publisher.send(&DoThing { n: 1 }).await.unwrap();
+
+    let (connection, channel) = channel().await;
+    channel
+        .exchange_delete(
+            format!("{}.commands", config.namespace).as_str().into(),
+            ExchangeDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    // The broker closes the channel (404): that publish fails as unavailable,
+    // the broken channel and its connection are dropped...
+    let error = publisher.send(&DoThing { n: 2 }).await.unwrap_err();
+    assert!(
+        matches!(error, DispatchError::Unavailable { .. }),
+        "{error:?}"
+    );
+    // ...and the next publish runs on a new connection that re-declared the
+    // topology.
+    publisher.send(&DoThing { n: 3 }).await.unwrap();
+    let queue = format!("{}.command.test.DoThing", config.namespace);
+    assert_eq!(message_count(&channel, &queue).await, 2);
+
+    publisher.close();
+    let _ = connection.close(200, "OK".into()).await;
+    cleanup(&topology).await;
+}
