@@ -1,0 +1,28 @@
+"""New users put books on sale.
+
+Each iteration is a new user of the mobile app: signs up (`PUT /user`),
+browses the catalogue (`GET /books?page=..&pageSize=..`), registers a book
+that is not in the marketplace yet (`PUT /book`) and offers copies of it
+(`POST /offer`, price with 2 decimals, stock 1..20). Then, unless
+`VERIFY=0`, it polls `GET /offers/{bookId}` until the offer is listed with
+the seller, price and stock sent, and `GET /books/{id}` until the book
+carries it as its cheapest offer (the `refresh-cheapest-offer` subscriber).
+
+    locust -f new-user-create-offer.py --host http://127.0.0.1:8080
+"""
+
+import os
+
+from locust import FastHttpUser, between, task
+
+import common
+
+VERIFY = os.environ.get("VERIFY", "1") != "0"
+
+
+class NewUserCreateOffer(FastHttpUser):
+    wait_time = between(1, 3)
+
+    @task
+    def sign_up_and_sell_a_book(self):
+        common.create_offer_flow(self.client, verify=VERIFY, verify_book=VERIFY)
