@@ -1,0 +1,431 @@
+//! The worker against the real broker: acks, retries through delay queues,
+//! dead letters, poison messages, events, graceful shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use bus_core::{
+    command_fn, event_fn, CommandBusExt, EventBusExt, HandlerError, Handlers, MessageContext,
+};
+use bus_rabbitmq::{
+    lapin::{options::BasicPublishOptions, BasicProperties},
+    wire::headers,
+    RabbitConfig, RabbitPublisher, RabbitWorker,
+};
+use common::*;
+use tokio::sync::mpsc;
+
+#[tokio::test]
+async fn a_handler_that_fails_twice_then_succeeds_is_applied_once_on_attempts_1_2_3() {
+    let config = config();
+    let attempts = Record::<u32>::default();
+    let applied = Record::<u32>::default();
+    let handlers = {
+        let (attempts, applied) = (attempts.clone(), applied.clone());
+        Handlers::builder()
+            .command::<DoThing, _>(command_fn(
+                move |command: DoThing, context: MessageContext| {
+                    let (attempts, applied) = (attempts.clone(), applied.clone());
+                    async move {
+                        attempts.push(context.attempt());
+                        assert_eq!(context.max_attempts(), 4);
+                        if context.attempt() < 3 {
+                            return Err(HandlerError::retryable("not yet"));
+                        }
+                        applied.push(command.n);
+                        Ok(())
+                    }
+                },
+            ))
+            .build()
+            .unwrap()
+    };
+    let worker = RabbitWorker::new(&handlers, config.clone()).unwrap();
+    let topology = worker.topology().clone();
+    let publisher = RabbitPublisher::connect(&config, topology.clone())
+        .await
+        .unwrap();
+    let running = RunningWorker::start(worker);
+
+    publisher.send(&DoThing { n: 7 }).await.unwrap();
+    eventually(Duration::from_secs(10), || async {
+        (applied.len() == 1).then_some(())
+    })
+    .await
+    .expect("applied after two retries");
+    // Nothing comes back afterwards.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(attempts.list(), [1, 2, 3]);
+    assert_eq!(applied.list(), [7]);
+
+    running.stop().await;
+    let (connection, channel) = channel().await;
+    let queue = format!("{}.command.test.DoThing", config.namespace);
+    assert_eq!(message_count(&channel, &queue).await, 0);
+    assert_eq!(message_count(&channel, &format!("{queue}.dlq")).await, 0);
+    publisher.close();
+    let _ = connection.close(200, "OK".into()).await;
+    cleanup(&topology).await;
+}
+
+#[tokio::test]
+async fn a_handler_that_always_fails_is_dead_lettered_with_its_error_after_max_attempts() {
+    let config = config();
+    let calls = Record::<u32>::default();
+    let handlers = {
+        let calls = calls.clone();
+        Handlers::builder()
+            .command::<DoThing, _>(command_fn(move |_: DoThing, context: MessageContext| {
+                let calls = calls.clone();
+                async move {
+                    calls.push(context.attempt());
+                    Err(HandlerError::retryable(format!(
+                        "database unreachable on attempt {}",
+                        context.attempt()
+                    )))
+                }
+            }))
+            .build()
+            .unwrap()
+    };
+    let worker = RabbitWorker::new(&handlers, config.clone()).unwrap();
+    let topology = worker.topology().clone();
+    let publisher = RabbitPublisher::connect(&config, topology.clone())
+        .await
+        .unwrap();
+    let running = RunningWorker::start(worker);
+
+    let envelope = bus_core::Envelope::new(&DoThing { n: 1 }).unwrap();
+    let id = envelope.id.to_string();
+    bus_core::CommandBus::dispatch(&publisher, envelope)
+        .await
+        .unwrap();
+
+    let (connection, channel) = channel().await;
+    let queue = format!("{}.command.test.DoThing", config.namespace);
+    let dead = wait_for_message(&channel, &format!("{queue}.dlq"), Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(calls.list(), [1, 2, 3, 4], "exactly max_attempts calls");
+    let error = header(&dead, headers::ERROR).unwrap();
+    assert!(
+        error.contains("database unreachable on attempt 4"),
+        "{error}"
+    );
+    assert_eq!(header_u32(&dead, headers::ATTEMPTS), Some(4));
+    assert_eq!(header(&dead, headers::ORIGINAL_QUEUE), Some(queue.clone()));
+    assert!(header(&dead, headers::DEAD_LETTERED_AT).is_some());
+    assert_eq!(
+        dead.delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .unwrap()
+            .as_str(),
+        id,
+        "the same message"
+    );
+    assert_eq!(dead.delivery.data, br#"{"n":1}"#);
+    assert_eq!(message_count(&channel, &queue).await, 0);
+
+    running.stop().await;
+    publisher.close();
+    let _ = connection.close(200, "OK".into()).await;
+    cleanup(&topology).await;
+}
+
+#[tokio::test]
+async fn undecodable_and_unknown_messages_go_straight_to_the_dead_letter_queue() {
+    let config = config();
+    let calls = Record::<u32>::default();
+    let handlers = {
+        let calls = calls.clone();
+        Handlers::builder()
+            .command::<DoThing, _>(command_fn(move |command: DoThing, _| {
+                let calls = calls.clone();
+                async move {
+                    calls.push(command.n);
+                    Ok::<_, HandlerError>(())
+                }
+            }))
+            .build()
+            .unwrap()
+    };
+    let worker = RabbitWorker::new(&handlers, config.clone()).unwrap();
+    let topology = worker.topology().clone();
+    let (connection, channel) = channel().await;
+    let queue = format!("{}.command.test.DoThing", config.namespace);
+    let running = RunningWorker::start(worker);
+    // Wait for the worker's declaration before publishing raw.
+    eventually(Duration::from_secs(10), || async {
+        let exists = channel_exists(&connection, &queue).await;
+        exists.then_some(())
+    })
+    .await
+    .expect("the worker declared its queue");
+
+    let raw = |id: &str, kind: &str| {
+        BasicProperties::default()
+            .with_message_id(id.into())
+            .with_type(kind.into())
+            .with_delivery_mode(2)
+    };
+    let id = uuid::Uuid::now_v7().to_string();
+    for (properties, body) in [
+        (raw(&id, "test.DoThing"), &b"this is not json"[..]),
+        (raw(&id, "test.SomethingElse"), &br#"{"n":1}"#[..]),
+        (raw(&id, "test.DoThing"), &br#"{"wrong":"shape"}"#[..]),
+        (raw("not-a-uuid", "test.DoThing"), &br#"{"n":1}"#[..]),
+        (BasicProperties::default(), &br#"{"n":1}"#[..]),
+    ] {
+        channel
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .unwrap();
+    }
+
+    let dlq = format!("{queue}.dlq");
+    let mut errors = Vec::new();
+    for _ in 0..5 {
+        let dead = wait_for_message(&channel, &dlq, Duration::from_secs(10)).await;
+        errors.push(header(&dead, headers::ERROR).unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(calls.list().is_empty(), "the handler never ran");
+    // Handled concurrently: the dead letters come in any order.
+    for expected in [
+        "body is not JSON",
+        "no handler for message type test.SomethingElse",
+        "cannot decode test.DoThing",
+        "is not a UUID",
+        "missing message_id",
+    ] {
+        assert!(
+            errors.iter().filter(|e| e.contains(expected)).count() == 1,
+            "{expected} in {errors:?}"
+        );
+    }
+    assert_eq!(message_count(&channel, &queue).await, 0, "nothing loops");
+    assert_eq!(
+        message_count(&channel, &dlq).await,
+        0,
+        "exactly one dead letter each"
+    );
+
+    running.stop().await;
+    let _ = connection.close(200, "OK".into()).await;
+    cleanup(&topology).await;
+}
+
+/// Whether `queue` exists (a failed passive declare closes the channel, so
+/// each probe uses a channel of its own).
+async fn channel_exists(connection: &bus_rabbitmq::lapin::Connection, queue: &str) -> bool {
+    let probe = connection.create_channel().await.unwrap();
+    let exists = probe
+        .queue_declare(
+            queue.into(),
+            bus_rabbitmq::lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .is_ok();
+    let _ = probe.close(200, "OK".into()).await;
+    exists
+}
+
+#[tokio::test]
+async fn an_event_reaches_both_subscribers_and_an_event_without_subscriber_is_kept_as_unrouted() {
+    let config = config();
+    let audit = Record::<u32>::default();
+    let mailer = Record::<u32>::default();
+    let handlers = {
+        let (audit, mailer) = (audit.clone(), mailer.clone());
+        Handlers::builder()
+            .subscribe::<ThingDone, _>(
+                "audit",
+                event_fn(move |event: ThingDone, _| {
+                    let audit = audit.clone();
+                    async move {
+                        audit.push(event.n);
+                        Ok::<_, HandlerError>(())
+                    }
+                }),
+            )
+            .subscribe::<ThingDone, _>(
+                "mailer",
+                event_fn(move |event: ThingDone, _| {
+                    let mailer = mailer.clone();
+                    async move {
+                        mailer.push(event.n);
+                        Ok::<_, HandlerError>(())
+                    }
+                }),
+            )
+            .build()
+            .unwrap()
+    };
+    let worker = RabbitWorker::new(&handlers, config.clone()).unwrap();
+    let topology = worker.topology().clone();
+    let publisher = RabbitPublisher::connect(&config, topology.clone())
+        .await
+        .unwrap();
+    let running = RunningWorker::start(worker);
+
+    publisher.publish_event(&ThingDone { n: 5 }).await.unwrap();
+    publisher
+        .publish_event(&NobodyCares { n: 6 })
+        .await
+        .expect("an event without subscriber is accepted");
+
+    eventually(Duration::from_secs(10), || async {
+        (audit.len() == 1 && mailer.len() == 1).then_some(())
+    })
+    .await
+    .expect("both subscribers got the event");
+    assert_eq!(audit.list(), [5]);
+    assert_eq!(mailer.list(), [5]);
+
+    let (connection, channel) = channel().await;
+    let unrouted = format!("{}.events.unrouted", config.namespace);
+    let kept = wait_for_message(&channel, &unrouted, Duration::from_secs(5)).await;
+    assert_eq!(
+        kept.delivery.properties.kind().as_ref().unwrap().as_str(),
+        "test.NobodyCares"
+    );
+    assert_eq!(message_count(&channel, &unrouted).await, 0, "only that one");
+
+    running.stop().await;
+    publisher.close();
+    let _ = connection.close(200, "OK".into()).await;
+    cleanup(&topology).await;
+}
+
+#[tokio::test]
+async fn on_shutdown_messages_being_handled_finish_and_are_acknowledged() {
+    let config = RabbitConfig {
+        concurrency: 4,
+        ..config()
+    };
+    let (started_tx, mut started) = mpsc::unbounded_channel::<u32>();
+    let finished = Record::<u32>::default();
+    let calls = Record::<u32>::default();
+    let handlers = {
+        let (finished, calls) = (finished.clone(), calls.clone());
+        Handlers::builder()
+            .command::<DoThing, _>(command_fn(move |command: DoThing, _| {
+                let (finished, calls, started_tx) =
+                    (finished.clone(), calls.clone(), started_tx.clone());
+                async move {
+                    calls.push(command.n);
+                    let _ = started_tx.send(command.n);
+                    tokio::time::sleep(Duration::from_millis(700)).await;
+                    finished.push(command.n);
+                    Ok::<_, HandlerError>(())
+                }
+            }))
+            .build()
+            .unwrap()
+    };
+    let worker = RabbitWorker::new(&handlers, config.clone()).unwrap();
+    let topology = worker.topology().clone();
+    let publisher = RabbitPublisher::connect(&config, topology.clone())
+        .await
+        .unwrap();
+    for n in 0..4 {
+        publisher.send(&DoThing { n }).await.unwrap();
+    }
+    let running = RunningWorker::start(worker);
+    for _ in 0..4 {
+        tokio::time::timeout(Duration::from_secs(10), started.recv())
+            .await
+            .expect("all four handlers start")
+            .unwrap();
+    }
+    assert!(finished.list().is_empty(), "still being handled");
+
+    running.stop().await;
+    let mut done = finished.list();
+    done.sort();
+    assert_eq!(
+        done,
+        [0, 1, 2, 3],
+        "in-flight handlers finished before run returned"
+    );
+
+    let (connection, channel) = channel().await;
+    let queue = format!("{}.command.test.DoThing", config.namespace);
+    assert_eq!(
+        message_count(&channel, &queue).await,
+        0,
+        "all acknowledged: none requeued for redelivery"
+    );
+    assert_eq!(calls.len(), 4, "each handled once");
+    publisher.close();
+    let _ = connection.close(200, "OK".into()).await;
+    cleanup(&topology).await;
+}
+
+#[tokio::test]
+async fn a_worker_whose_queue_vanished_declares_it_again_and_keeps_consuming() {
+    let config = config();
+    let applied = Record::<u32>::default();
+    let handlers = {
+        let applied = applied.clone();
+        Handlers::builder()
+            .command::<DoThing, _>(command_fn(move |command: DoThing, _| {
+                let applied = applied.clone();
+                async move {
+                    applied.push(command.n);
+                    Ok::<_, HandlerError>(())
+                }
+            }))
+            .build()
+            .unwrap()
+    };
+    let worker = RabbitWorker::new(&handlers, config.clone()).unwrap();
+    let topology = worker.topology().clone();
+    let publisher = RabbitPublisher::connect(&config, topology.clone())
+        .await
+        .unwrap();
+    let running = RunningWorker::start(worker);
+    publisher.send(&DoThing { n: 1 }).await.unwrap();
+    eventually(Duration::from_secs(10), || async {
+        (applied.len() == 1).then_some(())
+    })
+    .await
+    .expect("first command handled");
+
+    // Deleting the queue makes the broker cancel the worker's consumer: the
+    // worker reconnects, re-declares and consumes again by itself.
+    let (connection, channel) = channel().await;
+    let queue = format!("{}.command.test.DoThing", config.namespace);
+    channel
+        .queue_delete(queue.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    let sent = eventually(Duration::from_secs(10), || async {
+        publisher.send(&DoThing { n: 2 }).await.ok()
+    })
+    .await;
+    assert!(sent.is_some(), "the queue is back and bound");
+    eventually(Duration::from_secs(10), || async {
+        (applied.len() == 2).then_some(())
+    })
+    .await
+    .expect("second command handled after the worker recovered");
+    assert_eq!(applied.list(), [1, 2]);
+
+    running.stop().await;
+    publisher.close();
+    let _ = connection.close(200, "OK".into()).await;
+    cleanup(&topology).await;
+}
