@@ -1,0 +1,81 @@
+# syntax=docker/dockerfile:1
+#
+# The marketplace image: one binary, every role.
+#
+#   docker build -t marketplace:latest .
+#   docker run marketplace:latest serve     # HTTP API on :8080 (the default)
+#   docker run marketplace:latest worker    # consumers + outbox relay, probes on :8081
+#   docker run marketplace:latest migrate   # apply the migrations and exit
+#
+# Configuration is environment variables only (see marketplace/src/config.rs);
+# DATABASE_URL and AMQP_URL can also come from files (DATABASE_URL_FILE,
+# AMQP_URL_FILE, e.g. docker secrets): see docker/entrypoint.sh.
+
+ARG RUST_VERSION=1.95
+ARG DEBIAN_RELEASE=bookworm
+
+# --- toolchain + cargo-chef -------------------------------------------------
+# cargo-chef turns the workspace's manifests and lock file into a "recipe" and
+# builds only the dependencies from it, so they sit in their own layer that is
+# reused until a Cargo.toml or Cargo.lock changes. It copes with the four
+# workspace members and their explicit [[bin]]/[[test]] targets without a
+# hand-maintained list of dummy sources.
+FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS chef
+RUN cargo install cargo-chef --locked --version 0.1.78
+WORKDIR /src
+
+# --- recipe: the dependency graph only --------------------------------------
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
+
+# --- build ------------------------------------------------------------------
+FROM chef AS builder
+COPY --from=planner /src/recipe.json recipe.json
+# Dependencies only: cached until the recipe changes.
+RUN cargo chef cook --release --locked -p marketplace --recipe-path recipe.json
+# The sources (migrations/ included: sqlx::migrate! embeds them at compile time).
+COPY . .
+RUN cargo build --release --locked -p marketplace \
+    && install -D -m 0755 target/release/marketplace /out/marketplace
+
+# --- runtime ----------------------------------------------------------------
+FROM debian:${DEBIAN_RELEASE}-slim AS runtime
+
+# ca-certificates: TLS to the database or the broker (amqps://, sslmode=...).
+# curl: the HEALTHCHECK below.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && rm -rf /var/lib/apt/lists/*
+
+RUN groupadd --system --gid 10001 marketplace \
+    && useradd --system --uid 10001 --gid marketplace \
+        --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin marketplace
+
+WORKDIR /app
+COPY --from=builder /out/marketplace /usr/local/bin/marketplace
+# The binary embeds the migrations; the folder ships for inspection and for
+# tools that apply them from files.
+COPY migrations/ /app/migrations/
+COPY --chmod=0755 docker/entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+
+LABEL org.opencontainers.image.title="marketplace" \
+      org.opencontainers.image.description="Books marketplace API (serve) and workers (worker)" \
+      org.opencontainers.image.licenses="MIT OR Apache-2.0"
+
+USER 10001:10001
+
+# 8080: `serve` (MARKETPLACE_LISTEN); 8081: `worker` probes (MARKETPLACE_HEALTH_LISTEN).
+EXPOSE 8080 8081
+
+# Liveness of whichever role runs: the API on 8080, else the worker's probes
+# on 8081. Compose and the stack file override it with the role's readiness.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+    CMD curl -fsS -o /dev/null http://127.0.0.1:8080/health/live \
+     || curl -fsS -o /dev/null http://127.0.0.1:8081/health/live \
+     || exit 1
+
+# SIGTERM starts the graceful shutdown (drain, then exit).
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["docker-entrypoint.sh"]
+CMD ["serve"]

