@@ -168,6 +168,7 @@ impl RabbitWorker {
                 () = cancel.cancelled() => break,
                 connected = self.connect() => connected,
             };
+            let session_started = Instant::now();
             match connected {
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?backoff, "worker cannot reach the broker");
@@ -190,7 +191,11 @@ impl RabbitWorker {
                         if connection.status().connected() {
                             let _ = connection.close(200, "reconnecting".into()).await;
                         }
-                        backoff = self.config.reconnect_min_backoff;
+                        // A session that lasted resets the backoff; one that
+                        // failed at once (e.g. consume refused) keeps doubling it.
+                        if session_started.elapsed() >= self.config.reconnect_max_backoff {
+                            backoff = self.config.reconnect_min_backoff;
+                        }
                     }
                 },
             }
