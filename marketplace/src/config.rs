@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use bus_core::{AsyncBusConfig, RetryPolicy};
+use bus_rabbitmq::{QueueType, RabbitConfig};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// The marketplace API and its tools.
@@ -24,6 +25,9 @@ pub enum Command {
     Serve(ServeConfig),
     /// Apply the database migrations and exit.
     Migrate(DatabaseConfig),
+    /// Consume commands and events from RabbitMQ and relay the outbox
+    /// (no HTTP besides health probes).
+    Worker(WorkerConfig),
 }
 
 /// How logs are written (the level comes from `RUST_LOG`).
@@ -42,6 +46,9 @@ pub enum BusKind {
     InMemory,
     /// A bounded in-process queue with retries; answers once queued.
     InMemoryAsync,
+    /// RabbitMQ: answers once the broker confirmed the persistent message;
+    /// `marketplace worker` processes apply it.
+    Rabbitmq,
 }
 
 /// The database.
@@ -77,6 +84,90 @@ pub struct ServeConfig {
     /// Retries of failing handlers.
     #[command(flatten)]
     pub retry: RetryArgs,
+    /// RabbitMQ, with `--bus rabbitmq`.
+    #[command(flatten)]
+    pub rabbitmq: RabbitArgs,
+}
+
+/// `marketplace worker`.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerConfig {
+    /// Address of the health probes (`/health/live`, `/health/ready`).
+    #[arg(
+        long,
+        env = "MARKETPLACE_HEALTH_LISTEN",
+        default_value = "0.0.0.0:8081"
+    )]
+    pub health_listen: SocketAddr,
+    /// The database.
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    /// RabbitMQ.
+    #[command(flatten)]
+    pub rabbitmq: RabbitArgs,
+    /// Handlers running at once per queue.
+    #[arg(long, env = "MARKETPLACE_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: usize,
+    /// Retries of failing handlers.
+    #[command(flatten)]
+    pub retry: RetryArgs,
+}
+
+impl WorkerConfig {
+    /// Parses `worker` flags from `args` (environment fallbacks apply).
+    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(Parser)]
+        struct Worker {
+            #[command(flatten)]
+            config: WorkerConfig,
+        }
+        let args = std::iter::once(std::ffi::OsString::from("worker"))
+            .chain(args.into_iter().map(Into::into));
+        Worker::try_parse_from(args).map(|worker| worker.config)
+    }
+
+    /// RabbitMQ settings of a worker process.
+    pub fn rabbit_config(&self) -> RabbitConfig {
+        self.rabbitmq
+            .settings(self.concurrency, self.retry.policy(), "marketplace-worker")
+    }
+}
+
+/// Queue flavour on the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueueKind {
+    /// Classic durable queues (a single broker).
+    Classic,
+    /// Quorum queues (replicated; for a RabbitMQ cluster).
+    Quorum,
+}
+
+/// Connection to RabbitMQ and its topology.
+#[derive(Debug, Clone, Args)]
+pub struct RabbitArgs {
+    /// AMQP URL of the broker.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
+    /// Prefix of every exchange and queue, so deployments can share a broker.
+    #[arg(long, env = "MARKETPLACE_NAMESPACE", default_value = "marketplace")]
+    pub namespace: String,
+    /// Unacknowledged deliveries per queue consumer.
+    #[arg(long, env = "MARKETPLACE_PREFETCH", default_value_t = 64)]
+    pub prefetch: u16,
+    /// Classic or quorum queues.
+    #[arg(long, env = "MARKETPLACE_QUEUE_TYPE", value_enum, default_value_t = QueueKind::Classic)]
+    pub queue_type: QueueKind,
+    /// Longest wait for a publisher confirm before answering 503.
+    #[arg(long, env = "MARKETPLACE_CONFIRM_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub confirm_timeout: Duration,
 }
 
 /// Settings of the in-memory async bus.
@@ -119,6 +210,31 @@ impl RetryArgs {
     }
 }
 
+impl RabbitArgs {
+    /// Transport settings for a process named `connection_name`.
+    pub fn settings(
+        &self,
+        concurrency: usize,
+        retry: RetryPolicy,
+        connection_name: &str,
+    ) -> RabbitConfig {
+        RabbitConfig {
+            amqp_url: self.amqp_url.clone(),
+            namespace: self.namespace.clone(),
+            prefetch: self.prefetch,
+            concurrency,
+            retry,
+            queue_type: match self.queue_type {
+                QueueKind::Classic => QueueType::Classic,
+                QueueKind::Quorum => QueueType::Quorum,
+            },
+            confirm_timeout: self.confirm_timeout,
+            connection_name: connection_name.to_owned(),
+            ..RabbitConfig::default()
+        }
+    }
+}
+
 impl ServeConfig {
     /// Parses `serve` flags from `args` (environment fallbacks apply), e.g.
     /// `ServeConfig::from_args(["--bus", "in-memory"])`.
@@ -135,6 +251,15 @@ impl ServeConfig {
         let args = std::iter::once(std::ffi::OsString::from("serve"))
             .chain(args.into_iter().map(Into::into));
         Serve::try_parse_from(args).map(|serve| serve.config)
+    }
+
+    /// RabbitMQ settings of the API process.
+    pub fn rabbit_config(&self) -> RabbitConfig {
+        self.rabbitmq.settings(
+            self.async_bus.concurrency,
+            self.retry.policy(),
+            "marketplace-api",
+        )
     }
 
     /// Settings of the in-memory async bus.

@@ -1,7 +1,7 @@
 use clap::Parser;
 use marketplace::{
     config::{Cli, Command},
-    startup::{self, App},
+    startup::{self, App, Worker},
     telemetry,
 };
 
@@ -17,6 +17,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(config) => {
             let app = App::build(&config).await?;
             app.run(marketplace::shutdown::signal()).await?;
+        }
+        Command::Worker(config) => {
+            let worker = Worker::build(&config).await?;
+            worker.run(marketplace::shutdown::signal()).await?;
         }
     }
     Ok(())

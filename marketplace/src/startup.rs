@@ -1,22 +1,28 @@
 //! Builds the application from its configuration, identically for the
 //! binary and the tests: pool, migrations, handlers, buses, outbox relay,
 //! router and listener.
+//!
+//! Two roles: [`App`] serves the HTTP API (and, with the in-memory buses,
+//! runs the handlers too); [`Worker`] consumes RabbitMQ and relays the
+//! outbox, with only health probes over HTTP.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use bus_core::{
     outbox::{OutboxRelay, OutboxWaker, RelayConfig},
     AsyncBus, CommandBus, EventBus, Handlers, InMemoryBus, InMemoryDeadLetters,
 };
+use bus_rabbitmq::{RabbitPublisher, RabbitWorker};
 use sqlx::{migrate::MigrateDatabase, postgres::PgPoolOptions, PgPool, Postgres};
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     commands,
-    config::{BusKind, DatabaseConfig, ServeConfig},
+    config::{BusKind, DatabaseConfig, ServeConfig, WorkerConfig},
     events,
-    http::{self, AppState},
+    http::{self, AppState, ReadinessCheck},
     queries, MIGRATOR,
 };
 
@@ -32,7 +38,7 @@ pub async fn connect_and_migrate(config: &DatabaseConfig) -> anyhow::Result<PgPo
     }
     let pool = PgPoolOptions::new()
         .max_connections(config.db_max_connections)
-        .acquire_timeout(std::time::Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5))
         .connect(&config.database_url)
         .await
         .context("cannot connect to PostgreSQL")?;
@@ -55,6 +61,19 @@ pub fn handlers(
     builder.on_command_success(move |_| waker.wake()).build()
 }
 
+/// `/health/ready` also requires the broker to answer.
+fn broker_readiness(publisher: RabbitPublisher) -> ReadinessCheck {
+    Arc::new(move || {
+        let publisher = publisher.clone();
+        Box::pin(async move {
+            publisher
+                .ensure_connected()
+                .await
+                .map_err(|error| format!("broker: {error}"))
+        })
+    })
+}
+
 /// The buses that run in this process, to be drained at shutdown.
 enum Buses {
     Sync,
@@ -62,14 +81,17 @@ enum Buses {
         commands: AsyncBus,
         events: AsyncBus,
     },
+    Rabbit {
+        publisher: RabbitPublisher,
+    },
 }
 
-/// A built, not yet running, application.
+/// The HTTP API, built and not yet running.
 pub struct App {
     listener: TcpListener,
     router: axum::Router,
     buses: Buses,
-    relay: OutboxRelay,
+    relay: Option<OutboxRelay>,
     dead_letters: InMemoryDeadLetters,
 }
 
@@ -85,14 +107,16 @@ impl App {
         let waker = OutboxWaker::new();
         let handlers = handlers(&pool, waker.clone())?;
         let dead_letters = InMemoryDeadLetters::default();
-        let (commands, events, buses): (Arc<dyn CommandBus>, Arc<dyn EventBus>, Buses) =
+        let mut readiness = Vec::new();
+        let (commands, relay, buses): (Arc<dyn CommandBus>, Option<OutboxRelay>, Buses) =
             match config.bus {
                 BusKind::InMemory => {
                     let bus = Arc::new(InMemoryBus::with_dead_letters(
                         handlers,
                         Arc::new(dead_letters.clone()),
                     ));
-                    (bus.clone(), bus, Buses::Sync)
+                    let relay = outbox_relay(&pool, bus.clone(), waker);
+                    (bus, Some(relay), Buses::Sync)
                 }
                 BusKind::InMemoryAsync => {
                     // Separate queues so shutdown can drain commands, then relay
@@ -105,29 +129,40 @@ impl App {
                         sink.clone(),
                     );
                     let events = AsyncBus::start_with_dead_letters(handlers, settings, sink);
+                    let relay = outbox_relay(&pool, Arc::new(events.clone()), waker);
                     (
                         Arc::new(commands.clone()),
-                        Arc::new(events.clone()),
+                        Some(relay),
                         Buses::Async { commands, events },
                     )
                 }
+                BusKind::Rabbitmq => {
+                    // The API only publishes: workers run the handlers and the
+                    // outbox relay. It still declares the whole topology, so a
+                    // command accepted before any worker started has a queue.
+                    let rabbit = config.rabbit_config();
+                    let publisher = RabbitPublisher::new(&rabbit, rabbit.topology(&handlers))?;
+                    if let Err(error) = publisher.ensure_connected().await {
+                        tracing::warn!(%error, "broker unreachable at start; writes answer 503 until it is back");
+                    }
+                    readiness.push(broker_readiness(publisher.clone()));
+                    (
+                        Arc::new(publisher.clone()),
+                        None,
+                        Buses::Rabbit { publisher },
+                    )
+                }
             };
-        let relay =
-            OutboxRelay::new(pool.clone(), events, RelayConfig::default()).with_waker(waker);
         let state = AppState {
             commands,
             queries: queries::query_bus(&pool)?,
             pool,
-            readiness: Vec::new(),
+            readiness,
         };
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        tracing::info!(
-            address = %listener.local_addr()?,
-            bus = ?config.bus,
-            "marketplace API ready"
-        );
+        tracing::info!(address = %listener.local_addr()?, bus = ?config.bus, "marketplace API ready");
         Ok(Self {
             listener,
             router: http::router(state),
@@ -154,10 +189,8 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let (stop_relay, relay_stopped) = oneshot::channel::<()>();
-        let relay: JoinHandle<()> = tokio::spawn(self.relay.run(async {
-            let _ = relay_stopped.await;
-        }));
+        let stop_relay = CancellationToken::new();
+        let relay = self.relay.map(|relay| spawn_relay(relay, &stop_relay));
         axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await
@@ -167,11 +200,116 @@ impl App {
             commands.shutdown().await;
         }
         // The relay flushes the outbox once more before it returns.
-        let _ = stop_relay.send(());
-        relay.await.context("outbox relay panicked")?;
-        if let Buses::Async { events, .. } = &self.buses {
-            events.shutdown().await;
+        stop_relay.cancel();
+        if let Some(relay) = relay {
+            relay.await.context("outbox relay panicked")?;
         }
+        match &self.buses {
+            Buses::Async { events, .. } => events.shutdown().await,
+            Buses::Rabbit { publisher } => publisher.close(),
+            Buses::Sync => {}
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn outbox_relay(pool: &PgPool, events: Arc<dyn EventBus>, waker: OutboxWaker) -> OutboxRelay {
+    OutboxRelay::new(pool.clone(), events, RelayConfig::default()).with_waker(waker)
+}
+
+fn spawn_relay(relay: OutboxRelay, stop: &CancellationToken) -> JoinHandle<()> {
+    let stop = stop.clone();
+    tokio::spawn(relay.run(async move { stop.cancelled().await }))
+}
+
+/// `marketplace worker`: RabbitMQ consumers for every command and
+/// subscriber, the outbox relay, and health probes.
+pub struct Worker {
+    consumer: RabbitWorker,
+    publisher: RabbitPublisher,
+    relay: OutboxRelay,
+    health: TcpListener,
+    router: axum::Router,
+}
+
+impl Worker {
+    /// Connects, migrates and builds the worker described by `config`.
+    pub async fn build(config: &WorkerConfig) -> anyhow::Result<Self> {
+        let pool = connect_and_migrate(&config.database).await?;
+        Self::build_with_pool(config, pool).await
+    }
+
+    /// Builds the worker on an existing, migrated pool (tests).
+    pub async fn build_with_pool(config: &WorkerConfig, pool: PgPool) -> anyhow::Result<Self> {
+        let waker = OutboxWaker::new();
+        let handlers = handlers(&pool, waker.clone())?;
+        let rabbit = config.rabbit_config();
+        let publisher = RabbitPublisher::new(&rabbit, rabbit.topology(&handlers))?;
+        let consumer = RabbitWorker::new(&handlers, rabbit)?;
+        let relay = outbox_relay(&pool, Arc::new(publisher.clone()), waker);
+        let state = AppState {
+            commands: Arc::new(publisher.clone()),
+            queries: queries::query_bus(&pool)?,
+            pool,
+            readiness: vec![broker_readiness(publisher.clone())],
+        };
+        let health = TcpListener::bind(config.health_listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.health_listen))?;
+        tracing::info!(health = %health.local_addr()?, "marketplace worker ready");
+        Ok(Self {
+            consumer,
+            publisher,
+            relay,
+            health,
+            router: http::health_router(state),
+        })
+    }
+
+    /// Every exchange and queue this worker declares.
+    pub fn topology(&self) -> bus_rabbitmq::Topology {
+        self.consumer.topology().clone()
+    }
+
+    /// The address of the health probes.
+    pub fn health_addr(&self) -> std::io::Result<SocketAddr> {
+        self.health.local_addr()
+    }
+
+    /// Consumes until `shutdown` completes, then stops gracefully: consumers
+    /// are cancelled, in-flight handlers finish and are acknowledged, the
+    /// outbox is flushed, channels and connections are closed.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let stop = CancellationToken::new();
+        let relay = spawn_relay(self.relay, &stop);
+        let health_stop = stop.clone();
+        let health = tokio::spawn(async move {
+            axum::serve(self.health, self.router)
+                .with_graceful_shutdown(async move { health_stop.cancelled().await })
+                .await
+        });
+        let consumer_stop = stop.clone();
+        let consuming = self
+            .consumer
+            .run(async move { consumer_stop.cancelled().await });
+        tokio::pin!(consuming);
+        let result = tokio::select! {
+            result = &mut consuming => result,
+            _ = shutdown => {
+                tracing::info!("stopping consumers");
+                stop.cancel();
+                consuming.await
+            }
+        };
+        stop.cancel();
+        relay.await.context("outbox relay panicked")?;
+        self.publisher.close();
+        health.await.context("health server panicked")??;
+        result.context("RabbitMQ worker failed")?;
         tracing::info!("stopped");
         Ok(())
     }

@@ -65,6 +65,16 @@ impl AppState {
     }
 }
 
+/// The health probes alone, for processes without the API (workers).
+pub fn health_router(state: AppState) -> Router {
+    Router::new()
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
 /// The router of the whole API.
 pub fn router(state: AppState) -> Router {
     Router::new()

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use crate::{
     helpers::{assert_problem, TestApp},
-    on_both_buses,
+    on_every_bus,
 };
 
 async fn send_raw(
@@ -47,7 +47,7 @@ fn valid_bodies() -> Vec<(&'static str, &'static str, Value)> {
     ]
 }
 
-on_both_buses! {
+on_every_bus! {
     async fn malformed_json_is_400(app) {
         for (method, path, _) in valid_bodies() {
             let response = send_raw(&app, method, path, "application/json", "{\"id\": ").await;

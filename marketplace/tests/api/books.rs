@@ -1,9 +1,9 @@
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::{helpers::assert_problem, on_both_buses};
+use crate::{helpers::assert_problem, on_every_bus};
 
-on_both_buses! {
+on_every_bus! {
     async fn a_book_without_offers_has_no_price_stock_or_offer(app) {
         let id = Uuid::new_v4();
         assert_eq!(app.put_book(id, "Dune").await.status(), 200);

@@ -3,13 +3,12 @@
 use futures::future::join_all;
 use uuid::Uuid;
 
-use crate::on_both_buses;
+use crate::on_every_bus;
 
-on_both_buses! {
+on_every_bus! {
     async fn two_hundred_concurrent_orders_for_ten_copies_confirm_exactly_ten(app) {
         let seeded = app.seed_offer(10.0, 10).await;
         let orders: Vec<Uuid> = (0..200).map(|_| Uuid::new_v4()).collect();
-        let app = &app;
         let offer = seeded.offer;
         let answers = join_all(
             orders.iter().map(|&order| async move { app.post_order(order, Uuid::new_v4(), &[(offer, 1)]).await }),

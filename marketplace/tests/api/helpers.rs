@@ -4,9 +4,16 @@
 use std::{future::Future, time::Duration};
 
 use bus_core::InMemoryDeadLetters;
+use bus_rabbitmq::{
+    lapin::{
+        options::{ExchangeDeleteOptions, QueueDeleteOptions},
+        Connection, ConnectionProperties,
+    },
+    Topology,
+};
 use marketplace::{
-    config::{BusKind, ServeConfig},
-    startup::App,
+    config::{BusKind, ServeConfig, WorkerConfig},
+    startup::{App, Worker},
 };
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
@@ -24,6 +31,16 @@ pub struct TestApp {
     pub dead_letters: InMemoryDeadLetters,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
+    /// With `--bus rabbitmq`: the worker process's in-process twin.
+    worker: Option<RunningWorker>,
+    /// The RabbitMQ namespace of this test.
+    pub namespace: String,
+}
+
+struct RunningWorker {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+    topology: Topology,
 }
 
 /// Starts the API on `bus` with fast retries (tests must not wait minutes).
@@ -33,23 +50,55 @@ pub async fn spawn_app(pool: PgPool, bus: BusKind) -> TestApp {
 
 /// Starts the API on `bus` with extra `serve` flags.
 pub async fn spawn_app_with(pool: PgPool, bus: BusKind, flags: &[&str]) -> TestApp {
-    let bus = match bus {
+    let bus_name = match bus {
         BusKind::InMemory => "in-memory",
         BusKind::InMemoryAsync => "in-memory-async",
+        BusKind::Rabbitmq => "rabbitmq",
     };
-    let defaults = [
-        ("--bus", bus),
-        ("--listen", "127.0.0.1:0"),
+    // Each test has its own RabbitMQ namespace, deleted at the end.
+    let namespace = format!("test-{}", Uuid::new_v4().simple());
+    let retries = [
         ("--retry-max-attempts", "10"),
         ("--retry-initial-backoff", "20ms"),
         ("--retry-max-backoff", "500ms"),
     ];
-    let mut args: Vec<&str> = defaults
-        .iter()
-        .filter(|(flag, _)| !flags.contains(flag))
-        .flat_map(|(flag, value)| [*flag, *value])
-        .collect();
-    args.extend_from_slice(flags);
+    let with_defaults = |defaults: &[(&'static str, &str)]| -> Vec<String> {
+        let mut args: Vec<String> = defaults
+            .iter()
+            .chain(&retries)
+            .chain(&[("--namespace", namespace.as_str())])
+            .filter(|(flag, _)| !flags.contains(flag))
+            .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
+            .collect();
+        args.extend(flags.iter().map(|f| f.to_string()));
+        args
+    };
+    let worker = if bus == BusKind::Rabbitmq {
+        let worker_flags = with_defaults(&[("--health-listen", "127.0.0.1:0")]);
+        let worker_flags: Vec<String> = worker_flags
+            .chunks(2)
+            .filter(|pair| !matches!(pair[0].as_str(), "--queue-capacity" | "--drain-timeout"))
+            .flatten()
+            .cloned()
+            .collect();
+        let config = WorkerConfig::from_args(worker_flags).expect("valid worker flags");
+        let worker = Worker::build_with_pool(&config, pool.clone())
+            .await
+            .expect("worker builds");
+        let topology = worker.topology();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(worker.run(async {
+            let _ = stopped.await;
+        }));
+        Some(RunningWorker {
+            stop,
+            task,
+            topology,
+        })
+    } else {
+        None
+    };
+    let args = with_defaults(&[("--bus", bus_name), ("--listen", "127.0.0.1:0")]);
     let config = ServeConfig::from_args(args).expect("valid test flags");
     let app = App::build_with_pool(&config, pool.clone())
         .await
@@ -67,6 +116,8 @@ pub async fn spawn_app_with(pool: PgPool, bus: BusKind, flags: &[&str]) -> TestA
         dead_letters,
         stop: Some(stop),
         server: Some(server),
+        worker,
+        namespace,
     }
 }
 
@@ -207,7 +258,8 @@ impl TestApp {
         .await
     }
 
-    /// Stops the app gracefully and waits until it has drained.
+    /// Stops the app (and its worker) gracefully, waits until they have
+    /// drained, and deletes the test's RabbitMQ namespace.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -215,7 +267,37 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.await.expect("server task").expect("clean shutdown");
         }
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.stop.send(());
+            worker
+                .task
+                .await
+                .expect("worker task")
+                .expect("clean worker shutdown");
+            delete_topology(&worker.topology).await;
+        }
     }
+}
+
+/// Deletes every exchange and queue of a test namespace.
+async fn delete_topology(topology: &Topology) {
+    let url = std::env::var("AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let connection = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .expect("broker for cleanup");
+    let channel = connection.create_channel().await.expect("channel");
+    for queue in topology.queues() {
+        let _ = channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for exchange in topology.exchanges() {
+        let _ = channel
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    let _ = connection.close(200, "test done".into()).await;
 }
 
 pub struct Seeded {
@@ -242,25 +324,37 @@ pub async fn assert_problem(response: Response, status: u16) -> Value {
     body
 }
 
-/// Runs each scenario once per in-memory bus, each on its own database:
-/// `scenario::on_the_in_memory_bus` and `scenario::on_the_in_memory_async_bus`.
+/// Runs each scenario once per bus, each on its own database (and, for
+/// RabbitMQ, its own namespace): `scenario::on_the_in_memory_bus`,
+/// `scenario::on_the_in_memory_async_bus` and `scenario::on_rabbitmq`.
 #[macro_export]
-macro_rules! on_both_buses {
+macro_rules! on_every_bus {
     ($(async fn $name:ident($app:ident) $body:block)*) => {$(
         mod $name {
             #[allow(unused_imports)]
             use super::*;
 
-            async fn scenario($app: $crate::helpers::TestApp) $body
+            async fn scenario($app: &$crate::helpers::TestApp) $body
+
+            async fn run(pool: sqlx::PgPool, bus: marketplace::config::BusKind) {
+                let app = $crate::helpers::spawn_app(pool, bus).await;
+                scenario(&app).await;
+                app.shutdown().await;
+            }
 
             #[sqlx::test(migrator = "marketplace::MIGRATOR")]
             async fn on_the_in_memory_bus(pool: sqlx::PgPool) {
-                scenario($crate::helpers::spawn_app(pool, marketplace::config::BusKind::InMemory).await).await
+                run(pool, marketplace::config::BusKind::InMemory).await
             }
 
             #[sqlx::test(migrator = "marketplace::MIGRATOR")]
             async fn on_the_in_memory_async_bus(pool: sqlx::PgPool) {
-                scenario($crate::helpers::spawn_app(pool, marketplace::config::BusKind::InMemoryAsync).await).await
+                run(pool, marketplace::config::BusKind::InMemoryAsync).await
+            }
+
+            #[sqlx::test(migrator = "marketplace::MIGRATOR")]
+            async fn on_rabbitmq(pool: sqlx::PgPool) {
+                run(pool, marketplace::config::BusKind::Rabbitmq).await
             }
         }
     )*};

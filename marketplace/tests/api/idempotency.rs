@@ -3,9 +3,9 @@
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::on_both_buses;
+use crate::on_every_bus;
 
-on_both_buses! {
+on_every_bus! {
     async fn the_same_order_twice_claims_stock_once(app) {
         let seeded = app.seed_offer(10.0, 5).await;
         let (order, buyer) = (Uuid::new_v4(), Uuid::new_v4());

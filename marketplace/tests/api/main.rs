@@ -9,4 +9,5 @@ mod idempotency;
 mod offers;
 mod operations;
 mod orders;
+mod rabbitmq;
 mod users;

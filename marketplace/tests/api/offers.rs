@@ -1,9 +1,9 @@
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::{helpers::assert_problem, on_both_buses};
+use crate::{helpers::assert_problem, on_every_bus};
 
-on_both_buses! {
+on_every_bus! {
     async fn an_offer_is_listed_under_its_book_with_its_seller(app) {
         let seeded = app.seed_offer(12.5, 3).await;
         let offers = app.get_json(&format!("/offers/{}", seeded.book)).await;

@@ -1,8 +1,8 @@
 use serde_json::json;
 
-use crate::on_both_buses;
+use crate::on_every_bus;
 
-on_both_buses! {
+on_every_bus! {
     async fn the_process_is_live_and_ready(app) {
         assert_eq!(app.get_json("/health/live").await, json!({ "status": "ok" }));
         assert_eq!(app.get_json("/health/ready").await, json!({ "status": "ready" }));

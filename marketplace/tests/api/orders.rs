@@ -1,9 +1,9 @@
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::{helpers::assert_problem, on_both_buses};
+use crate::{helpers::assert_problem, on_every_bus};
 
-on_both_buses! {
+on_every_bus! {
     async fn an_order_with_stock_is_confirmed_and_claims_it(app) {
         let seeded = app.seed_offer(10.0, 3).await;
         let (buyer, order) = (Uuid::new_v4(), Uuid::new_v4());

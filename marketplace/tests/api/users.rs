@@ -1,9 +1,9 @@
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::{helpers::assert_problem, on_both_buses};
+use crate::{helpers::assert_problem, on_every_bus};
 
-on_both_buses! {
+on_every_bus! {
     async fn a_saved_user_can_be_read_back(app) {
         let id = Uuid::new_v4();
         let response = app.put_user(id, "Ann").await;

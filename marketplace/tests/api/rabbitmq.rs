@@ -1,0 +1,139 @@
+//! Behaviour specific to the RabbitMQ bus (the rest of the suite runs on it
+//! too, through `on_every_bus!`).
+
+use bus_core::{CommandBus, Envelope};
+use bus_rabbitmq::{RabbitConfig, RabbitPublisher, Topology};
+use marketplace::{
+    commands::{CreateOrder, OrderItem},
+    config::BusKind,
+};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
+
+/// Commands travel on different queues: an offer may overtake its book and
+/// seller. It is retried through the delay queues until they exist.
+#[sqlx::test(migrator = "marketplace::MIGRATOR")]
+async fn an_offer_sent_before_its_book_and_seller_is_listed_once_they_arrive(pool: PgPool) {
+    let app = spawn_app(pool, BusKind::Rabbitmq).await;
+    let (book, seller, offer) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    assert_eq!(
+        app.post_offer(offer, book, seller, 5.0, 2).await.status(),
+        200
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    app.put_book(book, "Late book").await;
+    app.put_user(seller, "Late seller").await;
+    let listed: Value = app
+        .eventually(|| async {
+            let response = app.get(&format!("/books/{book}")).await;
+            let book: Value = response.json().await.ok()?;
+            (book["offerId"] == json!(offer)).then_some(book)
+        })
+        .await;
+    assert_eq!(listed["stock"], 2);
+    app.shutdown().await;
+}
+
+/// A worker that dies between its commit and its ack gets the same message
+/// again: applying it again must change nothing.
+#[sqlx::test(migrator = "marketplace::MIGRATOR")]
+async fn a_redelivered_order_claims_stock_only_once(pool: PgPool) {
+    let app = spawn_app(pool, BusKind::Rabbitmq).await;
+    let seeded = app.seed_offer(10.0, 5).await;
+    let order = CreateOrder {
+        id: Uuid::new_v4(),
+        user_id: Uuid::new_v4(),
+        items: vec![OrderItem {
+            offer_id: seeded.offer,
+            quantity: 2,
+        }],
+    };
+    let envelope = Envelope::new(&order).unwrap();
+    let config = RabbitConfig {
+        namespace: app.namespace.clone(),
+        ..RabbitConfig::default()
+    };
+    let publisher = RabbitPublisher::connect(&config, Topology::new(app.namespace.clone()))
+        .await
+        .unwrap();
+    // The very same message (same id) twice, as a redelivery would.
+    publisher.dispatch(envelope.clone()).await.unwrap();
+    publisher.dispatch(envelope).await.unwrap();
+    publisher.close();
+    assert_eq!(app.settled_order(order.id).await["status"], "confirmed");
+    // Wait for both deliveries to be consumed before reading the stock.
+    let queue = format!("{}.command.marketplace.CreateOrder", app.namespace);
+    app.eventually(|| async { queue_is_empty(&queue).await.then_some(()) })
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        app.get_json(&format!("/offers/{}", seeded.book)).await[0]["stock"],
+        3
+    );
+    app.shutdown().await;
+}
+
+async fn queue_is_empty(queue: &str) -> bool {
+    use bus_rabbitmq::lapin::{
+        options::QueueDeclareOptions, types::FieldTable, Connection, ConnectionProperties,
+    };
+    let Ok(connection) = Connection::connect(
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        ConnectionProperties::default(),
+    )
+    .await
+    else {
+        return false;
+    };
+    let Ok(channel) = connection.create_channel().await else {
+        return false;
+    };
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let state = channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await;
+    let _ = connection.close(200, "checked".into()).await;
+    matches!(state, Ok(q) if q.message_count() == 0 && q.consumer_count() > 0)
+}
+
+/// With the broker unreachable a write is never answered 200: it fails fast
+/// with 503 and problem+json, and readiness says why.
+#[sqlx::test(migrator = "marketplace::MIGRATOR")]
+async fn writes_answer_503_when_the_broker_is_unreachable(pool: PgPool) {
+    let app = spawn_app_api_only(pool).await;
+    let started = std::time::Instant::now();
+    let problem = assert_problem(app.put_user(Uuid::new_v4(), "Ann").await, 503).await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "answered in bounded time"
+    );
+    assert!(
+        problem["detail"].as_str().unwrap().contains("unavailable"),
+        "{problem}"
+    );
+    assert_problem(app.get("/health/ready").await, 503).await;
+    // Reads do not need the broker.
+    assert_eq!(app.get("/books").await.status(), 200);
+}
+
+async fn spawn_app_api_only(pool: PgPool) -> crate::helpers::TestApp {
+    spawn_app_with(
+        pool,
+        BusKind::InMemoryAsync,
+        &[
+            "--bus",
+            "rabbitmq",
+            "--amqp-url",
+            "amqp://guest:guest@127.0.0.1:1/%2f",
+            "--confirm-timeout",
+            "2s",
+        ],
+    )
+    .await
+}

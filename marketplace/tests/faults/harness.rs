@@ -1,0 +1,401 @@
+//! Processes, load and bookkeeping for the fault scenarios.
+
+use std::{
+    net::TcpListener,
+    process::Stdio,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex as StdMutex,
+    },
+    time::Duration,
+};
+
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio::{
+    process::{Child, Command},
+    sync::Mutex,
+};
+use uuid::Uuid;
+
+/// Scenarios restart the shared broker: one at a time.
+pub static SERIAL: Mutex<()> = Mutex::const_new(());
+
+const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// Offers the load buys from (spread to avoid one hot row).
+const OFFERS: usize = 4;
+const STOCK: i64 = 1_000_000;
+/// Concurrent clients.
+const CLIENTS: usize = 16;
+/// Upper bound on requests of one scenario, so it always ends.
+const MAX_REQUESTS: usize = 6_000;
+
+pub enum Fault {
+    None,
+    BrokerRestart { down_for: Duration },
+    KillWorker,
+}
+
+pub struct Scenario {
+    pool: PgPool,
+    database_url: String,
+    namespace: String,
+    api: Process,
+    workers: Vec<Process>,
+    offers: Vec<Uuid>,
+    client: reqwest::Client,
+}
+
+struct Process {
+    child: Child,
+    address: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub accepted: Vec<Uuid>,
+    pub unavailable: usize,
+    pub other_errors: usize,
+    #[allow(dead_code)]
+    pool: Option<PgPool>,
+    offers: Vec<Uuid>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn database_url(pool: &PgPool) -> String {
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for tests");
+    let database = pool
+        .connect_options()
+        .get_database()
+        .expect("test database")
+        .to_owned();
+    let (server, _) = base.rsplit_once('/').expect("URL with a database");
+    format!("{server}/{database}")
+}
+
+async fn spawn(role: &str, database_url: &str, namespace: &str) -> Process {
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_marketplace"));
+    command.arg(role);
+    if role == "serve" {
+        command.args(["--bus", "rabbitmq", "--listen", &address]);
+    } else {
+        command.args(["--health-listen", &address]);
+    }
+    command
+        .env("DATABASE_URL", database_url)
+        .env("AMQP_URL", AMQP_URL)
+        .env("MARKETPLACE_NAMESPACE", namespace)
+        .env("MARKETPLACE_RETRY_INITIAL_BACKOFF", "50ms")
+        .env("MARKETPLACE_RETRY_MAX_BACKOFF", "1s")
+        .env("MARKETPLACE_RETRY_MAX_ATTEMPTS", "20")
+        .env("MARKETPLACE_DB_MAX_CONNECTIONS", "8")
+        .env(
+            "RUST_LOG",
+            std::env::var("FAULTS_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let child = command.spawn().expect("marketplace binary starts");
+    let process = Process {
+        child,
+        address: format!("http://{address}"),
+    };
+    wait_ready(&process.address).await;
+    process
+}
+
+async fn wait_ready(address: &str) {
+    let client = reqwest::Client::new();
+    for _ in 0..300 {
+        if let Ok(r) = client.get(format!("{address}/health/ready")).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{address} never became ready");
+}
+
+async fn rabbitmqctl(args: &[&str]) {
+    let status = Command::new("rabbitmqctl")
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .await
+        .expect("rabbitmqctl runs");
+    assert!(status.success(), "rabbitmqctl {args:?}");
+}
+
+impl Scenario {
+    /// A fresh namespace, one API process, `workers` worker processes and
+    /// `OFFERS` offers with plenty of stock.
+    pub async fn new(pool: PgPool, workers: usize) -> Self {
+        let database_url = database_url(&pool);
+        let namespace = format!("faults-{}", Uuid::new_v4().simple());
+        let mut started = Vec::new();
+        for _ in 0..workers {
+            started.push(spawn("worker", &database_url, &namespace).await);
+        }
+        let api = spawn("serve", &database_url, &namespace).await;
+        let mut scenario = Self {
+            pool,
+            database_url,
+            namespace,
+            api,
+            workers: started,
+            offers: Vec::new(),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .expect("client"),
+        };
+        scenario.seed().await;
+        scenario
+    }
+
+    async fn seed(&mut self) {
+        let seller = Uuid::new_v4();
+        self.send("PUT", "/user", json!({ "id": seller, "name": "Seller" }))
+            .await;
+        for n in 0..OFFERS {
+            let (book, offer) = (Uuid::new_v4(), Uuid::new_v4());
+            self.send(
+                "PUT",
+                "/book",
+                json!({ "id": book, "title": format!("Book {n}"), "author": "A" }),
+            )
+            .await;
+            self.send(
+                "POST",
+                "/offer",
+                json!({ "id": offer, "bookId": book, "sellerId": seller, "price": 1.0, "stock": STOCK }),
+            )
+            .await;
+            self.offers.push(offer);
+        }
+        for _ in 0..600 {
+            let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM offers")
+                .fetch_one(&self.pool)
+                .await
+                .expect("count offers");
+            if n as usize == OFFERS {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("seed offers never applied");
+    }
+
+    async fn send(&self, method: &str, path: &str, body: Value) {
+        let request = match method {
+            "PUT" => self.client.put(format!("{}{path}", self.api.address)),
+            _ => self.client.post(format!("{}{path}", self.api.address)),
+        };
+        let response = request.json(&body).send().await.expect("seed request");
+        assert_eq!(response.status(), 200, "{method} {path}");
+    }
+
+    /// Sends orders from `CLIENTS` clients while `fault` happens, then stops.
+    pub async fn run(mut self, fault: Fault) -> Report {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let results: Arc<StdMutex<Vec<(Uuid, u16)>>> = Arc::default();
+        let mut clients = Vec::new();
+        for n in 0..CLIENTS {
+            let (stop, sent, results) = (stop.clone(), sent.clone(), results.clone());
+            let client = self.client.clone();
+            let address = self.api.address.clone();
+            let offer = self.offers[n % OFFERS];
+            clients.push(tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) && sent.fetch_add(1, Ordering::SeqCst) < MAX_REQUESTS {
+                    let id = Uuid::new_v4();
+                    let body = json!({ "id": id, "userId": Uuid::new_v4(), "items": [{ "offerId": offer, "quantity": 1 }] });
+                    let status = match client.post(format!("{address}/order")).json(&body).send().await {
+                        Ok(response) => response.status().as_u16(),
+                        Err(_) => 0,
+                    };
+                    if status != 200 {
+                        // A mobile client backs off a little before trying again.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    results.lock().expect("results").push((id, status));
+                }
+            }));
+        }
+
+        let wait_for = |count: usize| {
+            let sent = sent.clone();
+            async move {
+                while sent.load(Ordering::SeqCst) < count {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        };
+        wait_for(300).await;
+        match fault {
+            Fault::None => wait_for(1_500).await,
+            Fault::BrokerRestart { down_for } => {
+                rabbitmqctl(&["stop_app"]).await;
+                tokio::time::sleep(down_for).await;
+                rabbitmqctl(&["start_app"]).await;
+                rabbitmqctl(&["await_startup"]).await;
+                // Keep the load on while everything reconnects.
+                let resumed = sent.load(Ordering::SeqCst);
+                wait_for(resumed + 800).await;
+            }
+            Fault::KillWorker => {
+                let mut worker = self.workers.remove(0);
+                worker.child.start_kill().expect("SIGKILL the worker");
+                let _ = worker.child.wait().await;
+                let killed_at = sent.load(Ordering::SeqCst);
+                wait_for(killed_at + 300).await;
+                self.workers
+                    .push(spawn("worker", &self.database_url, &self.namespace).await);
+                let restarted_at = sent.load(Ordering::SeqCst);
+                wait_for(restarted_at + 500).await;
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        for client in clients {
+            client.await.expect("client task");
+        }
+
+        let results = std::mem::take(&mut *results.lock().expect("results"));
+        let mut report = Report {
+            pool: Some(self.pool.clone()),
+            offers: self.offers.clone(),
+            ..Report::default()
+        };
+        for (id, status) in results {
+            match status {
+                200 => report.accepted.push(id),
+                503 => report.unavailable += 1,
+                _ => report.other_errors += 1,
+            }
+        }
+        // Everything accepted must be applied by the workers still running.
+        let pool = self.pool.clone();
+        let accepted = report.accepted.clone();
+        for _ in 0..1_200 {
+            let (applied,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM orders WHERE id = ANY($1) AND status <> 'pending'",
+            )
+            .bind(&accepted)
+            .fetch_one(&pool)
+            .await
+            .expect("count orders");
+            if applied as usize == accepted.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.cleanup().await;
+        report
+    }
+
+    async fn cleanup(mut self) {
+        for process in self
+            .workers
+            .iter_mut()
+            .chain(std::iter::once(&mut self.api))
+        {
+            let _ = process.child.start_kill();
+            let _ = process.child.wait().await;
+        }
+        delete_namespace(&self.namespace).await;
+    }
+}
+
+/// Deletes every queue and exchange of `namespace` from the broker.
+async fn delete_namespace(namespace: &str) {
+    let list = |what: &'static str| async move {
+        let output = Command::new("rabbitmqctl")
+            .args(["-q", "--no-table-headers", what, "name"])
+            .output()
+            .await
+            .expect("rabbitmqctl runs");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|name| name.starts_with(namespace))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
+        .await
+        .expect("broker for cleanup");
+    let channel = connection.create_channel().await.expect("channel");
+    for queue in list("list_queues").await {
+        let _ = channel
+            .queue_delete(
+                queue.as_str().into(),
+                lapin::options::QueueDeleteOptions::default(),
+            )
+            .await;
+    }
+    for exchange in list("list_exchanges").await {
+        let _ = channel
+            .exchange_delete(
+                exchange.as_str().into(),
+                lapin::options::ExchangeDeleteOptions::default(),
+            )
+            .await;
+    }
+    let _ = connection.close(200, "cleanup".into()).await;
+}
+
+impl Report {
+    /// 0 lost: every accepted order is applied. 0 applied twice: the stock
+    /// claimed equals the confirmed orders, one copy each.
+    pub async fn assert_nothing_lost_nothing_doubled(&self) {
+        let pool = self.pool.as_ref().expect("pool");
+        assert!(
+            self.accepted.len() >= 300,
+            "the load ran: {} accepted",
+            self.accepted.len()
+        );
+        let (applied, confirmed): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE status <> 'pending'), count(*) FILTER (WHERE status = 'confirmed')
+             FROM orders WHERE id = ANY($1)",
+        )
+        .bind(&self.accepted)
+        .fetch_one(pool)
+        .await
+        .expect("count orders");
+        assert_eq!(
+            applied as usize,
+            self.accepted.len(),
+            "lost: accepted orders not applied"
+        );
+        assert_eq!(
+            confirmed, applied,
+            "with this much stock every order is confirmed"
+        );
+        let (all_confirmed,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM orders WHERE status = 'confirmed'")
+                .fetch_one(pool)
+                .await
+                .expect("count orders");
+        let (claimed,): (i64,) = sqlx::query_as(
+            "SELECT COALESCE(sum($2::bigint - stock), 0)::bigint FROM offers WHERE id = ANY($1)",
+        )
+        .bind(&self.offers)
+        .bind(STOCK)
+        .fetch_one(pool)
+        .await
+        .expect("sum stock");
+        assert_eq!(
+            claimed, all_confirmed,
+            "stock claimed once per confirmed order"
+        );
+    }
+}
