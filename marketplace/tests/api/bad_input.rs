@@ -50,7 +50,7 @@ fn valid_bodies() -> Vec<(&'static str, &'static str, Value)> {
 on_every_bus! {
     async fn malformed_json_is_400(app) {
         for (method, path, _) in valid_bodies() {
-            let response = send_raw(&app, method, path, "application/json", "{\"id\": ").await;
+            let response = send_raw(app, method, path, "application/json", "{\"id\": ").await;
             assert_problem(response, 400).await;
         }
     }
@@ -69,7 +69,7 @@ on_every_bus! {
             ("POST", "/order", json!([1, 2, 3])),
         ];
         for (method, path, body) in cases {
-            let response = send_raw(&app, method, path, "application/json", body.to_string()).await;
+            let response = send_raw(app, method, path, "application/json", body.to_string()).await;
             let problem = assert_problem(response, 400).await;
             assert!(!problem["detail"].as_str().unwrap().is_empty(), "{path} {body}");
         }
@@ -92,7 +92,7 @@ on_every_bus! {
             ("POST", "/order", json!({ "id": id, "userId": id, "items": [{ "offerId": id, "quantity": 0 }] }), "items[0].quantity"),
         ];
         for (method, path, body, field) in cases {
-            let response = send_raw(&app, method, path, "application/json", body.to_string()).await;
+            let response = send_raw(app, method, path, "application/json", body.to_string()).await;
             let problem = assert_problem(response, 422).await;
             assert_eq!(problem["field"], field, "{path} {body}");
         }
@@ -113,7 +113,7 @@ on_every_bus! {
 
     async fn a_wrong_content_type_is_415(app) {
         for (method, path, body) in valid_bodies() {
-            let response = send_raw(&app, method, path, "text/plain", body.to_string()).await;
+            let response = send_raw(app, method, path, "text/plain", body.to_string()).await;
             assert_problem(response, 415).await;
         }
     }
@@ -121,11 +121,11 @@ on_every_bus! {
     async fn an_oversized_body_is_413(app) {
         let name = "x".repeat(200 * 1024);
         let body = json!({ "id": Uuid::new_v4(), "name": name }).to_string();
-        assert_problem(send_raw(&app, "PUT", "/user", "application/json", body).await, 413).await;
+        assert_problem(send_raw(app, "PUT", "/user", "application/json", body).await, 413).await;
     }
 
     async fn an_unknown_route_or_method_is_a_problem(app) {
         assert_problem(app.get("/nope").await, 404).await;
-        assert_problem(send_raw(&app, "DELETE", "/books", "application/json", "").await, 405).await;
+        assert_problem(send_raw(app, "DELETE", "/books", "application/json", "").await, 405).await;
     }
 }
