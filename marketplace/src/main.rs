@@ -1,6 +1,6 @@
 use clap::Parser;
 use marketplace::{
-    config::{Cli, Command},
+    config::{Cli, Command, ServeConfig},
     startup::{self, App, Worker},
     telemetry,
 };
@@ -9,7 +9,11 @@ use marketplace::{
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
-    match cli.command {
+    let command = match cli.command {
+        Some(command) => command,
+        None => Command::Serve(ServeConfig::from_args(std::iter::empty::<String>())?),
+    };
+    match command {
         Command::Migrate(database) => {
             startup::connect_and_migrate(&database).await?;
             tracing::info!("migrations applied");
