@@ -138,19 +138,7 @@ async fn a_handler_that_always_fails_is_dead_lettered_with_its_error_after_max_a
 async fn undecodable_and_unknown_messages_go_straight_to_the_dead_letter_queue() {
     let config = config();
     let calls = Record::<u32>::default();
-    let handlers = {
-        let calls = calls.clone();
-        Handlers::builder()
-            .command::<DoThing, _>(command_fn(move |command: DoThing, _| {
-                let calls = calls.clone();
-                async move {
-                    calls.push(command.n);
-                    Ok::<_, HandlerError>(())
-                }
-            }))
-            .build()
-            .unwrap()
-    };
+    let handlers = recording_handlers(&calls);
     let worker = RabbitWorker::new(&handlers, config.clone()).unwrap();
     let topology = worker.topology().clone();
     let (connection, channel) = channel().await;
@@ -378,19 +366,7 @@ async fn on_shutdown_messages_being_handled_finish_and_are_acknowledged() {
 async fn a_worker_whose_queue_vanished_declares_it_again_and_keeps_consuming() {
     let config = config();
     let applied = Record::<u32>::default();
-    let handlers = {
-        let applied = applied.clone();
-        Handlers::builder()
-            .command::<DoThing, _>(command_fn(move |command: DoThing, _| {
-                let applied = applied.clone();
-                async move {
-                    applied.push(command.n);
-                    Ok::<_, HandlerError>(())
-                }
-            }))
-            .build()
-            .unwrap()
-    };
+    let handlers = recording_handlers(&applied);
     let worker = RabbitWorker::new(&handlers, config.clone()).unwrap();
     let topology = worker.topology().clone();
     let publisher = RabbitPublisher::connect(&config, topology.clone())

@@ -120,14 +120,7 @@ impl WorkerConfig {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        #[derive(Parser)]
-        struct Worker {
-            #[command(flatten)]
-            config: WorkerConfig,
-        }
-        let args = std::iter::once(std::ffi::OsString::from("worker"))
-            .chain(args.into_iter().map(Into::into));
-        Worker::try_parse_from(args).map(|worker| worker.config)
+        parse_flags(args)
     }
 
     /// RabbitMQ settings of a worker process.
@@ -135,6 +128,21 @@ impl WorkerConfig {
         self.rabbitmq
             .settings(self.concurrency, self.retry.policy(), "marketplace-worker")
     }
+}
+
+/// Parses the flags of one subcommand's settings `T` from `args`
+/// (environment fallbacks apply).
+fn parse_flags<T, I, A>(args: I) -> Result<T, clap::Error>
+where
+    T: Args + clap::FromArgMatches,
+    I: IntoIterator<Item = A>,
+    A: Into<std::ffi::OsString> + Clone,
+{
+    let command = T::augment_args(clap::Command::new("marketplace"));
+    let args = std::iter::once(std::ffi::OsString::from("marketplace"))
+        .chain(args.into_iter().map(Into::into));
+    let matches = command.try_get_matches_from(args)?;
+    T::from_arg_matches(&matches)
 }
 
 /// Queue flavour on the broker.
@@ -243,14 +251,7 @@ impl ServeConfig {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        #[derive(Parser)]
-        struct Serve {
-            #[command(flatten)]
-            config: ServeConfig,
-        }
-        let args = std::iter::once(std::ffi::OsString::from("serve"))
-            .chain(args.into_iter().map(Into::into));
-        Serve::try_parse_from(args).map(|serve| serve.config)
+        parse_flags(args)
     }
 
     /// RabbitMQ settings of the API process.

@@ -204,6 +204,21 @@ impl Message for DoThing {
 }
 impl Command for DoThing {}
 
+/// Handlers where `DoThing` records its `n` in `record` and succeeds.
+pub fn recording_handlers(record: &Record<u32>) -> bus_core::Handlers {
+    let record = record.clone();
+    bus_core::Handlers::builder()
+        .command::<DoThing, _>(bus_core::command_fn(move |command: DoThing, _| {
+            let record = record.clone();
+            async move {
+                record.push(command.n);
+                Ok::<_, bus_core::HandlerError>(())
+            }
+        }))
+        .build()
+        .unwrap()
+}
+
 /// The test event, with subscribers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ThingDone {
