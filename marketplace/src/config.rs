@@ -25,6 +25,8 @@ pub enum Command {
     Serve(ServeConfig),
     /// Apply the database migrations and exit.
     Migrate(DatabaseConfig),
+    /// Fill the database with a demo catalogue (users, books, offers).
+    Seed(crate::seed::SeedConfig),
     /// Consume commands and events from RabbitMQ and relay the outbox
     /// (no HTTP besides health probes).
     Worker(WorkerConfig),

@@ -13,6 +13,7 @@
 //! - [`http`]: the axum routes, request validation and the single mapping of
 //!   errors to `application/problem+json`.
 //! - [`config`]: flags and environment variables.
+//! - [`seed`]: the demo catalogue generator (`marketplace seed`).
 //! - [`startup`]: builds the application (pool, migrations, buses, router)
 //!   the same way for the binary and the tests.
 
@@ -21,6 +22,7 @@ pub mod config;
 pub mod events;
 pub mod http;
 pub mod queries;
+pub mod seed;
 pub mod shutdown;
 pub mod startup;
 pub mod telemetry;

@@ -22,6 +22,11 @@ async fn main() -> anyhow::Result<()> {
             let app = App::build(&config).await?;
             app.run(marketplace::shutdown::signal()).await?;
         }
+        Command::Seed(config) => {
+            let pool = startup::connect_and_migrate(&config.database).await?;
+            let seeded = marketplace::seed::seed(&pool, &config).await?;
+            tracing::info!(?seeded, "catalogue seeded");
+        }
         Command::Worker(config) => {
             let worker = Worker::build(&config).await?;
             worker.run(marketplace::shutdown::signal()).await?;

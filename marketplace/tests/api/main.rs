@@ -10,4 +10,5 @@ mod offers;
 mod operations;
 mod orders;
 mod rabbitmq;
+mod seed;
 mod users;

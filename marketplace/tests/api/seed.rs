@@ -1,0 +1,58 @@
+//! `marketplace seed` makes a catalogue the API serves like any other.
+
+use marketplace::{
+    config::{BusKind, DatabaseConfig},
+    seed::{seed, SeedConfig, Seeded},
+};
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::helpers::spawn_app;
+
+#[sqlx::test(migrator = "marketplace::MIGRATOR")]
+async fn a_seeded_catalogue_is_listed_with_each_books_cheapest_offer(pool: PgPool) {
+    let config = SeedConfig {
+        database: DatabaseConfig {
+            database_url: String::new(),
+            db_max_connections: 1,
+        },
+        books: 250,
+        users: Some(12),
+        offers_per_book: 3,
+    };
+    let seeded = seed(&pool, &config).await.unwrap();
+    assert_eq!(
+        seeded,
+        Seeded {
+            users: 12,
+            books: 250,
+            offers: 750
+        }
+    );
+
+    // Every book carries its cheapest in-stock offer, as the subscriber would.
+    let (wrong,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM books b
+         WHERE b.offer_id IS DISTINCT FROM (SELECT id FROM offers o WHERE o.book_id = b.id AND o.stock > 0
+                                            ORDER BY price, id LIMIT 1)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(wrong, 0);
+
+    let app = spawn_app(pool, BusKind::InMemoryAsync).await;
+    let page: Value = app.get_json("/books?page=3&pageSize=100").await;
+    assert_eq!(page.as_array().unwrap().len(), 50);
+    let book = &page[0];
+    assert!(
+        book["price"].as_f64().unwrap() > 0.0 && book["offerId"].is_string(),
+        "{book}"
+    );
+    let offers = app
+        .get_json(&format!("/offers/{}", book["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(offers.as_array().unwrap().len(), 3);
+    assert_eq!(offers[0]["id"], book["offerId"]);
+    app.shutdown().await;
+}
