@@ -99,9 +99,15 @@ async fn spawn(role: &str, database_url: &str, namespace: &str) -> Process {
         .env("MARKETPLACE_DB_MAX_CONNECTIONS", "8")
         .env(
             "RUST_LOG",
-            std::env::var("FAULTS_LOG").unwrap_or_else(|_| "warn".into()),
+            std::env::var("FAULTS_LOG").unwrap_or_else(|_| "error".into()),
         )
         .stdin(Stdio::null())
+        // The processes' logs only when asked for (FAULTS_LOG=warn, ...).
+        .stdout(if std::env::var_os("FAULTS_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .kill_on_drop(true);
     let child = command.spawn().expect("marketplace binary starts");
     let process = Process {
@@ -396,6 +402,12 @@ impl Report {
         assert_eq!(
             claimed, all_confirmed,
             "stock claimed once per confirmed order"
+        );
+        println!(
+            "accepted {} (applied {applied}), answered 503 {}, other {}; confirmed in total {all_confirmed}, stock claimed {claimed}",
+            self.accepted.len(),
+            self.unavailable,
+            self.other_errors
         );
     }
 }
