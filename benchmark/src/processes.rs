@@ -1,0 +1,270 @@
+//! The system under test as child processes: one `marketplace serve --bus
+//! rabbitmq` and one `marketplace worker`, on a fresh database and a fresh
+//! RabbitMQ namespace, and everything needed to tear them down again.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bus_rabbitmq::lapin::{options::ExchangeDeleteOptions, options::QueueDeleteOptions};
+use bus_rabbitmq::lapin::{Connection, ConnectionProperties};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use tokio::process::{Child, Command};
+
+/// PostgreSQL server URL without a database name.
+pub const POSTGRES_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+/// RabbitMQ broker URL.
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// The running API and worker, killed when dropped.
+#[derive(Debug)]
+pub struct System {
+    /// Base URL of the API, e.g. `http://127.0.0.1:40123`.
+    pub api_url: String,
+    /// Name of the fresh database both processes use.
+    pub database: String,
+    /// Prefix of every exchange and queue of this run.
+    pub namespace: String,
+    /// The `serve --bus rabbitmq` process.
+    pub api: Child,
+    /// The `worker` process.
+    pub worker: Child,
+    /// Directory receiving the processes' logs.
+    pub log_dir: PathBuf,
+}
+
+/// Where the release `marketplace` binary is: next to this executable.
+pub fn marketplace_binary() -> Result<PathBuf> {
+    let me = std::env::current_exe().context("locating the benchmark executable")?;
+    let dir = me
+        .parent()
+        .context("the benchmark executable has no parent directory")?;
+    let binary = dir.join("marketplace");
+    if !binary.is_file() {
+        bail!(
+            "{} not found: build it first with `cargo build --release -p marketplace`",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+/// A TCP port on loopback that nobody listens on right now.
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn log_file(dir: &Path, name: &str) -> Result<Stdio> {
+    let file = std::fs::File::create(dir.join(name))
+        .with_context(|| format!("creating log file {name}"))?;
+    Ok(Stdio::from(file))
+}
+
+fn spawn(binary: &Path, args: &[&str], log_dir: &Path, name: &str) -> Result<Child> {
+    Command::new(binary)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log_file(log_dir, &format!("{name}.out.log"))?)
+        .stderr(log_file(log_dir, &format!("{name}.err.log"))?)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {} {}", binary.display(), args.join(" ")))
+}
+
+/// Polls `url` until it answers `200`, for at most `timeout`.
+pub async fn wait_ready(client: &reqwest::Client, url: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(response) = client.get(url).send().await {
+            if response.status().is_success() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{url} not ready after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl System {
+    /// Starts the API, waits for it, then starts the worker and waits for it,
+    /// on database `bench_{id}` and namespace `bench-{id}`.
+    pub async fn start(client: &reqwest::Client, id: &str) -> Result<Self> {
+        let binary = marketplace_binary()?;
+        let database = format!("bench_{id}");
+        let namespace = format!("bench-{id}");
+        let database_url = format!("{POSTGRES_SERVER}/{database}");
+        let log_dir = std::env::temp_dir().join(format!("marketplace-bench-{id}"));
+        std::fs::create_dir_all(&log_dir).context("creating the log directory")?;
+
+        let api_port = free_port()?;
+        let api_listen = format!("127.0.0.1:{api_port}");
+        let api = spawn(
+            &binary,
+            &[
+                "serve",
+                "--bus",
+                "rabbitmq",
+                "--listen",
+                &api_listen,
+                "--database-url",
+                &database_url,
+                "--namespace",
+                &namespace,
+                "--amqp-url",
+                AMQP_URL,
+            ],
+            &log_dir,
+            "api",
+        )?;
+        let api_url = format!("http://{api_listen}");
+        // Until the worker exists the struct is not built: a failure drops `api`
+        // (kill_on_drop), and the caller cleans the database and namespace.
+        wait_ready(
+            client,
+            &format!("{api_url}/health/ready"),
+            Duration::from_secs(60),
+        )
+        .await?;
+
+        let worker_port = free_port()?;
+        let worker_listen = format!("127.0.0.1:{worker_port}");
+        let worker = spawn(
+            &binary,
+            &[
+                "worker",
+                "--health-listen",
+                &worker_listen,
+                "--database-url",
+                &database_url,
+                "--namespace",
+                &namespace,
+                "--amqp-url",
+                AMQP_URL,
+            ],
+            &log_dir,
+            "worker",
+        )?;
+        let system = Self {
+            api_url,
+            database,
+            namespace,
+            api,
+            worker,
+            log_dir,
+        };
+        wait_ready(
+            client,
+            &format!("http://{worker_listen}/health/ready"),
+            Duration::from_secs(60),
+        )
+        .await?;
+        Ok(system)
+    }
+
+    /// A connection pool on the run's database.
+    pub async fn pool(&self) -> Result<PgPool> {
+        PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&format!("{POSTGRES_SERVER}/{}", self.database))
+            .await
+            .context("connecting to the bench database")
+    }
+
+    /// Peak resident set size (VmHWM) of the API and the worker, in KiB.
+    pub fn peak_rss_kib(&self) -> (Option<u64>, Option<u64>) {
+        (
+            self.api.id().and_then(vm_hwm_kib),
+            self.worker.id().and_then(vm_hwm_kib),
+        )
+    }
+
+    /// Kills both processes and waits for them to exit.
+    pub async fn stop(&mut self) {
+        let _ = self.api.kill().await;
+        let _ = self.worker.kill().await;
+    }
+}
+
+/// `VmHWM` of process `pid` from `/proc/<pid>/status`, in KiB.
+pub fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Drops database `name` (forcing out any connection left).
+pub async fn drop_database(name: &str) -> Result<()> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&format!("{POSTGRES_SERVER}/postgres"))
+        .await
+        .context("connecting to the postgres database")?;
+    let quoted = name.replace('"', "\"\"");
+    sqlx::query(&format!(
+        "DROP DATABASE IF EXISTS \"{quoted}\" WITH (FORCE)"
+    ))
+    .execute(&pool)
+    .await
+    .with_context(|| format!("dropping database {name}"))?;
+    pool.close().await;
+    Ok(())
+}
+
+fn rabbitmqctl_names(what: &str) -> Result<Vec<String>> {
+    let output = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "--no-table-headers", what, "name"])
+        .output()
+        .with_context(|| format!("running rabbitmqctl {what}"))?;
+    if !output.status.success() {
+        bail!(
+            "rabbitmqctl {what} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| line.trim().to_owned())
+        .filter(|line| !line.is_empty())
+        .collect())
+}
+
+/// Deletes every queue and exchange whose name starts with `prefix`
+/// (names listed with `rabbitmqctl`, deleted over AMQP). Returns how many
+/// queues and exchanges were deleted.
+pub async fn delete_namespace(prefix: &str) -> Result<(usize, usize)> {
+    let queues: Vec<String> = rabbitmqctl_names("list_queues")?
+        .into_iter()
+        .filter(|name| name.starts_with(prefix))
+        .collect();
+    let exchanges: Vec<String> = rabbitmqctl_names("list_exchanges")?
+        .into_iter()
+        .filter(|name| name.starts_with(prefix))
+        .collect();
+    let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .context("connecting to RabbitMQ for cleanup")?;
+    let channel = connection.create_channel().await?;
+    for queue in &queues {
+        channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .with_context(|| format!("deleting queue {queue}"))?;
+    }
+    for exchange in &exchanges {
+        channel
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await
+            .with_context(|| format!("deleting exchange {exchange}"))?;
+    }
+    let _ = connection.close(200, "OK".into()).await;
+    Ok((queues.len(), exchanges.len()))
+}

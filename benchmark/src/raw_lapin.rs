@@ -1,0 +1,137 @@
+//! The raw limit: persistent publishes with publisher confirms straight
+//! through lapin, no HTTP, no envelope code, no channel pool.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use bus_rabbitmq::lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use bus_rabbitmq::lapin::types::FieldTable;
+use bus_rabbitmq::lapin::Confirmation;
+use bus_rabbitmq::lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+use crate::load::{closed_loop, LevelResult};
+use crate::processes::AMQP_URL;
+
+/// A connection to the broker with a durable queue of its own.
+pub struct RawTarget {
+    connection: Connection,
+    queue: String,
+}
+
+/// A message body of about the size of the API's `CreateOffer` envelope.
+fn body() -> Vec<u8> {
+    let payload = serde_json::json!({
+        "id": uuid::Uuid::new_v4(),
+        "type": "marketplace.CreateOffer",
+        "version": 1,
+        "timestamp": "2026-01-01T00:00:00.000000Z",
+        "headers": {"traceparent": "00-00000000000000000000000000000000-0000000000000000-01"},
+        "payload": {
+            "id": uuid::Uuid::new_v4(),
+            "bookId": uuid::Uuid::new_v4(),
+            "sellerId": uuid::Uuid::new_v4(),
+            "price": 12.5,
+            "stock": 3
+        }
+    });
+    payload.to_string().into_bytes()
+}
+
+impl RawTarget {
+    /// Connects and declares the durable queue `{namespace}.raw`.
+    pub async fn connect(namespace: &str) -> Result<Self> {
+        let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
+            .await
+            .context("connecting to RabbitMQ")?;
+        let queue = format!("{namespace}.raw");
+        let channel = connection.create_channel().await?;
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .context("declaring the raw queue")?;
+        let _ = channel.close(200, "OK".into()).await;
+        Ok(Self { connection, queue })
+    }
+
+    async fn confirm_channel(&self) -> Result<Channel> {
+        let channel = self.connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(channel)
+    }
+
+    /// Measures `concurrency` tasks, each with its own confirm channel,
+    /// publishing one persistent mandatory message and awaiting its confirm
+    /// before the next, for `duration`. The queue is purged afterwards.
+    pub async fn measure(&self, concurrency: usize, duration: Duration) -> Result<LevelResult> {
+        let mut channels = Vec::with_capacity(concurrency);
+        for _ in 0..concurrency {
+            channels.push(self.confirm_channel().await?);
+        }
+        let channels = Arc::new(channels);
+        let queue = Arc::new(self.queue.clone());
+        let body = Arc::new(body());
+        let op_channels = Arc::clone(&channels);
+        let result = closed_loop(concurrency, duration, move |task, _| {
+            let (channels, queue, body) = (
+                Arc::clone(&op_channels),
+                Arc::clone(&queue),
+                Arc::clone(&body),
+            );
+            async move {
+                let confirmation = channels[task]
+                    .basic_publish(
+                        "".into(),
+                        queue.as_str().into(),
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..BasicPublishOptions::default()
+                        },
+                        &body,
+                        BasicProperties::default()
+                            .with_delivery_mode(2)
+                            .with_content_type("application/json".into()),
+                    )
+                    .await?
+                    .await?;
+                match confirmation {
+                    Confirmation::Ack(None) => Ok(()),
+                    other => bail!("publish not confirmed: {other:?}"),
+                }
+            }
+        })
+        .await;
+        for channel in channels.iter() {
+            let _ = channel.close(200, "OK".into()).await;
+        }
+        let channel = self.connection.create_channel().await?;
+        channel
+            .queue_purge(self.queue.as_str().into(), Default::default())
+            .await
+            .context("purging the raw queue")?;
+        let _ = channel.close(200, "OK".into()).await;
+        Ok(result)
+    }
+
+    /// Deletes the queue and closes the connection.
+    pub async fn delete(self) -> Result<()> {
+        let channel = self.connection.create_channel().await?;
+        channel
+            .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .context("deleting the raw queue")?;
+        let _ = self.connection.close(200, "OK".into()).await;
+        Ok(())
+    }
+}

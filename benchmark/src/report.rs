@@ -1,0 +1,371 @@
+//! The results: a table on standard output, `docs/performance.md`, and PNG
+//! charts of throughput and p99 latency against concurrency.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use plotters::prelude::*;
+
+use crate::load::{EndToEnd, LevelResult};
+
+/// The machine the benchmark ran on.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    /// Logical CPUs.
+    pub cpus: usize,
+    /// CPU model name from `/proc/cpuinfo`.
+    pub cpu_model: String,
+    /// Total memory from `/proc/meminfo`, in GiB.
+    pub memory_gib: f64,
+}
+
+impl Machine {
+    /// Reads the machine's description from `/proc`.
+    pub fn detect() -> Self {
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find(|line| line.starts_with("model name"))
+                    .and_then(|line| line.split_once(':'))
+                    .map(|(_, model)| model.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown".to_owned());
+        let memory_gib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find_map(|line| line.strip_prefix("MemTotal:"))
+                    .and_then(|rest| {
+                        rest.trim()
+                            .trim_end_matches("kB")
+                            .trim()
+                            .parse::<f64>()
+                            .ok()
+                    })
+            })
+            .map(|kib| kib / 1024.0 / 1024.0)
+            .unwrap_or(0.0);
+        Self {
+            cpus,
+            cpu_model,
+            memory_gib,
+        }
+    }
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Where it ran.
+    pub machine: Machine,
+    /// When it ran (UTC, RFC 3339).
+    pub date: String,
+    /// The command that produced it.
+    pub command: String,
+    /// Seconds each concurrency level ran.
+    pub level_seconds: f64,
+    /// Per concurrency: the API's `POST /offer` and the raw confirmed publish.
+    pub levels: Vec<(LevelResult, LevelResult)>,
+    /// The end-to-end run, if it completed.
+    pub end_to_end: Option<EndToEnd>,
+    /// Concurrency of the end-to-end run.
+    pub end_to_end_concurrency: usize,
+    /// Peak RSS of the API process, in KiB.
+    pub api_peak_rss_kib: Option<u64>,
+    /// Peak RSS of the worker process, in KiB.
+    pub worker_peak_rss_kib: Option<u64>,
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 && a.is_finite() && b.is_finite() {
+        format!("{:.3}", a / b)
+    } else {
+        "n/a".to_owned()
+    }
+}
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+        .unwrap_or_else(|| "n/a".to_owned())
+}
+
+impl Report {
+    fn raw_at(&self, concurrency: usize) -> Option<&LevelResult> {
+        self.levels
+            .iter()
+            .find(|(_, raw)| raw.concurrency == concurrency)
+            .map(|(_, raw)| raw)
+    }
+
+    /// The tables as Markdown (also readable as plain text).
+    pub fn tables(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "### Accepted `POST /offer` vs raw confirmed publish ({:.0} s per level)\n",
+            self.level_seconds
+        );
+        let _ = writeln!(
+            out,
+            "| concurrency | API req/s | raw msg/s | API/raw | API p50 ms | raw p50 ms | API p99 ms | raw p99 ms | p99 API/raw | API errors | raw errors |"
+        );
+        let _ = writeln!(
+            out,
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for (api, raw) in &self.levels {
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+                api.concurrency,
+                api.per_second(),
+                raw.per_second(),
+                ratio(api.per_second(), raw.per_second()),
+                api.p50_ms,
+                raw.p50_ms,
+                api.p99_ms,
+                raw.p99_ms,
+                ratio(api.p99_ms, raw.p99_ms),
+                api.errors,
+                raw.errors,
+            );
+        }
+        let _ = writeln!(out, "\n### Applied end to end\n");
+        match (&self.end_to_end, self.raw_at(self.end_to_end_concurrency)) {
+            (Some(e2e), raw) => {
+                let raw_rate = raw.map(LevelResult::per_second).unwrap_or(f64::NAN);
+                let _ = writeln!(
+                    out,
+                    "| offers | concurrency | accepted in s | accepted/s | applied in s | applied/s | raw msg/s at {c} | applied/raw | resent |",
+                    c = self.end_to_end_concurrency
+                );
+                let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:.2} | {:.0} | {:.2} | {:.0} | {:.0} | {} | {} |",
+                    e2e.offers,
+                    self.end_to_end_concurrency,
+                    e2e.accept_seconds,
+                    e2e.accepted_per_second(),
+                    e2e.applied_seconds,
+                    e2e.applied_per_second(),
+                    raw_rate,
+                    ratio(e2e.applied_per_second(), raw_rate),
+                    e2e.retries,
+                );
+            }
+            (None, _) => {
+                let _ = writeln!(
+                    out,
+                    "The end-to-end run did not complete (see the log above)."
+                );
+            }
+        }
+        let _ = writeln!(out, "\n### Peak RSS (VmHWM) at the end\n");
+        let _ = writeln!(out, "| process | peak RSS |\n|---|---:|");
+        let _ = writeln!(
+            out,
+            "| `marketplace serve --bus rabbitmq` | {} |",
+            mib(self.api_peak_rss_kib)
+        );
+        let _ = writeln!(
+            out,
+            "| `marketplace worker` | {} |",
+            mib(self.worker_peak_rss_kib)
+        );
+        out
+    }
+
+    /// Sentences derived from the figures.
+    pub fn analysis(&self) -> String {
+        let mut out = String::new();
+        if let Some((api, raw)) = self
+            .levels
+            .iter()
+            .max_by(|a, b| a.0.per_second().total_cmp(&b.0.per_second()))
+        {
+            let _ = writeln!(
+                out,
+                "- The API peaked at {:.0} accepted offers/s at concurrency {}, {} of the raw confirmed-publish rate at the same concurrency ({:.0} msg/s).",
+                api.per_second(),
+                api.concurrency,
+                ratio(api.per_second(), raw.per_second()),
+                raw.per_second()
+            );
+        }
+        if let Some((_, raw)) = self
+            .levels
+            .iter()
+            .max_by(|a, b| a.1.per_second().total_cmp(&b.1.per_second()))
+        {
+            let _ = writeln!(
+                out,
+                "- The raw limit peaked at {:.0} msg/s at concurrency {}.",
+                raw.per_second(),
+                raw.concurrency
+            );
+        }
+        if let Some((api, raw)) = self.levels.first() {
+            let _ = writeln!(
+                out,
+                "- At concurrency {} (one request at a time) the API's p50 is {:.2} ms against {:.2} ms for a bare confirmed publish: the difference is what one request costs on top of the confirm (HTTP, validation, envelope, channel pool).",
+                api.concurrency, api.p50_ms, raw.p50_ms
+            );
+        }
+        if let Some(e2e) = &self.end_to_end {
+            let _ = writeln!(
+                out,
+                "- End to end, {} offers were applied at {:.0}/s ({:.0}/s accepted while sending): the worker (PostgreSQL insert, outbox, cheapest-offer refresh under a row lock on the one book) is the slower side when the ratio applied/accepted is below 1 ({}).",
+                e2e.offers,
+                e2e.applied_per_second(),
+                e2e.accepted_per_second(),
+                ratio(e2e.applied_per_second(), e2e.accepted_per_second())
+            );
+        }
+        let _ = writeln!(
+            out,
+            "- Everything (load generator, API, worker, RabbitMQ, PostgreSQL) shares the same {} CPUs, so every figure here is a lower bound of what separate machines would give, and the raw figures are measured under the same sharing (the API and worker idle at that time).",
+            self.machine.cpus
+        );
+        out
+    }
+
+    /// The whole `docs/performance.md`.
+    pub fn markdown(&self, charts: bool) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "# Performance\n");
+        let _ = writeln!(
+            out,
+            "Produced by the `benchmark` crate, figures written by the program itself (not edited by hand). \
+             The API (`marketplace serve --bus rabbitmq`, release build, `RUST_LOG=warn`, every other flag at its default) \
+             is measured side by side with its raw limit: persistent, mandatory publishes with publisher confirms \
+             straight through lapin on a durable queue, one confirm channel per task, one publish in flight per task. \
+             Ratios are API / raw at the same concurrency.\n"
+        );
+        let _ = writeln!(out, "## Run\n");
+        let _ = writeln!(out, "- command: `{}`", self.command);
+        let _ = writeln!(out, "- date: {}", self.date);
+        let _ = writeln!(
+            out,
+            "- machine: {} CPUs ({}), {:.1} GiB memory; PostgreSQL and RabbitMQ on loopback on the same machine",
+            self.machine.cpus, self.machine.cpu_model, self.machine.memory_gib
+        );
+        let _ = writeln!(
+            out,
+            "- method: closed loop (each task sends, awaits the answer, sends again); latency is per request; \
+             the offers name one seeded book and seller; end to end is timed from the first send until \
+             `SELECT count(*) FROM offers` has every offer and `books.offer_id` is the cheapest in-stock offer.\n"
+        );
+        let _ = writeln!(out, "## Results\n");
+        out.push_str(&self.tables());
+        if charts {
+            let _ = writeln!(out, "\n![throughput](performance-throughput.png)\n");
+            let _ = writeln!(out, "![p99 latency](performance-p99.png)\n");
+        }
+        let _ = writeln!(out, "\n## Analysis\n");
+        out.push_str(&self.analysis());
+        out
+    }
+
+    /// Writes `performance-throughput.png` and `performance-p99.png` in `dir`.
+    pub fn charts(&self, dir: &Path) -> Result<()> {
+        let font = std::fs::read("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+            .context("reading the DejaVu Sans font for the charts")?;
+        let font: &'static [u8] = Box::leak(font.into_boxed_slice());
+        plotters::style::register_font("sans-serif", FontStyle::Normal, font)
+            .map_err(|_| anyhow::anyhow!("invalid font"))?;
+        let throughput: Vec<(usize, f64, f64)> = self
+            .levels
+            .iter()
+            .map(|(a, r)| (a.concurrency, a.per_second(), r.per_second()))
+            .collect();
+        let p99: Vec<(usize, f64, f64)> = self
+            .levels
+            .iter()
+            .map(|(a, r)| (a.concurrency, a.p99_ms, r.p99_ms))
+            .collect();
+        chart(
+            &dir.join("performance-throughput.png"),
+            "Throughput vs concurrency",
+            "operations per second",
+            &throughput,
+        )?;
+        chart(
+            &dir.join("performance-p99.png"),
+            "p99 latency vs concurrency",
+            "p99 latency (ms)",
+            &p99,
+        )?;
+        Ok(())
+    }
+}
+
+/// One line chart, API against raw, concurrency on a log2 axis.
+fn chart(path: &Path, title: &str, y_label: &str, points: &[(usize, f64, f64)]) -> Result<()> {
+    let to_x = |c: usize| (c.max(1) as f64).log2();
+    let x_max = points.iter().map(|p| to_x(p.0)).fold(0.0, f64::max);
+    let y_max = points
+        .iter()
+        .flat_map(|p| [p.1, p.2])
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max)
+        * 1.1;
+    let root = BitMapBackend::new(path, (900, 540)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 26))
+        .margin(20)
+        .x_label_area_size(45)
+        .y_label_area_size(80)
+        .build_cartesian_2d(-0.2..x_max + 0.2, 0.0..y_max.max(1.0))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("concurrency")
+        .y_desc(y_label)
+        .x_label_formatter(&|x| format!("{:.0}", 2f64.powf(*x)))
+        .x_labels(10)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let series = [
+        (
+            "API POST /offer",
+            RED,
+            points.iter().map(|p| (to_x(p.0), p.1)).collect::<Vec<_>>(),
+        ),
+        (
+            "raw lapin confirmed publish",
+            BLUE,
+            points.iter().map(|p| (to_x(p.0), p.2)).collect(),
+        ),
+    ];
+    for (label, color, data) in series {
+        chart
+            .draw_series(LineSeries::new(data.clone(), color.stroke_width(2)))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .label(label)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(
+                data.iter()
+                    .map(|&(x, y)| Circle::new((x, y), 4, color.filled())),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
