@@ -65,8 +65,8 @@ impl Options {
 
     fn command(self) -> String {
         format!(
-            "cargo build --release -p marketplace && cargo run --release -p benchmark --{}",
-            if self.quick { " --quick" } else { "" }
+            "cargo build --release -p marketplace && cargo run --release -p benchmark{}",
+            if self.quick { " -- --quick" } else { "" }
         )
     }
 }
