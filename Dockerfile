@@ -52,11 +52,14 @@ RUN groupadd --system --gid 10001 marketplace \
     && useradd --system --uid 10001 --gid marketplace \
         --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin marketplace
 
-WORKDIR /app
 COPY --from=builder /out/marketplace /usr/local/bin/marketplace
-# The binary embeds the migrations; the folder ships for inspection and for
-# tools that apply them from files.
+# The binary embeds the migrations (migrations/postgres and migrations/sqlite);
+# the folder ships for inspection and for tools that apply them from files.
 COPY migrations/ /app/migrations/
+# Without DATABASE_URL the API keeps an SQLite file in its working
+# directory: /data, owned by the runtime user (mount a volume to keep it).
+RUN mkdir -p /data && chown 10001:10001 /data
+WORKDIR /data
 COPY --chmod=0755 docker/entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 
 LABEL org.opencontainers.image.title="marketplace" \

@@ -84,7 +84,7 @@ impl HandlerError {
     }
 }
 
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 impl From<sqlx::Error> for HandlerError {
     /// Database errors are treated as transient: a retry after a failover or
     /// a deadlock usually succeeds, and the retry budget bounds the rest.
@@ -199,7 +199,7 @@ pub enum QueryError {
     Failed(#[source] BoxError),
 }
 
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 impl From<sqlx::Error> for QueryError {
     fn from(error: sqlx::Error) -> Self {
         Self::Failed(Box::new(error))

@@ -47,7 +47,7 @@ pub mod error;
 pub mod handler;
 pub mod memory;
 pub mod message;
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub mod outbox;
 pub mod query;
 pub mod registry;

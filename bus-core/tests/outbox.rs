@@ -80,7 +80,7 @@ fn invoice(number: u32) -> Envelope {
     Envelope::new(&InvoiceIssued { number }).unwrap()
 }
 
-fn relay(pool: &PgPool, bus: &Arc<CountingBus>, batch_size: i64) -> OutboxRelay {
+fn relay(pool: &PgPool, bus: &Arc<CountingBus>, batch_size: usize) -> OutboxRelay {
     OutboxRelay::new(
         pool.clone(),
         bus.clone(),
@@ -219,4 +219,60 @@ async fn two_relays_on_one_outbox_publish_every_event_exactly_once(pool: PgPool)
         assert_eq!(published.get(&id), Some(&1), "event {id}");
     }
     assert_eq!(outbox_len(&pool).await, 0);
+}
+
+/// The same outbox on an SQLite file of its own (removed at the end).
+mod sqlite {
+    use super::*;
+    use sqlx::{sqlite::SqliteConnectOptions, SqlitePool};
+
+    async fn sqlite_outbox() -> (SqlitePool, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("outbox-test-{}.db", Uuid::new_v4().simple()));
+        let pool = SqlitePool::connect_with(
+            SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+        sqlx::raw_sql(outbox::sqlite::SCHEMA)
+            .execute(&pool)
+            .await
+            .unwrap();
+        (pool, path)
+    }
+
+    async fn len(pool: &SqlitePool) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM bus_outbox")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn committed_events_are_published_once_rolled_back_ones_never_refused_ones_later() {
+        let (pool, path) = sqlite_outbox().await;
+        let bus = Arc::new(CountingBus::default());
+        let (rolled_back, committed) = (invoice(1), invoice(2));
+
+        let mut tx = pool.begin().await.unwrap();
+        outbox::sqlite::stage(&mut tx, &rolled_back).await.unwrap();
+        tx.rollback().await.unwrap();
+        let mut tx = pool.begin().await.unwrap();
+        outbox::sqlite::stage(&mut tx, &committed).await.unwrap();
+        tx.commit().await.unwrap();
+        let relay = OutboxRelay::new(pool.clone(), bus.clone(), RelayConfig::default());
+
+        bus.down.store(true, Ordering::SeqCst);
+        assert_eq!(relay.relay_batch().await.unwrap(), 0);
+        assert_eq!(len(&pool).await, 1, "kept for a later batch");
+
+        bus.down.store(false, Ordering::SeqCst);
+        relay.flush().await;
+        assert_eq!(bus.published(), HashMap::from([(committed.id, 1)]));
+        assert_eq!(len(&pool).await, 0);
+
+        pool.close().await;
+        let _ = std::fs::remove_file(path);
+    }
 }

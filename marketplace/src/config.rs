@@ -53,17 +53,18 @@ pub enum BusKind {
     Rabbitmq,
 }
 
+/// The default database: an SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://marketplace.db";
+
 /// The database.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseConfig {
-    /// PostgreSQL URL; the database is created if it does not exist.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/marketplace"
-    )]
+    /// `sqlite://FILE` (embedded, one process) or `postgres://...`; the
+    /// database is created if it does not exist. The RabbitMQ bus and
+    /// `worker` need PostgreSQL.
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
-    /// Connections in the pool.
+    /// Connections in the pool (reading connections on SQLite).
     #[arg(long, env = "MARKETPLACE_DB_MAX_CONNECTIONS", default_value_t = 20)]
     pub db_max_connections: u32,
 }

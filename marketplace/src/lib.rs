@@ -2,14 +2,17 @@
 //!
 //! The API of a mobile app: users register, sell books (offers) and buy them
 //! (orders). Writes are commands dispatched on a bus and answered `200` as
-//! soon as the bus accepted them; reads are queries on PostgreSQL.
+//! soon as the bus accepted them; reads are queries on the database: an
+//! embedded SQLite file by default, PostgreSQL in production.
 //!
 //! Where things are:
-//! - [`commands`]: one file per command, with its payload, its handler and
-//!   the SQL it runs (`commands/create_order.rs` claims stock).
+//! - [`commands`]: one file per command, with its payload, its validation
+//!   and its handler (`commands/create_order.rs` claims stock).
 //! - [`events`]: the domain events and their subscribers
 //!   (`events/refresh_cheapest_offer.rs` keeps each book's cheapest offer).
-//! - [`queries`]: one file per query, with its SQL and its answer type.
+//! - [`queries`]: one file per query, with its answer type.
+//! - [`store`]: where SQL lives: the repository traits, and one
+//!   implementation per database (`store/postgres/`, `store/sqlite/`).
 //! - [`http`]: the axum routes, request validation and the single mapping of
 //!   errors to `application/problem+json`.
 //! - [`config`]: flags and environment variables.
@@ -25,7 +28,7 @@ pub mod queries;
 pub mod seed;
 pub mod shutdown;
 pub mod startup;
+pub mod store;
 pub mod telemetry;
 
-/// Migrations of the marketplace schema (the `migrations/` folder).
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+pub use store::postgres::MIGRATOR;

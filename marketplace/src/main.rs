@@ -15,16 +15,16 @@ async fn main() -> anyhow::Result<()> {
     };
     match command {
         Command::Migrate(database) => {
-            startup::connect_and_migrate(&database).await?;
-            tracing::info!("migrations applied");
+            let database = startup::connect(&database).await?;
+            tracing::info!(database = database.kind(), "migrations applied");
         }
         Command::Serve(config) => {
             let app = App::build(&config).await?;
             app.run(marketplace::shutdown::signal()).await?;
         }
         Command::Seed(config) => {
-            let pool = startup::connect_and_migrate(&config.database).await?;
-            let seeded = marketplace::seed::seed(&pool, &config).await?;
+            let database = startup::connect(&config.database).await?;
+            let seeded = marketplace::seed::seed_database(&database, &config).await?;
             tracing::info!(?seeded, "catalogue seeded");
         }
         Command::Worker(config) => {

@@ -144,3 +144,120 @@ pub async fn seed(pool: &PgPool, config: &SeedConfig) -> anyhow::Result<Seeded> 
     );
     Ok(seeded)
 }
+
+/// Creates the catalogue described by `config` in whichever database
+/// `database` is.
+pub async fn seed_database(
+    database: &crate::store::Database,
+    config: &SeedConfig,
+) -> anyhow::Result<Seeded> {
+    match database {
+        crate::store::Database::Postgres(pool) => seed(pool, config).await,
+        crate::store::Database::Sqlite(store) => seed_sqlite(store.writer(), config).await,
+    }
+}
+
+/// [`seed`] on SQLite: the same catalogue, generated with recursive CTEs
+/// in one transaction per batch.
+async fn seed_sqlite(pool: &sqlx::SqlitePool, config: &SeedConfig) -> anyhow::Result<Seeded> {
+    let started = Instant::now();
+    let books = config.books.max(0);
+    let users = config.users.unwrap_or(books / 10).max(10);
+    let offers_per_book = config.offers_per_book.clamp(0, 20);
+    let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "CREATE TEMP TABLE IF NOT EXISTS seed_sellers (n INTEGER PRIMARY KEY, id BLOB NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM seed_sellers")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "WITH RECURSIVE k(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM k WHERE n + 1 < ?1)
+         INSERT INTO seed_sellers (n, id) SELECT n, randomblob(16) FROM k",
+    )
+    .bind(users)
+    .execute(&mut *tx)
+    .await
+    .context("cannot create users")?;
+    sqlx::query("INSERT INTO users (id, name) SELECT id, 'Seller ' || ?1 || '-' || (n + 1) FROM seed_sellers")
+        .bind(&run)
+        .execute(&mut *tx)
+        .await
+        .context("cannot create users")?;
+    tx.commit().await?;
+
+    let mut created = 0;
+    while created < books {
+        let count = BATCH.min(books - created);
+        let mut tx = pool.begin().await?;
+        let (first,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(position), 0) + 1 FROM books")
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(
+            "WITH RECURSIVE k(n) AS (SELECT ?1 UNION ALL SELECT n + 1 FROM k WHERE n < ?2)
+             INSERT INTO books (id, title, author)
+             SELECT randomblob(16),
+                    json_extract('[\"The\",\"A\",\"Last\",\"Silent\",\"Hidden\",\"Broken\",\"Golden\",\"Lost\",\"Secret\",\"Northern\"]', '$[' || (n % 10) || ']')
+                      || ' ' ||
+                    json_extract('[\"River\",\"Garden\",\"Empire\",\"Letter\",\"Winter\",\"Kingdom\",\"Voyage\",\"Orchard\",\"Harbour\",\"Mirror\"]', '$[' || ((n / 10) % 10) || ']')
+                      || ' ' || n,
+                    json_extract('[\"Ann\",\"Boris\",\"Chloe\",\"Diego\",\"Emma\",\"Farid\",\"Grace\",\"Hugo\",\"Ines\",\"Jonas\"]', '$[' || (n % 10) || ']')
+                      || ' ' ||
+                    json_extract('[\"Martin\",\"Okafor\",\"Rossi\",\"Tanaka\",\"Novak\",\"Silva\",\"Dubois\",\"Larsen\",\"Kowalski\",\"Haddad\"]', '$[' || ((n / 7) % 10) || ']')
+             FROM k",
+        )
+        .bind(created + 1)
+        .bind(created + count)
+        .execute(&mut *tx)
+        .await
+        .context("cannot create books")?;
+        if offers_per_book > 0 {
+            sqlx::query(
+                "WITH RECURSIVE j(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM j WHERE n < ?3)
+                 INSERT INTO offers (id, book_id, seller_id, price_cents, stock)
+                 SELECT randomblob(16), b.id,
+                        (SELECT id FROM seed_sellers WHERE n = abs(random()) % ?2),
+                        100 + abs(random()) % 9901,
+                        1 + abs(random()) % 20
+                 FROM books b, j WHERE b.position >= ?1",
+            )
+            .bind(first)
+            .bind(users)
+            .bind(offers_per_book)
+            .execute(&mut *tx)
+            .await
+            .context("cannot create offers")?;
+            sqlx::query(
+                "UPDATE books SET (offer_id, price_cents, stock) =
+                    (SELECT id, price_cents, stock FROM offers o
+                     WHERE o.book_id = books.id AND o.stock > 0
+                     ORDER BY price_cents, id LIMIT 1)
+                 WHERE position >= ?1
+                   AND EXISTS (SELECT 1 FROM offers o WHERE o.book_id = books.id AND o.stock > 0)",
+            )
+            .bind(first)
+            .execute(&mut *tx)
+            .await
+            .context("cannot set cheapest offers")?;
+        }
+        tx.commit().await?;
+        created += count;
+        tracing::info!(books = created, of = books, "seeding");
+    }
+    sqlx::query("ANALYZE").execute(pool).await?;
+    let seeded = Seeded {
+        users,
+        books,
+        offers: books * offers_per_book,
+    };
+    tracing::info!(
+        ?seeded,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "seeded"
+    );
+    Ok(seeded)
+}

@@ -1,12 +1,12 @@
 //! Builds the application from its configuration, identically for the
-//! binary and the tests: pool, migrations, handlers, buses, outbox relay,
-//! router and listener.
+//! binary and the tests: database, migrations, handlers, buses, outbox
+//! relay, router and listener.
 //!
 //! Two roles: [`App`] serves the HTTP API (and, with the in-memory buses,
 //! runs the handlers too); [`Worker`] consumes RabbitMQ and relays the
 //! outbox, with only health probes over HTTP.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use bus_core::{
@@ -14,7 +14,7 @@ use bus_core::{
     AsyncBus, CommandBus, EventBus, Handlers, InMemoryBus, InMemoryDeadLetters,
 };
 use bus_rabbitmq::{RabbitPublisher, RabbitWorker};
-use sqlx::{migrate::MigrateDatabase, postgres::PgPoolOptions, PgPool, Postgres};
+use sqlx::PgPool;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -23,41 +23,25 @@ use crate::{
     config::{BusKind, DatabaseConfig, ServeConfig, WorkerConfig},
     events,
     http::{self, AppState, ReadinessCheck},
-    queries, MIGRATOR,
+    queries,
+    store::{Database, Repositories},
 };
 
-/// Connects to the database (creating it if needed) and applies migrations.
-pub async fn connect_and_migrate(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
-    if !Postgres::database_exists(&config.database_url)
-        .await
-        .context("cannot reach PostgreSQL")?
-    {
-        Postgres::create_database(&config.database_url)
-            .await
-            .context("cannot create the database")?;
-    }
-    let pool = PgPoolOptions::new()
-        .max_connections(config.db_max_connections)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(&config.database_url)
-        .await
-        .context("cannot connect to PostgreSQL")?;
-    MIGRATOR
-        .run(&pool)
-        .await
-        .context("cannot apply migrations")?;
-    Ok(pool)
+/// Connects to the configured database (creating it if needed) and applies
+/// its migrations.
+pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Database> {
+    Database::connect(&config.database_url, config.db_max_connections).await
 }
 
 /// Every command handler and event subscriber of the marketplace; `waker`
 /// is woken after each successful command so its events are relayed at once.
 pub fn handlers(
-    pool: &PgPool,
+    store: &Repositories,
     waker: OutboxWaker,
 ) -> Result<Handlers, bus_core::RegistrationError> {
     let builder = Handlers::builder();
-    let builder = commands::register(builder, pool);
-    let builder = events::register(builder, pool);
+    let builder = commands::register(builder, store);
+    let builder = events::register(builder, store);
     builder.on_command_success(move |_| waker.wake()).build()
 }
 
@@ -98,14 +82,31 @@ pub struct App {
 impl App {
     /// Connects, migrates and builds the application described by `config`.
     pub async fn build(config: &ServeConfig) -> anyhow::Result<Self> {
-        let pool = connect_and_migrate(&config.database).await?;
-        Self::build_with_pool(config, pool).await
+        if config.bus == BusKind::Rabbitmq && !is_postgres(&config.database.database_url) {
+            anyhow::bail!(crate::store::RABBITMQ_NEEDS_POSTGRES);
+        }
+        let database = connect(&config.database).await?;
+        Self::build_with_database(config, database).await
     }
 
-    /// Builds the application on an existing, migrated pool (tests).
+    /// Builds the application on an existing, migrated PostgreSQL pool (tests).
     pub async fn build_with_pool(config: &ServeConfig, pool: PgPool) -> anyhow::Result<Self> {
+        Self::build_with_database(config, Database::Postgres(pool)).await
+    }
+
+    /// Builds the application on an existing, migrated database.
+    pub async fn build_with_database(
+        config: &ServeConfig,
+        database: Database,
+    ) -> anyhow::Result<Self> {
+        log_storage(&database, &config.database.database_url);
+        tracing::info!(bus = ?config.bus, "bus: {}", describe_bus(config.bus));
+        if config.bus == BusKind::Rabbitmq {
+            database.require_postgres()?;
+        }
+        let store = database.repositories();
         let waker = OutboxWaker::new();
-        let handlers = handlers(&pool, waker.clone())?;
+        let handlers = handlers(&store, waker.clone())?;
         let dead_letters = InMemoryDeadLetters::default();
         let mut readiness = Vec::new();
         let (commands, relay, buses): (Arc<dyn CommandBus>, Option<OutboxRelay>, Buses) =
@@ -115,7 +116,7 @@ impl App {
                         handlers,
                         Arc::new(dead_letters.clone()),
                     ));
-                    let relay = outbox_relay(&pool, bus.clone(), waker);
+                    let relay = outbox_relay(&database, bus.clone(), waker);
                     (bus, Some(relay), Buses::Sync)
                 }
                 BusKind::InMemoryAsync => {
@@ -129,7 +130,7 @@ impl App {
                         sink.clone(),
                     );
                     let events = AsyncBus::start_with_dead_letters(handlers, settings, sink);
-                    let relay = outbox_relay(&pool, Arc::new(events.clone()), waker);
+                    let relay = outbox_relay(&database, Arc::new(events.clone()), waker);
                     (
                         Arc::new(commands.clone()),
                         Some(relay),
@@ -155,8 +156,8 @@ impl App {
             };
         let state = AppState {
             commands,
-            queries: queries::query_bus(&pool)?,
-            pool,
+            queries: queries::query_bus(&store)?,
+            database,
             readiness,
         };
         let listener = TcpListener::bind(config.listen)
@@ -214,8 +215,41 @@ impl App {
     }
 }
 
-fn outbox_relay(pool: &PgPool, events: Arc<dyn EventBus>, waker: OutboxWaker) -> OutboxRelay {
-    OutboxRelay::new(pool.clone(), events, RelayConfig::default()).with_waker(waker)
+fn outbox_relay(database: &Database, events: Arc<dyn EventBus>, waker: OutboxWaker) -> OutboxRelay {
+    let relay = match database {
+        Database::Postgres(pool) => OutboxRelay::new(pool.clone(), events, RelayConfig::default()),
+        Database::Sqlite(store) => {
+            OutboxRelay::new(store.writer().clone(), events, RelayConfig::default())
+        }
+    };
+    relay.with_waker(waker)
+}
+
+/// Whether `url` names a PostgreSQL database.
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// The first log lines say where the data lives.
+fn log_storage(database: &Database, url: &str) {
+    match database {
+        Database::Postgres(_) => tracing::info!("storage: PostgreSQL"),
+        Database::Sqlite(_) => tracing::info!(
+            "storage: embedded SQLite database {} (set DATABASE_URL=postgres://... for PostgreSQL)",
+            url.trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:")
+        ),
+    }
+}
+
+fn describe_bus(bus: BusKind) -> &'static str {
+    match bus {
+        BusKind::InMemory => "in-memory (handlers run inside each request)",
+        BusKind::InMemoryAsync => {
+            "in-memory async (commands queued in this process; --bus rabbitmq for RabbitMQ)"
+        }
+        BusKind::Rabbitmq => "RabbitMQ (workers apply the commands)",
+    }
 }
 
 fn spawn_relay(relay: OutboxRelay, stop: &CancellationToken) -> JoinHandle<()> {
@@ -235,23 +269,29 @@ pub struct Worker {
 
 impl Worker {
     /// Connects, migrates and builds the worker described by `config`.
+    /// The worker needs PostgreSQL.
     pub async fn build(config: &WorkerConfig) -> anyhow::Result<Self> {
-        let pool = connect_and_migrate(&config.database).await?;
-        Self::build_with_pool(config, pool).await
+        if !is_postgres(&config.database.database_url) {
+            anyhow::bail!(crate::store::RABBITMQ_NEEDS_POSTGRES);
+        }
+        let database = connect(&config.database).await?;
+        Self::build_with_pool(config, database.require_postgres()?.clone()).await
     }
 
     /// Builds the worker on an existing, migrated pool (tests).
     pub async fn build_with_pool(config: &WorkerConfig, pool: PgPool) -> anyhow::Result<Self> {
+        let database = Database::Postgres(pool);
+        let store = database.repositories();
         let waker = OutboxWaker::new();
-        let handlers = handlers(&pool, waker.clone())?;
+        let handlers = handlers(&store, waker.clone())?;
         let rabbit = config.rabbit_config();
         let publisher = RabbitPublisher::new(&rabbit, rabbit.topology(&handlers))?;
         let consumer = RabbitWorker::new(&handlers, rabbit)?;
-        let relay = outbox_relay(&pool, Arc::new(publisher.clone()), waker);
+        let relay = outbox_relay(&database, Arc::new(publisher.clone()), waker);
         let state = AppState {
             commands: Arc::new(publisher.clone()),
-            queries: queries::query_bus(&pool)?,
-            pool,
+            queries: queries::query_bus(&store)?,
+            database,
             readiness: vec![broker_readiness(publisher.clone())],
         };
         let health = TcpListener::bind(config.health_listen)

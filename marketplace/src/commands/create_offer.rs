@@ -1,14 +1,18 @@
 //! `POST /offer`: a user puts copies of a book on sale.
 
-use bus_core::{outbox, Command, CommandHandler, HandlerError, Message, MessageContext};
+use std::sync::Arc;
+
+use bus_core::{Command, CommandHandler, HandlerError, Message, MessageContext};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use utoipa::ToSchema;
 use uuid::Uuid;
 use validator::{Validate, ValidationError};
 
-use crate::events::OfferCreated;
+use crate::{
+    events::OfferCreated,
+    store::{OfferOutcome, OfferRepository},
+};
 
 /// Highest accepted price (the column is `NUMERIC(12,2)`).
 const MAX_PRICE: Decimal = Decimal::from_parts(999_999_999, 0, 0, false, 0);
@@ -74,15 +78,15 @@ impl Command for CreateOffer {}
 /// different queues, so the offer may simply have overtaken them. Async buses
 /// retry it with backoff and dead-letter it if they never appear; the sync
 /// bus answers `409`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CreateOfferHandler {
-    pool: PgPool,
+    offers: Arc<dyn OfferRepository>,
 }
 
 impl CreateOfferHandler {
-    /// A handler writing to `pool`.
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// A handler writing to `offers`.
+    pub fn new(offers: Arc<dyn OfferRepository>) -> Self {
+        Self { offers }
     }
 }
 
@@ -92,52 +96,23 @@ impl CommandHandler<CreateOffer> for CreateOfferHandler {
         offer: CreateOffer,
         context: MessageContext,
     ) -> Result<(), HandlerError> {
-        let mut tx = self.pool.begin().await?;
-        let (book_exists, seller_exists): (bool, bool) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM books WHERE id = $1),
-                    EXISTS (SELECT 1 FROM users WHERE id = $2)",
-        )
-        .bind(offer.book_id)
-        .bind(offer.seller_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        if !book_exists {
-            return Err(HandlerError::retryable(format!(
+        let event = OfferCreated {
+            offer_id: offer.id,
+            book_id: offer.book_id,
+        };
+        let envelope = context
+            .event_envelope(&event)
+            .map_err(|e| HandlerError::permanent(e.to_string()))?;
+        match self.offers.create_offer(&offer, &envelope).await? {
+            OfferOutcome::Created | OfferOutcome::AlreadyExists => Ok(()),
+            OfferOutcome::BookMissing => Err(HandlerError::retryable(format!(
                 "book {} does not exist (yet)",
                 offer.book_id
-            )));
-        }
-        if !seller_exists {
-            return Err(HandlerError::retryable(format!(
+            ))),
+            OfferOutcome::SellerMissing => Err(HandlerError::retryable(format!(
                 "seller {} does not exist (yet)",
                 offer.seller_id
-            )));
+            ))),
         }
-        let stock = i32::try_from(offer.stock)
-            .map_err(|_| HandlerError::permanent(format!("stock {} out of range", offer.stock)))?;
-        let inserted = sqlx::query(
-            "INSERT INTO offers (id, book_id, seller_id, price, stock) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(offer.id)
-        .bind(offer.book_id)
-        .bind(offer.seller_id)
-        .bind(offer.price)
-        .bind(stock)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 1 {
-            let event = OfferCreated {
-                offer_id: offer.id,
-                book_id: offer.book_id,
-            };
-            let envelope = context
-                .event_envelope(&event)
-                .map_err(|e| HandlerError::permanent(e.to_string()))?;
-            outbox::stage(&mut tx, &envelope).await?;
-        }
-        tx.commit().await?;
-        Ok(())
     }
 }

@@ -15,15 +15,16 @@ pub use save_book::{SaveBook, SaveBookHandler};
 pub use save_user::{SaveUser, SaveUserHandler};
 
 use bus_core::HandlersBuilder;
-use sqlx::PgPool;
+
+use crate::store::Repositories;
 
 /// Registers the handler of every command.
-pub fn register(handlers: HandlersBuilder, pool: &PgPool) -> HandlersBuilder {
+pub fn register(handlers: HandlersBuilder, store: &Repositories) -> HandlersBuilder {
     handlers
-        .command::<SaveUser, _>(SaveUserHandler::new(pool.clone()))
-        .command::<SaveBook, _>(SaveBookHandler::new(pool.clone()))
-        .command::<CreateOffer, _>(CreateOfferHandler::new(pool.clone()))
-        .command::<CreateOrder, _>(CreateOrderHandler::new(pool.clone()))
+        .command::<SaveUser, _>(SaveUserHandler::new(store.users.clone()))
+        .command::<SaveBook, _>(SaveBookHandler::new(store.books.clone()))
+        .command::<CreateOffer, _>(CreateOfferHandler::new(store.offers.clone()))
+        .command::<CreateOrder, _>(CreateOrderHandler::new(store.orders.clone()))
 }
 
 /// Names of every command, for declaring transport topology in a process

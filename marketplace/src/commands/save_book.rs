@@ -2,10 +2,13 @@
 
 use bus_core::{Command, CommandHandler, HandlerError, Message, MessageContext};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use std::sync::Arc;
+
 use utoipa::ToSchema;
 use uuid::Uuid;
 use validator::Validate;
+
+use crate::store::BookRepository;
 
 /// Create the book `id`, or edit its title and author.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate, ToSchema)]
@@ -30,31 +33,21 @@ impl Command for SaveBook {}
 
 /// Upserts the book; never touches its cheapest-offer columns, which belong
 /// to the `refresh-cheapest-offer` subscriber.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SaveBookHandler {
-    pool: PgPool,
+    books: Arc<dyn BookRepository>,
 }
 
 impl SaveBookHandler {
-    /// A handler writing to `pool`.
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// A handler writing to `books`.
+    pub fn new(books: Arc<dyn BookRepository>) -> Self {
+        Self { books }
     }
 }
 
 impl CommandHandler<SaveBook> for SaveBookHandler {
     async fn handle(&self, command: SaveBook, _: MessageContext) -> Result<(), HandlerError> {
-        sqlx::query(
-            "INSERT INTO books (id, title, author) VALUES ($1, $2, $3)
-             ON CONFLICT (id) DO UPDATE
-                SET title = EXCLUDED.title, author = EXCLUDED.author, updated_at = now()
-             WHERE (books.title, books.author) IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.author)",
-        )
-        .bind(command.id)
-        .bind(&command.title)
-        .bind(&command.author)
-        .execute(&self.pool)
-        .await?;
+        self.books.save_book(&command).await?;
         Ok(())
     }
 }

@@ -2,10 +2,13 @@
 
 use bus_core::{Command, CommandHandler, HandlerError, Message, MessageContext};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use std::sync::Arc;
+
 use utoipa::ToSchema;
 use uuid::Uuid;
 use validator::Validate;
+
+use crate::store::UserRepository;
 
 /// Create the user `id`, or rename it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate, ToSchema)]
@@ -25,29 +28,21 @@ impl Message for SaveUser {
 impl Command for SaveUser {}
 
 /// Upserts the user: applying it twice leaves the same row.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SaveUserHandler {
-    pool: PgPool,
+    users: Arc<dyn UserRepository>,
 }
 
 impl SaveUserHandler {
-    /// A handler writing to `pool`.
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// A handler writing to `users`.
+    pub fn new(users: Arc<dyn UserRepository>) -> Self {
+        Self { users }
     }
 }
 
 impl CommandHandler<SaveUser> for SaveUserHandler {
     async fn handle(&self, command: SaveUser, _: MessageContext) -> Result<(), HandlerError> {
-        sqlx::query(
-            "INSERT INTO users (id, name) VALUES ($1, $2)
-             ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, updated_at = now()
-             WHERE users.name IS DISTINCT FROM EXCLUDED.name",
-        )
-        .bind(command.id)
-        .bind(&command.name)
-        .execute(&self.pool)
-        .await?;
+        self.users.save_user(&command).await?;
         Ok(())
     }
 }

@@ -9,10 +9,11 @@ pub mod refresh_cheapest_offer;
 
 use bus_core::{Event, HandlersBuilder, Message};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use uuid::Uuid;
 
 pub use refresh_cheapest_offer::RefreshCheapestOffer;
+
+use crate::store::Repositories;
 
 /// An offer was put on sale.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,8 +49,8 @@ impl Event for StockClaimed {}
 pub const REFRESH_CHEAPEST_OFFER: &str = "refresh-cheapest-offer";
 
 /// Subscribes every subscriber to its events.
-pub fn register(handlers: HandlersBuilder, pool: &PgPool) -> HandlersBuilder {
-    let refresh = RefreshCheapestOffer::new(pool.clone());
+pub fn register(handlers: HandlersBuilder, store: &Repositories) -> HandlersBuilder {
+    let refresh = RefreshCheapestOffer::new(store.books.clone());
     handlers
         .subscribe::<OfferCreated, _>(REFRESH_CHEAPEST_OFFER, refresh.clone())
         .subscribe::<StockClaimed, _>(REFRESH_CHEAPEST_OFFER, refresh)

@@ -1,27 +1,30 @@
 //! Keeps `books.offer_id`, `price` and `stock` on the cheapest offer that
 //! still has stock.
 
+use std::sync::Arc;
+
 use bus_core::{EventHandler, HandlerError, MessageContext};
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{OfferCreated, StockClaimed};
+use crate::store::BookRepository;
 
-/// Recomputes a book's cheapest in-stock offer from the offers table.
+/// Recomputes a book's cheapest in-stock offer from its offers.
 ///
 /// Recomputing (rather than applying a delta) makes it idempotent and
 /// insensitive to event order: whichever delivery runs last writes the
-/// current truth. The book row is locked first so that the recomputation
-/// reads offers *after* any concurrent refresh of the same book committed.
-#[derive(Debug, Clone)]
+/// current truth. Each store serialises refreshes of one book (a row lock
+/// on PostgreSQL, the single writer on SQLite), so the last one reads every
+/// offer committed before it.
+#[derive(Clone)]
 pub struct RefreshCheapestOffer {
-    pool: PgPool,
+    books: Arc<dyn BookRepository>,
 }
 
 impl RefreshCheapestOffer {
-    /// A subscriber writing to `pool`.
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// A subscriber writing to `books`.
+    pub fn new(books: Arc<dyn BookRepository>) -> Self {
+        Self { books }
     }
 
     /// Brings each book of `book_ids` up to date, one transaction per book.
@@ -30,32 +33,7 @@ impl RefreshCheapestOffer {
         book_ids.sort_unstable();
         book_ids.dedup();
         for book_id in book_ids {
-            let mut tx = self.pool.begin().await?;
-            sqlx::query("SELECT 1 FROM books WHERE id = $1 FOR UPDATE")
-                .bind(book_id)
-                .execute(&mut *tx)
-                .await?;
-            // A new statement after the lock: READ COMMITTED gives it a fresh
-            // snapshot that includes everything committed before the lock.
-            sqlx::query(
-                "UPDATE books SET offer_id   = cheapest.id,
-                                  price      = COALESCE(cheapest.price, 0),
-                                  stock      = COALESCE(cheapest.stock, 0),
-                                  updated_at = now()
-                 FROM (SELECT 1) AS one
-                 LEFT JOIN LATERAL (
-                     SELECT id, price, stock FROM offers
-                     WHERE book_id = $1 AND stock > 0
-                     ORDER BY price, id LIMIT 1
-                 ) AS cheapest ON true
-                 WHERE books.id = $1
-                   AND (books.offer_id, books.price, books.stock)
-                       IS DISTINCT FROM (cheapest.id, COALESCE(cheapest.price, 0), COALESCE(cheapest.stock, 0))",
-            )
-            .bind(book_id)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
+            self.books.refresh_cheapest_offer(book_id).await?;
         }
         Ok(())
     }

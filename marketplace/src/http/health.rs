@@ -24,17 +24,7 @@ pub async fn live() -> Json<Value> {
         (status = 503, description = "A dependency does not answer", body = super::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let database =
-        tokio::time::timeout(PROBE_TIMEOUT, sqlx::query("SELECT 1").execute(&state.pool)).await;
-    match database {
-        Ok(Ok(_)) => {}
-        Ok(Err(error)) => return Err(ApiError::Unavailable(format!("database: {error}"))),
-        Err(_) => {
-            return Err(ApiError::Unavailable(
-                "database: no answer in time".to_owned(),
-            ))
-        }
-    }
+    state.database.ping().await.map_err(ApiError::Unavailable)?;
     for check in &state.readiness {
         match tokio::time::timeout(PROBE_TIMEOUT, check()).await {
             Ok(Ok(())) => {}

@@ -21,7 +21,6 @@ use axum::{
     Router,
 };
 use bus_core::{Command, CommandBus, Envelope, QueryBus};
-use sqlx::PgPool;
 use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer, trace::TraceLayer};
 
 use self::{error::ApiError, extract::TraceParent};
@@ -43,8 +42,8 @@ pub struct AppState {
     pub commands: Arc<dyn CommandBus>,
     /// Where reads go.
     pub queries: QueryBus,
-    /// For readiness checks.
-    pub pool: PgPool,
+    /// The database, for readiness checks.
+    pub database: crate::store::Database,
     /// Extra readiness checks.
     pub readiness: Vec<ReadinessCheck>,
 }

@@ -3,7 +3,7 @@
 use bus_core::{Query, QueryError, QueryHandler};
 use uuid::Uuid;
 
-use super::{Book, PgQueries};
+use super::{Book, Queries};
 
 /// The book `0`, if it exists.
 #[derive(Debug, Clone, Copy)]
@@ -13,14 +13,8 @@ impl Query for GetBook {
     type Output = Option<Book>;
 }
 
-impl QueryHandler<GetBook> for PgQueries {
+impl QueryHandler<GetBook> for Queries {
     async fn handle(&self, GetBook(id): GetBook) -> Result<Option<Book>, QueryError> {
-        let book = sqlx::query_as(
-            "SELECT id, title, author, stock, price, offer_id FROM books WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(book)
+        Ok(self.store.books.get_book(id).await?)
     }
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::PgQueries;
+use super::Queries;
 
 /// An order and its outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -37,15 +37,6 @@ pub struct OrderLine {
     pub quantity: i32,
 }
 
-#[derive(sqlx::FromRow)]
-struct OrderRow {
-    id: Uuid,
-    user_id: Uuid,
-    status: String,
-    reason: Option<String>,
-    created_at: DateTime<Utc>,
-}
-
 /// The order `0`, if it exists.
 #[derive(Debug, Clone, Copy)]
 pub struct GetOrder(pub Uuid);
@@ -54,37 +45,8 @@ impl Query for GetOrder {
     type Output = Option<Order>;
 }
 
-impl QueryHandler<GetOrder> for PgQueries {
+impl QueryHandler<GetOrder> for Queries {
     async fn handle(&self, GetOrder(id): GetOrder) -> Result<Option<Order>, QueryError> {
-        let order: Option<OrderRow> = sqlx::query_as(
-            "SELECT id, user_id, status, reason, created_at FROM orders WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(OrderRow {
-            id,
-            user_id,
-            status,
-            reason,
-            created_at,
-        }) = order
-        else {
-            return Ok(None);
-        };
-        let items = sqlx::query_as(
-            "SELECT offer_id, quantity FROM order_items WHERE order_id = $1 ORDER BY offer_id",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(Some(Order {
-            id,
-            user_id,
-            status,
-            reason,
-            items,
-            created_at,
-        }))
+        Ok(self.store.orders.get_order(id).await?)
     }
 }

@@ -5,7 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::PgQueries;
+use super::Queries;
 
 /// A user.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, ToSchema)]
@@ -25,12 +25,8 @@ impl Query for GetUser {
     type Output = Option<User>;
 }
 
-impl QueryHandler<GetUser> for PgQueries {
+impl QueryHandler<GetUser> for Queries {
     async fn handle(&self, GetUser(id): GetUser) -> Result<Option<User>, QueryError> {
-        let user = sqlx::query_as("SELECT id, name FROM users WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(user)
+        Ok(self.store.users.get_user(id).await?)
     }
 }

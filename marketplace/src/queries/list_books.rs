@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::PgQueries;
+use super::Queries;
 
 /// A book with its cheapest in-stock offer (`stock` 0, `price` 0.0 and
 /// `offerId` null when there is none).
@@ -42,18 +42,8 @@ impl Query for ListBooks {
     type Output = Vec<Book>;
 }
 
-impl QueryHandler<ListBooks> for PgQueries {
+impl QueryHandler<ListBooks> for Queries {
     async fn handle(&self, query: ListBooks) -> Result<Vec<Book>, QueryError> {
-        let limit = i64::from(query.page_size);
-        let offset = i64::from(query.page.saturating_sub(1)) * limit;
-        let books = sqlx::query_as(
-            "SELECT id, title, author, stock, price, offer_id FROM books
-             ORDER BY created_at, id LIMIT $1 OFFSET $2",
-        )
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(books)
+        Ok(self.store.books.list_books(query).await?)
     }
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::PgQueries;
+use super::Queries;
 
 /// One seller's offer of a book.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, ToSchema)]
@@ -36,17 +36,8 @@ impl Query for ListOffers {
     type Output = Vec<Offer>;
 }
 
-impl QueryHandler<ListOffers> for PgQueries {
+impl QueryHandler<ListOffers> for Queries {
     async fn handle(&self, ListOffers(book_id): ListOffers) -> Result<Vec<Offer>, QueryError> {
-        let offers = sqlx::query_as(
-            "SELECT o.id, o.book_id, o.seller_id, u.name AS seller_name, o.price, o.stock
-             FROM offers o LEFT JOIN users u ON u.id = o.seller_id
-             WHERE o.book_id = $1
-             ORDER BY o.price, o.id",
-        )
-        .bind(book_id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(offers)
+        Ok(self.store.offers.list_offers(book_id).await?)
     }
 }

@@ -1,7 +1,8 @@
 //! Queries: what the GET routes ask, one file each with its SQL.
 //!
 //! Queries run in the process that asks (through `bus_core::QueryBus`) and
-//! read PostgreSQL directly; they never travel over a broker.
+//! read the database through the repositories of [`crate::store`]; they
+//! never travel over a broker.
 
 pub mod get_book;
 pub mod get_order;
@@ -16,17 +17,20 @@ pub use list_books::{Book, ListBooks};
 pub use list_offers::{ListOffers, Offer};
 
 use bus_core::{QueryBus, RegistrationError};
-use sqlx::PgPool;
 
-/// Runs the marketplace's queries against PostgreSQL.
-#[derive(Debug, Clone)]
-pub struct PgQueries {
-    pool: PgPool,
+use crate::store::Repositories;
+
+/// Runs the marketplace's queries against the store.
+#[derive(Clone)]
+pub struct Queries {
+    store: Repositories,
 }
 
 /// A query bus with every marketplace query registered.
-pub fn query_bus(pool: &PgPool) -> Result<QueryBus, RegistrationError> {
-    let handler = PgQueries { pool: pool.clone() };
+pub fn query_bus(store: &Repositories) -> Result<QueryBus, RegistrationError> {
+    let handler = Queries {
+        store: store.clone(),
+    };
     QueryBus::builder()
         .query::<ListBooks, _>(handler.clone())
         .query::<GetBook, _>(handler.clone())

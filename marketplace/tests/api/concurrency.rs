@@ -25,13 +25,12 @@ on_every_bus! {
         }
         assert_eq!(confirmed, 10);
         assert_eq!(app.get_json(&format!("/offers/{}", seeded.book)).await[0]["stock"], 0);
-        let (claimed,): (i64,) = sqlx::query_as(
-            "SELECT COALESCE(sum(i.quantity), 0) FROM order_items i JOIN orders o ON o.id = i.order_id
-             WHERE o.status = 'confirmed'",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+        let claimed = app
+            .count(
+                "SELECT COALESCE(sum(i.quantity), 0) FROM order_items i JOIN orders o ON o.id = i.order_id
+                 WHERE o.status = 'confirmed'",
+            )
+            .await;
         assert_eq!(claimed, 10);
         app.eventually(|| async {
             app.get_json(&format!("/books/{}", seeded.book)).await["offerId"].is_null().then_some(())

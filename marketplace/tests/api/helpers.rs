@@ -1,7 +1,7 @@
 //! Starts the application on a fresh database, on port 0, and talks to it
 //! over HTTP like a mobile client.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, path::PathBuf, time::Duration};
 
 use bus_core::InMemoryDeadLetters;
 use bus_rabbitmq::{
@@ -14,6 +14,7 @@ use bus_rabbitmq::{
 use marketplace::{
     config::{BusKind, ServeConfig, WorkerConfig},
     startup::{App, Worker},
+    store::{Database, SqliteStore},
 };
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
@@ -24,10 +25,55 @@ use uuid::Uuid;
 /// How long `eventually` waits for an asynchronous effect.
 const PATIENCE: Duration = Duration::from_secs(15);
 
+/// The database under test: a PostgreSQL database of its own, or an SQLite
+/// file of its own.
+pub enum TestDb {
+    Postgres(PgPool),
+    Sqlite { store: SqliteStore, path: PathBuf },
+}
+
+impl TestDb {
+    /// A fresh SQLite file in the temporary directory, migrated.
+    pub async fn sqlite() -> Self {
+        let path =
+            std::env::temp_dir().join(format!("marketplace-test-{}.db", Uuid::new_v4().simple()));
+        let store = SqliteStore::open(&format!("sqlite://{}", path.display()), 4)
+            .await
+            .expect("SQLite test database");
+        TestDb::Sqlite { store, path }
+    }
+
+    fn database(&self) -> Database {
+        match self {
+            TestDb::Postgres(pool) => Database::Postgres(pool.clone()),
+            TestDb::Sqlite { store, .. } => Database::Sqlite(store.clone()),
+        }
+    }
+
+    /// Runs a query answering one integer (a count) on either database.
+    pub async fn try_count(&self, sql: &str) -> Option<i64> {
+        match self {
+            TestDb::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.ok(),
+            TestDb::Sqlite { store, .. } => {
+                sqlx::query_scalar(sql).fetch_one(store.reader()).await.ok()
+            }
+        }
+    }
+
+    async fn remove(self) {
+        if let TestDb::Sqlite { store, path } = self {
+            store.close().await;
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+        }
+    }
+}
+
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
-    pub pool: PgPool,
+    pub db: Option<TestDb>,
     pub dead_letters: InMemoryDeadLetters,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
@@ -48,8 +94,18 @@ pub async fn spawn_app(pool: PgPool, bus: BusKind) -> TestApp {
     spawn_app_with(pool, bus, &[]).await
 }
 
+/// Starts the API on `bus` and a fresh SQLite file.
+pub async fn spawn_app_on_sqlite(bus: BusKind) -> TestApp {
+    spawn(TestDb::sqlite().await, bus, &[]).await
+}
+
 /// Starts the API on `bus` with extra `serve` flags.
 pub async fn spawn_app_with(pool: PgPool, bus: BusKind, flags: &[&str]) -> TestApp {
+    spawn(TestDb::Postgres(pool), bus, flags).await
+}
+
+/// Starts the API on `db` and `bus` with extra `serve` flags.
+pub async fn spawn(db: TestDb, bus: BusKind, flags: &[&str]) -> TestApp {
     let bus_name = match bus {
         BusKind::InMemory => "in-memory",
         BusKind::InMemoryAsync => "in-memory-async",
@@ -82,6 +138,9 @@ pub async fn spawn_app_with(pool: PgPool, bus: BusKind, flags: &[&str]) -> TestA
             .cloned()
             .collect();
         let config = WorkerConfig::from_args(worker_flags).expect("valid worker flags");
+        let TestDb::Postgres(pool) = &db else {
+            panic!("the RabbitMQ bus runs on PostgreSQL only");
+        };
         let worker = Worker::build_with_pool(&config, pool.clone())
             .await
             .expect("worker builds");
@@ -100,7 +159,7 @@ pub async fn spawn_app_with(pool: PgPool, bus: BusKind, flags: &[&str]) -> TestA
     };
     let args = with_defaults(&[("--bus", bus_name), ("--listen", "127.0.0.1:0")]);
     let config = ServeConfig::from_args(args).expect("valid test flags");
-    let app = App::build_with_pool(&config, pool.clone())
+    let app = App::build_with_database(&config, db.database())
         .await
         .expect("app builds");
     let address = format!("http://{}", app.local_addr().expect("bound"));
@@ -112,7 +171,7 @@ pub async fn spawn_app_with(pool: PgPool, bus: BusKind, flags: &[&str]) -> TestA
     TestApp {
         address,
         client: reqwest::Client::new(),
-        pool,
+        db: Some(db),
         dead_letters,
         stop: Some(stop),
         server: Some(server),
@@ -122,6 +181,18 @@ pub async fn spawn_app_with(pool: PgPool, bus: BusKind, flags: &[&str]) -> TestA
 }
 
 impl TestApp {
+    /// A query answering one integer (a count), on whichever database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.try_count(sql)
+            .await
+            .unwrap_or_else(|| panic!("query failed: {sql}"))
+    }
+
+    /// [`TestApp::count`], `None` if the query failed.
+    pub async fn try_count(&self, sql: &str) -> Option<i64> {
+        self.db.as_ref()?.try_count(sql).await
+    }
+
     pub async fn put(&self, path: &str, body: &Value) -> Response {
         self.client
             .put(format!("{}{path}", self.address))
@@ -276,6 +347,9 @@ impl TestApp {
                 .expect("clean worker shutdown");
             delete_topology(&worker.topology).await;
         }
+        if let Some(db) = self.db.take() {
+            db.remove().await;
+        }
     }
 }
 
@@ -324,9 +398,11 @@ pub async fn assert_problem(response: Response, status: u16) -> Value {
     body
 }
 
-/// Runs each scenario once per bus, each on its own database (and, for
-/// RabbitMQ, its own namespace): `scenario::on_the_in_memory_bus`,
-/// `scenario::on_the_in_memory_async_bus` and `scenario::on_rabbitmq`.
+/// Runs each scenario once per bus and store, each on its own database (and,
+/// for RabbitMQ, its own namespace): `scenario::on_the_in_memory_bus`,
+/// `scenario::on_the_in_memory_async_bus` and `scenario::on_rabbitmq` on
+/// PostgreSQL, `scenario::on_sqlite_with_the_in_memory_bus` and
+/// `scenario::on_sqlite_with_the_in_memory_async_bus` on an SQLite file.
 #[macro_export]
 macro_rules! on_every_bus {
     ($(async fn $name:ident($app:ident) $body:block)*) => {$(
@@ -355,6 +431,22 @@ macro_rules! on_every_bus {
             #[sqlx::test(migrator = "marketplace::MIGRATOR")]
             async fn on_rabbitmq(pool: sqlx::PgPool) {
                 run(pool, marketplace::config::BusKind::Rabbitmq).await
+            }
+
+            async fn run_on_sqlite(bus: marketplace::config::BusKind) {
+                let app = $crate::helpers::spawn_app_on_sqlite(bus).await;
+                scenario(&app).await;
+                app.shutdown().await;
+            }
+
+            #[tokio::test]
+            async fn on_sqlite_with_the_in_memory_bus() {
+                run_on_sqlite(marketplace::config::BusKind::InMemory).await
+            }
+
+            #[tokio::test]
+            async fn on_sqlite_with_the_in_memory_async_bus() {
+                run_on_sqlite(marketplace::config::BusKind::InMemoryAsync).await
             }
         }
     )*};

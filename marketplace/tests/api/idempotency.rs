@@ -14,13 +14,13 @@ on_every_bus! {
         assert_eq!(app.settled_order(order).await["status"], "confirmed");
         // Let the second copy be applied too before looking at the stock.
         app.eventually(|| async {
-            let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM bus_outbox").fetch_one(&app.pool).await.ok()?;
+            let n = app.try_count("SELECT count(*) FROM bus_outbox").await?;
             (n == 0).then_some(())
         })
         .await;
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         assert_eq!(app.get_json(&format!("/offers/{}", seeded.book)).await[0]["stock"], 3);
-        let (orders,): (i64,) = sqlx::query_as("SELECT count(*) FROM orders").fetch_one(&app.pool).await.unwrap();
+        let orders = app.count("SELECT count(*) FROM orders").await;
         assert_eq!(orders, 1);
     }
 
@@ -42,11 +42,8 @@ on_every_bus! {
         app.eventually(|| async { (app.get(&format!("/books/{book}")).await.status() == 200).then_some(()) }).await;
         app.eventually(|| async { (app.get(&format!("/users/{user}")).await.status() == 200).then_some(()) }).await;
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        let (users, books): (i64, i64) =
-            sqlx::query_as("SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM books)")
-                .fetch_one(&app.pool)
-                .await
-                .unwrap();
+        let users = app.count("SELECT count(*) FROM users").await;
+        let books = app.count("SELECT count(*) FROM books").await;
         assert_eq!((users, books), (1, 1));
         assert_eq!(app.get_json("/books").await.as_array().unwrap().len(), 1);
         assert_eq!(app.get_json(&format!("/users/{user}")).await, json!({ "id": user, "name": "Ann" }));

@@ -1,4 +1,5 @@
-//! HTTP tests of the marketplace, each on its own PostgreSQL database.
+//! HTTP tests of the marketplace, each on its own database (PostgreSQL or
+//! an SQLite file).
 
 mod async_bus;
 mod bad_input;
@@ -11,4 +12,5 @@ mod operations;
 mod orders;
 mod rabbitmq;
 mod seed;
+mod storage;
 mod users;

@@ -39,7 +39,7 @@ on_every_bus! {
 
 mod an_offer_sent_before_its_book_and_seller {
     use super::*;
-    use crate::helpers::spawn_app;
+    use crate::helpers::{spawn_app, spawn_app_on_sqlite, TestApp};
     use marketplace::config::BusKind;
 
     /// On the async bus the offer waits, through retries, for its book and
@@ -47,6 +47,19 @@ mod an_offer_sent_before_its_book_and_seller {
     #[sqlx::test(migrator = "marketplace::MIGRATOR")]
     async fn is_listed_once_they_arrive_on_the_async_bus(pool: sqlx::PgPool) {
         let app = spawn_app(pool, BusKind::InMemoryAsync).await;
+        is_listed_once_they_arrive(&app).await;
+        app.shutdown().await;
+    }
+
+    /// The same on SQLite.
+    #[tokio::test]
+    async fn is_listed_once_they_arrive_on_the_async_bus_on_sqlite() {
+        let app = spawn_app_on_sqlite(BusKind::InMemoryAsync).await;
+        is_listed_once_they_arrive(&app).await;
+        app.shutdown().await;
+    }
+
+    async fn is_listed_once_they_arrive(app: &TestApp) {
         let (book, seller, offer) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         assert_eq!(
             app.post_offer(offer, book, seller, 5.0, 1).await.status(),
@@ -81,6 +94,19 @@ mod an_offer_sent_before_its_book_and_seller {
     #[sqlx::test(migrator = "marketplace::MIGRATOR")]
     async fn is_answered_409_on_the_sync_bus(pool: sqlx::PgPool) {
         let app = spawn_app(pool, BusKind::InMemory).await;
+        is_answered_409(&app).await;
+        app.shutdown().await;
+    }
+
+    /// The same on SQLite.
+    #[tokio::test]
+    async fn is_answered_409_on_the_sync_bus_on_sqlite() {
+        let app = spawn_app_on_sqlite(BusKind::InMemory).await;
+        is_answered_409(&app).await;
+        app.shutdown().await;
+    }
+
+    async fn is_answered_409(app: &TestApp) {
         let response = app
             .post_offer(Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), 5.0, 1)
             .await;

@@ -56,3 +56,65 @@ async fn a_seeded_catalogue_is_listed_with_each_books_cheapest_offer(pool: PgPoo
     assert_eq!(offers[0]["id"], book["offerId"]);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_seeded_sqlite_catalogue_is_listed_with_each_books_cheapest_offer() {
+    use crate::helpers::{spawn, TestDb};
+    use marketplace::{seed::seed_database, store::Database};
+
+    let db = TestDb::sqlite().await;
+    let TestDb::Sqlite { store, .. } = &db else {
+        unreachable!()
+    };
+    let config = SeedConfig {
+        database: DatabaseConfig {
+            database_url: String::new(),
+            db_max_connections: 1,
+        },
+        books: 250,
+        users: Some(12),
+        offers_per_book: 3,
+    };
+    let seeded = seed_database(&Database::Sqlite(store.clone()), &config)
+        .await
+        .unwrap();
+    assert_eq!(
+        seeded,
+        Seeded {
+            users: 12,
+            books: 250,
+            offers: 750
+        }
+    );
+    let wrong = db
+        .try_count(
+            "SELECT count(*) FROM books b
+             WHERE b.offer_id IS NOT (SELECT id FROM offers o WHERE o.book_id = b.id AND o.stock > 0
+                                      ORDER BY price_cents, id LIMIT 1)",
+        )
+        .await
+        .unwrap();
+    assert_eq!(wrong, 0);
+
+    let app = spawn(db, BusKind::InMemoryAsync, &[]).await;
+    let page: Value = app.get_json("/books?page=3&pageSize=100").await;
+    assert_eq!(page.as_array().unwrap().len(), 50);
+    let book = &page[0];
+    assert!(
+        book["price"].as_f64().unwrap() > 0.0 && book["offerId"].is_string(),
+        "{book}"
+    );
+    let offers = app
+        .get_json(&format!("/offers/{}", book["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(offers.as_array().unwrap().len(), 3);
+    assert_eq!(offers[0]["id"], book["offerId"]);
+    let sellers = offers
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|offer| offer["sellerName"].is_string())
+        .count();
+    assert_eq!(sellers, 3, "every offer names a seeded seller: {offers}");
+    app.shutdown().await;
+}

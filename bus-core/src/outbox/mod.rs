@@ -1,51 +1,78 @@
-//! Transactional outbox on PostgreSQL.
+//! Transactional outbox, on PostgreSQL (feature `postgres`) or SQLite
+//! (feature `sqlite`).
 //!
 //! A command handler that raises events must not publish them directly: if
 //! the process dies after its commit and before the publish, the event is
 //! lost; if it publishes first and the transaction rolls back, subscribers
 //! react to a change that never happened. Instead the handler *stages* each
-//! event with [`stage`] in the same transaction as its changes, and an
-//! [`OutboxRelay`] publishes committed events to an [`EventBus`] and deletes
-//! them once the bus accepted them.
+//! event in the same transaction as its changes ([`postgres::stage`],
+//! [`sqlite::stage`]), and an [`OutboxRelay`] publishes committed events to
+//! an [`EventBus`] and deletes them once the bus accepted them.
 //!
-//! The relay locks rows with `FOR UPDATE SKIP LOCKED`, so every worker
-//! replica can run one: each batch is taken by exactly one relay at a time.
-//! Delivery is at-least-once (a relay that dies after publishing and before
-//! deleting publishes again), so subscribers must be idempotent. Events of
-//! different batches may be published out of order.
+//! On PostgreSQL the relay locks rows with `FOR UPDATE SKIP LOCKED`, so every
+//! worker replica can run one: each batch is taken by exactly one relay at a
+//! time. Delivery is at-least-once (a relay that dies after publishing and
+//! before deleting publishes again), so subscribers must be idempotent.
+//! Events of different batches may be published out of order.
 //!
-//! The table must exist; add [`SCHEMA`] to your migrations.
+//! The table must exist; add the backend's `SCHEMA` to your migrations.
+
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+#[cfg(feature = "postgres")]
+pub use postgres::{stage, SCHEMA};
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use sqlx::{types::Json, PgConnection, PgPool};
 use tokio::sync::Notify;
 
-use crate::{Envelope, EventBus};
+use crate::{BoxFuture, Envelope, EventBus};
 
-/// DDL of the outbox table, for your migrations.
-pub const SCHEMA: &str = "\
-CREATE TABLE IF NOT EXISTS bus_outbox (
-    position   BIGSERIAL   PRIMARY KEY,
-    envelope   JSONB       NOT NULL,
-    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
-);";
+/// Where staged events are kept: one implementation per database
+/// (`PgPool`, `SqlitePool`).
+pub trait OutboxStore: Send + Sync + 'static {
+    /// Takes up to `limit` committed events in staging order, publishes them
+    /// on `bus` (with [`publish_each`]) and deletes those the bus accepted;
+    /// returns how many were published. Events the bus refused stay for the
+    /// next batch.
+    fn relay_batch<'a>(
+        &'a self,
+        bus: &'a dyn EventBus,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<usize, sqlx::Error>>;
+}
 
-/// Stages `envelope` in the transaction (or connection) `conn`: it is
-/// published after, and only if, that transaction commits.
-pub async fn stage(conn: &mut PgConnection, envelope: &Envelope) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO bus_outbox (envelope) VALUES ($1)")
-        .bind(Json(envelope))
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Publishes every `(position, envelope)` concurrently and returns the
+/// positions the bus accepted; refusals are logged and left out.
+pub async fn publish_each(bus: &dyn EventBus, rows: &[(i64, Envelope)]) -> Vec<i64> {
+    let results = futures::future::join_all(
+        rows.iter()
+            .map(|(_, envelope)| bus.publish(envelope.clone())),
+    )
+    .await;
+    let mut published = Vec::with_capacity(rows.len());
+    for ((position, envelope), result) in rows.iter().zip(results) {
+        match result {
+            Ok(()) => published.push(*position),
+            Err(error) => tracing::warn!(
+                message_id = %envelope.id,
+                message_type = %envelope.message_type,
+                %error,
+                "outbox event not published yet; will retry"
+            ),
+        }
+    }
+    published
 }
 
 /// Settings of an [`OutboxRelay`].
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
     /// Events taken (and published concurrently) per transaction.
-    pub batch_size: i64,
+    pub batch_size: usize,
     /// How often to look for events when nobody woke the relay (events
     /// staged by another process, or left by one that died).
     pub poll_interval: Duration,
@@ -81,7 +108,7 @@ impl OutboxWaker {
 
 /// Publishes committed events from the outbox table to an event bus.
 pub struct OutboxRelay {
-    pool: PgPool,
+    store: Arc<dyn OutboxStore>,
     bus: Arc<dyn EventBus>,
     config: RelayConfig,
     wake: Arc<Notify>,
@@ -96,10 +123,11 @@ impl std::fmt::Debug for OutboxRelay {
 }
 
 impl OutboxRelay {
-    /// A relay from the outbox in `pool` to `bus`.
-    pub fn new(pool: PgPool, bus: Arc<dyn EventBus>, config: RelayConfig) -> Self {
+    /// A relay from the outbox in `store` (a `PgPool` or a `SqlitePool`)
+    /// to `bus`.
+    pub fn new(store: impl OutboxStore, bus: Arc<dyn EventBus>, config: RelayConfig) -> Self {
         Self {
-            pool,
+            store: Arc::new(store),
             bus,
             config,
             wake: Arc::new(Notify::new()),
@@ -122,40 +150,9 @@ impl OutboxRelay {
     /// Events the bus refuses (e.g. saturated, broker down) stay in the
     /// outbox for the next batch.
     pub async fn relay_batch(&self) -> Result<usize, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let rows: Vec<(i64, Json<Envelope>)> = sqlx::query_as(
-            "SELECT position, envelope FROM bus_outbox
-             ORDER BY position LIMIT $1 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(self.config.batch_size)
-        .fetch_all(&mut *tx)
-        .await?;
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        let results = futures::future::join_all(
-            rows.iter()
-                .map(|(_, Json(envelope))| self.bus.publish(envelope.clone())),
-        )
-        .await;
-        let mut published = Vec::with_capacity(rows.len());
-        for ((position, Json(envelope)), result) in rows.iter().zip(results) {
-            match result {
-                Ok(()) => published.push(*position),
-                Err(error) => tracing::warn!(
-                    message_id = %envelope.id,
-                    message_type = %envelope.message_type,
-                    %error,
-                    "outbox event not published yet; will retry"
-                ),
-            }
-        }
-        sqlx::query("DELETE FROM bus_outbox WHERE position = ANY($1)")
-            .bind(&published)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(published.len())
+        self.store
+            .relay_batch(self.bus.as_ref(), self.config.batch_size)
+            .await
     }
 
     /// Relays until `shutdown` completes, then flushes what is left once.
@@ -166,7 +163,7 @@ impl OutboxRelay {
         tokio::pin!(shutdown);
         loop {
             let idle = match self.relay_batch().await {
-                Ok(n) => n < self.config.batch_size as usize,
+                Ok(n) => n < self.config.batch_size,
                 Err(error) => {
                     tracing::error!(%error, "outbox relay failed; retrying");
                     true

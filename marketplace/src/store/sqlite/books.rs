@@ -1,0 +1,108 @@
+//! Books and their cheapest in-stock offer on SQLite.
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::{from_cents, SqliteStore, NOW};
+use crate::{
+    commands::SaveBook,
+    queries::{Book, ListBooks},
+    store::{BookRepository, StoreError},
+};
+
+#[derive(sqlx::FromRow)]
+struct BookRow {
+    id: Uuid,
+    title: String,
+    author: String,
+    stock: i32,
+    price_cents: i64,
+    offer_id: Option<Uuid>,
+}
+
+impl From<BookRow> for Book {
+    fn from(row: BookRow) -> Self {
+        Book {
+            id: row.id,
+            title: row.title,
+            author: row.author,
+            stock: row.stock,
+            price: from_cents(row.price_cents),
+            offer_id: row.offer_id,
+        }
+    }
+}
+
+#[async_trait]
+impl BookRepository for SqliteStore {
+    async fn save_book(&self, book: &SaveBook) -> Result<(), StoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO books (id, title, author) VALUES (?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE
+                SET title = excluded.title, author = excluded.author, updated_at = {NOW}
+             WHERE books.title IS NOT excluded.title OR books.author IS NOT excluded.author"
+        ))
+        .bind(book.id)
+        .bind(&book.title)
+        .bind(&book.author)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_book(&self, id: Uuid) -> Result<Option<Book>, StoreError> {
+        let book: Option<BookRow> = sqlx::query_as(
+            "SELECT id, title, author, stock, price_cents, offer_id FROM books WHERE id = ?1",
+        )
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(book.map(Book::from))
+    }
+
+    /// Registration order is the order of the `position` key.
+    async fn list_books(&self, page: ListBooks) -> Result<Vec<Book>, StoreError> {
+        let limit = i64::from(page.page_size);
+        let offset = i64::from(page.page.saturating_sub(1)) * limit;
+        let books: Vec<BookRow> = sqlx::query_as(
+            "SELECT id, title, author, stock, price_cents, offer_id FROM books
+             ORDER BY position LIMIT ?1 OFFSET ?2",
+        )
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(books.into_iter().map(Book::from).collect())
+    }
+
+    /// One writer at a time: the read and the update cannot interleave with
+    /// another refresh.
+    async fn refresh_cheapest_offer(&self, book_id: Uuid) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let cheapest: Option<(Uuid, i64, i32)> = sqlx::query_as(
+            "SELECT id, price_cents, stock FROM offers
+             WHERE book_id = ?1 AND stock > 0
+             ORDER BY price_cents, id LIMIT 1",
+        )
+        .bind(book_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (offer_id, price_cents, stock) = match cheapest {
+            Some((id, price_cents, stock)) => (Some(id), price_cents, stock),
+            None => (None, 0, 0),
+        };
+        sqlx::query(&format!(
+            "UPDATE books SET offer_id = ?2, price_cents = ?3, stock = ?4, updated_at = {NOW}
+             WHERE id = ?1
+               AND (offer_id IS NOT ?2 OR price_cents IS NOT ?3 OR stock IS NOT ?4)"
+        ))
+        .bind(book_id)
+        .bind(offer_id)
+        .bind(price_cents)
+        .bind(stock)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,90 @@
+//! Offers on SQLite.
+
+use async_trait::async_trait;
+use bus_core::{outbox, Envelope};
+use uuid::Uuid;
+
+use super::{from_cents, to_cents, SqliteStore};
+use crate::{
+    commands::CreateOffer,
+    queries::Offer,
+    store::{OfferOutcome, OfferRepository, StoreError},
+};
+
+#[derive(sqlx::FromRow)]
+struct OfferRow {
+    id: Uuid,
+    book_id: Uuid,
+    seller_id: Uuid,
+    seller_name: Option<String>,
+    price_cents: i64,
+    stock: i32,
+}
+
+#[async_trait]
+impl OfferRepository for SqliteStore {
+    async fn create_offer(
+        &self,
+        offer: &CreateOffer,
+        event: &Envelope,
+    ) -> Result<OfferOutcome, StoreError> {
+        let price_cents = to_cents(offer.price)?;
+        let mut tx = self.writer.begin().await?;
+        let (book_exists, seller_exists): (bool, bool) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM books WHERE id = ?1),
+                    EXISTS (SELECT 1 FROM users WHERE id = ?2)",
+        )
+        .bind(offer.book_id)
+        .bind(offer.seller_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if !book_exists {
+            return Ok(OfferOutcome::BookMissing);
+        }
+        if !seller_exists {
+            return Ok(OfferOutcome::SellerMissing);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO offers (id, book_id, seller_id, price_cents, stock)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(offer.id)
+        .bind(offer.book_id)
+        .bind(offer.seller_id)
+        .bind(price_cents)
+        .bind(offer.stock)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(OfferOutcome::AlreadyExists);
+        }
+        outbox::sqlite::stage(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(OfferOutcome::Created)
+    }
+
+    async fn list_offers(&self, book_id: Uuid) -> Result<Vec<Offer>, StoreError> {
+        let offers: Vec<OfferRow> = sqlx::query_as(
+            "SELECT o.id, o.book_id, o.seller_id, u.name AS seller_name, o.price_cents, o.stock
+             FROM offers o LEFT JOIN users u ON u.id = o.seller_id
+             WHERE o.book_id = ?1
+             ORDER BY o.price_cents, o.id",
+        )
+        .bind(book_id)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(offers
+            .into_iter()
+            .map(|row| Offer {
+                id: row.id,
+                book_id: row.book_id,
+                seller_id: row.seller_id,
+                seller_name: row.seller_name,
+                price: from_cents(row.price_cents),
+                stock: row.stock,
+            })
+            .collect())
+    }
+}
