@@ -28,7 +28,9 @@ const STOCK: i64 = 1_000_000;
 /// Concurrent clients.
 const CLIENTS: usize = 16;
 /// Upper bound on requests of one scenario, so it always ends.
-const MAX_REQUESTS: usize = 6_000;
+const MAX_REQUESTS: usize = 30_000;
+/// How long one phase of the load may go without reaching its count.
+const STALLED: Duration = Duration::from_secs(180);
 
 pub enum Fault {
     None,
@@ -214,10 +216,16 @@ impl Scenario {
     pub async fn run(mut self, fault: Fault) -> Report {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::new(AtomicUsize::new(0));
         let results: Arc<StdMutex<Vec<(Uuid, u16)>>> = Arc::default();
         let mut clients = Vec::new();
         for n in 0..CLIENTS {
-            let (stop, sent, results) = (stop.clone(), sent.clone(), results.clone());
+            let (stop, sent, accepted, results) = (
+                stop.clone(),
+                sent.clone(),
+                accepted.clone(),
+                results.clone(),
+            );
             let client = self.client.clone();
             let address = self.api.address.clone();
             let offer = self.offers[n % OFFERS];
@@ -229,7 +237,9 @@ impl Scenario {
                         Ok(response) => response.status().as_u16(),
                         Err(_) => 0,
                     };
-                    if status != 200 {
+                    if status == 200 {
+                        accepted.fetch_add(1, Ordering::SeqCst);
+                    } else {
                         // A mobile client backs off a little before trying again.
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
@@ -238,36 +248,45 @@ impl Scenario {
             }));
         }
 
-        let wait_for = |count: usize| {
-            let sent = sent.clone();
+        // Waits until `counter` reaches `count` more than now. A load that
+        // stalls, or runs out of requests first, fails the test instead of
+        // hanging it.
+        let more = |counter: &Arc<AtomicUsize>, more: usize| {
+            let (counter, sent) = (counter.clone(), sent.clone());
             async move {
-                while sent.load(Ordering::SeqCst) < count {
+                let count = counter.load(Ordering::SeqCst) + more;
+                let started = tokio::time::Instant::now();
+                while counter.load(Ordering::SeqCst) < count {
+                    let elapsed = started.elapsed();
+                    assert!(
+                        elapsed < STALLED && sent.load(Ordering::SeqCst) < MAX_REQUESTS,
+                        "the load stalled at {} of {count} after {elapsed:?} ({} requests sent)",
+                        counter.load(Ordering::SeqCst),
+                        sent.load(Ordering::SeqCst)
+                    );
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
         };
-        wait_for(300).await;
+        more(&accepted, 300).await;
         match fault {
-            Fault::None => wait_for(1_500).await,
+            Fault::None => more(&accepted, 1_200).await,
             Fault::BrokerRestart { down_for } => {
                 rabbitmqctl(&["stop_app"]).await;
                 tokio::time::sleep(down_for).await;
                 rabbitmqctl(&["start_app"]).await;
                 rabbitmqctl(&["await_startup"]).await;
-                // Keep the load on while everything reconnects.
-                let resumed = sent.load(Ordering::SeqCst);
-                wait_for(resumed + 800).await;
+                // Keep the load on until the API accepts orders again.
+                more(&accepted, 500).await;
             }
             Fault::KillWorker => {
                 let mut worker = self.workers.remove(0);
                 worker.child.start_kill().expect("SIGKILL the worker");
                 let _ = worker.child.wait().await;
-                let killed_at = sent.load(Ordering::SeqCst);
-                wait_for(killed_at + 300).await;
+                more(&accepted, 300).await;
                 self.workers
                     .push(spawn("worker", &self.database_url, &self.namespace).await);
-                let restarted_at = sent.load(Ordering::SeqCst);
-                wait_for(restarted_at + 500).await;
+                more(&accepted, 500).await;
             }
         }
         stop.store(true, Ordering::SeqCst);
