@@ -113,6 +113,56 @@ pub enum OrderOutcome {
     OfferMissing(Uuid),
 }
 
+/// What claiming an order's stock found, in either database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// Every item was served; these books' offers lost stock.
+    Claimed { book_ids: Vec<Uuid> },
+    /// This offer does not exist (yet).
+    OfferMissing(Uuid),
+    /// This offer has fewer copies than asked.
+    NotEnoughStock { offer_id: Uuid, available: i32 },
+}
+
+impl Claim {
+    /// The order's outcome (the business rule, the same on every database),
+    /// and the books whose offers lost stock when it is confirmed.
+    pub(crate) fn outcome(self, reject_missing_offers: bool) -> (OrderOutcome, Vec<Uuid>) {
+        match self {
+            Claim::Claimed { book_ids } => (OrderOutcome::Confirmed, book_ids),
+            Claim::OfferMissing(offer_id) if !reject_missing_offers => {
+                (OrderOutcome::OfferMissing(offer_id), Vec::new())
+            }
+            Claim::OfferMissing(offer_id) => (
+                OrderOutcome::Rejected {
+                    reason: format!("offer {offer_id} does not exist"),
+                },
+                Vec::new(),
+            ),
+            Claim::NotEnoughStock {
+                offer_id,
+                available,
+            } => (
+                OrderOutcome::Rejected {
+                    reason: format!("offer {offer_id} has {available} copies left"),
+                },
+                Vec::new(),
+            ),
+        }
+    }
+}
+
+impl OrderOutcome {
+    /// The `status` and `reason` columns of a settled order.
+    pub(crate) fn status_and_reason(&self) -> (&'static str, Option<&str>) {
+        match self {
+            OrderOutcome::Rejected { reason } => ("rejected", Some(reason.as_str())),
+            OrderOutcome::OfferMissing(_) => ("pending", None),
+            OrderOutcome::AlreadyApplied | OrderOutcome::Confirmed => ("confirmed", None),
+        }
+    }
+}
+
 /// Users.
 #[async_trait]
 pub trait UserRepository: Send + Sync {

@@ -11,24 +11,9 @@ use crate::helpers::spawn_app;
 
 #[sqlx::test(migrator = "marketplace::MIGRATOR")]
 async fn a_seeded_catalogue_is_listed_with_each_books_cheapest_offer(pool: PgPool) {
-    let config = SeedConfig {
-        database: DatabaseConfig {
-            database_url: String::new(),
-            db_max_connections: 1,
-        },
-        books: 250,
-        users: Some(12),
-        offers_per_book: 3,
-    };
+    let config = small_catalogue();
     let seeded = seed(&pool, &config).await.unwrap();
-    assert_eq!(
-        seeded,
-        Seeded {
-            users: 12,
-            books: 250,
-            offers: 750
-        }
-    );
+    assert_eq!(seeded, SMALL_CATALOGUE);
 
     // Every book carries its cheapest in-stock offer, as the subscriber would.
     let (wrong,): (i64,) = sqlx::query_as(
@@ -42,18 +27,7 @@ async fn a_seeded_catalogue_is_listed_with_each_books_cheapest_offer(pool: PgPoo
     assert_eq!(wrong, 0);
 
     let app = spawn_app(pool, BusKind::InMemoryAsync).await;
-    let page: Value = app.get_json("/books?page=3&pageSize=100").await;
-    assert_eq!(page.as_array().unwrap().len(), 50);
-    let book = &page[0];
-    assert!(
-        book["price"].as_f64().unwrap() > 0.0 && book["offerId"].is_string(),
-        "{book}"
-    );
-    let offers = app
-        .get_json(&format!("/offers/{}", book["id"].as_str().unwrap()))
-        .await;
-    assert_eq!(offers.as_array().unwrap().len(), 3);
-    assert_eq!(offers[0]["id"], book["offerId"]);
+    assert_the_catalogue_is_served(&app).await;
     app.shutdown().await;
 }
 
@@ -66,26 +40,11 @@ async fn a_seeded_sqlite_catalogue_is_listed_with_each_books_cheapest_offer() {
     let TestDb::Sqlite { store, .. } = &db else {
         unreachable!()
     };
-    let config = SeedConfig {
-        database: DatabaseConfig {
-            database_url: String::new(),
-            db_max_connections: 1,
-        },
-        books: 250,
-        users: Some(12),
-        offers_per_book: 3,
-    };
+    let config = small_catalogue();
     let seeded = seed_database(&Database::Sqlite(store.clone()), &config)
         .await
         .unwrap();
-    assert_eq!(
-        seeded,
-        Seeded {
-            users: 12,
-            books: 250,
-            offers: 750
-        }
-    );
+    assert_eq!(seeded, SMALL_CATALOGUE);
     let wrong = db
         .try_count(
             "SELECT count(*) FROM books b
@@ -97,6 +56,32 @@ async fn a_seeded_sqlite_catalogue_is_listed_with_each_books_cheapest_offer() {
     assert_eq!(wrong, 0);
 
     let app = spawn(db, BusKind::InMemoryAsync, &[]).await;
+    assert_the_catalogue_is_served(&app).await;
+    app.shutdown().await;
+}
+
+/// 250 books with 3 offers each from 12 sellers.
+fn small_catalogue() -> SeedConfig {
+    SeedConfig {
+        database: DatabaseConfig {
+            database_url: String::new(),
+            db_max_connections: 1,
+        },
+        books: 250,
+        users: Some(12),
+        offers_per_book: 3,
+    }
+}
+
+const SMALL_CATALOGUE: Seeded = Seeded {
+    users: 12,
+    books: 250,
+    offers: 750,
+};
+
+/// The third page of 100 holds the last 50 books, each with its cheapest
+/// offer, whose sellers are listed cheapest first with their names.
+async fn assert_the_catalogue_is_served(app: &crate::helpers::TestApp) {
     let page: Value = app.get_json("/books?page=3&pageSize=100").await;
     assert_eq!(page.as_array().unwrap().len(), 50);
     let book = &page[0];
@@ -116,5 +101,4 @@ async fn a_seeded_sqlite_catalogue_is_listed_with_each_books_cheapest_offer() {
         .filter(|offer| offer["sellerName"].is_string())
         .count();
     assert_eq!(sellers, 3, "every offer names a seeded seller: {offers}");
-    app.shutdown().await;
 }

@@ -9,15 +9,8 @@ use uuid::Uuid;
 use super::PgStore;
 use crate::{
     queries::Order,
-    store::{ConfirmedEvent, NewOrder, OrderOutcome, OrderRepository, StoreError},
+    store::{Claim, ConfirmedEvent, NewOrder, OrderOutcome, OrderRepository, StoreError},
 };
-
-/// What happened when claiming an order's stock.
-enum Claim {
-    Claimed { book_ids: Vec<Uuid> },
-    OfferMissing(Uuid),
-    NotEnoughStock { offer_id: Uuid, available: i32 },
-}
 
 #[derive(sqlx::FromRow)]
 struct OrderRow {
@@ -60,38 +53,22 @@ impl OrderRepository for PgStore {
         }
 
         let mut claims = sqlx::Connection::begin(&mut *tx).await?;
-        let outcome = match claim_stock(&mut claims, &order.quantities).await? {
-            Claim::Claimed { book_ids } => {
+        let claim = claim_stock(&mut claims, &order.quantities).await?;
+        let (outcome, book_ids) = claim.outcome(order.reject_missing_offers);
+        match outcome {
+            OrderOutcome::Confirmed => {
                 claims.commit().await?;
                 outbox::postgres::stage(&mut tx, &confirmed(book_ids)?).await?;
-                OrderOutcome::Confirmed
             }
-            Claim::OfferMissing(offer_id) if !order.reject_missing_offers => {
+            OrderOutcome::OfferMissing(_) => {
                 claims.rollback().await?;
                 // Keep the order visible as `pending` while we wait.
                 tx.commit().await?;
-                return Ok(OrderOutcome::OfferMissing(offer_id));
+                return Ok(outcome);
             }
-            Claim::OfferMissing(offer_id) => {
-                claims.rollback().await?;
-                OrderOutcome::Rejected {
-                    reason: format!("offer {offer_id} does not exist"),
-                }
-            }
-            Claim::NotEnoughStock {
-                offer_id,
-                available,
-            } => {
-                claims.rollback().await?;
-                OrderOutcome::Rejected {
-                    reason: format!("offer {offer_id} has {available} copies left"),
-                }
-            }
-        };
-        let (status, reason) = match &outcome {
-            OrderOutcome::Rejected { reason } => ("rejected", Some(reason.as_str())),
-            _ => ("confirmed", None),
-        };
+            _ => claims.rollback().await?,
+        }
+        let (status, reason) = outcome.status_and_reason();
 
         let (offer_ids, amounts): (Vec<Uuid>, Vec<i32>) = order.quantities.iter().copied().unzip();
         sqlx::query(
