@@ -168,6 +168,30 @@ impl System {
         Ok(system)
     }
 
+    /// Fills the run's database with `books` books (and their sellers and
+    /// offers) with `marketplace seed`.
+    pub async fn seed(&self, books: i64) -> Result<()> {
+        let binary = marketplace_binary()?;
+        let database_url = format!("{POSTGRES_SERVER}/{}", self.database);
+        let books = books.to_string();
+        let status = Command::new(&binary)
+            .args(["seed", "--database-url", &database_url, "--books", &books])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log_file(&self.log_dir, "seed.out.log")?)
+            .stderr(log_file(&self.log_dir, "seed.err.log")?)
+            .status()
+            .await
+            .context("running marketplace seed")?;
+        if !status.success() {
+            bail!(
+                "marketplace seed failed ({status}); see {}",
+                self.log_dir.display()
+            );
+        }
+        Ok(())
+    }
+
     /// A connection pool on the run's database.
     pub async fn pool(&self) -> Result<PgPool> {
         PgPoolOptions::new()

@@ -141,14 +141,15 @@ impl Report {
                 let raw_rate = raw.map(LevelResult::per_second).unwrap_or(f64::NAN);
                 let _ = writeln!(
                     out,
-                    "| offers | concurrency | accepted in s | accepted/s | applied in s | applied/s | raw msg/s at {c} | applied/raw | resent |",
+                    "| offers | books | concurrency | accepted in s | accepted/s | applied in s | applied/s | raw msg/s at {c} | applied/raw | resent |",
                     c = self.end_to_end_concurrency
                 );
-                let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+                let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {:.2} | {:.0} | {:.2} | {:.0} | {:.0} | {} | {} |",
+                    "| {} | {} | {} | {:.2} | {:.0} | {:.2} | {:.0} | {:.0} | {} | {} |",
                     e2e.offers,
+                    e2e.books,
                     self.end_to_end_concurrency,
                     e2e.accept_seconds,
                     e2e.accepted_per_second(),
@@ -220,8 +221,9 @@ impl Report {
         if let Some(e2e) = &self.end_to_end {
             let _ = writeln!(
                 out,
-                "- End to end, {} offers were applied at {:.0}/s while {:.0}/s were accepted during the send (applied/accepted {}); API and worker run at the same time here and share the CPUs, and each offer costs the worker a PostgreSQL insert, an outbox row and a cheapest-offer refresh under a row lock on the one book.",
+                "- End to end, {} offers over {} books were applied at {:.0}/s while {:.0}/s were accepted during the send (applied/accepted {}); API and worker run at the same time here and share the CPUs, and each offer costs the worker a PostgreSQL insert with its outbox row, the relay's confirmed publish of `OfferCreated`, and a cheapest-offer refresh under the book's row lock.",
                 e2e.offers,
+                e2e.books,
                 e2e.applied_per_second(),
                 e2e.accepted_per_second(),
                 ratio(e2e.applied_per_second(), e2e.accepted_per_second())
@@ -229,7 +231,11 @@ impl Report {
         }
         let _ = writeln!(
             out,
-            "- The API publishes through the bus-rabbitmq channel pool (`publisher_channels`, default 8), holding a channel from publish to confirm, so at most 8 confirms are in flight; the raw side has one channel per task. Above 8 concurrent requests part of the gap is that pool size, not per-request cost (not measured separately here)."
+            "- The API publishes through the bus-rabbitmq channel pool (`publisher_channels`, default 64), one unconfirmed publish per channel, so up to 64 requests have their confirm in flight at once; the raw side has one channel per task."
+        );
+        let _ = writeln!(
+            out,
+            "- Where the CPU of one offer goes, process by process, and what bounds the end-to-end rate: [write-path.md](write-path.md)."
         );
         let _ = writeln!(
             out,
@@ -262,8 +268,10 @@ impl Report {
         let _ = writeln!(
             out,
             "- method: closed loop (each task sends, awaits the answer, sends again); latency is per request; \
-             the offers name one seeded book and seller; end to end is timed from the first send until \
-             `SELECT count(*) FROM offers` has every offer and `books.offer_id` is the cheapest in-stock offer.\n"
+             the per-level offers name one book and seller; end to end, the offers are spread evenly over the books \
+             of a `marketplace seed` catalogue (each already carrying 2 offers), and the run is timed from the first send until \
+             `SELECT count(*) FROM offers` has every offer and every book they name has its cheapest in-stock offer as \
+             `books.offer_id`.\n"
         );
         let _ = writeln!(out, "## Results\n");
         out.push_str(&self.tables());

@@ -58,7 +58,11 @@ pub struct RabbitConfig {
     pub reconnect_min_backoff: Duration,
     /// Upper bound of the (doubling) reconnection delay.
     pub reconnect_max_backoff: Duration,
-    /// Confirm-mode channels the publisher keeps in its pool.
+    /// Confirm-mode channels the publisher keeps in its pool: the most
+    /// publishes awaiting their confirm at once (a channel carries one
+    /// unconfirmed publish at a time, so that a message the broker returns
+    /// as unroutable is refused to the publish it belongs to). Further
+    /// publishes wait for a channel, within `confirm_timeout`.
     pub publisher_channels: usize,
 }
 
@@ -76,7 +80,7 @@ impl Default for RabbitConfig {
             connection_name: "bus-rabbitmq".to_owned(),
             reconnect_min_backoff: Duration::from_millis(200),
             reconnect_max_backoff: Duration::from_secs(30),
-            publisher_channels: 8,
+            publisher_channels: 64,
         }
     }
 }

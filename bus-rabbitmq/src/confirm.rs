@@ -2,7 +2,9 @@
 //! publisher and the worker (retries, dead letters) are built on.
 
 use bus_core::DispatchError;
-use lapin::{options::BasicPublishOptions, BasicProperties, Channel, Confirmation};
+use lapin::{
+    options::BasicPublishOptions, BasicProperties, Channel, Confirmation, PublisherConfirm,
+};
 use tokio::time::Instant;
 
 use crate::naming::short;
@@ -56,6 +58,26 @@ pub(crate) async fn publish_confirmed(
     body: &[u8],
     deadline: Instant,
 ) -> Result<(), PublishFailure> {
+    let confirm = publish(channel, exchange, routing_key, properties, body, deadline).await?;
+    await_confirm(confirm, deadline).await
+}
+
+/// Writes `body` as a mandatory message on a confirm-mode `channel`, until
+/// `deadline` at most, and returns the broker's confirm still to be awaited
+/// ([`await_confirm`]).
+///
+/// Keep other publishes off `channel` until the confirm arrived: lapin
+/// matches confirms to publishes by delivery tag, but hands a returned
+/// (unroutable) message to whichever confirm of the channel completes next,
+/// so only one unconfirmed publish per channel keeps refusals exact.
+pub(crate) async fn publish(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    properties: BasicProperties,
+    body: &[u8],
+    deadline: Instant,
+) -> Result<PublisherConfirm, PublishFailure> {
     let exchange = short(exchange).map_err(|error| PublishFailure::Refused(error.to_string()))?;
     let routing_key =
         short(routing_key).map_err(|error| PublishFailure::Refused(error.to_string()))?;
@@ -63,13 +85,32 @@ pub(crate) async fn publish_confirmed(
         mandatory: true,
         ..BasicPublishOptions::default()
     };
-    let publish = async {
-        channel
-            .basic_publish(exchange, routing_key, options, body, properties)
-            .await?
-            .await
-    };
-    match tokio::time::timeout_at(deadline, publish).await {
+    let written = channel.basic_publish(exchange, routing_key, options, body, properties);
+    match tokio::time::timeout_at(deadline, written).await {
+        Err(_elapsed) => Err(PublishFailure::Unavailable {
+            reason: "message not written before the deadline".to_owned(),
+            source: None,
+        }),
+        Ok(Err(error)) => Err(PublishFailure::Unavailable {
+            reason: error.to_string(),
+            source: Some(error),
+        }),
+        Ok(Ok(confirm)) => Ok(confirm),
+    }
+}
+
+/// Waits, until `deadline` at most, for the broker's confirm of a message
+/// [`publish`]ed on a confirm-mode channel.
+///
+/// `Ok` means the broker acknowledged it and did not return it; a negative
+/// confirm or a returned (unroutable) message is [`PublishFailure::Refused`];
+/// no confirm in time, or a channel or connection failure, is
+/// [`PublishFailure::Unavailable`].
+pub(crate) async fn await_confirm(
+    confirm: PublisherConfirm,
+    deadline: Instant,
+) -> Result<(), PublishFailure> {
+    match tokio::time::timeout_at(deadline, confirm).await {
         Err(_elapsed) => Err(PublishFailure::Unavailable {
             reason: "no publisher confirm before the deadline".to_owned(),
             source: None,

@@ -15,7 +15,7 @@ use lapin::{options::ConfirmSelectOptions, Channel, ConnectionProperties, Connec
 use tokio::time::Instant;
 
 use crate::{
-    confirm::{publish_confirmed, PublishFailure},
+    confirm::{await_confirm, publish, PublishFailure},
     wire, Naming, RabbitConfig, RabbitError, Topology,
 };
 
@@ -23,7 +23,9 @@ use crate::{
 ///
 /// Every publish is persistent (`delivery_mode` 2) and `mandatory`, on a
 /// confirm-mode channel taken from a pool, and returns only once the broker
-/// confirmed it, or failed:
+/// confirmed it, or failed. A channel carries one unconfirmed publish at a
+/// time (so that a returned message is attributed to the publish it belongs
+/// to), so `publisher_channels` bounds the publishes in flight:
 ///
 /// | what happened | result |
 /// |---|---|
@@ -173,7 +175,7 @@ impl RabbitPublisher {
                 });
             }
         };
-        let result = publish_confirmed(
+        let written = publish(
             &channel.channel,
             &exchange,
             &envelope.message_type,
@@ -182,6 +184,20 @@ impl RabbitPublisher {
             deadline,
         )
         .await;
+        // The channel is held until the confirm arrived: lapin hands a
+        // returned (unroutable) message to the next confirm completed on its
+        // channel, not to the publish it belongs to, so a second unconfirmed
+        // publish on the same channel could take this one's refusal.
+        let result = match written {
+            Ok(confirm) => await_confirm(confirm, deadline).await,
+            Err(failure) => Err(failure),
+        };
+        if matches!(result, Err(PublishFailure::Unavailable { .. })) {
+            // Never hand this channel out again.
+            drop(Object::take(channel));
+        } else {
+            drop(channel);
+        }
         match result {
             Ok(()) => {
                 tracing::debug!(message_id = %envelope.id, message_type = %envelope.message_type, %exchange, "published and confirmed");
@@ -192,8 +208,8 @@ impl RabbitPublisher {
                 Err(failure.into())
             }
             Err(failure @ PublishFailure::Unavailable { .. }) => {
-                // Never hand this channel (or its connection) out again.
-                drop(Object::take(channel));
+                // Channels of this connection still in use are refused when
+                // they come back; the next publish opens a new connection.
                 self.reset();
                 tracing::warn!(message_id = %envelope.id, message_type = %envelope.message_type, %exchange, %failure, "publish failed");
                 Err(failure.into())

@@ -19,7 +19,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
 use crate::{
-    confirm::publish_confirmed,
+    confirm::{publish_confirmed, PublishFailure},
     naming::short,
     wire::{self, headers},
     Naming, RabbitConfig, RabbitError, Topology,
@@ -29,7 +29,9 @@ use crate::{
 ///
 /// Per consumed queue: one consumer channel with `basic.qos(prefetch)` and
 /// manual acknowledgements, at most `concurrency` handlers at once, and one
-/// confirm-mode channel for retries and dead letters. For each delivery:
+/// confirm-mode channel for retries and dead letters, carrying one
+/// unconfirmed copy at a time (so that a copy the broker returns as
+/// unroutable is never taken for another one's success). For each delivery:
 ///
 /// 1. the [`bus_core::Envelope`] is rebuilt from the AMQP properties and body
 ///    ([`wire::decode`]); a delivery that cannot be decoded, or whose type has
@@ -75,6 +77,11 @@ struct QueueContext {
     confirm_timeout: Duration,
     failure_pause: Duration,
     publish_channel: Channel,
+    /// One retry or dead-letter copy unconfirmed on `publish_channel` at a
+    /// time: lapin hands a returned message to whichever confirm of the
+    /// channel completes next, so concurrent copies could take each other's
+    /// refusal, and a copy the broker could not route would be acknowledged.
+    publish_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How a consuming session ended.
@@ -266,6 +273,7 @@ impl RabbitWorker {
                         confirm_timeout: self.config.confirm_timeout,
                         failure_pause: self.config.reconnect_min_backoff,
                         publish_channel,
+                        publish_turn: Arc::new(tokio::sync::Mutex::new(())),
                     };
                     loops.push(consume_queue(
                         context,
@@ -490,17 +498,7 @@ async fn retry(
     table.insert(headers::ATTEMPT.into(), AMQPValue::LongUInt(attempt + 1));
     table.insert(headers::LAST_ERROR.into(), long_string(error));
     let properties = delivery.properties.clone().with_headers(table);
-    let deadline = Instant::now() + context.confirm_timeout;
-    match publish_confirmed(
-        &context.publish_channel,
-        "",
-        &retry_queue,
-        properties,
-        &delivery.data,
-        deadline,
-    )
-    .await
-    {
+    match publish_copy(context, &retry_queue, properties, &delivery.data).await {
         Ok(()) => {
             tracing::warn!(%error, retry_in = ?delay, %retry_queue, "handler failed, retry scheduled");
             ack(delivery, "retry scheduled").await;
@@ -527,17 +525,7 @@ async fn dead_letter(context: &QueueContext, delivery: &Delivery, error: &str, a
         long_string(&chrono::Utc::now().to_rfc3339()),
     );
     let properties = delivery.properties.clone().with_headers(table);
-    let deadline = Instant::now() + context.confirm_timeout;
-    match publish_confirmed(
-        &context.publish_channel,
-        "",
-        &dlq,
-        properties,
-        &delivery.data,
-        deadline,
-    )
-    .await
-    {
+    match publish_copy(context, &dlq, properties, &delivery.data).await {
         Ok(()) => {
             let body = String::from_utf8_lossy(&delivery.data);
             tracing::error!(%error, attempts, %dlq, %body, "message dead-lettered");
@@ -548,6 +536,33 @@ async fn dead_letter(context: &QueueContext, delivery: &Delivery, error: &str, a
             requeue(context, delivery).await;
         }
     }
+}
+
+/// Publishes a copy to `queue` (default exchange) on the queue's confirm
+/// channel and waits for its confirm, one copy at a time, within the
+/// confirm timeout.
+async fn publish_copy(
+    context: &QueueContext,
+    queue: &str,
+    properties: lapin::BasicProperties,
+    body: &[u8],
+) -> Result<(), PublishFailure> {
+    let deadline = Instant::now() + context.confirm_timeout;
+    let Ok(_turn) = tokio::time::timeout_at(deadline, context.publish_turn.lock()).await else {
+        return Err(PublishFailure::Unavailable {
+            reason: "the publish channel stayed busy until the deadline".to_owned(),
+            source: None,
+        });
+    };
+    publish_confirmed(
+        &context.publish_channel,
+        "",
+        queue,
+        properties,
+        body,
+        deadline,
+    )
+    .await
 }
 
 /// The delivery's headers, less the broker's own dead-lettering history.

@@ -258,3 +258,57 @@ async fn a_publisher_whose_exchange_vanished_reconnects_and_declares_it_again() 
     let _ = connection.close(200, "OK".into()).await;
     cleanup(&topology).await;
 }
+
+/// A command with no queue in the test topology.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Unrouted {
+    n: u32,
+}
+impl bus_core::Message for Unrouted {
+    const NAME: &'static str = "test.Unrouted";
+}
+impl bus_core::Command for Unrouted {}
+
+#[tokio::test]
+async fn many_concurrent_dispatches_share_one_pooled_channel_and_each_gets_its_own_outcome() {
+    // One channel for 200 concurrent publishes, one in ten unroutable: all
+    // go through, and each caller gets the outcome of its own message (an
+    // unroutable message is refused to its own caller, never to another).
+    let config = RabbitConfig {
+        publisher_channels: 1,
+        ..config()
+    };
+    let topology = config.topology(&handlers());
+    let publisher = RabbitPublisher::connect(&config, topology.clone())
+        .await
+        .unwrap();
+    let sends = (0..200u32).map(|n| {
+        let publisher = publisher.clone();
+        async move {
+            if n % 10 == 0 {
+                (n, publisher.send(&Unrouted { n }).await)
+            } else {
+                (n, publisher.send(&DoThing { n }).await)
+            }
+        }
+    });
+    let outcomes = futures::future::join_all(sends).await;
+    for (n, outcome) in outcomes {
+        if n % 10 == 0 {
+            assert!(
+                matches!(outcome, Err(DispatchError::Refused { .. })),
+                "unroutable {n}: {outcome:?}"
+            );
+        } else {
+            assert!(outcome.is_ok(), "routable {n}: {outcome:?}");
+        }
+    }
+
+    let (connection, channel) = channel().await;
+    let queue = format!("{}.command.test.DoThing", config.namespace);
+    assert_eq!(message_count(&channel, &queue).await, 180);
+
+    publisher.close();
+    let _ = connection.close(200, "OK".into()).await;
+    cleanup(&topology).await;
+}

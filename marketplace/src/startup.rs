@@ -9,6 +9,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use bus_core::{
     outbox::{OutboxRelay, OutboxWaker, RelayConfig},
     AsyncBus, CommandBus, EventBus, Handlers, InMemoryBus, InMemoryDeadLetters,
@@ -192,7 +193,7 @@ impl App {
     ) -> anyhow::Result<()> {
         let stop_relay = CancellationToken::new();
         let relay = self.relay.map(|relay| spawn_relay(relay, &stop_relay));
-        axum::serve(self.listener, self.router)
+        axum::serve(self.listener.tap_io(no_delay), self.router)
             .with_graceful_shutdown(shutdown)
             .await
             .context("HTTP server failed")?;
@@ -212,6 +213,14 @@ impl App {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Answers leave at once instead of waiting, as Nagle's algorithm would,
+/// for the peer to acknowledge an earlier segment.
+fn no_delay(stream: &mut tokio::net::TcpStream) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY");
     }
 }
 
@@ -328,7 +337,7 @@ impl Worker {
         let relay = spawn_relay(self.relay, &stop);
         let health_stop = stop.clone();
         let health = tokio::spawn(async move {
-            axum::serve(self.health, self.router)
+            axum::serve(self.health.tap_io(no_delay), self.router)
                 .with_graceful_shutdown(async move { health_stop.cancelled().await })
                 .await
         });

@@ -10,6 +10,19 @@ use crate::{
     store::{BookRepository, StoreError},
 };
 
+/// `GET /books`: `$1` books after skipping `$2`, in registration order.
+///
+/// The skipped rows are counted on the narrow `books_listing` index alone
+/// (an index-only scan: no heap access per skipped row), and only the
+/// page's own rows are read from the table. Same rows, in the same order,
+/// as `ORDER BY created_at, id LIMIT $1 OFFSET $2`: `(created_at, id)` is
+/// unique, and one statement sees one snapshot. A page past the end finds
+/// no first key and is empty.
+pub const LIST_BOOKS_SQL: &str = "SELECT id, title, author, stock, price, offer_id FROM books
+     WHERE (created_at, id) >= (SELECT created_at, id FROM books
+                                ORDER BY created_at, id OFFSET $2 LIMIT 1)
+     ORDER BY created_at, id LIMIT $1";
+
 #[async_trait]
 impl BookRepository for PgStore {
     async fn save_book(&self, book: &SaveBook) -> Result<(), StoreError> {
@@ -40,46 +53,25 @@ impl BookRepository for PgStore {
     async fn list_books(&self, page: ListBooks) -> Result<Vec<Book>, StoreError> {
         let limit = i64::from(page.page_size);
         let offset = i64::from(page.page.saturating_sub(1)) * limit;
-        let books = sqlx::query_as(
-            "SELECT id, title, author, stock, price, offer_id FROM books
-             ORDER BY created_at, id LIMIT $1 OFFSET $2",
-        )
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.pool)
-        .await?;
+        let books = sqlx::query_as(LIST_BOOKS_SQL)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(books)
     }
 
     /// The book row is locked first so that the recomputation reads offers
     /// *after* any concurrent refresh of the same book committed.
     async fn refresh_cheapest_offer(&self, book_id: Uuid) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT 1 FROM books WHERE id = $1 FOR UPDATE")
+        // One round trip: the function (migration
+        // `20261123120000_refresh_cheapest_offer.sql`) locks the row, then
+        // updates it from a snapshot taken after the lock, in the implicit
+        // transaction of this statement.
+        sqlx::query("SELECT refresh_cheapest_offer($1)")
             .bind(book_id)
-            .execute(&mut *tx)
+            .execute(&self.pool)
             .await?;
-        // A new statement after the lock: READ COMMITTED gives it a fresh
-        // snapshot that includes everything committed before the lock.
-        sqlx::query(
-            "UPDATE books SET offer_id   = cheapest.id,
-                              price      = COALESCE(cheapest.price, 0),
-                              stock      = COALESCE(cheapest.stock, 0),
-                              updated_at = now()
-             FROM (SELECT 1) AS one
-             LEFT JOIN LATERAL (
-                 SELECT id, price, stock FROM offers
-                 WHERE book_id = $1 AND stock > 0
-                 ORDER BY price, id LIMIT 1
-             ) AS cheapest ON true
-             WHERE books.id = $1
-               AND (books.offer_id, books.price, books.stock)
-                   IS DISTINCT FROM (cheapest.id, COALESCE(cheapest.price, 0), COALESCE(cheapest.stock, 0))",
-        )
-        .bind(book_id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
         Ok(())
     }
 }

@@ -7,10 +7,16 @@ mod offers;
 mod orders;
 mod users;
 
+pub use books::LIST_BOOKS_SQL;
+pub use offers::LIST_OFFERS_SQL;
+
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::{migrate::MigrateDatabase, postgres::PgPoolOptions, PgPool, Postgres};
+use sqlx::{migrate::MigrateDatabase, postgres::PgPoolOptions, Connection, PgPool, Postgres};
+
+/// A pooled connection idle at least this long is pinged before use.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(5);
 
 /// Migrations of the PostgreSQL schema (`migrations/postgres/`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -42,6 +48,20 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        // By default every acquire pings the connection first: one more
+        // round trip to PostgreSQL for each query, which made a read cost
+        // two. A connection is now pinged only after it sat idle, which is
+        // when the server or the network may have dropped it; a busy pool
+        // hands its connections straight out.
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_AFTER_IDLE {
+                    connection.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect(url)
         .await
         .context("cannot connect to PostgreSQL")?;

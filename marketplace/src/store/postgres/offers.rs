@@ -1,7 +1,8 @@
 //! Offers on PostgreSQL.
 
 use async_trait::async_trait;
-use bus_core::{outbox, Envelope};
+use bus_core::Envelope;
+use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::PgStore;
@@ -11,6 +12,15 @@ use crate::{
     store::{OfferOutcome, OfferRepository, StoreError},
 };
 
+/// `GET /offers/{bookId}`: the offers of book `$1`, cheapest first (ties by
+/// offer id), with their seller's name; one descent of
+/// `offers_by_book_price`, already in the answer's order.
+pub const LIST_OFFERS_SQL: &str =
+    "SELECT o.id, o.book_id, o.seller_id, u.name AS seller_name, o.price, o.stock
+     FROM offers o LEFT JOIN users u ON u.id = o.seller_id
+     WHERE o.book_id = $1
+     ORDER BY o.price, o.id";
+
 #[async_trait]
 impl OfferRepository for PgStore {
     async fn create_offer(
@@ -18,53 +28,51 @@ impl OfferRepository for PgStore {
         offer: &CreateOffer,
         event: &Envelope,
     ) -> Result<OfferOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let (book_exists, seller_exists): (bool, bool) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM books WHERE id = $1),
-                    EXISTS (SELECT 1 FROM users WHERE id = $2)",
-        )
-        .bind(offer.book_id)
-        .bind(offer.seller_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        if !book_exists {
-            return Ok(OfferOutcome::BookMissing);
-        }
-        if !seller_exists {
-            return Ok(OfferOutcome::SellerMissing);
-        }
         let stock = i32::try_from(offer.stock)
             .map_err(|_| StoreError::Invalid(format!("stock {} out of range", offer.stock)))?;
-        let inserted = sqlx::query(
-            "INSERT INTO offers (id, book_id, seller_id, price, stock) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (id) DO NOTHING",
+        // One statement, so one round trip and one implicit transaction: the
+        // offer is inserted only if its book and seller exist and it is new,
+        // and the event is staged in the outbox (the table of
+        // `bus_core::outbox::postgres::SCHEMA`) only if the offer was inserted.
+        let (book_exists, seller_exists, staged): (bool, bool, i64) = sqlx::query_as(
+            "WITH book AS (SELECT EXISTS (SELECT 1 FROM books WHERE id = $2) AS found),
+                  seller AS (SELECT EXISTS (SELECT 1 FROM users WHERE id = $3) AS found),
+                  inserted AS (
+                      INSERT INTO offers (id, book_id, seller_id, price, stock)
+                      SELECT $1, $2, $3, $4, $5
+                      WHERE (SELECT found FROM book) AND (SELECT found FROM seller)
+                      ON CONFLICT (id) DO NOTHING
+                      RETURNING id),
+                  staged AS (
+                      INSERT INTO bus_outbox (envelope) SELECT $6 FROM inserted
+                      RETURNING position)
+             SELECT (SELECT found FROM book), (SELECT found FROM seller),
+                    (SELECT count(*) FROM staged)",
         )
         .bind(offer.id)
         .bind(offer.book_id)
         .bind(offer.seller_id)
         .bind(offer.price)
         .bind(stock)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            return Ok(OfferOutcome::AlreadyExists);
-        }
-        outbox::postgres::stage(&mut tx, event).await?;
-        tx.commit().await?;
-        Ok(OfferOutcome::Created)
+        .bind(Json(event))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(if !book_exists {
+            OfferOutcome::BookMissing
+        } else if !seller_exists {
+            OfferOutcome::SellerMissing
+        } else if staged == 0 {
+            OfferOutcome::AlreadyExists
+        } else {
+            OfferOutcome::Created
+        })
     }
 
     async fn list_offers(&self, book_id: Uuid) -> Result<Vec<Offer>, StoreError> {
-        let offers = sqlx::query_as(
-            "SELECT o.id, o.book_id, o.seller_id, u.name AS seller_name, o.price, o.stock
-             FROM offers o LEFT JOIN users u ON u.id = o.seller_id
-             WHERE o.book_id = $1
-             ORDER BY o.price, o.id",
-        )
-        .bind(book_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let offers = sqlx::query_as(LIST_OFFERS_SQL)
+            .bind(book_id)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(offers)
     }
 }
