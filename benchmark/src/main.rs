@@ -28,9 +28,9 @@ use uuid::Uuid;
 use load::{
     closed_loop, end_to_end, http_client, offer_body, post_offer, seed, LevelResult, Targets,
 };
-use processes::System;
+use processes::{CpuMeter, CpuSource, System};
 use raw_lapin::RawTarget;
-use report::{Machine, Report};
+use report::{CpuPerMessage, Machine, Report};
 
 /// Concurrency levels measured.
 const LEVELS: [usize; 5] = [1, 4, 16, 64, 256];
@@ -272,6 +272,8 @@ async fn run(options: &Options, id: &str) -> Result<Report> {
 
     let duration = options.level_duration();
     let mut levels = Vec::new();
+    let mut cpu = Vec::new();
+    let broker = processes::broker_pid();
     if options.runs(Phase::Offers) {
         let seller = Uuid::new_v4();
         let book = Uuid::new_v4();
@@ -282,12 +284,32 @@ async fn run(options: &Options, id: &str) -> Result<Report> {
         let mut accepted = warm.ok;
         raw.measure(4, Duration::from_secs(1)).await?;
         drain(&pool, book, accepted).await?;
+        system.wait_worker_idle().await?;
 
         for concurrency in options.levels() {
-            let api = measure_api(&system.api_url, seller, book, concurrency, duration).await?;
+            // The API alone, like the raw side: the worker is paused while the
+            // API accepts, then applies the backlog before the next measurement.
+            system.pause_worker(true)?;
+            let meter = CpuMeter::start(vec![
+                CpuSource::Process(system.api.id()),
+                CpuSource::Process(Some(std::process::id())),
+                CpuSource::Process(broker),
+            ]);
+            let api = measure_api(&system.api_url, seller, book, concurrency, duration).await;
+            let api_cpu = api.as_ref().ok().map(|api| meter.per_message_us(api.ok));
+            system.pause_worker(false)?;
+            let (api, api_cpu) = (api?, api_cpu.unwrap_or_default());
             accepted += api.ok;
             drain(&pool, book, accepted).await?;
+            system.wait_worker_idle().await?;
+            let meter = CpuMeter::start(vec![
+                CpuSource::Process(None),
+                CpuSource::Process(Some(std::process::id())),
+                CpuSource::Process(broker),
+            ]);
             let raw_level = raw.measure(concurrency, duration).await?;
+            let raw_cpu = meter.per_message_us(raw_level.ok);
+            cpu.push((CpuPerMessage::from(api_cpu), CpuPerMessage::from(raw_cpu)));
             println!(
                 "c={concurrency:>3}  API {:>8.0}/s p50 {:>7.2} ms p99 {:>7.2} ms ({} errors) | raw {:>8.0}/s p50 {:>7.2} ms p99 {:>7.2} ms ({} errors) | API/raw {:.3}",
                 api.per_second(),
@@ -349,6 +371,7 @@ async fn run(options: &Options, id: &str) -> Result<Report> {
         command: options.command(),
         level_seconds: duration.as_secs_f64(),
         levels,
+        cpu,
         end_to_end: e2e,
         end_to_end_concurrency: END_TO_END_CONCURRENCY,
         api_peak_rss_kib: api_rss,

@@ -209,11 +209,176 @@ impl System {
         )
     }
 
+    /// Stops (`SIGSTOP`) or continues (`SIGCONT`) the worker, so that a
+    /// measurement of the API alone does not share the CPUs with the worker
+    /// applying what the API accepts; the broker keeps the messages meanwhile.
+    pub fn pause_worker(&self, paused: bool) -> Result<()> {
+        let pid = self.worker.id().context("the worker has exited")?;
+        let signal = if paused { "-STOP" } else { "-CONT" };
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .context("running kill")?;
+        if !status.success() {
+            anyhow::bail!("kill {signal} {pid} failed");
+        }
+        Ok(())
+    }
+
+    /// Waits until the worker has gone quiet (under one CPU tick in 300 ms):
+    /// the events that follow the offers (relay, cheapest-offer refresh)
+    /// are handled before the next measurement starts.
+    pub async fn wait_worker_idle(&self) -> Result<()> {
+        let pid = self.worker.id().context("the worker has exited")?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+        let mut before = cpu_ticks(pid).context("reading the worker's CPU time")?;
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let now = cpu_ticks(pid).context("reading the worker's CPU time")?;
+            if now.saturating_sub(before) <= 1 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("the worker is still busy after 300 s");
+            }
+            before = now;
+        }
+    }
+
     /// Kills both processes and waits for them to exit.
     pub async fn stop(&mut self) {
         let _ = self.api.kill().await;
         let _ = self.worker.kill().await;
     }
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on
+/// Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// Whose CPU time a [`CpuMeter`] counts.
+#[derive(Debug, Clone, Copy)]
+pub enum CpuSource {
+    /// One process (nothing if `None` or gone).
+    Process(Option<u32>),
+    /// Every PostgreSQL process on this machine, with the backends that
+    /// exited meanwhile (counted by the postmaster that reaped them).
+    PostgreSql,
+    /// This process's children that exited and were waited for meanwhile
+    /// (pgbench runs).
+    ExitedChildren,
+}
+
+impl CpuSource {
+    fn ticks(self) -> Option<u64> {
+        match self {
+            CpuSource::Process(pid) => cpu_ticks(pid?),
+            CpuSource::PostgreSql => postgres_ticks(),
+            CpuSource::ExitedChildren => {
+                let fields = stat_fields("self")?;
+                Some(field(&fields, 13)? + field(&fields, 14)?)
+            }
+        }
+    }
+}
+
+/// CPU time used by a few processes over one measurement.
+pub struct CpuMeter {
+    sources: Vec<CpuSource>,
+    start: Vec<Option<u64>>,
+}
+
+impl CpuMeter {
+    /// Starts counting for `sources`.
+    pub fn start(sources: Vec<CpuSource>) -> Self {
+        let start = sources.iter().map(|source| source.ticks()).collect();
+        Self { sources, start }
+    }
+
+    /// Microseconds of CPU each source used since `start`, per one of
+    /// `messages`.
+    pub fn per_message_us(&self, messages: u64) -> Vec<Option<f64>> {
+        self.sources
+            .iter()
+            .zip(&self.start)
+            .map(|(source, start)| {
+                let (now, start) = (source.ticks()?, (*start)?);
+                (messages > 0).then(|| {
+                    now.saturating_sub(start) as f64 / TICKS_PER_SECOND * 1e6 / messages as f64
+                })
+            })
+            .collect()
+    }
+}
+
+/// The RabbitMQ server's process (`beam.smp`), if it runs on this machine.
+pub fn broker_pid() -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            (comm.trim() == "beam.smp").then_some(pid)
+        })
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name (which may hold
+/// spaces), from `state` (0) on: `ppid` 1, `utime` 11, `stime` 12, `cutime`
+/// 13, `cstime` 14.
+fn stat_fields(pid: &str) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+fn field(fields: &[String], n: usize) -> Option<u64> {
+    fields.get(n)?.parse().ok()
+}
+
+/// User plus system CPU time of process `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let fields = stat_fields(&pid.to_string())?;
+    Some(field(&fields, 11)? + field(&fields, 12)?)
+}
+
+fn comm(pid: &str) -> Option<String> {
+    Some(
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .ok()?
+            .trim()
+            .to_owned(),
+    )
+}
+
+/// CPU time of every `postgres` process, plus the exited backends the
+/// postmaster (the one whose parent is not `postgres`) has reaped.
+fn postgres_ticks() -> Option<u64> {
+    let mut total = 0;
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || comm(&pid).as_deref() != Some("postgres") {
+            continue;
+        }
+        let Some(fields) = stat_fields(&pid) else {
+            continue;
+        };
+        found = true;
+        total += field(&fields, 11).unwrap_or(0) + field(&fields, 12).unwrap_or(0);
+        let parent = fields.get(1).and_then(|ppid| comm(ppid));
+        if parent.as_deref() != Some("postgres") {
+            total += field(&fields, 13).unwrap_or(0) + field(&fields, 14).unwrap_or(0);
+        }
+    }
+    found.then_some(total)
 }
 
 /// `VmHWM` of process `pid` from `/proc/<pid>/status`, in KiB.

@@ -25,7 +25,9 @@ use tokio::process::{Child, Command};
 use uuid::Uuid;
 
 use crate::load::{closed_loop, http_client, LevelResult};
-use crate::processes::{drop_database, free_port, marketplace_binary, wait_ready, POSTGRES_SERVER};
+use crate::processes::{
+    drop_database, free_port, marketplace_binary, wait_ready, CpuMeter, CpuSource, POSTGRES_SERVER,
+};
 
 /// Catalogue sizes, in books (two offers each).
 pub const CATALOGUES: [i64; 2] = [10_000, 1_000_000];
@@ -122,12 +124,28 @@ impl Rng {
 }
 
 /// API against pgbench at one concurrency.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Pair {
     /// The API.
     pub api: LevelResult,
     /// pgbench running the same statement.
     pub pgbench: LevelResult,
+    /// Microseconds of CPU per request on the API side: the API process,
+    /// the load generator, PostgreSQL.
+    pub api_cpu: [Option<f64>; 3],
+    /// Microseconds of CPU per transaction on pgbench's side: pgbench,
+    /// PostgreSQL.
+    pub pgbench_cpu: [Option<f64>; 2],
+}
+
+impl Pair {
+    fn api_cpu_total(&self) -> f64 {
+        self.api_cpu.iter().flatten().sum()
+    }
+
+    fn pgbench_cpu_total(&self) -> f64 {
+        self.pgbench_cpu.iter().flatten().sum()
+    }
 }
 
 /// One catalogue size and everything measured on it.
@@ -274,7 +292,7 @@ async fn run_catalogue(options: ReadOptions, database: &str, books: i64) -> Resu
 
     let port = free_port()?;
     let listen = format!("127.0.0.1:{port}");
-    let _api = spawn_logged(
+    let api = spawn_logged(
         &binary,
         &[
             "serve",
@@ -315,8 +333,18 @@ async fn run_catalogue(options: ReadOptions, database: &str, books: i64) -> Resu
         };
         let mut pairs = Vec::new();
         for &concurrency in levels {
-            let api = measure_api(&api_url, route, books, &ids, concurrency, duration).await?;
+            let meter = CpuMeter::start(vec![
+                CpuSource::Process(api.id()),
+                CpuSource::Process(Some(std::process::id())),
+                CpuSource::PostgreSql,
+            ]);
+            let api_level =
+                measure_api(&api_url, route, books, &ids, concurrency, duration).await?;
+            let api_cpu = meter.per_message_us(api_level.ok);
+            let meter = CpuMeter::start(vec![CpuSource::ExitedChildren, CpuSource::PostgreSql]);
             let pg = pgbench(database, &script, &work_dir, concurrency, duration).await?;
+            let pgbench_cpu = meter.per_message_us(pg.ok);
+            let api = &api_level;
             println!(
                 "{books:>8} books  {:<26} c={concurrency:>3}  API {:>7.0}/s p50 {:>7.2} ms p99 {:>7.2} ms ({} errors) | pgbench {:>7.0}/s p50 {:>7.2} ms p99 {:>7.2} ms ({} errors) | API/pgbench {:.3}, p99 {:.3}",
                 route.label(),
@@ -331,7 +359,12 @@ async fn run_catalogue(options: ReadOptions, database: &str, books: i64) -> Resu
                 api.per_second() / pg.per_second(),
                 api.p99_ms / pg.p99_ms,
             );
-            pairs.push(Pair { api, pgbench: pg });
+            pairs.push(Pair {
+                api: api_level,
+                pgbench: pg,
+                api_cpu: [api_cpu[0], api_cpu[1], api_cpu[2]],
+                pgbench_cpu: [pgbench_cpu[0], pgbench_cpu[1]],
+            });
         }
         routes.insert(route, pairs);
     }
@@ -539,6 +572,10 @@ fn quantile_ms(sorted: &[u64], q: f64) -> f64 {
     sorted[index.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
+fn micros(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |value| format!("{value:.0}"))
+}
+
 fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 && a.is_finite() && b.is_finite() {
         format!("{:.2}", a / b)
@@ -591,7 +628,7 @@ impl ReadReport {
                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
             );
             for (route, pairs) in &catalogue.routes {
-                for Pair { api, pgbench } in pairs {
+                for Pair { api, pgbench, .. } in pairs {
                     let _ = writeln!(
                         out,
                         "| {} | {} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
@@ -612,6 +649,40 @@ impl ReadReport {
             }
             let _ = writeln!(out);
         }
+        let _ = writeln!(
+            out,
+            "### CPU per request (µs), by process, during each level\n\nPostgreSQL counts every `postgres` process, with the backends that exited meanwhile.\n"
+        );
+        let _ = writeln!(
+            out,
+            "| books | route | concurrency | API: API process | API: load generator | API: PostgreSQL | API: total | pgbench: pgbench | pgbench: PostgreSQL | pgbench: total | total API/pgbench |"
+        );
+        let _ = writeln!(
+            out,
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for catalogue in &self.catalogues {
+            for (route, pairs) in &catalogue.routes {
+                for pair in pairs {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {:.0} | {} |",
+                        books_label(catalogue.books),
+                        route.label(),
+                        pair.api.concurrency,
+                        micros(pair.api_cpu[0]),
+                        micros(pair.api_cpu[1]),
+                        micros(pair.api_cpu[2]),
+                        pair.api_cpu_total(),
+                        micros(pair.pgbench_cpu[0]),
+                        micros(pair.pgbench_cpu[1]),
+                        pair.pgbench_cpu_total(),
+                        ratio(pair.api_cpu_total(), pair.pgbench_cpu_total()),
+                    );
+                }
+            }
+        }
+        let _ = writeln!(out);
         if let (Some(small), Some(large)) = (self.catalogues.first(), self.catalogues.last()) {
             if small.books != large.books {
                 let _ = writeln!(
@@ -687,6 +758,27 @@ impl ReadReport {
                 format!("; below: {}", below.join(", "))
             }
         );
+        for catalogue in &self.catalogues {
+            for route in realistic {
+                if let Some(pair) = self.find(catalogue.books, route, 64) {
+                    let _ = writeln!(
+                        out,
+                        "  Bound, {} at {} books, concurrency 64: the API side used {:.0} µs of CPU per request (API process {}, load generator {}, PostgreSQL {}), pgbench's side {:.0} µs per transaction (pgbench {}, PostgreSQL {}); on CPUs all processes share and saturate, the rate ratio is at most about the inverse, {}; measured {}.",
+                        route.label(),
+                        books_label(catalogue.books),
+                        pair.api_cpu_total(),
+                        micros(pair.api_cpu[0]),
+                        micros(pair.api_cpu[1]),
+                        micros(pair.api_cpu[2]),
+                        pair.pgbench_cpu_total(),
+                        micros(pair.pgbench_cpu[0]),
+                        micros(pair.pgbench_cpu[1]),
+                        ratio(pair.pgbench_cpu_total(), pair.api_cpu_total()),
+                        ratio(pair.api.per_second(), pair.pgbench.per_second()),
+                    );
+                }
+            }
+        }
         for catalogue in &self.catalogues {
             for route in realistic {
                 if let Some(pair) = self.find(catalogue.books, route, 64) {

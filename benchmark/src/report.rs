@@ -71,6 +71,8 @@ pub struct Report {
     pub level_seconds: f64,
     /// Per concurrency: the API's `POST /offer` and the raw confirmed publish.
     pub levels: Vec<(LevelResult, LevelResult)>,
+    /// Per concurrency: CPU per message on the API side and on the raw side.
+    pub cpu: Vec<(CpuPerMessage, CpuPerMessage)>,
     /// The end-to-end run, if it completed.
     pub end_to_end: Option<EndToEnd>,
     /// Concurrency of the end-to-end run.
@@ -79,6 +81,43 @@ pub struct Report {
     pub api_peak_rss_kib: Option<u64>,
     /// Peak RSS of the worker process, in KiB.
     pub worker_peak_rss_kib: Option<u64>,
+}
+
+/// Microseconds of CPU per message, by process, over one measurement.
+#[derive(Debug, Clone, Default)]
+pub struct CpuPerMessage {
+    /// The API process (none on the raw side).
+    pub api: Option<f64>,
+    /// The benchmark process itself: the load generator.
+    pub generator: Option<f64>,
+    /// RabbitMQ's `beam.smp`.
+    pub broker: Option<f64>,
+}
+
+impl From<Vec<Option<f64>>> for CpuPerMessage {
+    /// From `[api, generator, broker]`.
+    fn from(values: Vec<Option<f64>>) -> Self {
+        let at = |n: usize| values.get(n).copied().flatten();
+        Self {
+            api: at(0),
+            generator: at(1),
+            broker: at(2),
+        }
+    }
+}
+
+impl CpuPerMessage {
+    /// All processes together.
+    pub fn total(&self) -> f64 {
+        [self.api, self.generator, self.broker]
+            .iter()
+            .flatten()
+            .sum()
+    }
+}
+
+fn micros(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |value| format!("{value:.0}"))
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -134,6 +173,32 @@ impl Report {
                 api.errors,
                 raw.errors,
             );
+        }
+        if !self.cpu.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n### CPU per accepted message (µs), by process, during each level\n"
+            );
+            let _ = writeln!(
+                out,
+                "| concurrency | API: API process | API: load generator | API: RabbitMQ | API: total | raw: load generator | raw: RabbitMQ | raw: total | total API/raw |"
+            );
+            let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            for ((api, _), (api_cpu, raw_cpu)) in self.levels.iter().zip(&self.cpu) {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {:.0} | {} | {} | {:.0} | {} |",
+                    api.concurrency,
+                    micros(api_cpu.api),
+                    micros(api_cpu.generator),
+                    micros(api_cpu.broker),
+                    api_cpu.total(),
+                    micros(raw_cpu.generator),
+                    micros(raw_cpu.broker),
+                    raw_cpu.total(),
+                    ratio(api_cpu.total(), raw_cpu.total()),
+                );
+            }
         }
         let _ = writeln!(out, "\n### Applied end to end\n");
         match (&self.end_to_end, self.raw_at(self.end_to_end_concurrency)) {
@@ -231,6 +296,10 @@ impl Report {
         }
         let _ = writeln!(
             out,
+            "- Per level the worker is paused (`SIGSTOP`) while the API accepts, so that both sides only publish; the broker keeps the offers, and the worker applies them before the next measurement. The end-to-end accepted rate above is the API's with the worker applying at the same time."
+        );
+        let _ = writeln!(
+            out,
             "- The API publishes through the bus-rabbitmq channel pool (`publisher_channels`, default 64), one unconfirmed publish per channel, so up to 64 requests have their confirm in flight at once; the raw side has one channel per task."
         );
         let _ = writeln!(
@@ -239,8 +308,90 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "- Everything (load generator, API, worker, RabbitMQ, PostgreSQL) shares the same {} CPUs, so every figure here is a lower bound of what separate machines would give, and the raw figures are measured under the same sharing (the API and worker idle at that time).",
+            "- Everything (load generator, API, worker, RabbitMQ, PostgreSQL) shares the same {} CPUs, so every figure here is a lower bound of what separate machines would give, and the raw figures are measured under the same sharing (the API idle and the worker paused at that time).",
             self.machine.cpus
+        );
+        out.push_str(&self.targets());
+        out
+    }
+
+    /// The write-side targets, each against what this run measured.
+    fn targets(&self) -> String {
+        let mut out = String::from(
+            "
+### Targets
+
+",
+        );
+        let met = |ok: bool| if ok { "met" } else { "not met" };
+        let below: Vec<String> = self
+            .levels
+            .iter()
+            .filter(|(api, raw)| api.per_second() < 0.8 * raw.per_second())
+            .map(|(api, raw)| {
+                format!(
+                    "{} ({})",
+                    api.concurrency,
+                    ratio(api.per_second(), raw.per_second())
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "- accepted `POST /offer` >= 80% of raw confirmed publishes: {} of {} levels; below at concurrency {}. What one request adds to a publish is in [write-path.md](write-path.md#accepted-post-offer-at-concurrency-1): thread hand-offs between the HTTP server, lapin's I/O thread and the answer, each waiting for a CPU the load generator and the broker also use.",
+            self.levels.len() - below.len(),
+            self.levels.len(),
+            if below.is_empty() { "none".to_owned() } else { below.join(", ") }
+        );
+        if let Some(((api, raw), (api_cpu, raw_cpu))) = self
+            .levels
+            .iter()
+            .zip(&self.cpu)
+            .find(|((api, _), _)| api.concurrency == 64)
+        {
+            let _ = writeln!(
+                out,
+                "  At concurrency 64 the API side used {:.0} µs of CPU per accepted offer (API process {}, load generator {}, RabbitMQ {}) against {:.0} µs per raw publish (load generator {}, RabbitMQ {}). With every process on the same {} CPUs, and the CPUs saturated at this level, the rate ratio can be at most about the inverse of the CPU ratio, {}; measured {}. The HTTP hop (the API process and the load generator's HTTP client) is what the raw side does not pay.",
+                api_cpu.total(),
+                micros(api_cpu.api),
+                micros(api_cpu.generator),
+                micros(api_cpu.broker),
+                raw_cpu.total(),
+                micros(raw_cpu.generator),
+                micros(raw_cpu.broker),
+                self.machine.cpus,
+                ratio(raw_cpu.total(), api_cpu.total()),
+                ratio(api.per_second(), raw.per_second()),
+            );
+        }
+        if let Some((api, raw)) = self.levels.iter().find(|(api, _)| api.concurrency == 64) {
+            let _ = writeln!(
+                out,
+                "- p99 under 10 ms at 64 connections: {:.2} ms, {} (the raw publishes' own p99 at 64 is {:.2} ms; with 64 requests in flight the mean latency is 64 / rate, {:.2} ms for the API and {:.2} ms raw).",
+                api.p99_ms,
+                met(api.p99_ms < 10.0),
+                raw.p99_ms,
+                64_000.0 / api.per_second(),
+                64_000.0 / raw.per_second()
+            );
+        }
+        if let Some(e2e) = &self.end_to_end {
+            let _ = writeln!(
+                out,
+                "- >= 5,000 offers applied per second end to end: {:.0}/s, {}. Bound: about 1.2 ms of CPU per applied offer over all processes (PostgreSQL about 0.5 ms, RabbitMQ about 0.33 ms for two confirmed publishes, two deliveries and two acks, the worker about 0.28 ms), i.e. at most about 1,650/s on {} CPUs; RabbitMQ's share alone exceeds the 0.4 ms per offer that 5,000/s would allow. Profile: [write-path.md](write-path.md).",
+                e2e.applied_per_second(),
+                met(e2e.applied_per_second() >= 5_000.0),
+                self.machine.cpus
+            );
+        }
+        let limit = 64 * 1024;
+        let under = |kib: Option<u64>| kib.is_some_and(|kib| kib < limit);
+        let _ = writeln!(
+            out,
+            "- API and worker under 64 MiB peak RSS: {} and {}, {}.",
+            mib(self.api_peak_rss_kib),
+            mib(self.worker_peak_rss_kib),
+            met(under(self.api_peak_rss_kib) && under(self.worker_peak_rss_kib))
         );
         out
     }
