@@ -207,3 +207,36 @@ async fn an_unknown_database_url_is_refused_with_the_accepted_schemes() {
     let message = refused(&["serve", "--database-url", "mysql://root@127.0.0.1/x"]).await;
     assert!(message.contains("must start with postgres://"), "{message}");
 }
+
+/// An API and its workers started at the same time on a database that does
+/// not exist yet (the README's RabbitMQ quick start, docker compose): they
+/// race to create it and to migrate it, and every one of them starts.
+#[tokio::test]
+async fn processes_started_together_on_a_new_postgres_database_all_start() {
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for tests");
+    let (server, _) = base.rsplit_once('/').expect("URL with a database");
+    let name = format!("together_{}", Uuid::new_v4().simple());
+    let url = format!("{server}/{name}");
+
+    let starts = (0..4).map(|_| marketplace::store::postgres::connect(&url, 2));
+    let pools = futures::future::join_all(starts).await;
+    let failures: Vec<String> = pools
+        .iter()
+        .filter_map(|pool| pool.as_ref().err().map(|error| format!("{error:#}")))
+        .collect();
+    for pool in pools.into_iter().flatten() {
+        let (books,): (i64,) = sqlx::query_as("SELECT count(*) FROM books")
+            .fetch_one(&pool)
+            .await
+            .expect("a migrated database");
+        assert_eq!(books, 0);
+        pool.close().await;
+    }
+
+    let admin = sqlx::PgPool::connect(&base).await.expect("PostgreSQL");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .expect("drop the test database");
+    assert!(failures.is_empty(), "every process starts: {failures:?}");
+}

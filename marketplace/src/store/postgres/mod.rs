@@ -41,9 +41,13 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
         .await
         .context("cannot reach PostgreSQL")?
     {
-        Postgres::create_database(url)
-            .await
-            .context("cannot create the database")?;
+        // Processes started together (an API and its workers) race to
+        // create it: losing that race is fine, the database is there.
+        if let Err(error) = Postgres::create_database(url).await {
+            if !Postgres::database_exists(url).await.unwrap_or(false) {
+                return Err(anyhow::Error::new(error).context("cannot create the database"));
+            }
+        }
     }
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
