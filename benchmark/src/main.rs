@@ -13,6 +13,7 @@
 //! Run: `cargo build --release -p marketplace && cargo run --release -p benchmark`;
 //! `-- --help` lists the options for partial runs.
 
+mod charts;
 mod load;
 mod processes;
 mod raw_lapin;

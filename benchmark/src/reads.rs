@@ -18,12 +18,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use marketplace::store::postgres::{LIST_BOOKS_SQL, LIST_OFFERS_SQL};
-use plotters::prelude::*;
+use plotters::style::{Color, Palette, Palette99};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
+use crate::charts::{self, Chart, Series};
 use crate::load::{closed_loop, http_client, LevelResult};
 use crate::processes::{
     drop_database, free_port, marketplace_binary, wait_ready, CpuMeter, CpuSource, POSTGRES_SERVER,
@@ -758,14 +759,18 @@ impl ReadReport {
                 format!("; below: {}", below.join(", "))
             }
         );
-        for catalogue in &self.catalogues {
-            for route in realistic {
-                if let Some(pair) = self.find(catalogue.books, route, 64) {
-                    let _ = writeln!(
+        let at_64: Vec<(i64, Route, &Pair)> = self
+            .catalogues
+            .iter()
+            .flat_map(|catalogue| realistic.map(|route| (catalogue.books, route)))
+            .filter_map(|(books, route)| Some((books, route, self.find(books, route, 64)?)))
+            .collect();
+        for &(books, route, pair) in &at_64 {
+            let _ = writeln!(
                         out,
                         "  Bound, {} at {} books, concurrency 64: the API side used {:.0} µs of CPU per request (API process {}, load generator {}, PostgreSQL {}), pgbench's side {:.0} µs per transaction (pgbench {}, PostgreSQL {}); on CPUs all processes share and saturate, the rate ratio is at most about the inverse, {}; measured {}.",
                         route.label(),
-                        books_label(catalogue.books),
+                        books_label(books),
                         pair.api_cpu_total(),
                         micros(pair.api_cpu[0]),
                         micros(pair.api_cpu[1]),
@@ -776,27 +781,21 @@ impl ReadReport {
                         ratio(pair.pgbench_cpu_total(), pair.api_cpu_total()),
                         ratio(pair.api.per_second(), pair.pgbench.per_second()),
                     );
-                }
-            }
         }
-        for catalogue in &self.catalogues {
-            for route in realistic {
-                if let Some(pair) = self.find(catalogue.books, route, 64) {
-                    // Closed loop: 64 requests always in flight, so the mean
-                    // latency is 64 / rate (Little's law), whatever the code.
-                    let _ = writeln!(
+        for &(books, route, pair) in &at_64 {
+            // Closed loop: 64 requests always in flight, so the mean
+            // latency is 64 / rate (Little's law), whatever the code.
+            let _ = writeln!(
                         out,
                         "- p99 < {P99_TARGET_MS:.0} ms at 64 connections, {} at {} books: {:.2} ms, {} (pgbench {:.2} ms; mean latency = 64 / rate = {:.2} ms for the API, {:.2} ms for pgbench)",
                         route.label(),
-                        books_label(catalogue.books),
+                        books_label(books),
                         pair.api.p99_ms,
                         if pair.api.p99_ms < P99_TARGET_MS { "met" } else { "not met" },
                         pair.pgbench.p99_ms,
                         64_000.0 / pair.api.per_second(),
                         64_000.0 / pair.pgbench.per_second(),
                     );
-                }
-            }
         }
         if let (Some(small), Some(large)) = (self.catalogues.first(), self.catalogues.last()) {
             for route in realistic {
@@ -931,105 +930,45 @@ impl ReadReport {
                     ("API", (|p: &Pair| p.api) as fn(&Pair) -> LevelResult),
                     ("pgbench", |p: &Pair| p.pgbench),
                 ] {
-                    let name =
-                        format!("{} {side}, {}", route.label(), books_label(catalogue.books));
-                    rate.push((
-                        name.clone(),
-                        pairs
+                    // The API and pgbench on the same route and catalogue
+                    // share a colour; pgbench is the thin line.
+                    let color = Palette99::pick(rate.len() / 2 * 2).to_rgba();
+                    let line = |value: fn(&LevelResult) -> f64| Series {
+                        label: format!(
+                            "{} {side}, {}",
+                            route.label(),
+                            books_label(catalogue.books)
+                        ),
+                        points: pairs
                             .iter()
-                            .map(|p| (pick(p).concurrency, pick(p).per_second()))
-                            .collect::<Vec<_>>(),
-                    ));
-                    p99.push((
-                        name,
-                        pairs
-                            .iter()
-                            .map(|p| (pick(p).concurrency, pick(p).p99_ms))
-                            .collect::<Vec<_>>(),
-                    ));
+                            .map(|p| (pick(p).concurrency, value(&pick(p))))
+                            .collect(),
+                        color,
+                        thin: side == "pgbench",
+                    };
+                    rate.push(line(LevelResult::per_second));
+                    p99.push(line(|level| level.p99_ms));
                 }
             }
         }
-        chart(
+        let chart = |title, y_label| Chart {
+            title,
+            x_label: "concurrency (API requests in flight = pgbench clients)",
+            y_label,
+            size: (1000, 600),
+        };
+        charts::draw(
             &dir.join("performance-reads-throughput.png"),
-            "Reads: requests per second vs concurrency",
-            "requests (transactions) per second",
+            &chart(
+                "Reads: requests per second vs concurrency",
+                "requests (transactions) per second",
+            ),
             &rate,
         )?;
-        chart(
+        charts::draw(
             &dir.join("performance-reads-p99.png"),
-            "Reads: p99 latency vs concurrency",
-            "p99 latency (ms)",
+            &chart("Reads: p99 latency vs concurrency", "p99 latency (ms)"),
             &p99,
         )
     }
-}
-
-type Series = (String, Vec<(usize, f64)>);
-
-/// Registers DejaVu Sans as the charts' "sans-serif" font.
-fn register_font() -> Result<()> {
-    let font = std::fs::read("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
-        .context("reading the DejaVu Sans font for the charts")?;
-    let font: &'static [u8] = Box::leak(font.into_boxed_slice());
-    plotters::style::register_font("sans-serif", FontStyle::Normal, font)
-        .map_err(|_| anyhow::anyhow!("invalid font"))
-}
-
-fn chart(path: &Path, title: &str, y_label: &str, series: &[Series]) -> Result<()> {
-    register_font()?;
-    let to_x = |c: usize| (c.max(1) as f64).log2();
-    let x_max = series
-        .iter()
-        .flat_map(|(_, points)| points.iter().map(|p| to_x(p.0)))
-        .fold(0.0, f64::max);
-    let y_max = series
-        .iter()
-        .flat_map(|(_, points)| points.iter().map(|p| p.1))
-        .filter(|v| v.is_finite())
-        .fold(0.0, f64::max)
-        * 1.1;
-    let root = BitMapBackend::new(path, (1000, 600)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 26))
-        .margin(20)
-        .x_label_area_size(45)
-        .y_label_area_size(80)
-        .build_cartesian_2d(-0.2..x_max + 0.2, 0.0..y_max.max(1.0))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    chart
-        .configure_mesh()
-        .x_desc("concurrency (API requests in flight = pgbench clients)")
-        .y_desc(y_label)
-        .x_label_formatter(&|x| format!("{:.0}", 2f64.powf(*x)))
-        .x_labels(10)
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    for (index, (label, points)) in series.iter().enumerate() {
-        let color = Palette99::pick(index / 2 * 2).to_rgba();
-        let dashed = label.contains("pgbench");
-        let data: Vec<(f64, f64)> = points.iter().map(|&(c, v)| (to_x(c), v)).collect();
-        let style = color.stroke_width(if dashed { 1 } else { 3 });
-        chart
-            .draw_series(LineSeries::new(data.clone(), style))
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .label(label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
-        chart
-            .draw_series(
-                data.iter()
-                    .map(|&(x, y)| Circle::new((x, y), 3, color.filled())),
-            )
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(())
 }

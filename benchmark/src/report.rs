@@ -4,9 +4,10 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result};
-use plotters::prelude::*;
+use anyhow::Result;
+use plotters::style::{Color, RGBColor, BLUE, RED};
 
+use crate::charts::{self, Chart, Series};
 use crate::load::{EndToEnd, LevelResult};
 
 /// The machine the benchmark ran on.
@@ -437,98 +438,40 @@ impl Report {
 
     /// Writes `performance-throughput.png` and `performance-p99.png` in `dir`.
     pub fn charts(&self, dir: &Path) -> Result<()> {
-        let font = std::fs::read("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
-            .context("reading the DejaVu Sans font for the charts")?;
-        let font: &'static [u8] = Box::leak(font.into_boxed_slice());
-        plotters::style::register_font("sans-serif", FontStyle::Normal, font)
-            .map_err(|_| anyhow::anyhow!("invalid font"))?;
-        let throughput: Vec<(usize, f64, f64)> = self
-            .levels
-            .iter()
-            .map(|(a, r)| (a.concurrency, a.per_second(), r.per_second()))
-            .collect();
-        let p99: Vec<(usize, f64, f64)> = self
-            .levels
-            .iter()
-            .map(|(a, r)| (a.concurrency, a.p99_ms, r.p99_ms))
-            .collect();
-        chart(
+        let lines = |value: fn(&LevelResult) -> f64| {
+            let side =
+                |label: &str,
+                 color: RGBColor,
+                 pick: fn(&(LevelResult, LevelResult)) -> &LevelResult| Series {
+                    label: label.to_owned(),
+                    points: self
+                        .levels
+                        .iter()
+                        .map(|level| (pick(level).concurrency, value(pick(level))))
+                        .collect(),
+                    color: color.to_rgba(),
+                    thin: false,
+                };
+            [
+                side("API POST /offer", RED, |(api, _)| api),
+                side("raw lapin confirmed publish", BLUE, |(_, raw)| raw),
+            ]
+        };
+        let chart = |title, y_label| Chart {
+            title,
+            x_label: "concurrency",
+            y_label,
+            size: (900, 540),
+        };
+        charts::draw(
             &dir.join("performance-throughput.png"),
-            "Throughput vs concurrency",
-            "operations per second",
-            &throughput,
+            &chart("Throughput vs concurrency", "operations per second"),
+            &lines(LevelResult::per_second),
         )?;
-        chart(
+        charts::draw(
             &dir.join("performance-p99.png"),
-            "p99 latency vs concurrency",
-            "p99 latency (ms)",
-            &p99,
-        )?;
-        Ok(())
+            &chart("p99 latency vs concurrency", "p99 latency (ms)"),
+            &lines(|level| level.p99_ms),
+        )
     }
-}
-
-/// One line chart, API against raw, concurrency on a log2 axis.
-fn chart(path: &Path, title: &str, y_label: &str, points: &[(usize, f64, f64)]) -> Result<()> {
-    let to_x = |c: usize| (c.max(1) as f64).log2();
-    let x_max = points.iter().map(|p| to_x(p.0)).fold(0.0, f64::max);
-    let y_max = points
-        .iter()
-        .flat_map(|p| [p.1, p.2])
-        .filter(|v| v.is_finite())
-        .fold(0.0, f64::max)
-        * 1.1;
-    let root = BitMapBackend::new(path, (900, 540)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 26))
-        .margin(20)
-        .x_label_area_size(45)
-        .y_label_area_size(80)
-        .build_cartesian_2d(-0.2..x_max + 0.2, 0.0..y_max.max(1.0))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    chart
-        .configure_mesh()
-        .x_desc("concurrency")
-        .y_desc(y_label)
-        .x_label_formatter(&|x| format!("{:.0}", 2f64.powf(*x)))
-        .x_labels(10)
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let series = [
-        (
-            "API POST /offer",
-            RED,
-            points.iter().map(|p| (to_x(p.0), p.1)).collect::<Vec<_>>(),
-        ),
-        (
-            "raw lapin confirmed publish",
-            BLUE,
-            points.iter().map(|p| (to_x(p.0), p.2)).collect(),
-        ),
-    ];
-    for (label, color, data) in series {
-        chart
-            .draw_series(LineSeries::new(data.clone(), color.stroke_width(2)))
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .label(label)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-            });
-        chart
-            .draw_series(
-                data.iter()
-                    .map(|&(x, y)| Circle::new((x, y), 4, color.filled())),
-            )
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(())
 }

@@ -86,16 +86,27 @@ pub(crate) async fn publish(
         ..BasicPublishOptions::default()
     };
     let written = channel.basic_publish(exchange, routing_key, options, body, properties);
-    match tokio::time::timeout_at(deadline, written).await {
+    by_deadline(deadline, written, "message not written before the deadline").await
+}
+
+/// `step`'s outcome if it finishes by `deadline`; no outcome in time
+/// (`missing` says which), or a channel or connection failure, is
+/// [`PublishFailure::Unavailable`].
+async fn by_deadline<T>(
+    deadline: Instant,
+    step: impl std::future::Future<Output = lapin::Result<T>>,
+    missing: &str,
+) -> Result<T, PublishFailure> {
+    match tokio::time::timeout_at(deadline, step).await {
         Err(_elapsed) => Err(PublishFailure::Unavailable {
-            reason: "message not written before the deadline".to_owned(),
+            reason: missing.to_owned(),
             source: None,
         }),
         Ok(Err(error)) => Err(PublishFailure::Unavailable {
             reason: error.to_string(),
             source: Some(error),
         }),
-        Ok(Ok(confirm)) => Ok(confirm),
+        Ok(Ok(value)) => Ok(value),
     }
 }
 
@@ -110,24 +121,22 @@ pub(crate) async fn await_confirm(
     confirm: PublisherConfirm,
     deadline: Instant,
 ) -> Result<(), PublishFailure> {
-    match tokio::time::timeout_at(deadline, confirm).await {
-        Err(_elapsed) => Err(PublishFailure::Unavailable {
-            reason: "no publisher confirm before the deadline".to_owned(),
-            source: None,
-        }),
-        Ok(Err(error)) => Err(PublishFailure::Unavailable {
-            reason: error.to_string(),
-            source: Some(error),
-        }),
-        Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-        Ok(Ok(Confirmation::Ack(Some(returned)))) => Err(PublishFailure::Refused(format!(
+    match by_deadline(
+        deadline,
+        confirm,
+        "no publisher confirm before the deadline",
+    )
+    .await?
+    {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(returned)) => Err(PublishFailure::Refused(format!(
             "unroutable, returned with {} {}",
             returned.reply_code, returned.reply_text
         ))),
-        Ok(Ok(Confirmation::Nack(_))) => Err(PublishFailure::Refused(
+        Confirmation::Nack(_) => Err(PublishFailure::Refused(
             "negative publisher confirm (broker could not store the message)".to_owned(),
         )),
-        Ok(Ok(Confirmation::NotRequested)) => Err(PublishFailure::Unavailable {
+        Confirmation::NotRequested => Err(PublishFailure::Unavailable {
             reason: "channel is not in confirm mode".to_owned(),
             source: None,
         }),
