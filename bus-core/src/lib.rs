@@ -31,10 +31,10 @@
 //! The marketplace's handlers only implement the traits in [`handler`]; which
 //! bus runs them is a start-up choice.
 //!
-//! With the `postgres` feature, [`outbox`] provides a transactional outbox:
-//! a handler stages the events it raises in its own database transaction and
-//! a relay publishes them after commit, so an event is never lost nor
-//! published for a change that rolled back.
+//! With the `postgres` (or `sqlite`) feature, the `outbox` module provides a
+//! transactional outbox: a handler stages the events it raises in its own
+//! database transaction and a relay publishes them after commit, so an event
+//! is never lost nor published for a change that rolled back.
 //!
 //! [`testing`] ships a recording bus for unit tests of code that dispatches.
 #![warn(missing_docs, unreachable_pub)]
