@@ -2,9 +2,7 @@
 //! publisher and the worker (retries, dead letters) are built on.
 
 use bus_core::DispatchError;
-use lapin::{
-    options::BasicPublishOptions, BasicProperties, Channel, Confirmation, PublisherConfirm,
-};
+use lapin::{options::BasicPublishOptions, BasicProperties, Channel, Confirmation};
 use tokio::time::Instant;
 
 use crate::naming::short;
@@ -50,6 +48,11 @@ impl From<PublishFailure> for DispatchError {
 /// `Ok` means the broker acknowledged it and did not return it: it is routed
 /// to at least one queue (or to an alternate exchange) and, being persistent
 /// on durable queues, written.
+///
+/// Keep other publishes off `channel` until this returns: lapin matches
+/// confirms to publishes by delivery tag, but hands a returned (unroutable)
+/// message to whichever confirm of the channel completes next, so only one
+/// unconfirmed publish per channel keeps refusals exact.
 pub(crate) async fn publish_confirmed(
     channel: &Channel,
     exchange: &str,
@@ -58,26 +61,6 @@ pub(crate) async fn publish_confirmed(
     body: &[u8],
     deadline: Instant,
 ) -> Result<(), PublishFailure> {
-    let confirm = publish(channel, exchange, routing_key, properties, body, deadline).await?;
-    await_confirm(confirm, deadline).await
-}
-
-/// Writes `body` as a mandatory message on a confirm-mode `channel`, until
-/// `deadline` at most, and returns the broker's confirm still to be awaited
-/// ([`await_confirm`]).
-///
-/// Keep other publishes off `channel` until the confirm arrived: lapin
-/// matches confirms to publishes by delivery tag, but hands a returned
-/// (unroutable) message to whichever confirm of the channel completes next,
-/// so only one unconfirmed publish per channel keeps refusals exact.
-pub(crate) async fn publish(
-    channel: &Channel,
-    exchange: &str,
-    routing_key: &str,
-    properties: BasicProperties,
-    body: &[u8],
-    deadline: Instant,
-) -> Result<PublisherConfirm, PublishFailure> {
     let exchange = short(exchange).map_err(|error| PublishFailure::Refused(error.to_string()))?;
     let routing_key =
         short(routing_key).map_err(|error| PublishFailure::Refused(error.to_string()))?;
@@ -85,58 +68,30 @@ pub(crate) async fn publish(
         mandatory: true,
         ..BasicPublishOptions::default()
     };
-    let written = channel.basic_publish(exchange, routing_key, options, body, properties);
-    by_deadline(deadline, written, "message not written before the deadline").await
-}
-
-/// `step`'s outcome if it finishes by `deadline`; no outcome in time
-/// (`missing` says which), or a channel or connection failure, is
-/// [`PublishFailure::Unavailable`].
-async fn by_deadline<T>(
-    deadline: Instant,
-    step: impl std::future::Future<Output = lapin::Result<T>>,
-    missing: &str,
-) -> Result<T, PublishFailure> {
-    match tokio::time::timeout_at(deadline, step).await {
+    let publish = async {
+        channel
+            .basic_publish(exchange, routing_key, options, body, properties)
+            .await?
+            .await
+    };
+    match tokio::time::timeout_at(deadline, publish).await {
         Err(_elapsed) => Err(PublishFailure::Unavailable {
-            reason: missing.to_owned(),
+            reason: "no publisher confirm before the deadline".to_owned(),
             source: None,
         }),
         Ok(Err(error)) => Err(PublishFailure::Unavailable {
             reason: error.to_string(),
             source: Some(error),
         }),
-        Ok(Ok(value)) => Ok(value),
-    }
-}
-
-/// Waits, until `deadline` at most, for the broker's confirm of a message
-/// [`publish`]ed on a confirm-mode channel.
-///
-/// `Ok` means the broker acknowledged it and did not return it; a negative
-/// confirm or a returned (unroutable) message is [`PublishFailure::Refused`];
-/// no confirm in time, or a channel or connection failure, is
-/// [`PublishFailure::Unavailable`].
-pub(crate) async fn await_confirm(
-    confirm: PublisherConfirm,
-    deadline: Instant,
-) -> Result<(), PublishFailure> {
-    match by_deadline(
-        deadline,
-        confirm,
-        "no publisher confirm before the deadline",
-    )
-    .await?
-    {
-        Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(returned)) => Err(PublishFailure::Refused(format!(
+        Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+        Ok(Ok(Confirmation::Ack(Some(returned)))) => Err(PublishFailure::Refused(format!(
             "unroutable, returned with {} {}",
             returned.reply_code, returned.reply_text
         ))),
-        Confirmation::Nack(_) => Err(PublishFailure::Refused(
+        Ok(Ok(Confirmation::Nack(_))) => Err(PublishFailure::Refused(
             "negative publisher confirm (broker could not store the message)".to_owned(),
         )),
-        Confirmation::NotRequested => Err(PublishFailure::Unavailable {
+        Ok(Ok(Confirmation::NotRequested)) => Err(PublishFailure::Unavailable {
             reason: "channel is not in confirm mode".to_owned(),
             source: None,
         }),

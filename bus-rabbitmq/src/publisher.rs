@@ -15,7 +15,7 @@ use lapin::{options::ConfirmSelectOptions, Channel, ConnectionProperties, Connec
 use tokio::time::Instant;
 
 use crate::{
-    confirm::{await_confirm, publish, PublishFailure},
+    confirm::{publish_confirmed, PublishFailure},
     wire, Naming, RabbitConfig, RabbitError, Topology,
 };
 
@@ -175,7 +175,11 @@ impl RabbitPublisher {
                 });
             }
         };
-        let written = publish(
+        // The channel is held until the confirm arrived: lapin hands a
+        // returned (unroutable) message to the next confirm completed on its
+        // channel, not to the publish it belongs to, so a second unconfirmed
+        // publish on the same channel could take this one's refusal.
+        let result = publish_confirmed(
             &channel.channel,
             &exchange,
             &envelope.message_type,
@@ -184,20 +188,6 @@ impl RabbitPublisher {
             deadline,
         )
         .await;
-        // The channel is held until the confirm arrived: lapin hands a
-        // returned (unroutable) message to the next confirm completed on its
-        // channel, not to the publish it belongs to, so a second unconfirmed
-        // publish on the same channel could take this one's refusal.
-        let result = match written {
-            Ok(confirm) => await_confirm(confirm, deadline).await,
-            Err(failure) => Err(failure),
-        };
-        if matches!(result, Err(PublishFailure::Unavailable { .. })) {
-            // Never hand this channel out again.
-            drop(Object::take(channel));
-        } else {
-            drop(channel);
-        }
         match result {
             Ok(()) => {
                 tracing::debug!(message_id = %envelope.id, message_type = %envelope.message_type, %exchange, "published and confirmed");
@@ -208,8 +198,10 @@ impl RabbitPublisher {
                 Err(failure.into())
             }
             Err(failure @ PublishFailure::Unavailable { .. }) => {
-                // Channels of this connection still in use are refused when
-                // they come back; the next publish opens a new connection.
+                // Never hand this channel out again. Channels of this
+                // connection still in use are refused when they come back;
+                // the next publish opens a new connection.
+                drop(Object::take(channel));
                 self.reset();
                 tracing::warn!(message_id = %envelope.id, message_type = %envelope.message_type, %exchange, %failure, "publish failed");
                 Err(failure.into())
