@@ -149,13 +149,7 @@ async fn main() -> Result<()> {
         // Beside docs/, never in it: the section and its charts.
         let dir = std::env::temp_dir().join(format!("marketplace-bench-reads-{id}"));
         std::fs::create_dir_all(&dir).context("creating the output directory")?;
-        let charts = match reads.charts(&dir) {
-            Ok(()) => true,
-            Err(error) => {
-                eprintln!("read charts not written: {error:#}");
-                false
-            }
-        };
+        let charts = written(reads.charts(&dir), "read charts");
         let markdown = reads.markdown(&options.command(), charts);
         std::fs::write(dir.join("reads.md"), &markdown).context("writing reads.md")?;
         println!("\n{markdown}\nwrote {}", dir.join("reads.md").display());
@@ -178,20 +172,8 @@ async fn main() -> Result<()> {
     println!("\n{}", reads.tables());
     let dir = docs_dir();
     std::fs::create_dir_all(&dir).context("creating docs/")?;
-    let charts = match report.charts(&dir) {
-        Ok(()) => true,
-        Err(error) => {
-            eprintln!("charts not written: {error:#}");
-            false
-        }
-    };
-    let read_charts = match reads.charts(&dir) {
-        Ok(()) => true,
-        Err(error) => {
-            eprintln!("read charts not written: {error:#}");
-            false
-        }
-    };
+    let charts = written(report.charts(&dir), "charts");
+    let read_charts = written(reads.charts(&dir), "read charts");
     let mut markdown = report.markdown(charts);
     markdown.push('\n');
     markdown.push_str(&reads.markdown(&options.command(), read_charts));
@@ -199,6 +181,18 @@ async fn main() -> Result<()> {
     std::fs::write(&path, markdown).context("writing performance.md")?;
     println!("wrote {}", path.display());
     Ok(())
+}
+
+/// Whether the charts were written; a failure to draw them is reported but
+/// does not lose the figures.
+fn written(charts: Result<()>, what: &str) -> bool {
+    match charts {
+        Ok(()) => true,
+        Err(error) => {
+            eprintln!("{what} not written: {error:#}");
+            false
+        }
+    }
 }
 
 /// The read phase, its databases dropped even when interrupted.

@@ -313,14 +313,19 @@ impl CpuMeter {
 
 /// The RabbitMQ server's process (`beam.smp`), if it runs on this machine.
 pub fn broker_pid() -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .ok()?
+    pids_named("beam.smp").into_iter().next()
+}
+
+/// The processes whose command name (`/proc/<pid>/comm`) is `name`.
+fn pids_named(name: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
         .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
-            (comm.trim() == "beam.smp").then_some(pid)
-        })
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .filter(|&pid: &u32| comm(&pid.to_string()).as_deref() == Some(name))
+        .collect()
 }
 
 /// The fields of `/proc/<pid>/stat` after the command name (which may hold
@@ -361,14 +366,8 @@ fn comm(pid: &str) -> Option<String> {
 fn postgres_ticks() -> Option<u64> {
     let mut total = 0;
     let mut found = false;
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        if !pid.bytes().all(|b| b.is_ascii_digit()) || comm(&pid).as_deref() != Some("postgres") {
-            continue;
-        }
-        let Some(fields) = stat_fields(&pid) else {
+    for pid in pids_named("postgres") {
+        let Some(fields) = stat_fields(&pid.to_string()) else {
             continue;
         };
         found = true;

@@ -29,6 +29,7 @@ use crate::load::{closed_loop, http_client, LevelResult};
 use crate::processes::{
     drop_database, free_port, marketplace_binary, wait_ready, CpuMeter, CpuSource, POSTGRES_SERVER,
 };
+use crate::report::{micros, ratio_with};
 
 /// Catalogue sizes, in books (two offers each).
 pub const CATALOGUES: [i64; 2] = [10_000, 1_000_000];
@@ -573,16 +574,8 @@ fn quantile_ms(sorted: &[u64], q: f64) -> f64 {
     sorted[index.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
-fn micros(value: Option<f64>) -> String {
-    value.map_or_else(|| "-".to_owned(), |value| format!("{value:.0}"))
-}
-
 fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 && a.is_finite() && b.is_finite() {
-        format!("{:.2}", a / b)
-    } else {
-        "n/a".to_owned()
-    }
+    ratio_with(a, b, 2)
 }
 
 fn books_label(books: i64) -> String {

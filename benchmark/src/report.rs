@@ -117,16 +117,22 @@ impl CpuPerMessage {
     }
 }
 
-fn micros(value: Option<f64>) -> String {
+/// Microseconds, or `-` when not measured.
+pub(crate) fn micros(value: Option<f64>) -> String {
     value.map_or_else(|| "-".to_owned(), |value| format!("{value:.0}"))
 }
 
-fn ratio(a: f64, b: f64) -> String {
+/// `a / b` with `decimals` digits, or `n/a` when it has no meaning.
+pub(crate) fn ratio_with(a: f64, b: f64, decimals: usize) -> String {
     if b > 0.0 && a.is_finite() && b.is_finite() {
-        format!("{:.3}", a / b)
+        format!("{:.decimals$}", a / b)
     } else {
         "n/a".to_owned()
     }
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    ratio_with(a, b, 3)
 }
 
 fn mib(kib: Option<u64>) -> String {
