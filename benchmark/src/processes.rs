@@ -64,7 +64,9 @@ fn log_file(dir: &Path, name: &str) -> Result<Stdio> {
     Ok(Stdio::from(file))
 }
 
-fn spawn(binary: &Path, args: &[&str], log_dir: &Path, name: &str) -> Result<Child> {
+/// Starts `binary` with `args`, its output in `name.out.log` and
+/// `name.err.log` of `log_dir`, killed when dropped.
+pub fn spawn(binary: &Path, args: &[&str], log_dir: &Path, name: &str) -> Result<Child> {
     Command::new(binary)
         .args(args)
         .env("RUST_LOG", "warn")
@@ -74,6 +76,34 @@ fn spawn(binary: &Path, args: &[&str], log_dir: &Path, name: &str) -> Result<Chi
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {} {}", binary.display(), args.join(" ")))
+}
+
+/// Runs `marketplace seed` on `database`: `books` books with
+/// `offers_per_book` offers each, its output in `log_dir`.
+pub async fn seed(database: &str, books: i64, offers_per_book: i64, log_dir: &Path) -> Result<()> {
+    let url = format!("{POSTGRES_SERVER}/{database}");
+    let mut seed = spawn(
+        &marketplace_binary()?,
+        &[
+            "seed",
+            "--database-url",
+            &url,
+            "--books",
+            &books.to_string(),
+            "--offers-per-book",
+            &offers_per_book.to_string(),
+        ],
+        log_dir,
+        "seed",
+    )?;
+    let status = seed.wait().await.context("waiting for marketplace seed")?;
+    if !status.success() {
+        bail!(
+            "marketplace seed failed ({status}); see {}",
+            log_dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// Polls `url` until it answers `200`, for at most `timeout`.
@@ -171,25 +201,7 @@ impl System {
     /// Fills the run's database with `books` books (and their sellers and
     /// offers) with `marketplace seed`.
     pub async fn seed(&self, books: i64) -> Result<()> {
-        let binary = marketplace_binary()?;
-        let database_url = format!("{POSTGRES_SERVER}/{}", self.database);
-        let books = books.to_string();
-        let status = Command::new(&binary)
-            .args(["seed", "--database-url", &database_url, "--books", &books])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log_file(&self.log_dir, "seed.out.log")?)
-            .stderr(log_file(&self.log_dir, "seed.err.log")?)
-            .status()
-            .await
-            .context("running marketplace seed")?;
-        if !status.success() {
-            bail!(
-                "marketplace seed failed ({status}); see {}",
-                self.log_dir.display()
-            );
-        }
-        Ok(())
+        seed(&self.database, books, 2, &self.log_dir).await
     }
 
     /// A connection pool on the run's database.

@@ -21,13 +21,14 @@ use marketplace::store::postgres::{LIST_BOOKS_SQL, LIST_OFFERS_SQL};
 use plotters::style::{Color, Palette, Palette99};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use uuid::Uuid;
 
 use crate::charts::{self, Chart, Series};
 use crate::load::{closed_loop, http_client, LevelResult};
 use crate::processes::{
-    drop_database, free_port, marketplace_binary, wait_ready, CpuMeter, CpuSource, POSTGRES_SERVER,
+    drop_database, free_port, marketplace_binary, seed, spawn, wait_ready, CpuMeter, CpuSource,
+    POSTGRES_SERVER,
 };
 use crate::report::{micros, ratio_with};
 
@@ -236,20 +237,6 @@ pub async fn cleanup(options: ReadOptions, id: &str) {
     }
 }
 
-fn spawn_logged(binary: &Path, args: &[&str], log_dir: &Path, name: &str) -> Result<Child> {
-    let out = std::fs::File::create(log_dir.join(format!("{name}.out.log")))?;
-    let err = std::fs::File::create(log_dir.join(format!("{name}.err.log")))?;
-    Command::new(binary)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err))
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {} {}", binary.display(), args.join(" ")))
-}
-
 async fn run_catalogue(options: ReadOptions, database: &str, books: i64) -> Result<CatalogueRun> {
     let binary = marketplace_binary()?;
     let url = format!("{POSTGRES_SERVER}/{database}");
@@ -258,27 +245,7 @@ async fn run_catalogue(options: ReadOptions, database: &str, books: i64) -> Resu
 
     println!("reads: seeding {books} books into {database}");
     let started = Instant::now();
-    let mut seed = spawn_logged(
-        &binary,
-        &[
-            "seed",
-            "--database-url",
-            &url,
-            "--books",
-            &books.to_string(),
-            "--offers-per-book",
-            &OFFERS_PER_BOOK.to_string(),
-        ],
-        &log_dir,
-        "seed",
-    )?;
-    let status = seed.wait().await.context("waiting for marketplace seed")?;
-    if !status.success() {
-        bail!(
-            "marketplace seed failed ({status}); see {}",
-            log_dir.display()
-        );
-    }
+    seed(database, books, OFFERS_PER_BOOK, &log_dir).await?;
     let seed_seconds = started.elapsed().as_secs_f64();
 
     let pool = PgPoolOptions::new()
@@ -294,7 +261,7 @@ async fn run_catalogue(options: ReadOptions, database: &str, books: i64) -> Resu
 
     let port = free_port()?;
     let listen = format!("127.0.0.1:{port}");
-    let api = spawn_logged(
+    let api = spawn(
         &binary,
         &[
             "serve",

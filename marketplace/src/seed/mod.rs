@@ -98,8 +98,8 @@ impl Plan {
 
     /// Records that the batch `first..=last` is written.
     fn written(&self, (first, last): (i64, i64)) {
-        let created =
-            self.created.fetch_add(last - first + 1, Ordering::Relaxed) + last - first + 1;
+        let count = last - first + 1;
+        let created = self.created.fetch_add(count, Ordering::Relaxed) + count;
         tracing::info!(books = created, of = self.books, "seeding");
     }
 
