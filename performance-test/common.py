@@ -1,8 +1,8 @@
 """Shared helpers for the marketplace load scenarios.
 
 Every request goes through one of the helpers below, which check the HTTP
-contract (shared/api.md) and mark the request as failed in locust's stats
-when it is not honoured:
+contract (`docs/api.md` at the repository root) and mark the request as
+failed in locust's stats when it is not honoured:
 
 * writes (`PUT /user`, `PUT /book`, `POST /offer`, `POST /order`) must answer
   `200` with an empty body. Anything else is a failure, `503` included: the
