@@ -42,7 +42,7 @@ pub(super) fn handlers(
             tracing::debug!(
                 message_id = %envelope.id,
                 message_type = %envelope.message_type,
-                trace_id = envelope
+                trace_id = %envelope
                     .trace_context()
                     .map(|trace| trace.trace_id_hex())
                     .unwrap_or_default(),
