@@ -4,11 +4,14 @@ use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber: level from `RUST_LOG` (default `info`),
-/// text or JSON lines on stdout.
+/// What is logged when `RUST_LOG` is not set.
+pub const DEFAULT_FILTER: &str = "info,sqlx=warn";
+
+/// Installs the global subscriber: level from `RUST_LOG` (default
+/// [`DEFAULT_FILTER`]), text or JSON lines on stdout.
 pub fn init(format: LogFormat) {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = fmt().with_env_filter(filter);
     let result = match format {
         LogFormat::Text => builder.try_init(),

@@ -28,10 +28,22 @@ pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
-/// Logs to the test output when `RUST_LOG` is set.
+/// Writes the logs to the test's output when `TEST_LOG` is set: `TEST_LOG=1`
+/// for `info` (or what `RUST_LOG` says), `TEST_LOG=<filter>` (e.g. `debug`,
+/// `bus_rabbitmq=trace`) to choose.
 pub fn init_logs() {
+    let Some(value) = std::env::var("TEST_LOG").ok().filter(|v| !v.is_empty()) else {
+        return;
+    };
+    let filter = match value.as_str() {
+        "1" | "true" | "yes" | "on" => std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        filter => filter.to_owned(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|error| panic!("TEST_LOG={value} is not a log filter: {error}"));
+    // Every test calls this; the first one installs the subscriber.
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(filter)
         .with_test_writer()
         .try_init();
 }
@@ -98,6 +110,20 @@ pub async fn message_count(channel: &Channel, queue: &str) -> u32 {
         .await
         .unwrap_or_else(|e| panic!("passive declare {queue}: {e}"))
         .message_count()
+}
+
+/// The queues of `topology` that still hold ready messages, with how many.
+/// Once its worker has stopped, an empty answer means no message of the
+/// test can be handled again.
+pub async fn leftover_messages(channel: &Channel, topology: &Topology) -> Vec<(String, u32)> {
+    let mut left = Vec::new();
+    for queue in topology.queues() {
+        let count = message_count(channel, &queue).await;
+        if count > 0 {
+            left.push((queue, count));
+        }
+    }
+    left
 }
 
 /// Takes one message of `queue` (auto-ack), if any.

@@ -1,25 +1,46 @@
 //! Starts the application on a fresh database, on port 0, and talks to it
 //! over HTTP like a mobile client.
+//!
+//! `TEST_LOG=1` (the binary's default filter, or `RUST_LOG`) or
+//! `TEST_LOG=<filter>` (e.g. `debug`, `marketplace=debug,bus_core=trace`)
+//! writes the application's logs to each test's output; without it they are
+//! kept only for [`TestApp::logged`].
 
-use std::{future::Future, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    path::PathBuf,
+    sync::{LazyLock, Mutex},
+    time::Duration,
+};
 
-use bus_core::InMemoryDeadLetters;
+use bus_core::{InMemoryDeadLetters, TraceContext};
 use bus_rabbitmq::{
     lapin::{
-        options::{ExchangeDeleteOptions, QueueDeleteOptions},
+        options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions},
+        types::FieldTable,
         Connection, ConnectionProperties,
     },
-    Topology,
+    Naming, Topology,
 };
 use marketplace::{
     config::{BusKind, ServeConfig, WorkerConfig},
     startup::{App, Worker},
     store::{Database, SqliteStore},
+    telemetry,
 };
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::{sync::oneshot, task::JoinHandle};
+use tracing::{field::Field, Event, Level, Subscriber};
+use tracing_subscriber::{
+    filter::Targets,
+    fmt,
+    layer::{Context, SubscriberExt},
+    util::SubscriberInitExt,
+    EnvFilter, Layer,
+};
 use uuid::Uuid;
 
 /// How long `eventually` waits for an asynchronous effect.
@@ -35,6 +56,7 @@ pub enum TestDb {
 impl TestDb {
     /// A fresh SQLite file in the temporary directory, migrated.
     pub async fn sqlite() -> Self {
+        init_logging();
         let path =
             std::env::temp_dir().join(format!("marketplace-test-{}.db", Uuid::new_v4().simple()));
         let store = SqliteStore::open(&format!("sqlite://{}", path.display()), 4)
@@ -106,6 +128,7 @@ pub async fn spawn_app_with(pool: PgPool, bus: BusKind, flags: &[&str]) -> TestA
 
 /// Starts the API on `db` and `bus` with extra `serve` flags.
 pub async fn spawn(db: TestDb, bus: BusKind, flags: &[&str]) -> TestApp {
+    init_logging();
     let bus_name = match bus {
         BusKind::InMemory => "in-memory",
         BusKind::InMemoryAsync => "in-memory-async",
@@ -329,6 +352,67 @@ impl TestApp {
         .await
     }
 
+    /// `PUT path` as part of the trace `trace` (W3C `traceparent`), so the
+    /// test can follow the command it sends in the logs.
+    pub async fn put_traced(&self, path: &str, body: &Value, trace: &TraceContext) -> Response {
+        self.client
+            .put(format!("{}{path}", self.address))
+            .header("traceparent", trace.to_string())
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// `POST path` as part of the trace `trace`, as [`TestApp::put_traced`].
+    pub async fn post_traced(&self, path: &str, body: &Value, trace: &TraceContext) -> Response {
+        self.client
+            .post(format!("{}{path}", self.address))
+            .header("traceparent", trace.to_string())
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Waits until `count` commands sent in `trace` have been handled
+    /// without error (the application logs `command applied` for each);
+    /// fails if more than `count` were.
+    pub async fn await_commands_applied(&self, trace: &TraceContext, count: usize) {
+        let trace_id = trace.trace_id_hex();
+        let applied = self
+            .eventually(|| async {
+                let applied = logged("command applied", &[("trace_id", &trace_id)]).len();
+                (applied >= count).then_some(applied)
+            })
+            .await;
+        assert_eq!(applied, count, "commands applied in trace {trace_id}");
+    }
+
+    /// Messages given up on: the in-memory buses' dead letters, and with
+    /// RabbitMQ the messages parked in the dead-letter queues.
+    pub async fn dead_letter_count(&self) -> usize {
+        let mut count = self.dead_letters.len();
+        if let Some(worker) = &self.worker {
+            let (connection, channel) = broker().await;
+            for work in worker.topology.work_queues() {
+                let queue = Naming::dead_letter_queue(&work.queue);
+                let passive = QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                };
+                let parked = channel
+                    .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                    .await
+                    .unwrap_or_else(|error| panic!("dead-letter queue {queue}: {error}"))
+                    .message_count();
+                count += parked as usize;
+            }
+            let _ = connection.close(200, "counted".into()).await;
+        }
+        count
+    }
+
     /// Stops the app (and its worker) gracefully, waits until they have
     /// drained, and deletes the test's RabbitMQ namespace.
     pub async fn shutdown(mut self) {
@@ -353,14 +437,20 @@ impl TestApp {
     }
 }
 
-/// Deletes every exchange and queue of a test namespace.
-async fn delete_topology(topology: &Topology) {
+/// A connection and a channel to the test broker.
+async fn broker() -> (Connection, bus_rabbitmq::lapin::Channel) {
     let url = std::env::var("AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let connection = Connection::connect(&url, ConnectionProperties::default())
         .await
-        .expect("broker for cleanup");
+        .expect("the test broker runs on AMQP_URL");
     let channel = connection.create_channel().await.expect("channel");
+    (connection, channel)
+}
+
+/// Deletes every exchange and queue of a test namespace.
+async fn delete_topology(topology: &Topology) {
+    let (connection, channel) = broker().await;
     for queue in topology.queues() {
         let _ = channel
             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
@@ -372,6 +462,95 @@ async fn delete_topology(topology: &Topology) {
             .await;
     }
     let _ = connection.close(200, "test done".into()).await;
+}
+
+/// One line the application logged: its message and its fields.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    pub message: String,
+    pub fields: BTreeMap<&'static str, String>,
+}
+
+/// The application's `debug` and higher lines, kept for [`logged`]: what a
+/// handler reports is what an operator reads. Tests tell their lines apart
+/// by the ids they chose (order ids, trace ids).
+static LOGGED: Mutex<Vec<LogLine>> = Mutex::new(Vec::new());
+
+static LOGGING: LazyLock<()> = LazyLock::new(|| {
+    let shown = std::env::var("TEST_LOG")
+        .ok()
+        .filter(|value| !value.is_empty())
+        .map(|value| {
+            let filter = match value.as_str() {
+                "1" | "true" | "yes" | "on" => std::env::var("RUST_LOG")
+                    .unwrap_or_else(|_| telemetry::DEFAULT_FILTER.to_owned()),
+                filter => filter.to_owned(),
+            };
+            let filter = EnvFilter::try_new(&filter)
+                .unwrap_or_else(|error| panic!("TEST_LOG={value} is not a log filter: {error}"));
+            fmt::layer().with_test_writer().with_filter(filter)
+        });
+    let kept = Targets::new().with_target("marketplace", Level::DEBUG);
+    tracing_subscriber::registry()
+        .with(Keep.with_filter(kept))
+        .with(shown)
+        .init();
+});
+
+/// Installs the logging of this test binary, once.
+pub fn init_logging() {
+    LazyLock::force(&LOGGING);
+}
+
+/// The lines logged so far saying `message` with every `(field, value)`.
+pub fn logged(message: &str, fields: &[(&str, &str)]) -> Vec<LogLine> {
+    LOGGED
+        .lock()
+        .expect("log lines")
+        .iter()
+        .filter(|line| {
+            line.message == message
+                && fields
+                    .iter()
+                    .all(|(name, value)| line.fields.get(name).map(String::as_str) == Some(value))
+        })
+        .cloned()
+        .collect()
+}
+
+/// The layer filling [`LOGGED`].
+struct Keep;
+
+impl<S: Subscriber> Layer<S> for Keep {
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        let mut line = LogLine {
+            message: String::new(),
+            fields: BTreeMap::new(),
+        };
+        event.record(&mut line);
+        LOGGED.lock().expect("log lines").push(line);
+    }
+}
+
+impl tracing::field::Visit for LogLine {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.record(field, value.to_owned());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.record(field, format!("{value:?}"));
+    }
+}
+
+impl LogLine {
+    fn record(&mut self, field: &Field, value: String) {
+        match field.name() {
+            "message" => self.message = value,
+            name => {
+                self.fields.insert(name, value);
+            }
+        }
+    }
 }
 
 pub struct Seeded {

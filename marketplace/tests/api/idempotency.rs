@@ -1,51 +1,72 @@
-//! The same write sent twice has the effect of sending it once.
+//! The same write sent twice (a client retrying, a message redelivered) has
+//! the effect of sending it once: the copy is handled without error, changes
+//! nothing a user sees, and leaves no dead letter.
 
+use bus_core::TraceContext;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::on_every_bus;
+use crate::{helpers::logged, on_every_bus};
 
 on_every_bus! {
-    async fn the_same_order_twice_claims_stock_once(app) {
+    async fn an_order_sent_twice_claims_stock_once_and_the_copy_is_reported_as_already_applied(app) {
         let seeded = app.seed_offer(10.0, 5).await;
         let (order, buyer) = (Uuid::new_v4(), Uuid::new_v4());
-        assert_eq!(app.post_order(order, buyer, &[(seeded.offer, 2)]).await.status(), 200);
-        assert_eq!(app.post_order(order, buyer, &[(seeded.offer, 2)]).await.status(), 200);
-        assert_eq!(app.settled_order(order).await["status"], "confirmed");
-        // Let the second copy be applied too before looking at the stock.
-        app.eventually(|| async {
-            let n = app.try_count("SELECT count(*) FROM bus_outbox").await?;
-            (n == 0).then_some(())
-        })
-        .await;
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        assert_eq!(app.get_json(&format!("/offers/{}", seeded.book)).await[0]["stock"], 3);
-        let orders = app.count("SELECT count(*) FROM orders").await;
-        assert_eq!(orders, 1);
-    }
-
-    async fn the_same_offer_twice_is_listed_once(app) {
-        let seeded = app.seed_offer(10.0, 5).await;
-        assert_eq!(app.post_offer(seeded.offer, seeded.book, seeded.user, 10.0, 5).await.status(), 200);
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        let offers = app.get_json(&format!("/offers/{}", seeded.book)).await;
-        assert_eq!(offers.as_array().unwrap().len(), 1);
-        assert_eq!(offers[0]["stock"], 5);
-    }
-
-    async fn the_same_user_and_book_twice_are_stored_once(app) {
-        let (user, book) = (Uuid::new_v4(), Uuid::new_v4());
+        let body = json!({ "id": order, "userId": buyer, "items": [{ "offerId": seeded.offer, "quantity": 2 }] });
+        let trace = TraceContext::new_root();
         for _ in 0..2 {
-            assert_eq!(app.put_user(user, "Ann").await.status(), 200);
-            assert_eq!(app.put_book(book, "Dune").await.status(), 200);
+            assert_eq!(app.post_traced("/order", &body, &trace).await.status(), 200);
         }
-        app.eventually(|| async { (app.get(&format!("/books/{book}")).await.status() == 200).then_some(()) }).await;
-        app.eventually(|| async { (app.get(&format!("/users/{user}")).await.status() == 200).then_some(()) }).await;
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        let users = app.count("SELECT count(*) FROM users").await;
-        let books = app.count("SELECT count(*) FROM books").await;
-        assert_eq!((users, books), (1, 1));
-        assert_eq!(app.get_json("/books").await.as_array().unwrap().len(), 1);
+        app.await_commands_applied(&trace, 2).await;
+
+        let order_id = order.to_string();
+        assert_eq!(
+            logged("order already applied", &[("order_id", &order_id)]).len(),
+            1,
+            "the handler saw the copy as already applied"
+        );
+        let stored = app.get_json(&format!("/orders/{order}")).await;
+        assert_eq!(stored["status"], "confirmed");
+        assert_eq!(stored["items"], json!([{ "offerId": seeded.offer, "quantity": 2 }]));
+        assert_eq!(app.get_json(&format!("/offers/{}", seeded.book)).await[0]["stock"], 3);
+        assert_eq!(app.get_json(&format!("/books/{}", seeded.book)).await["stock"], 3);
+        assert_eq!(app.dead_letter_count().await, 0);
+    }
+
+    async fn an_offer_sent_again_after_a_sale_keeps_the_stock_the_sale_left(app) {
+        let seeded = app.seed_offer(10.0, 5).await;
+        let order = Uuid::new_v4();
+        assert_eq!(app.post_order(order, Uuid::new_v4(), &[(seeded.offer, 2)]).await.status(), 200);
+        assert_eq!(app.settled_order(order).await["status"], "confirmed");
+
+        let offer = json!({ "id": seeded.offer, "bookId": seeded.book, "sellerId": seeded.user, "price": 10.0, "stock": 5 });
+        let trace = TraceContext::new_root();
+        assert_eq!(app.post_traced("/offer", &offer, &trace).await.status(), 200);
+        app.await_commands_applied(&trace, 1).await;
+
+        let offers = app.get_json(&format!("/offers/{}", seeded.book)).await;
+        assert_eq!(offers.as_array().map(Vec::len), Some(1), "{offers}");
+        assert_eq!(offers[0]["id"], json!(seeded.offer));
+        assert_eq!(offers[0]["stock"], 3, "the copy does not restock the offer");
+        assert_eq!(app.dead_letter_count().await, 0);
+    }
+
+    async fn a_user_and_a_book_saved_twice_are_listed_once_as_saved(app) {
+        let (user, book) = (Uuid::new_v4(), Uuid::new_v4());
+        let trace = TraceContext::new_root();
+        for _ in 0..2 {
+            let ann = json!({ "id": user, "name": "Ann" });
+            assert_eq!(app.put_traced("/user", &ann, &trace).await.status(), 200);
+            let dune = json!({ "id": book, "title": "Dune", "author": "Frank Herbert" });
+            assert_eq!(app.put_traced("/book", &dune, &trace).await.status(), 200);
+        }
+        app.await_commands_applied(&trace, 4).await;
+
         assert_eq!(app.get_json(&format!("/users/{user}")).await, json!({ "id": user, "name": "Ann" }));
+        let books = app.get_json("/books").await;
+        assert_eq!(books.as_array().map(Vec::len), Some(1), "{books}");
+        assert_eq!(books[0]["id"], json!(book));
+        assert_eq!(books[0]["title"], "Dune");
+        assert_eq!(app.dead_letter_count().await, 0);
     }
 }

@@ -101,11 +101,11 @@ async fn spawn(role: &str, database_url: &str, namespace: &str) -> Process {
         .env("MARKETPLACE_DB_MAX_CONNECTIONS", "8")
         .env(
             "RUST_LOG",
-            std::env::var("FAULTS_LOG").unwrap_or_else(|_| "error".into()),
+            process_log_filter().unwrap_or_else(|| "error".into()),
         )
         .stdin(Stdio::null())
-        // The processes' logs only when asked for (FAULTS_LOG=warn, ...).
-        .stdout(if std::env::var_os("FAULTS_LOG").is_some() {
+        // The processes' logs only when asked for (TEST_LOG=1, TEST_LOG=warn, ...).
+        .stdout(if process_log_filter().is_some() {
             Stdio::inherit()
         } else {
             Stdio::null()
@@ -118,6 +118,18 @@ async fn spawn(role: &str, database_url: &str, namespace: &str) -> Process {
     };
     wait_ready(&process.address).await;
     process
+}
+
+/// What the processes log to the test's output: `TEST_LOG=1` for their
+/// default filter (or `RUST_LOG`), `TEST_LOG=<filter>` to choose; nothing
+/// without `TEST_LOG`.
+fn process_log_filter() -> Option<String> {
+    let value = std::env::var("TEST_LOG").ok().filter(|v| !v.is_empty())?;
+    Some(match value.as_str() {
+        "1" | "true" | "yes" | "on" => std::env::var("RUST_LOG")
+            .unwrap_or_else(|_| marketplace::telemetry::DEFAULT_FILTER.to_owned()),
+        _ => value,
+    })
 }
 
 async fn wait_ready(address: &str) {

@@ -1,0 +1,99 @@
+//! What the API and the worker are both built from.
+
+use std::sync::Arc;
+
+use bus_core::{
+    outbox::{OutboxRelay, OutboxWaker, RelayConfig},
+    EventBus, Handlers,
+};
+use bus_rabbitmq::RabbitPublisher;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    commands,
+    config::DatabaseConfig,
+    events,
+    http::ReadinessCheck,
+    store::{Database, Repositories},
+};
+
+/// Connects to the configured database (creating it if needed) and applies
+/// its migrations.
+pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Database> {
+    Database::connect(&config.database_url, config.db_max_connections).await
+}
+
+/// Every command handler and event subscriber of the marketplace; `waker`
+/// is woken after each successful command so its events are relayed at once.
+///
+/// Each command handled without error is logged at `debug` with the trace
+/// id of the request that sent it: an operator following one request sees
+/// when its command took effect, a redelivered copy included.
+pub(super) fn handlers(
+    store: &Repositories,
+    waker: OutboxWaker,
+) -> Result<Handlers, bus_core::RegistrationError> {
+    let builder = Handlers::builder();
+    let builder = commands::register(builder, store);
+    let builder = events::register(builder, store);
+    builder
+        .on_command_success(move |envelope| {
+            tracing::debug!(
+                message_id = %envelope.id,
+                message_type = %envelope.message_type,
+                trace_id = %envelope
+                    .trace_context()
+                    .map(|trace| trace.trace_id_hex())
+                    .unwrap_or_default(),
+                "command applied"
+            );
+            waker.wake()
+        })
+        .build()
+}
+
+/// `/health/ready` also requires the broker to answer.
+pub(super) fn broker_readiness(publisher: RabbitPublisher) -> ReadinessCheck {
+    Arc::new(move || {
+        let publisher = publisher.clone();
+        Box::pin(async move {
+            publisher
+                .ensure_connected()
+                .await
+                .map_err(|error| format!("broker: {error}"))
+        })
+    })
+}
+
+/// Answers leave at once instead of waiting, as Nagle's algorithm would,
+/// for the peer to acknowledge an earlier segment.
+pub(super) fn no_delay(stream: &mut tokio::net::TcpStream) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY");
+    }
+}
+
+pub(super) fn outbox_relay(
+    database: &Database,
+    events: Arc<dyn EventBus>,
+    waker: OutboxWaker,
+) -> OutboxRelay {
+    let relay = match database {
+        Database::Postgres(pool) => OutboxRelay::new(pool.clone(), events, RelayConfig::default()),
+        Database::Sqlite(store) => {
+            OutboxRelay::new(store.writer().clone(), events, RelayConfig::default())
+        }
+    };
+    relay.with_waker(waker)
+}
+
+pub(super) fn spawn_relay(relay: OutboxRelay, stop: &CancellationToken) -> JoinHandle<()> {
+    let stop = stop.clone();
+    tokio::spawn(relay.run(async move { stop.cancelled().await }))
+}
+
+/// Whether `url` names a PostgreSQL database.
+pub(super) fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
