@@ -13,6 +13,7 @@
 //! - [`queries`]: one file per query, with its answer type.
 //! - [`store`]: where SQL lives: the repository traits, and one
 //!   implementation per database (`store/postgres/`, `store/sqlite/`).
+//! - [`model`]: the business rules that are not SQL (prices in cents).
 //! - [`http`]: the axum routes, request validation and the single mapping of
 //!   errors to `application/problem+json`.
 //! - [`config`]: flags and environment variables.
@@ -24,6 +25,7 @@ pub mod commands;
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod model;
 pub mod queries;
 pub mod seed;
 pub mod shutdown;

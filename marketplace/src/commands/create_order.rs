@@ -11,6 +11,7 @@ use validator::Validate;
 
 use crate::{
     events::StockClaimed,
+    model::count_from_json_number,
     store::{NewOrder, OrderOutcome, OrderRepository},
 };
 
@@ -34,7 +35,9 @@ pub struct CreateOrder {
 pub struct OrderItem {
     /// The offer bought from.
     pub offer_id: Uuid,
-    /// Copies, at least 1.
+    /// Copies, 1 to 1000000 (an integral float such as `3.0` is an
+    /// integer).
+    #[serde(deserialize_with = "count_from_json_number")]
     #[validate(range(min = 1, max = 1_000_000))]
     #[schema(minimum = 1, maximum = 1_000_000)]
     pub quantity: i64,

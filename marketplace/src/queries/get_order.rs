@@ -2,6 +2,7 @@
 
 use bus_core::{Query, QueryError, QueryHandler};
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -23,6 +24,11 @@ pub struct Order {
     pub reason: Option<String>,
     /// What was ordered (empty while `pending`).
     pub items: Vec<OrderLine>,
+    /// What the buyer was charged: the sum of the items' totals when
+    /// `confirmed`; 0 while `pending` and when `rejected` (nothing charged).
+    #[serde(with = "rust_decimal::serde::float")]
+    #[schema(value_type = f64, example = 90.64)]
+    pub total: Decimal,
     /// When the order was first applied.
     pub created_at: DateTime<Utc>,
 }
@@ -35,6 +41,15 @@ pub struct OrderLine {
     pub offer_id: Uuid,
     /// Copies.
     pub quantity: i32,
+    /// The offer's price of one copy when the stock was claimed; `null` on
+    /// a rejected order (no stock was claimed).
+    #[serde(with = "rust_decimal::serde::float_option")]
+    #[schema(value_type = Option<f64>, example = 45.32)]
+    pub unit_price: Option<Decimal>,
+    /// `unitPrice × quantity`; `null` on a rejected order.
+    #[serde(with = "rust_decimal::serde::float_option")]
+    #[schema(value_type = Option<f64>, example = 90.64)]
+    pub total: Option<Decimal>,
 }
 
 /// The order `0`, if it exists.

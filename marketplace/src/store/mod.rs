@@ -24,6 +24,7 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bus_core::{outbox::OutboxStore, Envelope, HandlerError, QueryError};
+use rust_decimal::Decimal;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -113,41 +114,110 @@ pub enum OrderOutcome {
     OfferMissing(Uuid),
 }
 
+/// An item whose stock was claimed, at its offer's price at that moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClaimedLine {
+    /// The offer that lost stock.
+    pub(crate) offer_id: Uuid,
+    /// Its book.
+    pub(crate) book_id: Uuid,
+    /// Copies claimed.
+    pub(crate) quantity: i32,
+    /// The offer's price when the stock was claimed.
+    pub(crate) unit_price: Decimal,
+}
+
 /// What claiming an order's stock found, in either database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Claim {
-    /// Every item was served; these books' offers lost stock.
-    Claimed { book_ids: Vec<Uuid> },
+    /// Every item was served, in this order.
+    Claimed(Vec<ClaimedLine>),
     /// This offer does not exist (yet).
     OfferMissing(Uuid),
     /// This offer has fewer copies than asked.
     NotEnoughStock { offer_id: Uuid, available: i32 },
 }
 
+/// One line as a settled order records it: the price and line total are
+/// known only when its stock was claimed (never on a rejected order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SettledLine {
+    pub(crate) offer_id: Uuid,
+    pub(crate) quantity: i32,
+    pub(crate) unit_price: Option<Decimal>,
+    pub(crate) total: Option<Decimal>,
+}
+
+/// What applying an order decided: its outcome, what it records, and the
+/// books whose offers lost stock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Settlement {
+    pub(crate) outcome: OrderOutcome,
+    /// The lines to record (none while the order stays `pending`).
+    pub(crate) lines: Vec<SettledLine>,
+    /// What the buyer was charged: the sum of the line totals, 0 unless
+    /// confirmed.
+    pub(crate) total: Decimal,
+    /// Books whose offers lost stock, sorted, without duplicates.
+    pub(crate) book_ids: Vec<Uuid>,
+}
+
 impl Claim {
-    /// The order's outcome (the business rule, the same on every database),
-    /// and the books whose offers lost stock when it is confirmed.
-    pub(crate) fn outcome(self, reject_missing_offers: bool) -> (OrderOutcome, Vec<Uuid>) {
+    /// The order's outcome (the business rule, the same on every database):
+    /// confirmed with each line priced as claimed, or rejected with nothing
+    /// charged, or still pending.
+    pub(crate) fn settle(self, order: &NewOrder) -> Settlement {
+        let unpriced = || {
+            order
+                .quantities
+                .iter()
+                .map(|&(offer_id, quantity)| SettledLine {
+                    offer_id,
+                    quantity,
+                    unit_price: None,
+                    total: None,
+                })
+                .collect()
+        };
+        let rejected = |reason: String| Settlement {
+            outcome: OrderOutcome::Rejected { reason },
+            lines: unpriced(),
+            total: Decimal::ZERO,
+            book_ids: Vec::new(),
+        };
         match self {
-            Claim::Claimed { book_ids } => (OrderOutcome::Confirmed, book_ids),
-            Claim::OfferMissing(offer_id) if !reject_missing_offers => {
-                (OrderOutcome::OfferMissing(offer_id), Vec::new())
+            Claim::Claimed(claimed) => {
+                let lines: Vec<SettledLine> = claimed
+                    .iter()
+                    .map(|line| SettledLine {
+                        offer_id: line.offer_id,
+                        quantity: line.quantity,
+                        unit_price: Some(line.unit_price),
+                        total: Some(line.unit_price * Decimal::from(line.quantity)),
+                    })
+                    .collect();
+                let total = lines.iter().filter_map(|line| line.total).sum();
+                let mut book_ids: Vec<Uuid> = claimed.iter().map(|line| line.book_id).collect();
+                book_ids.sort_unstable();
+                book_ids.dedup();
+                Settlement {
+                    outcome: OrderOutcome::Confirmed,
+                    lines,
+                    total,
+                    book_ids,
+                }
             }
-            Claim::OfferMissing(offer_id) => (
-                OrderOutcome::Rejected {
-                    reason: format!("offer {offer_id} does not exist"),
-                },
-                Vec::new(),
-            ),
+            Claim::OfferMissing(offer_id) if !order.reject_missing_offers => Settlement {
+                outcome: OrderOutcome::OfferMissing(offer_id),
+                lines: Vec::new(),
+                total: Decimal::ZERO,
+                book_ids: Vec::new(),
+            },
+            Claim::OfferMissing(offer_id) => rejected(format!("offer {offer_id} does not exist")),
             Claim::NotEnoughStock {
                 offer_id,
                 available,
-            } => (
-                OrderOutcome::Rejected {
-                    reason: format!("offer {offer_id} has {available} copies left"),
-                },
-                Vec::new(),
-            ),
+            } => rejected(format!("offer {offer_id} has {available} copies left")),
         }
     }
 }

@@ -3,13 +3,16 @@
 use async_trait::async_trait;
 use bus_core::outbox;
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::PgStore;
 use crate::{
     queries::Order,
-    store::{Claim, ConfirmedEvent, NewOrder, OrderOutcome, OrderRepository, StoreError},
+    store::{
+        Claim, ClaimedLine, ConfirmedEvent, NewOrder, OrderOutcome, OrderRepository, StoreError,
+    },
 };
 
 #[derive(sqlx::FromRow)]
@@ -18,6 +21,7 @@ struct OrderRow {
     user_id: Uuid,
     status: String,
     reason: Option<String>,
+    total: Decimal,
     created_at: DateTime<Utc>,
 }
 
@@ -54,46 +58,56 @@ impl OrderRepository for PgStore {
 
         let mut claims = sqlx::Connection::begin(&mut *tx).await?;
         let claim = claim_stock(&mut claims, &order.quantities).await?;
-        let (outcome, book_ids) = claim.outcome(order.reject_missing_offers);
-        match outcome {
+        let settlement = claim.settle(order);
+        match settlement.outcome {
             OrderOutcome::Confirmed => {
                 claims.commit().await?;
-                outbox::postgres::stage(&mut tx, &confirmed(book_ids)?).await?;
+                outbox::postgres::stage(&mut tx, &confirmed(settlement.book_ids.clone())?).await?;
             }
             OrderOutcome::OfferMissing(_) => {
                 claims.rollback().await?;
                 // Keep the order visible as `pending` while we wait.
                 tx.commit().await?;
-                return Ok(outcome);
+                return Ok(settlement.outcome);
             }
             _ => claims.rollback().await?,
         }
-        let (status, reason) = outcome.status_and_reason();
+        let (status, reason) = settlement.outcome.status_and_reason();
 
-        let (offer_ids, amounts): (Vec<Uuid>, Vec<i32>) = order.quantities.iter().copied().unzip();
+        let lines = &settlement.lines;
+        let offer_ids: Vec<Uuid> = lines.iter().map(|line| line.offer_id).collect();
+        let quantities: Vec<i32> = lines.iter().map(|line| line.quantity).collect();
+        let unit_prices: Vec<Option<Decimal>> = lines.iter().map(|line| line.unit_price).collect();
+        let totals: Vec<Option<Decimal>> = lines.iter().map(|line| line.total).collect();
         sqlx::query(
-            "INSERT INTO order_items (order_id, offer_id, quantity)
-             SELECT $1, * FROM UNNEST($2::uuid[], $3::int[])
+            "INSERT INTO order_items (order_id, offer_id, quantity, unit_price, total)
+             SELECT $1, * FROM UNNEST($2::uuid[], $3::int[], $4::numeric[], $5::numeric[])
              ON CONFLICT DO NOTHING",
         )
         .bind(order.id)
         .bind(&offer_ids)
-        .bind(&amounts)
+        .bind(&quantities)
+        .bind(&unit_prices)
+        .bind(&totals)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE orders SET status = $2, reason = $3, updated_at = now() WHERE id = $1")
-            .bind(order.id)
-            .bind(status)
-            .bind(reason)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE orders SET status = $2, reason = $3, total = $4, updated_at = now()
+             WHERE id = $1",
+        )
+        .bind(order.id)
+        .bind(status)
+        .bind(reason)
+        .bind(settlement.total)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(outcome)
+        Ok(settlement.outcome)
     }
 
     async fn get_order(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
         let order: Option<OrderRow> = sqlx::query_as(
-            "SELECT id, user_id, status, reason, created_at FROM orders WHERE id = $1",
+            "SELECT id, user_id, status, reason, total, created_at FROM orders WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -102,7 +116,8 @@ impl OrderRepository for PgStore {
             return Ok(None);
         };
         let items = sqlx::query_as(
-            "SELECT offer_id, quantity FROM order_items WHERE order_id = $1 ORDER BY offer_id",
+            "SELECT offer_id, quantity, unit_price, total FROM order_items
+             WHERE order_id = $1 ORDER BY offer_id",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -113,6 +128,7 @@ impl OrderRepository for PgStore {
             status: row.status,
             reason: row.reason,
             items,
+            total: row.total,
             created_at: row.created_at,
         }))
     }
@@ -124,17 +140,23 @@ async fn claim_stock(
     conn: &mut PgConnection,
     quantities: &[(Uuid, i32)],
 ) -> Result<Claim, sqlx::Error> {
-    let mut book_ids = Vec::with_capacity(quantities.len());
+    let mut lines = Vec::with_capacity(quantities.len());
     for &(offer_id, quantity) in quantities {
-        let claimed: Option<(Uuid,)> = sqlx::query_as(
-            "UPDATE offers SET stock = stock - $2 WHERE id = $1 AND stock >= $2 RETURNING book_id",
+        let claimed: Option<(Uuid, Decimal)> = sqlx::query_as(
+            "UPDATE offers SET stock = stock - $2 WHERE id = $1 AND stock >= $2
+             RETURNING book_id, price",
         )
         .bind(offer_id)
         .bind(quantity)
         .fetch_optional(&mut *conn)
         .await?;
         match claimed {
-            Some((book_id,)) => book_ids.push(book_id),
+            Some((book_id, unit_price)) => lines.push(ClaimedLine {
+                offer_id,
+                book_id,
+                quantity,
+                unit_price,
+            }),
             None => {
                 let available: Option<(i32,)> =
                     sqlx::query_as("SELECT stock FROM offers WHERE id = $1")
@@ -151,7 +173,5 @@ async fn claim_stock(
             }
         }
     }
-    book_ids.sort_unstable();
-    book_ids.dedup();
-    Ok(Claim::Claimed { book_ids })
+    Ok(Claim::Claimed(lines))
 }

@@ -6,10 +6,12 @@ use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use super::{SqliteStore, NOW};
+use super::{from_cents, to_cents, SqliteStore, NOW};
 use crate::{
     queries::{Order, OrderLine},
-    store::{Claim, ConfirmedEvent, NewOrder, OrderOutcome, OrderRepository, StoreError},
+    store::{
+        Claim, ClaimedLine, ConfirmedEvent, NewOrder, OrderOutcome, OrderRepository, StoreError,
+    },
 };
 
 #[derive(sqlx::FromRow)]
@@ -18,7 +20,16 @@ struct OrderRow {
     user_id: Uuid,
     status: String,
     reason: Option<String>,
+    total_cents: i64,
     created_at: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct LineRow {
+    offer_id: Uuid,
+    quantity: i32,
+    unit_price_cents: Option<i64>,
+    total_cents: Option<i64>,
 }
 
 /// The same rules as on PostgreSQL: the order row is inserted first, so a
@@ -52,47 +63,52 @@ impl OrderRepository for SqliteStore {
 
         let mut claims = sqlx::Connection::begin(&mut *tx).await?;
         let claim = claim_stock(&mut claims, &order.quantities).await?;
-        let (outcome, book_ids) = claim.outcome(order.reject_missing_offers);
-        match outcome {
+        let settlement = claim.settle(order);
+        match settlement.outcome {
             OrderOutcome::Confirmed => {
                 claims.commit().await?;
-                outbox::sqlite::stage(&mut tx, &confirmed(book_ids)?).await?;
+                outbox::sqlite::stage(&mut tx, &confirmed(settlement.book_ids.clone())?).await?;
             }
             OrderOutcome::OfferMissing(_) => {
                 claims.rollback().await?;
                 // Keep the order visible as `pending` while we wait.
                 tx.commit().await?;
-                return Ok(outcome);
+                return Ok(settlement.outcome);
             }
             _ => claims.rollback().await?,
         }
-        let (status, reason) = outcome.status_and_reason();
-        for &(offer_id, quantity) in &order.quantities {
+        let (status, reason) = settlement.outcome.status_and_reason();
+        for line in &settlement.lines {
             sqlx::query(
-                "INSERT INTO order_items (order_id, offer_id, quantity) VALUES (?1, ?2, ?3)
+                "INSERT INTO order_items (order_id, offer_id, quantity, unit_price_cents, total_cents)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT DO NOTHING",
             )
             .bind(order.id)
-            .bind(offer_id)
-            .bind(quantity)
+            .bind(line.offer_id)
+            .bind(line.quantity)
+            .bind(line.unit_price.map(to_cents).transpose()?)
+            .bind(line.total.map(to_cents).transpose()?)
             .execute(&mut *tx)
             .await?;
         }
         sqlx::query(&format!(
-            "UPDATE orders SET status = ?2, reason = ?3, updated_at = {NOW} WHERE id = ?1"
+            "UPDATE orders SET status = ?2, reason = ?3, total_cents = ?4, updated_at = {NOW}
+             WHERE id = ?1"
         ))
         .bind(order.id)
         .bind(status)
         .bind(reason)
+        .bind(to_cents(settlement.total)?)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(outcome)
+        Ok(settlement.outcome)
     }
 
     async fn get_order(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
         let order: Option<OrderRow> = sqlx::query_as(
-            "SELECT id, user_id, status, reason, created_at FROM orders WHERE id = ?1",
+            "SELECT id, user_id, status, reason, total_cents, created_at FROM orders WHERE id = ?1",
         )
         .bind(id)
         .fetch_optional(&self.reader)
@@ -100,8 +116,9 @@ impl OrderRepository for SqliteStore {
         let Some(row) = order else {
             return Ok(None);
         };
-        let items: Vec<OrderLine> = sqlx::query_as(
-            "SELECT offer_id, quantity FROM order_items WHERE order_id = ?1 ORDER BY offer_id",
+        let items: Vec<LineRow> = sqlx::query_as(
+            "SELECT offer_id, quantity, unit_price_cents, total_cents FROM order_items
+             WHERE order_id = ?1 ORDER BY offer_id",
         )
         .bind(id)
         .fetch_all(&self.reader)
@@ -116,7 +133,16 @@ impl OrderRepository for SqliteStore {
             user_id: row.user_id,
             status: row.status,
             reason: row.reason,
-            items,
+            items: items
+                .into_iter()
+                .map(|line| OrderLine {
+                    offer_id: line.offer_id,
+                    quantity: line.quantity,
+                    unit_price: line.unit_price_cents.map(from_cents),
+                    total: line.total_cents.map(from_cents),
+                })
+                .collect(),
+            total: from_cents(row.total_cents),
             created_at,
         }))
     }
@@ -128,17 +154,23 @@ async fn claim_stock(
     conn: &mut SqliteConnection,
     quantities: &[(Uuid, i32)],
 ) -> Result<Claim, sqlx::Error> {
-    let mut book_ids = Vec::with_capacity(quantities.len());
+    let mut lines = Vec::with_capacity(quantities.len());
     for &(offer_id, quantity) in quantities {
-        let claimed: Option<(Uuid,)> = sqlx::query_as(
-            "UPDATE offers SET stock = stock - ?2 WHERE id = ?1 AND stock >= ?2 RETURNING book_id",
+        let claimed: Option<(Uuid, i64)> = sqlx::query_as(
+            "UPDATE offers SET stock = stock - ?2 WHERE id = ?1 AND stock >= ?2
+             RETURNING book_id, price_cents",
         )
         .bind(offer_id)
         .bind(quantity)
         .fetch_optional(&mut *conn)
         .await?;
         match claimed {
-            Some((book_id,)) => book_ids.push(book_id),
+            Some((book_id, price_cents)) => lines.push(ClaimedLine {
+                offer_id,
+                book_id,
+                quantity,
+                unit_price: from_cents(price_cents),
+            }),
             None => {
                 let available: Option<(i32,)> =
                     sqlx::query_as("SELECT stock FROM offers WHERE id = ?1")
@@ -155,7 +187,5 @@ async fn claim_stock(
             }
         }
     }
-    book_ids.sort_unstable();
-    book_ids.dedup();
-    Ok(Claim::Claimed { book_ids })
+    Ok(Claim::Claimed(lines))
 }
