@@ -11,8 +11,8 @@ use validator::{Validate, ValidationError};
 
 use crate::{
     events::OfferCreated,
-    model::{count_from_json_number, price_error, price_from_json_number},
-    store::{OfferOutcome, OfferRepository},
+    model::{count_from_json_number, price_error, price_from_json_number, NewOffer, OfferOutcome},
+    store::OfferRepository,
 };
 
 /// Sell `stock` copies of book `book_id` at `price`.
@@ -87,7 +87,16 @@ impl CommandHandler<CreateOffer> for CreateOfferHandler {
         let envelope = context
             .event_envelope(&event)
             .map_err(|e| HandlerError::permanent(e.to_string()))?;
-        match self.offers.create_offer(&offer, &envelope).await? {
+        let stock = i32::try_from(offer.stock)
+            .map_err(|_| HandlerError::permanent(format!("stock {} out of range", offer.stock)))?;
+        let new_offer = NewOffer {
+            id: offer.id,
+            book_id: offer.book_id,
+            seller_id: offer.seller_id,
+            price: offer.price,
+            stock,
+        };
+        match self.offers.create_offer(&new_offer, &envelope).await? {
             OfferOutcome::Created | OfferOutcome::AlreadyExists => Ok(()),
             OfferOutcome::BookMissing => Err(HandlerError::retryable(format!(
                 "book {} does not exist (yet)",
