@@ -587,8 +587,13 @@ def buy_flow(client, buyer_id: str) -> Optional[str]:
     if order is None:
         report_async("order settled", sent, f"order still pending or unknown after {POLL_MAX} polls")
         raise RescheduleTask()
-    if order["userId"] != buyer_id or order["items"] != [item]:
+    bought = [{"offerId": i["offerId"], "quantity": i["quantity"]} for i in order["items"]]
+    if order["userId"] != buyer_id or bought != [item]:
         report_async("order settled", sent, "settled order with another user or items than sent")
+        raise RescheduleTask()
+    # Offers are never edited: a confirmed order paid the price listed.
+    if order["status"] == "confirmed" and order["items"][0]["unitPrice"] != cheapest["price"]:
+        report_async("order settled", sent, "confirmed order at another price than its offer's")
         raise RescheduleTask()
     # Both outcomes are legitimate; rejected happens when others bought the last copies.
     report_async(f"order {order['status']}", sent)
