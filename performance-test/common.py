@@ -39,6 +39,7 @@ import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Callable, Optional
 
 import gevent
@@ -68,7 +69,8 @@ FAKE = Faker(["en_US", "fr_FR", "de_DE", "es_ES", "ja_JP"])
 BOOK_KEYS = {"id", "title", "author", "stock", "price", "offerId"}
 OFFER_KEYS = {"id", "bookId", "sellerId", "price", "stock"}
 OFFER_OPTIONAL_KEYS = {"sellerName"}
-ORDER_KEYS = {"id", "userId", "status", "reason", "items", "createdAt"}
+ORDER_KEYS = {"id", "userId", "status", "reason", "items", "total", "createdAt"}
+ORDER_ITEM_KEYS = {"offerId", "quantity", "unitPrice", "total"}
 ORDER_STATUSES = {"pending", "confirmed", "rejected"}
 
 # Retry-After values of refused (503) requests, per endpoint; printed at the end.
@@ -109,8 +111,20 @@ def book_author() -> str:
 
 
 def price() -> float:
-    """A price > 0 with at most 2 decimals (a whole number of cents)."""
-    return random.randint(100, 9_999) / 100
+    """A price as the original clients send it: Faker's
+    `pyfloat(min_value=1.0, max_value=99.0)`, many decimals (`45.31927383`)."""
+    return FAKE.pyfloat(min_value=1.0, max_value=99.0)
+
+
+def offer_stock() -> int:
+    """A stock as the original clients send it: Faker's `pyint(min_value=1)`, 1..9999."""
+    return FAKE.pyint(min_value=1)
+
+
+def stored_price(sent: float) -> float:
+    """The price the API stores and answers: `sent` rounded half up to cents,
+    from the shortest decimal that denotes it (what `repr` writes)."""
+    return float(Decimal(repr(sent)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
 
 
 def think() -> None:
@@ -267,8 +281,23 @@ def check_order(order: Any, order_id: str) -> None:
         raise ContractError("confirmed order with a reason")
     if not isinstance(order["items"], list):
         raise ContractError("order.items is not an array")
+    if not _is_number(order["total"]):
+        raise ContractError("order.total is not a number")
+    cents = lambda value: Decimal(repr(value)).quantize(Decimal("0.01"))
+    charged = Decimal(0)
     for item in order["items"]:
-        check_keys("order item", item, {"offerId", "quantity"})
+        check_keys("order item", item, ORDER_ITEM_KEYS)
+        if order["status"] != "confirmed":
+            if item["unitPrice"] is not None or item["total"] is not None:
+                raise ContractError("unconfirmed order item with a price")
+            continue
+        if not (_is_number(item["unitPrice"]) and _is_number(item["total"])):
+            raise ContractError("confirmed order item without unitPrice or total")
+        if cents(item["unitPrice"]) * item["quantity"] != cents(item["total"]):
+            raise ContractError("order item total is not unitPrice x quantity")
+        charged += cents(item["total"])
+    if cents(order["total"]) != charged:
+        raise ContractError("order.total is not the sum of its items' totals")
 
 
 # --------------------------------------------------------------------------
@@ -471,7 +500,7 @@ def create_offer_flow(client, verify: bool = True, verify_book: bool = False, st
         "bookId": book_id,
         "sellerId": seller_id,
         "price": price(),
-        "stock": stock if stock is not None else random.randint(1, 20),
+        "stock": stock if stock is not None else offer_stock(),
     }
     command(client, "POST", "/offer", offer)
     sent = time.perf_counter()
@@ -487,7 +516,7 @@ def create_offer_flow(client, verify: bool = True, verify_book: bool = False, st
         report_async("offer visible in /offers/{bookId}", sent, f"offer not listed after {POLL_MAX} polls")
         raise RescheduleTask()
     listed = next(o for o in offers if o["id"] == offer["id"])
-    if listed["sellerId"] != seller_id or listed["price"] != offer["price"] or listed["stock"] > offer["stock"]:
+    if listed["sellerId"] != seller_id or listed["price"] != stored_price(offer["price"]) or listed["stock"] > offer["stock"]:
         report_async("offer visible in /offers/{bookId}", sent, "offer listed with other seller, price or stock")
         raise RescheduleTask()
     report_async("offer visible in /offers/{bookId}", sent)
@@ -505,7 +534,7 @@ def create_offer_flow(client, verify: bool = True, verify_book: bool = False, st
         if book is None:
             report_async("book shows its cheapest offer", sent, f"book without its offer after {POLL_MAX} polls")
             raise RescheduleTask()
-        if book["price"] != offer["price"] or book["stock"] != offer["stock"]:
+        if book["price"] != stored_price(offer["price"]) or book["stock"] != offer["stock"]:
             report_async("book shows its cheapest offer", sent, "book shows another price or stock than its offer")
             raise RescheduleTask()
         report_async("book shows its cheapest offer", sent)
@@ -558,8 +587,13 @@ def buy_flow(client, buyer_id: str) -> Optional[str]:
     if order is None:
         report_async("order settled", sent, f"order still pending or unknown after {POLL_MAX} polls")
         raise RescheduleTask()
-    if order["userId"] != buyer_id or order["items"] != [item]:
+    bought = [{"offerId": i["offerId"], "quantity": i["quantity"]} for i in order["items"]]
+    if order["userId"] != buyer_id or bought != [item]:
         report_async("order settled", sent, "settled order with another user or items than sent")
+        raise RescheduleTask()
+    # Offers are never edited: a confirmed order paid the price listed.
+    if order["status"] == "confirmed" and order["items"][0]["unitPrice"] != cheapest["price"]:
+        report_async("order settled", sent, "confirmed order at another price than its offer's")
         raise RescheduleTask()
     # Both outcomes are legitimate; rejected happens when others bought the last copies.
     report_async(f"order {order['status']}", sent)

@@ -3,9 +3,10 @@
 Each iteration is a new user of the mobile app: signs up (`PUT /user`),
 browses the catalogue (`GET /books?page=..&pageSize=..`), registers a book
 that is not in the marketplace yet (`PUT /book`) and offers copies of it
-(`POST /offer`, price with 2 decimals, stock 1..20). Then, unless
-`VERIFY=0`, it polls `GET /offers/{bookId}` until the offer is listed with
-the seller, price and stock sent, and `GET /books/{id}` until the book
+(`POST /offer`, a float price with many decimals and a stock of 1..9999,
+as the original clients send them). Then, unless `VERIFY=0`, it polls
+`GET /offers/{bookId}` until the offer is listed with the seller and stock
+sent and the price sent rounded to cents, and `GET /books/{id}` until the book
 carries it as its cheapest offer (the `refresh-cheapest-offer` subscriber).
 
     locust -f new-user-create-offer.py --host http://127.0.0.1:8080

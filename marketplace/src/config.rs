@@ -26,7 +26,7 @@ pub enum Command {
     /// Apply the database migrations and exit.
     Migrate(DatabaseConfig),
     /// Fill the database with a demo catalogue (users, books, offers).
-    Seed(crate::seed::SeedConfig),
+    Seed(SeedConfig),
     /// Consume commands and events from RabbitMQ and relay the outbox
     /// (no HTTP besides health probes).
     Worker(WorkerConfig),
@@ -67,6 +67,23 @@ pub struct DatabaseConfig {
     /// Connections in the pool (reading connections on SQLite).
     #[arg(long, env = "MARKETPLACE_DB_MAX_CONNECTIONS", default_value_t = 20)]
     pub db_max_connections: u32,
+}
+
+/// `marketplace seed`.
+#[derive(Debug, Clone, Args)]
+pub struct SeedConfig {
+    /// The database.
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    /// Books to create.
+    #[arg(long, default_value_t = 10_000)]
+    pub books: i64,
+    /// Users to create (sellers); default: one per 10 books, at least 10.
+    #[arg(long)]
+    pub users: Option<i64>,
+    /// Offers per book (0 leaves books without offers; at most 20).
+    #[arg(long, default_value_t = 2)]
+    pub offers_per_book: i64,
 }
 
 /// `marketplace serve`.

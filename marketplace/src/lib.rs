@@ -5,14 +5,19 @@
 //! soon as the bus accepted them; reads are queries on the database: an
 //! embedded SQLite file by default, PostgreSQL in production.
 //!
-//! Where things are:
+//! Where things are, each module above the ones it imports (`model` ←
+//! `store` ← `events` ← `commands`, `queries` ← `http` ← `startup`):
+//! - [`model`]: the read models (book, offer, user, order), the outcomes of
+//!   the commands and the business rules that are not SQL (prices rounded
+//!   to cents, quantities added up, what a stock claim decides and charges).
 //! - [`commands`]: one file per command, with its payload, its validation
 //!   and its handler (`commands/create_order.rs` claims stock).
 //! - [`events`]: the domain events and their subscribers
 //!   (`events/refresh_cheapest_offer.rs` keeps each book's cheapest offer).
-//! - [`queries`]: one file per query, with its answer type.
-//! - [`store`]: where SQL lives: the repository traits, and one
-//!   implementation per database (`store/postgres/`, `store/sqlite/`).
+//! - [`queries`]: one file per query and its handler.
+//! - [`store`]: where SQL lives: the repository traits, the steps both
+//!   databases share (`store/orders.rs`), and one implementation per
+//!   database (`store/postgres/`, `store/sqlite/`).
 //! - [`http`]: the axum routes, request validation and the single mapping of
 //!   errors to `application/problem+json`.
 //! - [`config`]: flags and environment variables.
@@ -24,6 +29,7 @@ pub mod commands;
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod model;
 pub mod queries;
 pub mod seed;
 pub mod shutdown;

@@ -11,11 +11,9 @@ use validator::{Validate, ValidationError};
 
 use crate::{
     events::OfferCreated,
-    store::{OfferOutcome, OfferRepository},
+    model::{count_from_json_number, price_error, price_from_json_number, NewOffer, OfferOutcome},
+    store::OfferRepository,
 };
-
-/// Highest accepted price (the column is `NUMERIC(12,2)`).
-const MAX_PRICE: Decimal = Decimal::from_parts(999_999_999, 0, 0, false, 0);
 
 /// Sell `stock` copies of book `book_id` at `price`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate, ToSchema)]
@@ -27,43 +25,29 @@ pub struct CreateOffer {
     pub book_id: Uuid,
     /// The selling user; it may be registered after the offer is sent.
     pub seller_id: Uuid,
-    /// Price of one copy: greater than 0, at most 2 decimals.
+    /// Price of one copy: any JSON number from 0.005 to below
+    /// 1000000000.005, rounded half away from zero to cents (so 0.01 to
+    /// 1000000000.00 are stored); the rounded price is what reads answer.
     #[serde(
         serialize_with = "rust_decimal::serde::float::serialize",
         deserialize_with = "price_from_json_number"
     )]
     #[validate(custom(function = "validate_price"))]
-    #[schema(value_type = f64, exclusive_minimum = 0, example = 12.5)]
+    #[schema(value_type = f64, minimum = 0.005, exclusive_maximum = 1000000000.005, example = 45.31927383)]
     pub price: Decimal,
-    /// Copies on sale, at least 1.
+    /// Copies on sale, 1 to 1000000 (an integral float such as `3.0` is an
+    /// integer).
+    #[serde(deserialize_with = "count_from_json_number")]
     #[validate(range(min = 1, max = 1_000_000))]
     #[schema(minimum = 1, maximum = 1_000_000)]
     pub stock: i64,
 }
 
-/// Accepts a JSON number only (a string is a wrong type: `400`), converted
-/// to the shortest decimal that round-trips, so `19.99` stays `19.99`.
-fn price_from_json_number<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Decimal, D::Error> {
-    use rust_decimal::prelude::FromPrimitive;
-    let value = <f64 as Deserialize>::deserialize(deserializer)?;
-    Decimal::from_f64(value).ok_or_else(|| serde::de::Error::custom("price out of range"))
-}
-
 fn validate_price(price: &Decimal) -> Result<(), ValidationError> {
-    if *price <= Decimal::ZERO {
-        return Err(ValidationError::new("range").with_message("must be greater than 0".into()));
+    match price_error(*price) {
+        Some(message) => Err(ValidationError::new("range").with_message(message.into())),
+        None => Ok(()),
     }
-    if *price > MAX_PRICE {
-        return Err(ValidationError::new("range").with_message("must be at most 999999999".into()));
-    }
-    if price.normalize().scale() > 2 {
-        return Err(
-            ValidationError::new("scale").with_message("must have at most 2 decimals".into())
-        );
-    }
-    Ok(())
 }
 
 impl Message for CreateOffer {
@@ -103,7 +87,16 @@ impl CommandHandler<CreateOffer> for CreateOfferHandler {
         let envelope = context
             .event_envelope(&event)
             .map_err(|e| HandlerError::permanent(e.to_string()))?;
-        match self.offers.create_offer(&offer, &envelope).await? {
+        let stock = i32::try_from(offer.stock)
+            .map_err(|_| HandlerError::permanent(format!("stock {} out of range", offer.stock)))?;
+        let new_offer = NewOffer {
+            id: offer.id,
+            book_id: offer.book_id,
+            seller_id: offer.seller_id,
+            price: offer.price,
+            stock,
+        };
+        match self.offers.create_offer(&new_offer, &envelope).await? {
             OfferOutcome::Created | OfferOutcome::AlreadyExists => Ok(()),
             OfferOutcome::BookMissing => Err(HandlerError::retryable(format!(
                 "book {} does not exist (yet)",

@@ -1,6 +1,5 @@
 //! `POST /order`: a user buys copies from chosen offers, all or nothing.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bus_core::{Command, CommandHandler, HandlerError, Message, MessageContext};
@@ -11,7 +10,8 @@ use validator::Validate;
 
 use crate::{
     events::StockClaimed,
-    store::{NewOrder, OrderOutcome, OrderRepository},
+    model::{count_from_json_number, NewOrder, OrderOutcome},
+    store::OrderRepository,
 };
 
 /// Buy the listed items for user `user_id`.
@@ -34,7 +34,9 @@ pub struct CreateOrder {
 pub struct OrderItem {
     /// The offer bought from.
     pub offer_id: Uuid,
-    /// Copies, at least 1.
+    /// Copies, 1 to 1000000 (an integral float such as `3.0` is an
+    /// integer).
+    #[serde(deserialize_with = "count_from_json_number")]
     #[validate(range(min = 1, max = 1_000_000))]
     #[schema(minimum = 1, maximum = 1_000_000)]
     pub quantity: i64,
@@ -51,7 +53,8 @@ impl Command for CreateOrder {}
 /// order first; a redelivered command finds it `confirmed` or `rejected`
 /// and changes nothing, so stock is never claimed twice. Stock is claimed
 /// with conditional updates (`stock >= quantity`), in offer-id order, all or
-/// nothing (see `store/*/orders.rs`).
+/// nothing (see `store/orders.rs`); the model settles the outcome and what
+/// the buyer is charged.
 ///
 /// An item whose offer does not exist yet keeps the order `pending` and asks
 /// for a retry (the offer may still be on its way); on the last attempt the
@@ -74,26 +77,16 @@ impl CommandHandler<CreateOrder> for CreateOrderHandler {
         order: CreateOrder,
         context: MessageContext,
     ) -> Result<(), HandlerError> {
-        let mut quantities: BTreeMap<Uuid, i64> = BTreeMap::new();
-        for item in &order.items {
-            *quantities.entry(item.offer_id).or_default() += item.quantity;
-        }
-        let quantities: Vec<(Uuid, i32)> = quantities
-            .into_iter()
-            .map(|(offer_id, quantity)| {
-                i32::try_from(quantity)
-                    .map(|quantity| (offer_id, quantity))
-                    .map_err(|_| {
-                        HandlerError::permanent(format!("quantity {quantity} out of range"))
-                    })
-            })
-            .collect::<Result<_, _>>()?;
-        let new_order = NewOrder {
-            id: order.id,
-            user_id: order.user_id,
-            quantities,
-            reject_missing_offers: context.is_last_attempt(),
-        };
+        let new_order = NewOrder::new(
+            order.id,
+            order.user_id,
+            order
+                .items
+                .iter()
+                .map(|item| (item.offer_id, item.quantity)),
+            context.is_last_attempt(),
+        )
+        .map_err(|error| HandlerError::permanent(error.to_string()))?;
         let confirmed = |book_ids: Vec<Uuid>| {
             context.event_envelope(&StockClaimed {
                 order_id: order.id,

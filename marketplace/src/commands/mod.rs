@@ -26,12 +26,3 @@ pub fn register(handlers: HandlersBuilder, store: &Repositories) -> HandlersBuil
         .command::<CreateOffer, _>(CreateOfferHandler::new(store.offers.clone()))
         .command::<CreateOrder, _>(CreateOrderHandler::new(store.orders.clone()))
 }
-
-/// Names of every command, for declaring transport topology in a process
-/// that dispatches without handling.
-pub const NAMES: [&str; 4] = [
-    <SaveUser as bus_core::Message>::NAME,
-    <SaveBook as bus_core::Message>::NAME,
-    <CreateOffer as bus_core::Message>::NAME,
-    <CreateOrder as bus_core::Message>::NAME,
-];

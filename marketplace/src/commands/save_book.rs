@@ -47,7 +47,9 @@ impl SaveBookHandler {
 
 impl CommandHandler<SaveBook> for SaveBookHandler {
     async fn handle(&self, command: SaveBook, _: MessageContext) -> Result<(), HandlerError> {
-        self.books.save_book(&command).await?;
+        self.books
+            .save_book(command.id, &command.title, &command.author)
+            .await?;
         Ok(())
     }
 }

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 use validator::Validate;
 
-use crate::store::UserRepository;
+use crate::{model::User, store::UserRepository};
 
 /// Create the user `id`, or rename it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate, ToSchema)]
@@ -42,7 +42,12 @@ impl SaveUserHandler {
 
 impl CommandHandler<SaveUser> for SaveUserHandler {
     async fn handle(&self, command: SaveUser, _: MessageContext) -> Result<(), HandlerError> {
-        self.users.save_user(&command).await?;
+        self.users
+            .save_user(&User {
+                id: command.id,
+                name: command.name,
+            })
+            .await?;
         Ok(())
     }
 }

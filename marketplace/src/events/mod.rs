@@ -55,10 +55,3 @@ pub fn register(handlers: HandlersBuilder, store: &Repositories) -> HandlersBuil
         .subscribe::<OfferCreated, _>(REFRESH_CHEAPEST_OFFER, refresh.clone())
         .subscribe::<StockClaimed, _>(REFRESH_CHEAPEST_OFFER, refresh)
 }
-
-/// Every (event, subscriber) pair, for declaring transport topology in a
-/// process that publishes without subscribing.
-pub const SUBSCRIPTIONS: [(&str, &str); 2] = [
-    (<OfferCreated as Message>::NAME, REFRESH_CHEAPEST_OFFER),
-    (<StockClaimed as Message>::NAME, REFRESH_CHEAPEST_OFFER),
-];

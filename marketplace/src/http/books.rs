@@ -12,7 +12,8 @@ use super::{
 };
 use crate::{
     commands::SaveBook,
-    queries::{Book, GetBook, ListBooks},
+    model::Book,
+    queries::{GetBook, ListBooks},
 };
 
 /// Register a book or edit it.

@@ -7,10 +7,7 @@ use super::{
     extract::{IdPath, TraceParent, ValidJson},
     AppState,
 };
-use crate::{
-    commands::CreateOffer,
-    queries::{ListOffers, Offer},
-};
+use crate::{commands::CreateOffer, model::Offer, queries::ListOffers};
 
 /// Put copies of a book on sale.
 #[utoipa::path(post, path = "/offer", tag = "offers", request_body = CreateOffer,

@@ -7,10 +7,7 @@ use super::{
     extract::{IdPath, TraceParent, ValidJson},
     AppState,
 };
-use crate::{
-    commands::CreateOrder,
-    queries::{GetOrder, Order},
-};
+use crate::{commands::CreateOrder, model::Order, queries::GetOrder};
 
 /// Buy copies from chosen offers, all or nothing.
 #[utoipa::path(post, path = "/order", tag = "orders", request_body = CreateOrder,

@@ -7,10 +7,7 @@ use super::{
     extract::{IdPath, TraceParent, ValidJson},
     AppState,
 };
-use crate::{
-    commands::SaveUser,
-    queries::{GetUser, User},
-};
+use crate::{commands::SaveUser, model::User, queries::GetUser};
 
 /// Create or rename a user.
 #[utoipa::path(put, path = "/user", tag = "users", request_body = SaveUser,

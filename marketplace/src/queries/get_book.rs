@@ -3,7 +3,8 @@
 use bus_core::{Query, QueryError, QueryHandler};
 use uuid::Uuid;
 
-use super::{Book, Queries};
+use super::Queries;
+use crate::model::Book;
 
 /// The book `0`, if it exists.
 #[derive(Debug, Clone, Copy)]

@@ -1,21 +1,10 @@
 //! `GET /users/{id}`.
 
 use bus_core::{Query, QueryError, QueryHandler};
-use serde::Serialize;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::Queries;
-
-/// A user.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct User {
-    /// User id.
-    pub id: Uuid,
-    /// Display name.
-    pub name: String,
-}
+use crate::model::User;
 
 /// The user `0`, if it exists.
 #[derive(Debug, Clone, Copy)]

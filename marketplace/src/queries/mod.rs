@@ -1,8 +1,10 @@
-//! Queries: what the GET routes ask, one file each with its SQL.
+//! Queries: what the GET routes ask, one file each with the query and its
+//! handler.
 //!
 //! Queries run in the process that asks (through `bus_core::QueryBus`) and
-//! read the database through the repositories of [`crate::store`]; they
-//! never travel over a broker.
+//! read the database through the repositories of [`crate::store`], where
+//! their SQL lives (`store/postgres/`, `store/sqlite/`); they answer the
+//! read models of [`crate::model`] and never travel over a broker.
 
 pub mod get_book;
 pub mod get_order;
@@ -11,10 +13,10 @@ pub mod list_books;
 pub mod list_offers;
 
 pub use get_book::GetBook;
-pub use get_order::{GetOrder, Order, OrderLine};
-pub use get_user::{GetUser, User};
-pub use list_books::{Book, ListBooks};
-pub use list_offers::{ListOffers, Offer};
+pub use get_order::GetOrder;
+pub use get_user::GetUser;
+pub use list_books::ListBooks;
+pub use list_offers::ListOffers;
 
 use bus_core::{QueryBus, RegistrationError};
 

@@ -12,11 +12,9 @@ mod sqlite;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
 
-use clap::Args;
-
 pub use postgres::seed;
 
-use crate::config::DatabaseConfig;
+use crate::config::SeedConfig;
 use crate::store::Database;
 
 /// Books generated per statement: large enough to be fast, small enough to
@@ -25,23 +23,6 @@ const BATCH: i64 = 100_000;
 
 /// The most offers a seeded book gets.
 const MAX_OFFERS_PER_BOOK: i64 = 20;
-
-/// `marketplace seed`.
-#[derive(Debug, Clone, Args)]
-pub struct SeedConfig {
-    /// The database.
-    #[command(flatten)]
-    pub database: DatabaseConfig,
-    /// Books to create.
-    #[arg(long, default_value_t = 10_000)]
-    pub books: i64,
-    /// Users to create (sellers); default: one per 10 books, at least 10.
-    #[arg(long)]
-    pub users: Option<i64>,
-    /// Offers per book (0 leaves books without offers; at most 20).
-    #[arg(long, default_value_t = 2)]
-    pub offers_per_book: i64,
-}
 
 /// What a seed run created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

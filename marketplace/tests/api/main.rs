@@ -4,6 +4,7 @@
 mod async_bus;
 mod bad_input;
 mod books;
+mod compatibility;
 mod concurrency;
 mod helpers;
 mod idempotency;

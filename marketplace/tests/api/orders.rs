@@ -12,7 +12,11 @@ on_every_bus! {
         assert_eq!(settled["status"], "confirmed");
         assert_eq!(settled["reason"], json!(null));
         assert_eq!(settled["userId"], json!(buyer));
-        assert_eq!(settled["items"], json!([{ "offerId": seeded.offer, "quantity": 2 }]));
+        assert_eq!(
+            settled["items"],
+            json!([{ "offerId": seeded.offer, "quantity": 2, "unitPrice": 10.0, "total": 20.0 }])
+        );
+        assert_eq!(settled["total"], json!(20.0));
         app.eventually(|| async {
             (app.get_json(&format!("/books/{}", seeded.book)).await["stock"] == 1).then_some(())
         })
@@ -74,7 +78,10 @@ on_every_bus! {
         app.post_order(order, Uuid::new_v4(), &[(seeded.offer, 1), (seeded.offer, 2)]).await;
         let settled = app.settled_order(order).await;
         assert_eq!(settled["status"], "confirmed");
-        assert_eq!(settled["items"], json!([{ "offerId": seeded.offer, "quantity": 3 }]));
+        assert_eq!(
+            settled["items"],
+            json!([{ "offerId": seeded.offer, "quantity": 3, "unitPrice": 1.0, "total": 3.0 }])
+        );
         assert_eq!(app.get_json(&format!("/offers/{}", seeded.book)).await[0]["stock"], 0);
     }
 

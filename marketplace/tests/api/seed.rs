@@ -1,8 +1,8 @@
 //! `marketplace seed` makes a catalogue the API serves like any other.
 
 use marketplace::{
-    config::{BusKind, DatabaseConfig},
-    seed::{seed, SeedConfig, Seeded},
+    config::{BusKind, DatabaseConfig, SeedConfig},
+    seed::{seed, Seeded},
 };
 use serde_json::Value;
 use sqlx::PgPool;

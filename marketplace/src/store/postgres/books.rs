@@ -5,8 +5,7 @@ use uuid::Uuid;
 
 use super::PgStore;
 use crate::{
-    commands::SaveBook,
-    queries::{Book, ListBooks},
+    model::Book,
     store::{BookRepository, StoreError},
 };
 
@@ -25,16 +24,16 @@ pub const LIST_BOOKS_SQL: &str = "SELECT id, title, author, stock, price, offer_
 
 #[async_trait]
 impl BookRepository for PgStore {
-    async fn save_book(&self, book: &SaveBook) -> Result<(), StoreError> {
+    async fn save_book(&self, id: Uuid, title: &str, author: &str) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO books (id, title, author) VALUES ($1, $2, $3)
              ON CONFLICT (id) DO UPDATE
                 SET title = EXCLUDED.title, author = EXCLUDED.author, updated_at = now()
              WHERE (books.title, books.author) IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.author)",
         )
-        .bind(book.id)
-        .bind(&book.title)
-        .bind(&book.author)
+        .bind(id)
+        .bind(title)
+        .bind(author)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -50,9 +49,9 @@ impl BookRepository for PgStore {
         Ok(book)
     }
 
-    async fn list_books(&self, page: ListBooks) -> Result<Vec<Book>, StoreError> {
-        let limit = i64::from(page.page_size);
-        let offset = i64::from(page.page.saturating_sub(1)) * limit;
+    async fn list_books(&self, page: u32, page_size: u32) -> Result<Vec<Book>, StoreError> {
+        let limit = i64::from(page_size);
+        let offset = i64::from(page.saturating_sub(1)) * limit;
         let books = sqlx::query_as(LIST_BOOKS_SQL)
             .bind(limit)
             .bind(offset)

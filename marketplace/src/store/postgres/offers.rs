@@ -7,9 +7,8 @@ use uuid::Uuid;
 
 use super::PgStore;
 use crate::{
-    commands::CreateOffer,
-    queries::Offer,
-    store::{OfferOutcome, OfferRepository, StoreError},
+    model::{NewOffer, Offer, OfferOutcome},
+    store::{OfferRepository, StoreError},
 };
 
 /// `GET /offers/{bookId}`: the offers of book `$1`, cheapest first (ties by
@@ -25,11 +24,9 @@ pub const LIST_OFFERS_SQL: &str =
 impl OfferRepository for PgStore {
     async fn create_offer(
         &self,
-        offer: &CreateOffer,
+        offer: &NewOffer,
         event: &Envelope,
     ) -> Result<OfferOutcome, StoreError> {
-        let stock = i32::try_from(offer.stock)
-            .map_err(|_| StoreError::Invalid(format!("stock {} out of range", offer.stock)))?;
         // One statement, so one round trip and one implicit transaction: the
         // offer is inserted only if its book and seller exist and it is new,
         // and the event is staged in the outbox (the table of
@@ -53,7 +50,7 @@ impl OfferRepository for PgStore {
         .bind(offer.book_id)
         .bind(offer.seller_id)
         .bind(offer.price)
-        .bind(stock)
+        .bind(offer.stock)
         .bind(Json(event))
         .fetch_one(&self.pool)
         .await?;

@@ -1,15 +1,20 @@
-//! Orders on PostgreSQL: stock claimed atomically, exactly once.
+//! Orders on PostgreSQL: the statements of [`crate::store::orders`], and
+//! reading an order back.
 
 use async_trait::async_trait;
-use bus_core::outbox;
+use bus_core::{outbox, Envelope};
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::PgStore;
 use crate::{
-    queries::Order,
-    store::{Claim, ConfirmedEvent, NewOrder, OrderOutcome, OrderRepository, StoreError},
+    model::{NewOrder, Order, OrderOutcome, OrderStatus, Settlement},
+    store::{
+        orders::{self, OrderStatements},
+        ConfirmedEvent, OrderRepository, StoreError,
+    },
 };
 
 #[derive(sqlx::FromRow)]
@@ -18,15 +23,10 @@ struct OrderRow {
     user_id: Uuid,
     status: String,
     reason: Option<String>,
+    total: Decimal,
     created_at: DateTime<Utc>,
 }
 
-/// Exactly-once effect on at-least-once delivery: the order row is inserted
-/// first and locked; a redelivered command finds it `confirmed` or
-/// `rejected` and changes nothing, so stock is never claimed twice. Stock is
-/// claimed with conditional updates (`stock >= quantity`), in offer-id order
-/// (no deadlock between orders), inside a savepoint that is rolled back as a
-/// whole if any item lacks stock.
 #[async_trait]
 impl OrderRepository for PgStore {
     async fn apply_order(
@@ -34,66 +34,12 @@ impl OrderRepository for PgStore {
         order: &NewOrder,
         confirmed: ConfirmedEvent<'_>,
     ) -> Result<OrderOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO orders (id, user_id, status) VALUES ($1, $2, 'pending')
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(order.id)
-        .bind(order.user_id)
-        .execute(&mut *tx)
-        .await?;
-        let (status,): (String,) =
-            sqlx::query_as("SELECT status FROM orders WHERE id = $1 FOR UPDATE")
-                .bind(order.id)
-                .fetch_one(&mut *tx)
-                .await?;
-        if status != "pending" {
-            return Ok(OrderOutcome::AlreadyApplied);
-        }
-
-        let mut claims = sqlx::Connection::begin(&mut *tx).await?;
-        let claim = claim_stock(&mut claims, &order.quantities).await?;
-        let (outcome, book_ids) = claim.outcome(order.reject_missing_offers);
-        match outcome {
-            OrderOutcome::Confirmed => {
-                claims.commit().await?;
-                outbox::postgres::stage(&mut tx, &confirmed(book_ids)?).await?;
-            }
-            OrderOutcome::OfferMissing(_) => {
-                claims.rollback().await?;
-                // Keep the order visible as `pending` while we wait.
-                tx.commit().await?;
-                return Ok(outcome);
-            }
-            _ => claims.rollback().await?,
-        }
-        let (status, reason) = outcome.status_and_reason();
-
-        let (offer_ids, amounts): (Vec<Uuid>, Vec<i32>) = order.quantities.iter().copied().unzip();
-        sqlx::query(
-            "INSERT INTO order_items (order_id, offer_id, quantity)
-             SELECT $1, * FROM UNNEST($2::uuid[], $3::int[])
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(order.id)
-        .bind(&offer_ids)
-        .bind(&amounts)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE orders SET status = $2, reason = $3, updated_at = now() WHERE id = $1")
-            .bind(order.id)
-            .bind(status)
-            .bind(reason)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(outcome)
+        orders::apply_order(&self.pool, order, confirmed).await
     }
 
     async fn get_order(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
         let order: Option<OrderRow> = sqlx::query_as(
-            "SELECT id, user_id, status, reason, created_at FROM orders WHERE id = $1",
+            "SELECT id, user_id, status, reason, total, created_at FROM orders WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -102,7 +48,8 @@ impl OrderRepository for PgStore {
             return Ok(None);
         };
         let items = sqlx::query_as(
-            "SELECT offer_id, quantity FROM order_items WHERE order_id = $1 ORDER BY offer_id",
+            "SELECT offer_id, quantity, unit_price, total FROM order_items
+             WHERE order_id = $1 ORDER BY offer_id",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -110,48 +57,91 @@ impl OrderRepository for PgStore {
         Ok(Some(Order {
             id: row.id,
             user_id: row.user_id,
-            status: row.status,
+            status: row.status.parse()?,
             reason: row.reason,
             items,
+            total: row.total,
             created_at: row.created_at,
         }))
     }
 }
 
-/// Claims each quantity in offer-id order; stops at the first item that
-/// cannot be served. The caller rolls back on anything but `Claimed`.
-async fn claim_stock(
-    conn: &mut PgConnection,
-    quantities: &[(Uuid, i32)],
-) -> Result<Claim, sqlx::Error> {
-    let mut book_ids = Vec::with_capacity(quantities.len());
-    for &(offer_id, quantity) in quantities {
-        let claimed: Option<(Uuid,)> = sqlx::query_as(
-            "UPDATE offers SET stock = stock - $2 WHERE id = $1 AND stock >= $2 RETURNING book_id",
+/// The order row is locked (`FOR UPDATE`): concurrent deliveries of one
+/// order wait for each other, and the second finds it settled.
+#[async_trait]
+impl OrderStatements for PgConnection {
+    async fn open_order(&mut self, order: &NewOrder) -> Result<OrderStatus, StoreError> {
+        sqlx::query(
+            "INSERT INTO orders (id, user_id, status) VALUES ($1, $2, 'pending')
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(order.id)
+        .bind(order.user_id)
+        .execute(&mut *self)
+        .await?;
+        let (status,): (String,) =
+            sqlx::query_as("SELECT status FROM orders WHERE id = $1 FOR UPDATE")
+                .bind(order.id)
+                .fetch_one(&mut *self)
+                .await?;
+        Ok(status.parse()?)
+    }
+
+    async fn take_stock(
+        &mut self,
+        offer_id: Uuid,
+        quantity: i32,
+    ) -> Result<Option<(Uuid, Decimal)>, StoreError> {
+        Ok(sqlx::query_as(
+            "UPDATE offers SET stock = stock - $2 WHERE id = $1 AND stock >= $2
+             RETURNING book_id, price",
         )
         .bind(offer_id)
         .bind(quantity)
-        .fetch_optional(&mut *conn)
-        .await?;
-        match claimed {
-            Some((book_id,)) => book_ids.push(book_id),
-            None => {
-                let available: Option<(i32,)> =
-                    sqlx::query_as("SELECT stock FROM offers WHERE id = $1")
-                        .bind(offer_id)
-                        .fetch_optional(&mut *conn)
-                        .await?;
-                return Ok(match available {
-                    None => Claim::OfferMissing(offer_id),
-                    Some((available,)) => Claim::NotEnoughStock {
-                        offer_id,
-                        available,
-                    },
-                });
-            }
-        }
+        .fetch_optional(&mut *self)
+        .await?)
     }
-    book_ids.sort_unstable();
-    book_ids.dedup();
-    Ok(Claim::Claimed { book_ids })
+
+    async fn stock_left(&mut self, offer_id: Uuid) -> Result<Option<i32>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT stock FROM offers WHERE id = $1")
+            .bind(offer_id)
+            .fetch_optional(&mut *self)
+            .await?)
+    }
+
+    async fn stage(&mut self, event: &Envelope) -> Result<(), StoreError> {
+        outbox::postgres::stage(self, event).await?;
+        Ok(())
+    }
+
+    async fn record(&mut self, order_id: Uuid, settlement: &Settlement) -> Result<(), StoreError> {
+        let lines = &settlement.lines;
+        let offer_ids: Vec<Uuid> = lines.iter().map(|line| line.offer_id).collect();
+        let quantities: Vec<i32> = lines.iter().map(|line| line.quantity).collect();
+        let unit_prices: Vec<Option<Decimal>> = lines.iter().map(|line| line.unit_price).collect();
+        let totals: Vec<Option<Decimal>> = lines.iter().map(|line| line.total).collect();
+        sqlx::query(
+            "INSERT INTO order_items (order_id, offer_id, quantity, unit_price, total)
+             SELECT $1, * FROM UNNEST($2::uuid[], $3::int[], $4::numeric[], $5::numeric[])
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(order_id)
+        .bind(&offer_ids)
+        .bind(&quantities)
+        .bind(&unit_prices)
+        .bind(&totals)
+        .execute(&mut *self)
+        .await?;
+        sqlx::query(
+            "UPDATE orders SET status = $2, reason = $3, total = $4, updated_at = now()
+             WHERE id = $1",
+        )
+        .bind(order_id)
+        .bind(settlement.outcome.status().as_str())
+        .bind(settlement.outcome.reason())
+        .bind(settlement.total)
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
 }

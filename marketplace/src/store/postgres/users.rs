@@ -5,14 +5,13 @@ use uuid::Uuid;
 
 use super::PgStore;
 use crate::{
-    commands::SaveUser,
-    queries::User,
+    model::User,
     store::{StoreError, UserRepository},
 };
 
 #[async_trait]
 impl UserRepository for PgStore {
-    async fn save_user(&self, user: &SaveUser) -> Result<(), StoreError> {
+    async fn save_user(&self, user: &User) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO users (id, name) VALUES ($1, $2)
              ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, updated_at = now()

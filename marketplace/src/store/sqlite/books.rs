@@ -5,8 +5,7 @@ use uuid::Uuid;
 
 use super::{from_cents, SqliteStore, NOW};
 use crate::{
-    commands::SaveBook,
-    queries::{Book, ListBooks},
+    model::Book,
     store::{BookRepository, StoreError},
 };
 
@@ -35,16 +34,16 @@ impl From<BookRow> for Book {
 
 #[async_trait]
 impl BookRepository for SqliteStore {
-    async fn save_book(&self, book: &SaveBook) -> Result<(), StoreError> {
+    async fn save_book(&self, id: Uuid, title: &str, author: &str) -> Result<(), StoreError> {
         sqlx::query(&format!(
             "INSERT INTO books (id, title, author) VALUES (?1, ?2, ?3)
              ON CONFLICT (id) DO UPDATE
                 SET title = excluded.title, author = excluded.author, updated_at = {NOW}
              WHERE books.title IS NOT excluded.title OR books.author IS NOT excluded.author"
         ))
-        .bind(book.id)
-        .bind(&book.title)
-        .bind(&book.author)
+        .bind(id)
+        .bind(title)
+        .bind(author)
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -61,9 +60,9 @@ impl BookRepository for SqliteStore {
     }
 
     /// Registration order is the order of the `position` key.
-    async fn list_books(&self, page: ListBooks) -> Result<Vec<Book>, StoreError> {
-        let limit = i64::from(page.page_size);
-        let offset = i64::from(page.page.saturating_sub(1)) * limit;
+    async fn list_books(&self, page: u32, page_size: u32) -> Result<Vec<Book>, StoreError> {
+        let limit = i64::from(page_size);
+        let offset = i64::from(page.saturating_sub(1)) * limit;
         let books: Vec<BookRow> = sqlx::query_as(
             "SELECT id, title, author, stock, price_cents, offer_id FROM books
              ORDER BY position LIMIT ?1 OFFSET ?2",

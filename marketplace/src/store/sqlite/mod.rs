@@ -111,7 +111,8 @@ impl SqliteStore {
     }
 }
 
-/// A price in cents, as stored (prices are validated to 2 decimals).
+/// A price or a total in cents, as stored (prices are rounded to cents
+/// before they reach the store).
 fn to_cents(price: Decimal) -> Result<i64, StoreError> {
     (price * Decimal::ONE_HUNDRED)
         .round()

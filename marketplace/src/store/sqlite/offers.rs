@@ -6,9 +6,8 @@ use uuid::Uuid;
 
 use super::{from_cents, to_cents, SqliteStore};
 use crate::{
-    commands::CreateOffer,
-    queries::Offer,
-    store::{OfferOutcome, OfferRepository, StoreError},
+    model::{NewOffer, Offer, OfferOutcome},
+    store::{OfferRepository, StoreError},
 };
 
 #[derive(sqlx::FromRow)]
@@ -25,7 +24,7 @@ struct OfferRow {
 impl OfferRepository for SqliteStore {
     async fn create_offer(
         &self,
-        offer: &CreateOffer,
+        offer: &NewOffer,
         event: &Envelope,
     ) -> Result<OfferOutcome, StoreError> {
         let price_cents = to_cents(offer.price)?;

@@ -1,15 +1,20 @@
-//! Orders on SQLite: stock claimed atomically, exactly once.
+//! Orders on SQLite: the statements of [`crate::store::orders`], and
+//! reading an order back. Prices and totals are cents.
 
 use async_trait::async_trait;
-use bus_core::outbox;
+use bus_core::{outbox, Envelope};
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use super::{SqliteStore, NOW};
+use super::{from_cents, to_cents, SqliteStore, NOW};
 use crate::{
-    queries::{Order, OrderLine},
-    store::{Claim, ConfirmedEvent, NewOrder, OrderOutcome, OrderRepository, StoreError},
+    model::{NewOrder, Order, OrderLine, OrderOutcome, OrderStatus, Settlement},
+    store::{
+        orders::{self, OrderStatements},
+        ConfirmedEvent, OrderRepository, StoreError,
+    },
 };
 
 #[derive(sqlx::FromRow)]
@@ -18,14 +23,18 @@ struct OrderRow {
     user_id: Uuid,
     status: String,
     reason: Option<String>,
+    total_cents: i64,
     created_at: String,
 }
 
-/// The same rules as on PostgreSQL: the order row is inserted first, so a
-/// redelivered command finds it `confirmed` or `rejected` and changes
-/// nothing; stock is claimed with conditional updates inside a savepoint
-/// rolled back as a whole if any item lacks stock. The single writing
-/// connection serialises orders, so no row lock is needed.
+#[derive(sqlx::FromRow)]
+struct LineRow {
+    offer_id: Uuid,
+    quantity: i32,
+    unit_price_cents: Option<i64>,
+    total_cents: Option<i64>,
+}
+
 #[async_trait]
 impl OrderRepository for SqliteStore {
     async fn apply_order(
@@ -33,66 +42,12 @@ impl OrderRepository for SqliteStore {
         order: &NewOrder,
         confirmed: ConfirmedEvent<'_>,
     ) -> Result<OrderOutcome, StoreError> {
-        let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "INSERT INTO orders (id, user_id, status) VALUES (?1, ?2, 'pending')
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(order.id)
-        .bind(order.user_id)
-        .execute(&mut *tx)
-        .await?;
-        let (status,): (String,) = sqlx::query_as("SELECT status FROM orders WHERE id = ?1")
-            .bind(order.id)
-            .fetch_one(&mut *tx)
-            .await?;
-        if status != "pending" {
-            return Ok(OrderOutcome::AlreadyApplied);
-        }
-
-        let mut claims = sqlx::Connection::begin(&mut *tx).await?;
-        let claim = claim_stock(&mut claims, &order.quantities).await?;
-        let (outcome, book_ids) = claim.outcome(order.reject_missing_offers);
-        match outcome {
-            OrderOutcome::Confirmed => {
-                claims.commit().await?;
-                outbox::sqlite::stage(&mut tx, &confirmed(book_ids)?).await?;
-            }
-            OrderOutcome::OfferMissing(_) => {
-                claims.rollback().await?;
-                // Keep the order visible as `pending` while we wait.
-                tx.commit().await?;
-                return Ok(outcome);
-            }
-            _ => claims.rollback().await?,
-        }
-        let (status, reason) = outcome.status_and_reason();
-        for &(offer_id, quantity) in &order.quantities {
-            sqlx::query(
-                "INSERT INTO order_items (order_id, offer_id, quantity) VALUES (?1, ?2, ?3)
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(order.id)
-            .bind(offer_id)
-            .bind(quantity)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query(&format!(
-            "UPDATE orders SET status = ?2, reason = ?3, updated_at = {NOW} WHERE id = ?1"
-        ))
-        .bind(order.id)
-        .bind(status)
-        .bind(reason)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(outcome)
+        orders::apply_order(&self.writer, order, confirmed).await
     }
 
     async fn get_order(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
         let order: Option<OrderRow> = sqlx::query_as(
-            "SELECT id, user_id, status, reason, created_at FROM orders WHERE id = ?1",
+            "SELECT id, user_id, status, reason, total_cents, created_at FROM orders WHERE id = ?1",
         )
         .bind(id)
         .fetch_optional(&self.reader)
@@ -100,8 +55,9 @@ impl OrderRepository for SqliteStore {
         let Some(row) = order else {
             return Ok(None);
         };
-        let items: Vec<OrderLine> = sqlx::query_as(
-            "SELECT offer_id, quantity FROM order_items WHERE order_id = ?1 ORDER BY offer_id",
+        let items: Vec<LineRow> = sqlx::query_as(
+            "SELECT offer_id, quantity, unit_price_cents, total_cents FROM order_items
+             WHERE order_id = ?1 ORDER BY offer_id",
         )
         .bind(id)
         .fetch_all(&self.reader)
@@ -114,48 +70,96 @@ impl OrderRepository for SqliteStore {
         Ok(Some(Order {
             id: row.id,
             user_id: row.user_id,
-            status: row.status,
+            status: row.status.parse()?,
             reason: row.reason,
-            items,
+            items: items
+                .into_iter()
+                .map(|line| OrderLine {
+                    offer_id: line.offer_id,
+                    quantity: line.quantity,
+                    unit_price: line.unit_price_cents.map(from_cents),
+                    total: line.total_cents.map(from_cents),
+                })
+                .collect(),
+            total: from_cents(row.total_cents),
             created_at,
         }))
     }
 }
 
-/// Claims each quantity in offer-id order; stops at the first item that
-/// cannot be served. The caller rolls back on anything but `Claimed`.
-async fn claim_stock(
-    conn: &mut SqliteConnection,
-    quantities: &[(Uuid, i32)],
-) -> Result<Claim, sqlx::Error> {
-    let mut book_ids = Vec::with_capacity(quantities.len());
-    for &(offer_id, quantity) in quantities {
-        let claimed: Option<(Uuid,)> = sqlx::query_as(
-            "UPDATE offers SET stock = stock - ?2 WHERE id = ?1 AND stock >= ?2 RETURNING book_id",
+/// The single writing connection serialises orders, so no row lock is
+/// needed.
+#[async_trait]
+impl OrderStatements for SqliteConnection {
+    async fn open_order(&mut self, order: &NewOrder) -> Result<OrderStatus, StoreError> {
+        sqlx::query(
+            "INSERT INTO orders (id, user_id, status) VALUES (?1, ?2, 'pending')
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(order.id)
+        .bind(order.user_id)
+        .execute(&mut *self)
+        .await?;
+        let (status,): (String,) = sqlx::query_as("SELECT status FROM orders WHERE id = ?1")
+            .bind(order.id)
+            .fetch_one(&mut *self)
+            .await?;
+        Ok(status.parse()?)
+    }
+
+    async fn take_stock(
+        &mut self,
+        offer_id: Uuid,
+        quantity: i32,
+    ) -> Result<Option<(Uuid, Decimal)>, StoreError> {
+        let claimed: Option<(Uuid, i64)> = sqlx::query_as(
+            "UPDATE offers SET stock = stock - ?2 WHERE id = ?1 AND stock >= ?2
+             RETURNING book_id, price_cents",
         )
         .bind(offer_id)
         .bind(quantity)
-        .fetch_optional(&mut *conn)
+        .fetch_optional(&mut *self)
         .await?;
-        match claimed {
-            Some((book_id,)) => book_ids.push(book_id),
-            None => {
-                let available: Option<(i32,)> =
-                    sqlx::query_as("SELECT stock FROM offers WHERE id = ?1")
-                        .bind(offer_id)
-                        .fetch_optional(&mut *conn)
-                        .await?;
-                return Ok(match available {
-                    None => Claim::OfferMissing(offer_id),
-                    Some((available,)) => Claim::NotEnoughStock {
-                        offer_id,
-                        available,
-                    },
-                });
-            }
-        }
+        Ok(claimed.map(|(book_id, price_cents)| (book_id, from_cents(price_cents))))
     }
-    book_ids.sort_unstable();
-    book_ids.dedup();
-    Ok(Claim::Claimed { book_ids })
+
+    async fn stock_left(&mut self, offer_id: Uuid) -> Result<Option<i32>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT stock FROM offers WHERE id = ?1")
+            .bind(offer_id)
+            .fetch_optional(&mut *self)
+            .await?)
+    }
+
+    async fn stage(&mut self, event: &Envelope) -> Result<(), StoreError> {
+        outbox::sqlite::stage(self, event).await?;
+        Ok(())
+    }
+
+    async fn record(&mut self, order_id: Uuid, settlement: &Settlement) -> Result<(), StoreError> {
+        for line in &settlement.lines {
+            sqlx::query(
+                "INSERT INTO order_items (order_id, offer_id, quantity, unit_price_cents, total_cents)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(order_id)
+            .bind(line.offer_id)
+            .bind(line.quantity)
+            .bind(line.unit_price.map(to_cents).transpose()?)
+            .bind(line.total.map(to_cents).transpose()?)
+            .execute(&mut *self)
+            .await?;
+        }
+        sqlx::query(&format!(
+            "UPDATE orders SET status = ?2, reason = ?3, total_cents = ?4, updated_at = {NOW}
+             WHERE id = ?1"
+        ))
+        .bind(order_id)
+        .bind(settlement.outcome.status().as_str())
+        .bind(settlement.outcome.reason())
+        .bind(to_cents(settlement.total)?)
+        .execute(&mut *self)
+        .await?;
+        Ok(())
+    }
 }

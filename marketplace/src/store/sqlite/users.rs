@@ -5,14 +5,13 @@ use uuid::Uuid;
 
 use super::{SqliteStore, NOW};
 use crate::{
-    commands::SaveUser,
-    queries::User,
+    model::User,
     store::{StoreError, UserRepository},
 };
 
 #[async_trait]
 impl UserRepository for SqliteStore {
-    async fn save_user(&self, user: &SaveUser) -> Result<(), StoreError> {
+    async fn save_user(&self, user: &User) -> Result<(), StoreError> {
         sqlx::query(&format!(
             "INSERT INTO users (id, name) VALUES (?1, ?2)
              ON CONFLICT (id) DO UPDATE SET name = excluded.name, updated_at = {NOW}

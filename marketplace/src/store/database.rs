@@ -1,0 +1,143 @@
+//! The database the marketplace runs on: which one, connected and migrated.
+
+use std::{sync::Arc, time::Duration};
+
+use bus_core::outbox::OutboxStore;
+use sqlx::PgPool;
+
+use super::{postgres, repositories::Repositories, sqlite::SqliteStore};
+
+/// The database the marketplace runs on, connected and migrated.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// PostgreSQL.
+    Postgres(PgPool),
+    /// An embedded SQLite file.
+    Sqlite(SqliteStore),
+}
+
+/// How long a readiness probe waits for the database.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the RabbitMQ bus refuses SQLite.
+pub const RABBITMQ_NEEDS_POSTGRES: &str = "the RabbitMQ bus needs PostgreSQL: \
+API and workers are separate processes sharing one database, and SQLite is a file for one process; \
+set DATABASE_URL=postgres://... (or use --bus in-memory-async)";
+
+impl Database {
+    /// Connects to `url` and applies the migrations: `postgres://` or
+    /// `postgresql://` for PostgreSQL (the database is created if missing),
+    /// `sqlite:` for an SQLite file (created if missing). At most
+    /// `max_connections` connections (readers, on SQLite).
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(
+                postgres::connect(url, max_connections).await?,
+            ))
+        } else if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite(SqliteStore::open(url, max_connections).await?))
+        } else {
+            anyhow::bail!(
+                "DATABASE_URL must start with postgres://, postgresql:// or sqlite: (got {:?})",
+                redact(url)
+            )
+        }
+    }
+
+    /// The PostgreSQL pool, or the error that explains why the RabbitMQ bus
+    /// cannot run on this database.
+    pub fn require_postgres(&self) -> anyhow::Result<&PgPool> {
+        self.postgres()
+            .ok_or_else(|| anyhow::anyhow!(RABBITMQ_NEEDS_POSTGRES))
+    }
+
+    /// Every repository on this database.
+    pub fn repositories(&self) -> Repositories {
+        match self {
+            Self::Postgres(pool) => {
+                let store = postgres::PgStore::new(pool.clone());
+                Repositories {
+                    users: Arc::new(store.clone()),
+                    books: Arc::new(store.clone()),
+                    offers: Arc::new(store.clone()),
+                    orders: Arc::new(store),
+                }
+            }
+            Self::Sqlite(store) => Repositories {
+                users: Arc::new(store.clone()),
+                books: Arc::new(store.clone()),
+                offers: Arc::new(store.clone()),
+                orders: Arc::new(store.clone()),
+            },
+        }
+    }
+
+    /// The outbox the command handlers stage their events in.
+    pub fn outbox(&self) -> Box<dyn OutboxStore> {
+        match self {
+            Self::Postgres(pool) => Box::new(pool.clone()),
+            Self::Sqlite(store) => Box::new(store.writer().clone()),
+        }
+    }
+
+    /// The PostgreSQL pool, if this is PostgreSQL.
+    pub fn postgres(&self) -> Option<&PgPool> {
+        match self {
+            Self::Postgres(pool) => Some(pool),
+            Self::Sqlite(_) => None,
+        }
+    }
+
+    /// Checks that the database answers, for `/health/ready`.
+    pub async fn ping(&self) -> Result<(), String> {
+        let query = async {
+            match self {
+                Self::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+                Self::Sqlite(store) => sqlx::query("SELECT 1")
+                    .execute(store.reader())
+                    .await
+                    .map(drop),
+            }
+        };
+        match tokio::time::timeout(PING_TIMEOUT, query).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(format!("database: {error}")),
+            Err(_) => Err("database: no answer in time".to_owned()),
+        }
+    }
+
+    /// `"PostgreSQL"` or `"SQLite"`, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "PostgreSQL",
+            Self::Sqlite(_) => "SQLite",
+        }
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        match self {
+            Self::Postgres(pool) => pool.close().await,
+            Self::Sqlite(store) => store.close().await,
+        }
+    }
+}
+
+/// `url` without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

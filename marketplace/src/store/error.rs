@@ -1,0 +1,43 @@
+//! What can go wrong in the store, and how handlers and queries see it.
+
+use bus_core::{HandlerError, QueryError};
+
+use crate::model::UnknownStatus;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database refused or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored value cannot be represented (e.g. a malformed timestamp).
+    #[error("invalid stored value: {0}")]
+    Invalid(String),
+    /// The event to stage could not be encoded.
+    #[error("cannot encode event: {0}")]
+    Encode(#[from] bus_core::EncodeError),
+}
+
+impl From<UnknownStatus> for StoreError {
+    fn from(error: UnknownStatus) -> Self {
+        StoreError::Invalid(error.to_string())
+    }
+}
+
+impl From<StoreError> for HandlerError {
+    /// Database errors are transient (a retry after a failover or a busy
+    /// database usually succeeds); the others are not.
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Database(error) => error.into(),
+            other => HandlerError::permanent(other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for QueryError {
+    fn from(error: StoreError) -> Self {
+        QueryError::Failed(Box::new(error))
+    }
+}

@@ -1,0 +1,104 @@
+//! Applying an order, written once for both databases: only the statements
+//! differ, behind [`OrderStatements`].
+//!
+//! Exactly-once effect on at-least-once delivery: the order row is inserted
+//! first (and locked, where the database has row locks); a redelivered
+//! command finds it `confirmed` or `rejected` and changes nothing, so stock
+//! is never claimed twice. Stock is claimed with conditional updates
+//! (`stock >= quantity`), in offer-id order (no deadlock between orders),
+//! inside a savepoint rolled back as a whole if any item cannot be served.
+//! What that decides, and what the buyer is charged, is the model's
+//! [`Claim::settle`].
+
+use async_trait::async_trait;
+use bus_core::Envelope;
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use super::{error::StoreError, repositories::ConfirmedEvent};
+use crate::model::{Claim, ClaimedLine, NewOrder, OrderOutcome, OrderStatus, Settlement};
+
+/// The statements of [`apply_order`] on one database's connection.
+#[async_trait]
+pub(crate) trait OrderStatements: Send {
+    /// Inserts the order as `pending` unless it exists, locks it, and
+    /// answers its status.
+    async fn open_order(&mut self, order: &NewOrder) -> Result<OrderStatus, StoreError>;
+    /// Takes `quantity` copies of the offer if it has that many: answers its
+    /// book and its price of one copy.
+    async fn take_stock(
+        &mut self,
+        offer_id: Uuid,
+        quantity: i32,
+    ) -> Result<Option<(Uuid, Decimal)>, StoreError>;
+    /// Copies left in the offer, if it exists.
+    async fn stock_left(&mut self, offer_id: Uuid) -> Result<Option<i32>, StoreError>;
+    /// Stages `event` in the transactional outbox.
+    async fn stage(&mut self, event: &Envelope) -> Result<(), StoreError>;
+    /// Records the settled order: its lines, status, reason and total.
+    async fn record(&mut self, order_id: Uuid, settlement: &Settlement) -> Result<(), StoreError>;
+}
+
+/// Applies `order` once on `pool` (see the module documentation).
+pub(crate) async fn apply_order<DB>(
+    pool: &sqlx::Pool<DB>,
+    order: &NewOrder,
+    confirmed: ConfirmedEvent<'_>,
+) -> Result<OrderOutcome, StoreError>
+where
+    DB: sqlx::Database,
+    DB::Connection: OrderStatements,
+{
+    let mut tx = pool.begin().await?;
+    if tx.open_order(order).await? != OrderStatus::Pending {
+        return Ok(OrderOutcome::AlreadyApplied);
+    }
+    let mut claims = sqlx::Connection::begin(&mut *tx).await?;
+    let claim = claim_stock(&mut *claims, &order.quantities).await?;
+    let settlement = claim.settle(order);
+    match settlement.outcome {
+        OrderOutcome::Confirmed => {
+            claims.commit().await?;
+            tx.stage(&confirmed(settlement.book_ids.clone())?).await?;
+        }
+        OrderOutcome::OfferMissing(_) => {
+            claims.rollback().await?;
+            // Keep the order visible as `pending` while we wait.
+            tx.commit().await?;
+            return Ok(settlement.outcome);
+        }
+        _ => claims.rollback().await?,
+    }
+    tx.record(order.id, &settlement).await?;
+    tx.commit().await?;
+    Ok(settlement.outcome)
+}
+
+/// Claims each quantity in offer-id order; stops at the first item that
+/// cannot be served. The caller rolls back on anything but `Claimed`.
+async fn claim_stock(
+    conn: &mut impl OrderStatements,
+    quantities: &[(Uuid, i32)],
+) -> Result<Claim, StoreError> {
+    let mut lines = Vec::with_capacity(quantities.len());
+    for &(offer_id, quantity) in quantities {
+        match conn.take_stock(offer_id, quantity).await? {
+            Some((book_id, unit_price)) => lines.push(ClaimedLine {
+                offer_id,
+                book_id,
+                quantity,
+                unit_price,
+            }),
+            None => {
+                return Ok(match conn.stock_left(offer_id).await? {
+                    None => Claim::OfferMissing(offer_id),
+                    Some(available) => Claim::NotEnoughStock {
+                        offer_id,
+                        available,
+                    },
+                })
+            }
+        }
+    }
+    Ok(Claim::Claimed(lines))
+}

@@ -1,0 +1,81 @@
+//! The repository traits handlers and queries see, whatever the database.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bus_core::Envelope;
+use uuid::Uuid;
+
+use super::error::StoreError;
+use crate::model::{Book, NewOffer, NewOrder, Offer, OfferOutcome, Order, OrderOutcome, User};
+
+/// Builds the event staged when an order is confirmed, from the books whose
+/// offers lost stock.
+pub type ConfirmedEvent<'a> =
+    &'a (dyn Fn(Vec<Uuid>) -> Result<Envelope, bus_core::EncodeError> + Send + Sync);
+
+/// Users.
+#[async_trait]
+pub trait UserRepository: Send + Sync {
+    /// Creates the user or renames it (idempotent).
+    async fn save_user(&self, user: &User) -> Result<(), StoreError>;
+    /// The user `id`.
+    async fn get_user(&self, id: Uuid) -> Result<Option<User>, StoreError>;
+}
+
+/// Books and their cheapest in-stock offer.
+#[async_trait]
+pub trait BookRepository: Send + Sync {
+    /// Creates the book or edits its title and author (idempotent); never
+    /// touches its cheapest-offer columns.
+    async fn save_book(&self, id: Uuid, title: &str, author: &str) -> Result<(), StoreError>;
+    /// The book `id`.
+    async fn get_book(&self, id: Uuid) -> Result<Option<Book>, StoreError>;
+    /// Page `page` (from 1) of `page_size` books, in registration order.
+    async fn list_books(&self, page: u32, page_size: u32) -> Result<Vec<Book>, StoreError>;
+    /// Recomputes the book's cheapest in-stock offer from its offers
+    /// (idempotent, insensitive to event order).
+    async fn refresh_cheapest_offer(&self, book_id: Uuid) -> Result<(), StoreError>;
+}
+
+/// Offers.
+#[async_trait]
+pub trait OfferRepository: Send + Sync {
+    /// Inserts the offer if its book and seller exist, staging `event` in
+    /// the same transaction when it is new.
+    async fn create_offer(
+        &self,
+        offer: &NewOffer,
+        event: &Envelope,
+    ) -> Result<OfferOutcome, StoreError>;
+    /// Every offer of a book, cheapest first (ties by offer id).
+    async fn list_offers(&self, book_id: Uuid) -> Result<Vec<Offer>, StoreError>;
+}
+
+/// Orders.
+#[async_trait]
+pub trait OrderRepository: Send + Sync {
+    /// Applies the order once: claims the stock of every item or none,
+    /// records the outcome and what was charged and, when confirmed, stages
+    /// the event built by `confirmed` in the same transaction.
+    async fn apply_order(
+        &self,
+        order: &NewOrder,
+        confirmed: ConfirmedEvent<'_>,
+    ) -> Result<OrderOutcome, StoreError>;
+    /// The order `id` with its items.
+    async fn get_order(&self, id: Uuid) -> Result<Option<Order>, StoreError>;
+}
+
+/// One handle per repository, shared by handlers and queries.
+#[derive(Clone)]
+pub struct Repositories {
+    /// Users.
+    pub users: Arc<dyn UserRepository>,
+    /// Books.
+    pub books: Arc<dyn BookRepository>,
+    /// Offers.
+    pub offers: Arc<dyn OfferRepository>,
+    /// Orders.
+    pub orders: Arc<dyn OrderRepository>,
+}
