@@ -66,14 +66,14 @@ fn decode_all<M: Message>(envelopes: &[Envelope]) -> Vec<M> {
 }
 
 impl CommandBus for RecordingBus {
-    fn dispatch(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
+    fn send_envelope(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
         lock(&self.commands).push(envelope);
         Box::pin(std::future::ready(Ok(())))
     }
 }
 
 impl EventBus for RecordingBus {
-    fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
+    fn publish_envelope(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
         lock(&self.events).push(envelope);
         Box::pin(std::future::ready(Ok(())))
     }

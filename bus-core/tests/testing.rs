@@ -48,7 +48,7 @@ async fn checkout(commands: &dyn CommandBus, events: &dyn EventBus) {
         .unwrap();
     commands.send(&CancelOrder { id: 1 }).await.unwrap();
     events
-        .publish_event(&OrderPlaced { sku: "tea".into() })
+        .publish(&OrderPlaced { sku: "tea".into() })
         .await
         .unwrap();
 }

@@ -98,7 +98,7 @@ async fn a_handler_that_always_fails_is_dead_lettered_with_its_error_after_max_a
 
     let envelope = bus_core::Envelope::new(&DoThing { n: 1 }).unwrap();
     let id = envelope.id.to_string();
-    bus_core::CommandBus::dispatch(&publisher, envelope)
+    bus_core::CommandBus::send_envelope(&publisher, envelope)
         .await
         .unwrap();
 
@@ -127,6 +127,49 @@ async fn a_handler_that_always_fails_is_dead_lettered_with_its_error_after_max_a
     );
     assert_eq!(dead.delivery.data, br#"{"n":1}"#);
     assert_eq!(message_count(&channel, &queue).await, 0);
+
+    running.stop().await;
+    publisher.close();
+    let _ = connection.close(200, "OK".into()).await;
+    cleanup(&topology).await;
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_retried_then_dead_lettered_with_the_panic_as_reason() {
+    let config = config();
+    let calls = Record::<u32>::default();
+    let handlers = {
+        let calls = calls.clone();
+        Handlers::builder()
+            .command::<DoThing, _>(command_fn(move |_: DoThing, context: MessageContext| {
+                calls.push(context.attempt());
+                async move { panic!("stock table corrupted") }
+            }))
+            .build()
+            .unwrap()
+    };
+    let worker = RabbitWorker::new(&handlers, config.clone()).unwrap();
+    let topology = worker.topology().clone();
+    let publisher = RabbitPublisher::connect(&config, topology.clone())
+        .await
+        .unwrap();
+    let running = RunningWorker::start(worker);
+
+    publisher.send(&DoThing { n: 2 }).await.unwrap();
+
+    let (connection, channel) = channel().await;
+    let queue = format!("{}.command.test.DoThing", config.namespace);
+    let dead = wait_for_message(&channel, &format!("{queue}.dlq"), Duration::from_secs(10)).await;
+    assert_eq!(
+        calls.list(),
+        [1, 2, 3, 4],
+        "a panic consumes attempts like a retryable error"
+    );
+    assert_eq!(
+        header(&dead, headers::ERROR).as_deref(),
+        Some("handler panicked: stock table corrupted")
+    );
+    assert_eq!(header_u32(&dead, headers::ATTEMPTS), Some(4));
 
     running.stop().await;
     publisher.close();
@@ -268,9 +311,9 @@ async fn an_event_reaches_both_subscribers_and_an_event_without_subscriber_is_ke
         .unwrap();
     let running = RunningWorker::start(worker);
 
-    publisher.publish_event(&ThingDone { n: 5 }).await.unwrap();
+    publisher.publish(&ThingDone { n: 5 }).await.unwrap();
     publisher
-        .publish_event(&NobodyCares { n: 6 })
+        .publish(&NobodyCares { n: 6 })
         .await
         .expect("an event without subscriber is accepted");
 
