@@ -6,17 +6,7 @@
 //! registered once on the [`HandlersBuilder`](crate::HandlersBuilder), so
 //! every transport that runs those handlers runs it too.
 //!
-//! Order, outermost first:
-//!
-//! 1. the `handle` tracing span (message id, type, attempt, subscriber);
-//! 2. panic catching: a panic anywhere below becomes
-//!    [`HandlerError::Panicked`];
-//! 3. the registered middleware, in registration order (the first one
-//!    registered sees the message first and the result last);
-//! 4. version check and upcasting, then payload decoding;
-//! 5. the handler.
-//!
-//! The result then goes to [`settlement::decide`](crate::transport::decide).
+//! The order the layers run in is documented on [`Middleware`].
 
 use std::sync::Arc;
 
@@ -26,8 +16,19 @@ use crate::{bus::BoxFuture, HandlerError, MessageContext};
 pub(crate) type Endpoint =
     dyn Fn(MessageContext) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync;
 
-/// Wraps the handling of every message (see the [module docs](self) for
-/// where it runs).
+/// Wraps the handling of every message.
+///
+/// Order, outermost first:
+///
+/// 1. the `handle` tracing span (message id, type, attempt, subscriber);
+/// 2. panic catching: a panic anywhere below becomes
+///    [`HandlerError::Panicked`];
+/// 3. the registered middleware, in registration order (the first one
+///    registered sees the message first and the result last);
+/// 4. version check and upcasting, then payload decoding;
+/// 5. the handler.
+///
+/// The result then goes to [`decide`](crate::transport::decide).
 ///
 /// ```
 /// use bus_core::{BoxFuture, HandlerError, MessageContext, Middleware, Next};

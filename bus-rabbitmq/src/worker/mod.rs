@@ -28,7 +28,7 @@ mod settle;
 /// unroutable is never taken for another one's success). For each delivery:
 ///
 /// 1. the [`bus_core::Envelope`] is rebuilt from the AMQP properties and body
-///    ([`wire::decode`]); a delivery that cannot be decoded, or whose type has
+///    ([`crate::wire::decode`]); a delivery that cannot be decoded, or whose type has
 ///    no handler on that queue, is dead-lettered at once;
 /// 2. the handler runs through the shared invocation
 ///    ([`RegisteredHandler::invoke`]: span, panic catching, middleware,

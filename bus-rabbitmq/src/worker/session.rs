@@ -33,7 +33,6 @@ impl RabbitWorker {
         // Consecutive failed sessions: the exponent of the reconnect delay.
         let mut failures: u32 = 1;
         loop {
-            let backoff = policy.delay_after(failures);
             let connected = tokio::select! {
                 () = cancel.cancelled() => break,
                 connected = self.connect() => connected,
@@ -41,7 +40,8 @@ impl RabbitWorker {
             let session_started = Instant::now();
             match connected {
                 Err(error) => {
-                    tracing::warn!(%error, retry_in = ?backoff, "worker cannot reach the broker");
+                    let retry_in = policy.delay_after(failures);
+                    tracing::warn!(%error, ?retry_in, "worker cannot reach the broker");
                 }
                 Ok(connection) => match self.serve(&connection, &cancel, &tracker).await {
                     SessionEnd::Shutdown(channels) => {
@@ -57,14 +57,15 @@ impl RabbitWorker {
                         return Ok(());
                     }
                     SessionEnd::Lost(reason) => {
-                        tracing::warn!(%reason, "worker lost the broker, reconnecting");
-                        if connection.status().connected() {
-                            let _ = connection.close(200, "reconnecting".into()).await;
-                        }
                         // A session that lasted resets the backoff; one that
                         // failed at once (e.g. consume refused) keeps doubling it.
                         if session_started.elapsed() >= self.config.reconnect_max_backoff {
                             failures = 1;
+                        }
+                        let retry_in = policy.delay_after(failures);
+                        tracing::warn!(%reason, ?retry_in, "worker lost the broker, reconnecting");
+                        if connection.status().connected() {
+                            let _ = connection.close(200, "reconnecting".into()).await;
                         }
                     }
                 },
