@@ -9,7 +9,11 @@ use bus_core::{
     command_fn, event_fn, CommandBusExt, EventBusExt, HandlerError, Handlers, MessageContext,
 };
 use bus_rabbitmq::{
-    lapin::{options::BasicPublishOptions, BasicProperties},
+    lapin::{
+        options::BasicPublishOptions,
+        types::{AMQPValue, FieldTable},
+        BasicProperties,
+    },
     wire::headers,
     RabbitConfig, RabbitPublisher, RabbitWorker,
 };
@@ -178,7 +182,7 @@ async fn a_panicking_handler_is_retried_then_dead_lettered_with_the_panic_as_rea
 }
 
 #[tokio::test]
-async fn undecodable_and_unknown_messages_go_straight_to_the_dead_letter_queue() {
+async fn undecodable_unknown_and_too_new_messages_go_straight_to_the_dead_letter_queue() {
     let config = config();
     let calls = Record::<u32>::default();
     let handlers = recording_handlers(&calls);
@@ -208,6 +212,14 @@ async fn undecodable_and_unknown_messages_go_straight_to_the_dead_letter_queue()
         (raw(&id, "test.DoThing"), &br#"{"wrong":"shape"}"#[..]),
         (raw("not-a-uuid", "test.DoThing"), &br#"{"n":1}"#[..]),
         (BasicProperties::default(), &br#"{"n":1}"#[..]),
+        (
+            raw(&id, "test.DoThing").with_headers(FieldTable::from(
+                [(headers::VERSION.into(), AMQPValue::LongUInt(2))]
+                    .into_iter()
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+            )),
+            &br#"{"n":1}"#[..],
+        ),
     ] {
         channel
             .basic_publish(
@@ -223,7 +235,7 @@ async fn undecodable_and_unknown_messages_go_straight_to_the_dead_letter_queue()
 
     let dlq = format!("{queue}.dlq");
     let mut errors = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..6 {
         let dead = wait_for_message(&channel, &dlq, Duration::from_secs(10)).await;
         errors.push(header(&dead, headers::ERROR).unwrap());
     }
@@ -236,6 +248,7 @@ async fn undecodable_and_unknown_messages_go_straight_to_the_dead_letter_queue()
         "cannot decode test.DoThing",
         "is not a UUID",
         "missing message_id",
+        "test.DoThing version 2 is not supported: this consumer reads versions up to 1",
     ] {
         assert!(
             errors.iter().filter(|e| e.contains(expected)).count() == 1,
