@@ -1,4 +1,5 @@
-//! The two sending sides of a bus, as object-safe traits.
+//! The two sending sides of a bus, as object-safe traits, and their typed
+//! helpers: commands are *sent*, events are *published*.
 
 use std::{future::Future, pin::Pin};
 
@@ -15,21 +16,27 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// applied or, if it keeps failing, kept as a dead letter.
 pub trait CommandBus: Send + Sync + 'static {
     /// Sends an already-built envelope.
-    fn dispatch(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>>;
+    fn send_envelope(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>>;
+
+    /// Former name of [`CommandBus::send_envelope`].
+    #[deprecated(note = "renamed `send_envelope`, paired with `EventBus::publish_envelope`")]
+    fn dispatch(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
+        self.send_envelope(envelope)
+    }
 }
 
 /// Publishes domain events to every subscriber.
 pub trait EventBus: Send + Sync + 'static {
     /// Publishes an already-built envelope.
-    fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>>;
+    fn publish_envelope(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>>;
 }
 
 /// Typed helpers over [`CommandBus`].
 pub trait CommandBusExt: CommandBus {
-    /// Wraps `command` in a new envelope and dispatches it.
+    /// Wraps `command` in a new envelope and sends it.
     fn send<C: Command>(&self, command: &C) -> BoxFuture<'_, Result<(), DispatchError>> {
         match Envelope::new(command) {
-            Ok(envelope) => self.dispatch(envelope),
+            Ok(envelope) => self.send_envelope(envelope),
             Err(error) => Box::pin(std::future::ready(Err(error.into()))),
         }
     }
@@ -40,24 +47,30 @@ impl<B: CommandBus + ?Sized> CommandBusExt for B {}
 /// Typed helpers over [`EventBus`].
 pub trait EventBusExt: EventBus {
     /// Wraps `event` in a new envelope and publishes it.
-    fn publish_event<E: Event>(&self, event: &E) -> BoxFuture<'_, Result<(), DispatchError>> {
+    fn publish<E: Event>(&self, event: &E) -> BoxFuture<'_, Result<(), DispatchError>> {
         match Envelope::new(event) {
-            Ok(envelope) => self.publish(envelope),
+            Ok(envelope) => self.publish_envelope(envelope),
             Err(error) => Box::pin(std::future::ready(Err(error.into()))),
         }
+    }
+
+    /// Former name of [`EventBusExt::publish`].
+    #[deprecated(note = "renamed `publish`, paired with `CommandBusExt::send`")]
+    fn publish_event<E: Event>(&self, event: &E) -> BoxFuture<'_, Result<(), DispatchError>> {
+        self.publish(event)
     }
 }
 
 impl<B: EventBus + ?Sized> EventBusExt for B {}
 
 impl<B: CommandBus + ?Sized> CommandBus for std::sync::Arc<B> {
-    fn dispatch(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
-        (**self).dispatch(envelope)
+    fn send_envelope(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
+        (**self).send_envelope(envelope)
     }
 }
 
 impl<B: EventBus + ?Sized> EventBus for std::sync::Arc<B> {
-    fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
-        (**self).publish(envelope)
+    fn publish_envelope(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
+        (**self).publish_envelope(envelope)
     }
 }

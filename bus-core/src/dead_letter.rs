@@ -93,7 +93,7 @@ pub(crate) fn dead_letter(
     sink: &dyn DeadLetterSink,
     envelope: &Envelope,
     subscriber: Option<&str>,
-    error: &crate::HandlerError,
+    reason: &str,
     attempts: u32,
 ) {
     let payload = envelope.payload.get();
@@ -102,14 +102,14 @@ pub(crate) fn dead_letter(
         message_type = %envelope.message_type,
         subscriber = subscriber.unwrap_or("-"),
         attempts,
-        %error,
+        error = reason,
         %payload,
         "message dead-lettered"
     );
     sink.store(DeadLetter {
         envelope: envelope.clone(),
         subscriber: subscriber.map(str::to_owned),
-        error: error.to_string(),
+        error: reason.to_owned(),
         attempts,
         dead_lettered_at: Utc::now(),
     });

@@ -72,25 +72,6 @@ impl Envelope {
         })
     }
 
-    /// Builds an envelope from parts received from a transport.
-    pub fn from_parts(
-        id: Uuid,
-        message_type: impl Into<String>,
-        version: u32,
-        timestamp: DateTime<Utc>,
-        headers: BTreeMap<String, String>,
-        payload: Box<RawValue>,
-    ) -> Self {
-        Self {
-            id,
-            message_type: message_type.into(),
-            version,
-            timestamp,
-            headers,
-            payload,
-        }
-    }
-
     /// Decodes the payload as `M`.
     pub fn decode<M: Message>(&self) -> Result<M, serde_json::Error> {
         serde_json::from_str(self.payload.get())

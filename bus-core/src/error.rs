@@ -59,6 +59,42 @@ pub enum HandlerError {
         /// Wire name found in the envelope.
         message_type: String,
     },
+    /// The envelope's payload version is newer than the consumer's
+    /// [`Message::VERSION`](crate::Message::VERSION), or older with no
+    /// upcaster to bring it up to date: dead-lettered at once, since the
+    /// consumer would misread it.
+    #[error("{message_type} version {version} is not supported: {reason}")]
+    UnsupportedVersion {
+        /// Wire name found in the envelope.
+        message_type: String,
+        /// Version found in the envelope.
+        version: u32,
+        /// Why it cannot be read.
+        reason: String,
+    },
+    /// The handler (or a middleware around it) panicked. A panic is a bug,
+    /// but it may depend on state that changes (a race, a flaky dependency),
+    /// so it is classified [`FailureKind::Retryable`]: async buses retry it
+    /// and dead-letter it once the attempts are spent. An API on the sync bus
+    /// answers `500`.
+    #[error("handler panicked: {message}")]
+    Panicked {
+        /// The panic payload, when it was a string.
+        message: String,
+    },
+}
+
+/// How the settlement treats a failure; see [`HandlerError::kind`].
+///
+/// New classes may be added (e.g. infrastructure failures that do not
+/// consume attempts), so match with a wildcard arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// May pass later: retried while attempts remain, then dead-lettered.
+    Retryable,
+    /// Cannot pass: dead-lettered at once.
+    Permanent,
 }
 
 impl HandlerError {
@@ -78,9 +114,20 @@ impl HandlerError {
         }
     }
 
+    /// The class of this failure, which decides its settlement.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            Self::Retryable { .. } | Self::Panicked { .. } => FailureKind::Retryable,
+            Self::Permanent { .. }
+            | Self::Decode { .. }
+            | Self::UnknownType { .. }
+            | Self::UnsupportedVersion { .. } => FailureKind::Permanent,
+        }
+    }
+
     /// Whether a bus should try the message again.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Retryable { .. })
+        self.kind() == FailureKind::Retryable
     }
 }
 
@@ -178,6 +225,14 @@ pub enum RegistrationError {
     DuplicateQueryHandler {
         /// Rust type name of the query.
         query: &'static str,
+    },
+    /// A message may have one upcaster per version it reads.
+    #[error("message {message_type} already has an upcaster from version {from_version}")]
+    DuplicateUpcaster {
+        /// Wire name of the message.
+        message_type: String,
+        /// The version read by both upcasters.
+        from_version: u32,
     },
     /// A subscriber name must be non-empty ASCII letters, digits, `-`, `_` or `.`.
     #[error("invalid subscriber name {0:?}")]

@@ -3,12 +3,12 @@
 //! An application built on this crate talks in three kinds of messages:
 //!
 //! - A **command** ([`Command`]) asks for a change: "create this offer". It has
-//!   exactly one handler ([`CommandHandler`]). Sending it is *dispatching*; a
-//!   bus accepts it and the handler applies it, now (in-memory sync bus) or
-//!   later (in-memory async bus, RabbitMQ).
+//!   exactly one handler ([`CommandHandler`]). Sending it
+//!   ([`CommandBusExt::send`]) hands it to a bus, which applies it now
+//!   (in-memory sync bus) or later (in-memory async bus, RabbitMQ).
 //! - A **domain event** ([`Event`]) says a change happened: "offer created".
-//!   Any number of named subscribers ([`EventHandler`]) react to it, each on
-//!   its own, each retried on its own.
+//!   Publishing it ([`EventBusExt::publish`]) reaches any number of named
+//!   subscribers ([`EventHandler`]), each on its own, each retried on its own.
 //! - A **query** ([`Query`]) asks a question and waits for the answer. It is
 //!   answered in-process by its one [`QueryHandler`] through the [`QueryBus`];
 //!   queries never travel over a broker.
@@ -18,51 +18,96 @@
 //! and a JSON payload. All transports share it, so a handler sees the same
 //! bytes whichever bus runs it.
 //!
-//! Handlers are registered once in a [`HandlersBuilder`]; [`HandlersBuilder::build`]
-//! refuses a second handler for the same command. A bus is built from the
-//! resulting [`Handlers`]:
+//! Handlers are registered once in a [`HandlersBuilder`], with the
+//! [`Middleware`] wrapped around all of them and the upcasters that read
+//! older payload versions; [`HandlersBuilder::build`] refuses a second
+//! handler for the same command. A bus is built from the resulting
+//! [`Handlers`]:
 //!
-//! | bus | `dispatch` returns | retries | failures end up |
+//! | bus | `send` returns | retries | failures end up |
 //! |---|---|---|---|
 //! | [`InMemoryBus`] | after the handler ran, with its result | none | returned to the caller |
 //! | [`AsyncBus`] | once the message is queued (bounded) | [`RetryPolicy`] | [`DeadLetterSink`] |
 //! | `bus-rabbitmq` | once the broker confirmed it | delay queues | dead-letter queue |
 //!
-//! The marketplace's handlers only implement the traits in [`handler`]; which
-//! bus runs them is a start-up choice.
+//! ## One settlement policy
 //!
-//! With the `postgres` (or `sqlite`) feature, the `outbox` module provides a
-//! transactional outbox: a handler stages the events it raises in its own
-//! database transaction and a relay publishes them after commit, so an event
-//! is never lost nor published for a change that rolled back.
+//! Every bus runs a handler the same way
+//! ([`transport::RegisteredHandler::invoke`]) and settles its result with
+//! the same function ([`transport::decide`]):
 //!
-//! [`testing`] ships a recording bus for unit tests of code that dispatches.
+//! | handler result ([`HandlerError::kind`]) | settlement |
+//! |---|---|
+//! | `Ok` | acknowledged |
+//! | [`FailureKind::Retryable`], attempts left | retried after the [`RetryPolicy`] backoff |
+//! | [`FailureKind::Retryable`], attempts spent | dead-lettered with the error as reason |
+//! | [`FailureKind::Permanent`] (also undecodable payload, unknown type, unsupported version) | dead-lettered at once |
+//!
+//! A panic is a bug that may depend on changing state, so it is caught and
+//! classified retryable ([`HandlerError::Panicked`]): the async buses retry
+//! it, then dead-letter it with a reason naming the panic. The sync bus runs
+//! with one attempt and no one to retry for: a failed command's error, a
+//! panic included, goes back to the caller.
+//!
+//! ## Middleware order
+//!
+//! Outermost first: the `handle` tracing span (message id, type, attempt,
+//! subscriber), panic catching, the registered [`Middleware`] in
+//! registration order, the version check and upcasting, payload decoding,
+//! the handler. Metrics, timeouts or circuit breaking are one middleware
+//! each and apply to every bus.
+//!
+//! ## Modules
+//!
+//! Everything an application uses is at the crate root; three modules group
+//! what only some code needs:
+//!
+//! | module | for |
+//! |---|---|
+//! | [`transport`] | writers of transports: registered handlers, the shared invocation, the settlement, envelope assembly |
+//! | [`testing`] | tests: a recording bus and a given/when/then harness for handlers |
+//! | `outbox` (features `postgres`, `sqlite`) | a transactional outbox: events staged in the handler's transaction, relayed after commit |
+//!
+//! The private modules behind the root, one concept each: `message` (the
+//! traits messages implement), `envelope`, `handler` (what application code
+//! implements), `registry` ([`Handlers`]), `middleware`, `settlement`,
+//! `retry` ([`RetryPolicy`]), `bus` (the sending traits), `memory` (the
+//! in-process buses), `dead_letter`, `query` ([`QueryBus`]), `error`.
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
-pub mod bus;
-pub mod dead_letter;
-pub mod envelope;
-pub mod error;
-pub mod handler;
-pub mod memory;
-pub mod message;
+mod bus;
+mod dead_letter;
+mod envelope;
+mod error;
+mod handler;
+mod memory;
+mod message;
+mod middleware;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub mod outbox;
-pub mod query;
-pub mod registry;
-pub mod retry;
+mod query;
+mod registry;
+mod retry;
+mod settlement;
 pub mod testing;
+pub mod transport;
 
 pub use bus::{BoxFuture, CommandBus, CommandBusExt, EventBus, EventBusExt};
 pub use dead_letter::{DeadLetter, DeadLetterSink, InMemoryDeadLetters};
-pub use envelope::{Envelope, TraceContext};
-pub use error::{DispatchError, EncodeError, HandlerError, QueryError, RegistrationError};
+pub use envelope::{
+    Envelope, InvalidTraceParent, TraceContext, CAUSATION_ID, CORRELATION_ID, TRACEPARENT,
+};
+pub use error::{
+    BoxError, DispatchError, EncodeError, FailureKind, HandlerError, QueryError, RegistrationError,
+};
 pub use handler::{
-    command_fn, event_fn, CommandHandler, EventHandler, MessageContext, QueryHandler,
+    command_fn, event_fn, CommandFn, CommandHandler, EventFn, EventHandler, MessageContext,
+    QueryHandler,
 };
 pub use memory::{AsyncBus, AsyncBusConfig, InMemoryBus};
 pub use message::{Command, Event, Message, Query};
+pub use middleware::{Middleware, Next};
 pub use query::{QueryBus, QueryBusBuilder};
-pub use registry::{Handlers, HandlersBuilder, RegisteredHandler, Subscription};
+pub use registry::{Handlers, HandlersBuilder};
 pub use retry::RetryPolicy;

@@ -1,27 +1,46 @@
-//! Registration of command and event handlers, checked once at build time.
+//! Registration of command and event handlers, checked once at build time,
+//! and the one way every transport invokes them.
 
-use std::{collections::HashMap, sync::Arc};
-
-use crate::{
-    bus::BoxFuture, Command, CommandHandler, Envelope, Event, EventHandler, HandlerError,
-    MessageContext, RegistrationError,
+use std::{
+    collections::{BTreeMap, HashMap},
+    panic::AssertUnwindSafe,
+    sync::Arc,
 };
 
-type ErasedFn = dyn Fn(Arc<Envelope>, MessageContext) -> BoxFuture<'static, Result<(), HandlerError>>
-    + Send
-    + Sync;
+use futures::FutureExt;
+use tracing::Instrument;
+
+use crate::{
+    middleware::{Endpoint, Next},
+    settlement::panic_message,
+    Command, CommandHandler, Envelope, Event, EventHandler, HandlerError, Message, MessageContext,
+    Middleware, RegistrationError,
+};
 
 /// Called after a handler succeeded, with the envelope it handled.
 type SuccessHook = dyn Fn(&Envelope) + Send + Sync;
 
+/// Turns a payload of version N into one of version N + 1.
+type UpcastFn = dyn Fn(serde_json::Value) -> serde_json::Value + Send + Sync;
+
+/// The upcasters of one message type, by the version they read.
+type Upcasters = BTreeMap<u32, Arc<UpcastFn>>;
+
 /// A handler with its message type erased: what transports invoke.
 ///
-/// It decodes the payload (a payload that does not decode is a
-/// [`HandlerError::Decode`], i.e. a poison message) and runs the typed handler.
+/// [`RegisteredHandler::invoke`] is the shared invocation: it opens the
+/// message's span, catches panics, runs the middleware chain, brings an older
+/// payload up to date with the registered upcasters, decodes it and runs the
+/// typed handler.
 #[derive(Clone)]
 pub struct RegisteredHandler {
     message_type: &'static str,
-    call: Arc<ErasedFn>,
+    subscriber: Option<String>,
+    /// Decodes and runs the typed handler; once built, preceded by the
+    /// version check and the upcasters.
+    endpoint: Arc<Endpoint>,
+    version: u32,
+    middleware: Arc<[Arc<dyn Middleware>]>,
     on_success: Option<Arc<SuccessHook>>,
 }
 
@@ -29,32 +48,135 @@ impl std::fmt::Debug for RegisteredHandler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegisteredHandler")
             .field("message_type", &self.message_type)
+            .field("version", &self.version)
+            .field("subscriber", &self.subscriber)
+            .field("middleware", &self.middleware.len())
             .finish_non_exhaustive()
     }
 }
 
 impl RegisteredHandler {
+    fn new<M: Message>(subscriber: Option<String>, endpoint: Arc<Endpoint>) -> Self {
+        Self {
+            message_type: M::NAME,
+            subscriber,
+            endpoint,
+            version: M::VERSION,
+            middleware: Arc::new([]),
+            on_success: None,
+        }
+    }
+
     /// Wire name of the message this handler takes.
     pub fn message_type(&self) -> &'static str {
         self.message_type
     }
 
-    /// Runs the handler on `envelope`, as delivery `attempt` of `max_attempts`.
+    /// Runs the handler on `envelope`, as delivery `attempt` of
+    /// `max_attempts`, inside a `handle` span; a panic is returned as
+    /// [`HandlerError::Panicked`]. Pass the result to
+    /// [`decide`](crate::transport::decide).
     pub async fn invoke(
         &self,
         envelope: Arc<Envelope>,
         attempt: u32,
         max_attempts: u32,
     ) -> Result<(), HandlerError> {
+        let span = tracing::info_span!(
+            "handle",
+            message_id = %envelope.id,
+            message_type = %envelope.message_type,
+            attempt,
+            subscriber = self.subscriber.as_deref().unwrap_or("-"),
+        );
         let context = MessageContext::new(envelope.clone(), attempt, max_attempts);
-        let result = (self.call)(envelope.clone(), context).await;
-        if result.is_ok() {
-            if let Some(hook) = &self.on_success {
-                hook(&envelope);
+        let chain = Next::new(&self.middleware, &*self.endpoint).run(context);
+        let result = AssertUnwindSafe(chain)
+            .catch_unwind()
+            .instrument(span.clone())
+            .await
+            .unwrap_or_else(|panic| {
+                Err(HandlerError::Panicked {
+                    message: panic_message(panic.as_ref()),
+                })
+            });
+        match &result {
+            Ok(()) => {
+                if let Some(hook) = &self.on_success {
+                    hook(&envelope);
+                }
             }
+            Err(error) => span.in_scope(|| tracing::debug!(%error, "handler failed")),
         }
         result
     }
+
+    /// Puts the version check (and upcasting) in front of the endpoint and
+    /// the middleware around it: done once, at build time.
+    fn finish(
+        mut self,
+        upcasters: Option<&Upcasters>,
+        middleware: &Arc<[Arc<dyn Middleware>]>,
+    ) -> Self {
+        let typed = self.endpoint.clone();
+        let upcasters = Arc::new(upcasters.cloned().unwrap_or_default());
+        let current = self.version;
+        self.endpoint =
+            Arc::new(
+                move |context: MessageContext| match upcast(context, current, &upcasters) {
+                    Ok(context) => typed(context),
+                    Err(error) => Box::pin(std::future::ready(Err(error))),
+                },
+            );
+        self.middleware = middleware.clone();
+        self
+    }
+}
+
+/// Brings the context's payload to version `current`, one upcaster at a time.
+fn upcast(
+    context: MessageContext,
+    current: u32,
+    upcasters: &Upcasters,
+) -> Result<MessageContext, HandlerError> {
+    let envelope = context.envelope();
+    let version = envelope.version;
+    if version == current {
+        return Ok(context);
+    }
+    let unsupported = |reason: String| HandlerError::UnsupportedVersion {
+        message_type: envelope.message_type.clone(),
+        version,
+        reason,
+    };
+    if version > current {
+        return Err(unsupported(format!(
+            "this consumer reads versions up to {current}"
+        )));
+    }
+    let decode_error = |source| HandlerError::Decode {
+        message_type: envelope.message_type.clone(),
+        source,
+    };
+    let mut payload: serde_json::Value =
+        serde_json::from_str(envelope.payload.get()).map_err(decode_error)?;
+    for from in version..current {
+        let Some(upcaster) = upcasters.get(&from) else {
+            return Err(unsupported(format!(
+                "no upcaster from version {from} to {}",
+                from + 1
+            )));
+        };
+        payload = upcaster(payload);
+    }
+    let mut upgraded = envelope.clone();
+    upgraded.payload = serde_json::value::to_raw_value(&payload).map_err(decode_error)?;
+    upgraded.version = current;
+    Ok(MessageContext::new(
+        Arc::new(upgraded),
+        context.attempt(),
+        context.max_attempts(),
+    ))
 }
 
 /// One named subscriber of one event type.
@@ -68,12 +190,26 @@ pub struct Subscription {
     pub handler: RegisteredHandler,
 }
 
-/// Collects handlers; [`HandlersBuilder::build`] checks the set is coherent.
+/// Collects handlers, upcasters and middleware; [`HandlersBuilder::build`]
+/// checks the set is coherent.
 #[derive(Default)]
 pub struct HandlersBuilder {
     commands: Vec<RegisteredHandler>,
     subscriptions: Vec<Subscription>,
+    upcasters: HashMap<&'static str, Upcasters>,
+    duplicate_upcaster: Option<(&'static str, u32)>,
+    middleware: Vec<Arc<dyn Middleware>>,
     on_success: Option<Arc<SuccessHook>>,
+}
+
+impl std::fmt::Debug for HandlersBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlersBuilder")
+            .field("commands", &self.commands)
+            .field("subscriptions", &self.subscriptions)
+            .field("middleware", &self.middleware.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl HandlersBuilder {
@@ -84,18 +220,15 @@ impl HandlersBuilder {
         H: CommandHandler<C>,
     {
         let handler = Arc::new(handler);
-        let call: Arc<ErasedFn> = Arc::new(move |envelope: Arc<Envelope>, context| {
+        let endpoint: Arc<Endpoint> = Arc::new(move |context: MessageContext| {
             let handler = handler.clone();
             Box::pin(async move {
-                let command = decode::<C>(&envelope)?;
+                let command = decode::<C>(context.envelope())?;
                 handler.handle(command, context).await
             })
         });
-        self.commands.push(RegisteredHandler {
-            message_type: C::NAME,
-            call,
-            on_success: None,
-        });
+        self.commands
+            .push(RegisteredHandler::new::<C>(None, endpoint));
         self
     }
 
@@ -105,23 +238,48 @@ impl HandlersBuilder {
         E: Event,
         H: EventHandler<E>,
     {
+        let subscriber = subscriber.into();
         let handler = Arc::new(handler);
-        let call: Arc<ErasedFn> = Arc::new(move |envelope: Arc<Envelope>, context| {
+        let endpoint: Arc<Endpoint> = Arc::new(move |context: MessageContext| {
             let handler = handler.clone();
             Box::pin(async move {
-                let event = decode::<E>(&envelope)?;
+                let event = decode::<E>(context.envelope())?;
                 handler.handle(event, context).await
             })
         });
         self.subscriptions.push(Subscription {
             event_type: E::NAME,
-            subscriber: subscriber.into(),
-            handler: RegisteredHandler {
-                message_type: E::NAME,
-                call,
-                on_success: None,
-            },
+            subscriber: subscriber.clone(),
+            handler: RegisteredHandler::new::<E>(Some(subscriber), endpoint),
         });
+        self
+    }
+
+    /// Reads payloads of message `M` at version `from_version` as version
+    /// `from_version + 1`, so that messages written by an older producer
+    /// (or waiting in a queue since before a deploy) are still handled.
+    ///
+    /// Chain upcasters to cover several versions. A message older than the
+    /// oldest upcaster, or newer than [`Message::VERSION`], is dead-lettered
+    /// as [`HandlerError::UnsupportedVersion`].
+    pub fn upcast<M: Message>(
+        mut self,
+        from_version: u32,
+        upcaster: impl Fn(serde_json::Value) -> serde_json::Value + Send + Sync + 'static,
+    ) -> Self {
+        let known = self.upcasters.entry(M::NAME).or_default();
+        if known.insert(from_version, Arc::new(upcaster)).is_some() {
+            self.duplicate_upcaster
+                .get_or_insert((M::NAME, from_version));
+        }
+        self
+    }
+
+    /// Wraps every handler of this set (commands and subscribers) in
+    /// `middleware`. The first registered runs outermost; see
+    /// [`Middleware`] for the whole order.
+    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
+        self.middleware.push(Arc::new(middleware));
         self
     }
 
@@ -133,12 +291,20 @@ impl HandlersBuilder {
     }
 
     /// Checks the registrations: one handler per command, unique valid
-    /// subscriber names per event.
+    /// subscriber names per event, one upcaster per message and version.
     pub fn build(self) -> Result<Handlers, RegistrationError> {
+        if let Some((message_type, from_version)) = self.duplicate_upcaster {
+            return Err(RegistrationError::DuplicateUpcaster {
+                message_type: message_type.to_owned(),
+                from_version,
+            });
+        }
+        let middleware: Arc<[Arc<dyn Middleware>]> = self.middleware.into();
         let mut commands = HashMap::new();
-        for mut handler in self.commands {
-            handler.on_success = self.on_success.clone();
+        for handler in self.commands {
             let message_type = handler.message_type;
+            let mut handler = handler.finish(self.upcasters.get(message_type), &middleware);
+            handler.on_success = self.on_success.clone();
             if commands.insert(message_type, handler).is_some() {
                 return Err(RegistrationError::DuplicateCommandHandler {
                     message_type: message_type.to_owned(),
@@ -146,7 +312,7 @@ impl HandlersBuilder {
             }
         }
         let mut events: HashMap<&'static str, Vec<Subscription>> = HashMap::new();
-        for subscription in self.subscriptions {
+        for mut subscription in self.subscriptions {
             let name = &subscription.subscriber;
             if name.is_empty()
                 || !name
@@ -165,6 +331,9 @@ impl HandlersBuilder {
                     subscriber: subscription.subscriber,
                 });
             }
+            subscription.handler = subscription
+                .handler
+                .finish(self.upcasters.get(subscription.event_type), &middleware);
             existing.push(subscription);
         }
         Ok(Handlers {
@@ -173,7 +342,7 @@ impl HandlersBuilder {
     }
 }
 
-fn decode<M: crate::Message>(envelope: &Envelope) -> Result<M, HandlerError> {
+fn decode<M: Message>(envelope: &Envelope) -> Result<M, HandlerError> {
     envelope
         .decode::<M>()
         .map_err(|source| HandlerError::Decode {

@@ -46,12 +46,17 @@ impl RetryPolicy {
         if attempt >= self.max_attempts.max(1) {
             return None;
         }
+        Some(self.delay_after(attempt))
+    }
+
+    /// The delay after failed attempt `attempt` (1-based) whatever the
+    /// budget: for loops that never give up, such as reconnecting to a
+    /// broker.
+    pub fn delay_after(&self, attempt: u32) -> Duration {
         let exponent = attempt.saturating_sub(1).min(63) as i32;
         let factor = self.multiplier.max(1.0).powi(exponent);
         let delay = self.initial_backoff.as_secs_f64() * factor;
-        Some(Duration::from_secs_f64(
-            delay.min(self.max_backoff.as_secs_f64()),
-        ))
+        Duration::from_secs_f64(delay.min(self.max_backoff.as_secs_f64()).max(0.0))
     }
 
     /// Every delay of the schedule, in order (`max_attempts - 1` of them).
@@ -80,5 +85,18 @@ mod tests {
         );
         assert_eq!(policy.backoff_after(5), None);
         assert_eq!(RetryPolicy::never().backoff_after(1), None);
+    }
+
+    #[test]
+    fn the_delay_keeps_growing_to_the_cap_past_the_attempt_budget() {
+        let policy = RetryPolicy {
+            max_attempts: 2,
+            initial_backoff: Duration::from_millis(200),
+            multiplier: 2.0,
+            max_backoff: Duration::from_secs(1),
+        };
+        assert_eq!(policy.delay_after(1), Duration::from_millis(200));
+        assert_eq!(policy.delay_after(3), Duration::from_millis(800));
+        assert_eq!(policy.delay_after(u32::MAX), Duration::from_secs(1));
     }
 }

@@ -169,7 +169,7 @@ async fn a_handler_that_always_fails_is_dead_lettered_after_max_attempts_with_it
     let envelope = Envelope::new(&Ship { order: 9 }).unwrap();
     let id = envelope.id;
 
-    bus.dispatch(envelope).await.unwrap();
+    bus.send_envelope(envelope).await.unwrap();
     bounded(bus.shutdown()).await;
 
     assert_eq!(
@@ -229,7 +229,7 @@ async fn an_undecodable_payload_is_dead_lettered_after_one_attempt_without_runni
     let (bus, dead_letters) = start(handlers, config(10, fast_retry(5)));
     // What a broken producer could put on the wire: the right type name, a
     // payload of the wrong shape.
-    let poison = Envelope::from_parts(
+    let poison = bus_core::transport::envelope_from_parts(
         uuid::Uuid::now_v7(),
         Ship::NAME,
         1,
@@ -238,7 +238,7 @@ async fn an_undecodable_payload_is_dead_lettered_after_one_attempt_without_runni
         serde_json::value::RawValue::from_string(r#"{"order":"not a number"}"#.into()).unwrap(),
     );
 
-    bus.dispatch(poison.clone()).await.unwrap();
+    bus.send_envelope(poison.clone()).await.unwrap();
     bounded(bus.shutdown()).await;
 
     assert_eq!(runs.load(Ordering::SeqCst), 0);
@@ -304,7 +304,7 @@ async fn a_handler_that_always_panics_ends_in_dead_letters() {
     let letters = dead_letters.list();
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].attempts, 2);
-    assert_eq!(letters[0].error, "handler panicked");
+    assert_eq!(letters[0].error, "handler panicked: always broken");
 }
 
 /// A handler that waits for a permit of `gate` before applying the command.
@@ -366,7 +366,7 @@ async fn an_event_that_does_not_fit_for_every_subscriber_is_refused_whole() {
         .unwrap();
     let (bus, _) = start(handlers, config(1, fast_retry(1)));
 
-    let refused = bus.publish_event(&Shipped { order: 1 }).await.unwrap_err();
+    let refused = bus.publish(&Shipped { order: 1 }).await.unwrap_err();
     bounded(bus.shutdown()).await;
 
     assert!(matches!(refused, DispatchError::Saturated { capacity: 1 }));
@@ -489,7 +489,7 @@ async fn each_subscriber_of_an_event_is_retried_on_its_own() {
         .unwrap();
     let (bus, dead_letters) = start(handlers, config(10, fast_retry(5)));
 
-    bus.publish_event(&Shipped { order: 8 }).await.unwrap();
+    bus.publish(&Shipped { order: 8 }).await.unwrap();
     bounded(bus.shutdown()).await;
 
     let mut seen = seen.lock().unwrap().clone();
@@ -526,7 +526,7 @@ async fn a_subscriber_that_gives_up_is_dead_lettered_alone() {
         .unwrap();
     let (bus, dead_letters) = start(handlers, config(10, fast_retry(5)));
 
-    bus.publish_event(&Shipped { order: 8 }).await.unwrap();
+    bus.publish(&Shipped { order: 8 }).await.unwrap();
     bounded(bus.shutdown()).await;
 
     assert_eq!(tracked.load(Ordering::SeqCst), 1);

@@ -6,8 +6,8 @@ use std::sync::{
 };
 
 use bus_core::{
-    command_fn, event_fn, Command, CommandBusExt, DispatchError, Event, EventBusExt, HandlerError,
-    Handlers, InMemoryBus, InMemoryDeadLetters, Message,
+    command_fn, event_fn, Command, CommandBusExt, DispatchError, Event, EventBusExt, FailureKind,
+    HandlerError, Handlers, InMemoryBus, InMemoryDeadLetters, Message,
 };
 use serde::{Deserialize, Serialize};
 
@@ -100,7 +100,7 @@ async fn publish_reaches_every_subscriber() {
             .unwrap(),
     );
 
-    bus.publish_event(&Deposited { amount: 5 }).await.unwrap();
+    bus.publish(&Deposited { amount: 5 }).await.unwrap();
 
     let mut seen = seen.lock().unwrap().clone();
     seen.sort();
@@ -131,7 +131,7 @@ async fn a_failing_subscriber_is_dead_lettered_and_the_others_still_run() {
         .unwrap();
     let bus = InMemoryBus::with_dead_letters(handlers, Arc::new(dead_letters.clone()));
 
-    bus.publish_event(&Deposited { amount: 5 })
+    bus.publish(&Deposited { amount: 5 })
         .await
         .expect("a subscriber failure is not the publisher's failure");
 
@@ -164,11 +164,75 @@ async fn the_command_success_hook_fires_only_when_the_handler_succeeds() {
 
     bus.send(&Deposit { amount: 3 }).await.unwrap();
     bus.send(&Deposit { amount: -1 }).await.unwrap_err();
-    bus.publish_event(&Deposited { amount: 3 }).await.unwrap();
+    bus.publish(&Deposited { amount: 3 }).await.unwrap();
 
     assert_eq!(
         *hooked.lock().unwrap(),
         [3],
         "once for the successful command; never for the failed one nor for subscribers"
     );
+}
+
+#[tokio::test]
+async fn a_panicking_command_handler_gives_the_caller_a_retryable_panic_error() {
+    let handlers = Handlers::builder()
+        .command(command_fn(|_: Deposit, _| async {
+            panic!("ledger corrupted");
+        }))
+        .build()
+        .unwrap();
+    let dead_letters = InMemoryDeadLetters::default();
+    let bus = InMemoryBus::with_dead_letters(handlers, Arc::new(dead_letters.clone()));
+
+    let error = bus.send(&Deposit { amount: 1 }).await.unwrap_err();
+
+    let DispatchError::Handler(error) = error else {
+        panic!("expected a handler error, got {error:?}");
+    };
+    assert!(
+        matches!(&error, HandlerError::Panicked { message } if message == "ledger corrupted"),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.kind(),
+        FailureKind::Retryable,
+        "the same class on every bus"
+    );
+    assert_eq!(error.to_string(), "handler panicked: ledger corrupted");
+    assert!(
+        dead_letters.is_empty(),
+        "the caller got it; nothing to keep"
+    );
+}
+
+#[tokio::test]
+async fn a_panicking_subscriber_is_dead_lettered_with_the_panic_and_the_others_still_run() {
+    let ledger_runs = Arc::new(AtomicUsize::new(0));
+    let dead_letters = InMemoryDeadLetters::default();
+    let handlers = Handlers::builder()
+        .subscribe(
+            "mailer",
+            event_fn(|_: Deposited, _| async { panic!("template missing") }),
+        )
+        .subscribe("ledger", {
+            let runs = ledger_runs.clone();
+            event_fn(move |_: Deposited, _| {
+                let runs = runs.clone();
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            })
+        })
+        .build()
+        .unwrap();
+    let bus = InMemoryBus::with_dead_letters(handlers, Arc::new(dead_letters.clone()));
+
+    bus.publish(&Deposited { amount: 5 }).await.unwrap();
+
+    assert_eq!(ledger_runs.load(Ordering::SeqCst), 1);
+    let letters = dead_letters.list();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].subscriber.as_deref(), Some("mailer"));
+    assert_eq!(letters[0].error, "handler panicked: template missing");
 }

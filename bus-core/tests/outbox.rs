@@ -12,9 +12,8 @@ use std::{
 };
 
 use bus_core::{
-    bus::BoxFuture,
     outbox::{self, OutboxRelay, RelayConfig},
-    DispatchError, Envelope, Event, EventBus, Message,
+    BoxFuture, DispatchError, Envelope, Event, EventBus, Message,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -44,7 +43,7 @@ impl CountingBus {
 }
 
 impl EventBus for CountingBus {
-    fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
+    fn publish_envelope(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
         Box::pin(async move {
             if self.down.load(Ordering::SeqCst) {
                 return Err(DispatchError::Unavailable {
@@ -113,7 +112,7 @@ async fn the_relayed_envelope_is_the_staged_one(pool: PgPool) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     struct Keep(Arc<Mutex<Vec<Envelope>>>);
     impl EventBus for Keep {
-        fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
+        fn publish_envelope(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
             self.0.lock().unwrap().push(envelope);
             Box::pin(std::future::ready(Ok(())))
         }

@@ -1,10 +1,12 @@
-//! `RecordingBus` lets code that dispatches be tested without any handler.
+//! `RecordingBus` lets code that sends be tested without any handler;
+//! `TestFramework` tests a command handler as given/when/then.
 
 use std::sync::Arc;
 
 use bus_core::{
-    testing::RecordingBus, Command, CommandBus, CommandBusExt, Event, EventBus, EventBusExt,
-    Message,
+    testing::{RecordingBus, TestFramework},
+    Command, CommandBus, CommandBusExt, CommandHandler, Event, EventBus, EventBusExt, FailureKind,
+    HandlerError, Message, MessageContext,
 };
 use serde::{Deserialize, Serialize};
 
@@ -48,7 +50,7 @@ async fn checkout(commands: &dyn CommandBus, events: &dyn EventBus) {
         .unwrap();
     commands.send(&CancelOrder { id: 1 }).await.unwrap();
     events
-        .publish_event(&OrderPlaced { sku: "tea".into() })
+        .publish(&OrderPlaced { sku: "tea".into() })
         .await
         .unwrap();
 }
@@ -95,4 +97,125 @@ async fn clones_of_a_recording_bus_share_one_record() {
     shared.send(&CancelOrder { id: 5 }).await.unwrap();
 
     assert_eq!(bus.dispatched_of::<CancelOrder>(), [CancelOrder { id: 5 }]);
+}
+
+/// Places an order for stock that was received and not yet ordered: state
+/// derived from the event history on the bus the handler publishes to.
+struct PlaceOrderHandler {
+    events: RecordingBus,
+    orders_seen: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct StockReceived {
+    sku: String,
+    quantity: u32,
+}
+impl Message for StockReceived {
+    const NAME: &'static str = "test.StockReceived";
+}
+impl Event for StockReceived {}
+
+impl CommandHandler<PlaceOrder> for PlaceOrderHandler {
+    async fn handle(&self, order: PlaceOrder, context: MessageContext) -> Result<(), HandlerError> {
+        self.orders_seen
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if order.quantity == 0 {
+            panic!("quantity validated upstream");
+        }
+        let received: u32 = self
+            .events
+            .published_of::<StockReceived>()
+            .iter()
+            .filter(|stock| stock.sku == order.sku)
+            .map(|stock| stock.quantity)
+            .sum();
+        if received < order.quantity {
+            return Err(HandlerError::retryable(format!(
+                "only {received} {} in stock",
+                order.sku
+            )));
+        }
+        let event = context
+            .event_envelope(&OrderPlaced { sku: order.sku })
+            .map_err(|error| HandlerError::permanent(error.to_string()))?;
+        self.events
+            .publish_envelope(event)
+            .await
+            .map_err(|error| HandlerError::retryable(error.to_string()))
+    }
+}
+
+fn place_order_handler(events: RecordingBus) -> PlaceOrderHandler {
+    PlaceOrderHandler {
+        events,
+        orders_seen: Arc::default(),
+    }
+}
+
+#[tokio::test]
+async fn given_stock_when_an_order_is_placed_then_only_the_new_event_is_published() {
+    TestFramework::new(place_order_handler)
+        .given([StockReceived {
+            sku: "tea".into(),
+            quantity: 3,
+        }])
+        .when(PlaceOrder {
+            sku: "tea".into(),
+            quantity: 2,
+        })
+        .await
+        .then_expect_published([OrderPlaced { sku: "tea".into() }]);
+}
+
+#[tokio::test]
+async fn given_no_stock_when_an_order_is_placed_then_it_fails_retryable_and_publishes_nothing() {
+    let error = TestFramework::new(place_order_handler)
+        .given([StockReceived {
+            sku: "coffee".into(),
+            quantity: 9,
+        }])
+        .when(PlaceOrder {
+            sku: "tea".into(),
+            quantity: 1,
+        })
+        .await
+        .then_expect_error_message("only 0 tea in stock");
+
+    assert_eq!(error.kind(), FailureKind::Retryable);
+}
+
+#[tokio::test]
+async fn a_panicking_handler_under_test_fails_as_it_would_on_a_bus() {
+    let then = TestFramework::new(place_order_handler)
+        .when(PlaceOrder {
+            sku: "tea".into(),
+            quantity: 0,
+        })
+        .await;
+
+    assert!(then.then_published::<OrderPlaced>().is_empty());
+    let error = then.then_expect_error();
+    assert!(
+        matches!(&error, HandlerError::Panicked { message } if message == "quantity validated upstream"),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+#[should_panic(expected = "published events")]
+async fn then_expect_published_fails_the_test_when_the_events_differ() {
+    TestFramework::new(place_order_handler)
+        .given([StockReceived {
+            sku: "tea".into(),
+            quantity: 1,
+        }])
+        .when(PlaceOrder {
+            sku: "tea".into(),
+            quantity: 1,
+        })
+        .await
+        .then_expect_published([OrderPlaced {
+            sku: "coffee".into(),
+        }]);
 }

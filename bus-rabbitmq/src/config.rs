@@ -86,6 +86,18 @@ impl Default for RabbitConfig {
 }
 
 impl RabbitConfig {
+    /// The worker's reconnection delays: doubling from
+    /// `reconnect_min_backoff` up to `reconnect_max_backoff`, never giving
+    /// up (read with [`RetryPolicy::delay_after`]).
+    pub fn reconnect_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: u32::MAX,
+            initial_backoff: self.reconnect_min_backoff,
+            multiplier: 2.0,
+            max_backoff: self.reconnect_max_backoff.max(self.reconnect_min_backoff),
+        }
+    }
+
     /// The names of this configuration's namespace.
     pub fn naming(&self) -> Naming {
         Naming::new(&self.namespace)

@@ -14,7 +14,30 @@
 //!   a dead-letter queue: a message is never dropped and a poison message
 //!   never loops.
 //! - Both declare the whole [`Topology`] on start and after every
-//!   reconnection, and both reconnect by themselves.
+//!   reconnection, and both reconnect by themselves (the worker with the
+//!   exponential backoff of [`RabbitConfig::reconnect_policy`], a
+//!   [`bus_core::RetryPolicy`] like the handlers' retries).
+//!
+//! ## Settlement and middleware
+//!
+//! The worker decides nothing on its own: it runs each delivery through
+//! bus-core's shared invocation and settlement, exactly as the in-memory
+//! buses do, and only translates the answer into AMQP:
+//!
+//! | [`bus_core::transport::decide`] says | the worker |
+//! |---|---|
+//! | ack | acknowledges the delivery |
+//! | retry after `d` (retryable error or panic, attempts left) | publishes a copy with `x-attempt` + 1 to the delay queue of `d`, waits for the confirm, acknowledges |
+//! | dead-letter (attempts spent, permanent, undecodable, unknown type, unsupported version) | publishes a copy with `x-error` (the reason) and `x-attempts` to the queue's `.dlq`, waits for the confirm, acknowledges |
+//!
+//! A copy that cannot be confirmed is not acknowledged: the delivery is
+//! requeued, never lost. A body that is not an envelope at all is
+//! dead-lettered before any handler runs.
+//!
+//! Per delivery, outermost first: the worker's `delivery` span (queue,
+//! message id, attempt); bus-core's `handle` span; panic catching; the
+//! [`bus_core::Middleware`] registered on the handlers, in registration
+//! order; version check and upcasting; decoding; the handler.
 //!
 //! Table of contents:
 //!
@@ -25,7 +48,7 @@
 //! | [`topology`] | [`Topology`]: every exchange, queue and binding, declared idempotently |
 //! | [`wire`] | how an [`bus_core::Envelope`] maps onto AMQP properties, headers and body |
 //! | [`publisher`] | [`RabbitPublisher`]: confirmed, persistent, mandatory publishes over pooled channels |
-//! | [`worker`] | [`RabbitWorker`]: consumption, acks, retries, dead letters, reconnection, graceful shutdown |
+//! | [`worker`] | [`RabbitWorker`]: sessions and reconnection, the consume loop, settlement onto AMQP, graceful shutdown |
 //! | [`error`] | [`RabbitError`]: what can go wrong outside a publish |
 //!
 //! See the crate's README for the topology table and where each guarantee is

@@ -223,7 +223,7 @@ impl RabbitPublisher {
 impl CommandBus for RabbitPublisher {
     /// Sends the command to `{ns}.commands`, routed by its type to
     /// `{ns}.command.{Type}`. Refused if no such queue is bound.
-    fn dispatch(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
+    fn send_envelope(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
         Box::pin(self.publish_to(self.inner.naming.commands_exchange(), envelope))
     }
 }
@@ -231,7 +231,7 @@ impl CommandBus for RabbitPublisher {
 impl EventBus for RabbitPublisher {
     /// Publishes the event to `{ns}.events`, routed by its type to every
     /// subscriber queue, or to `{ns}.events.unrouted` if there is none.
-    fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
+    fn publish_envelope(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
         Box::pin(self.publish_to(self.inner.naming.events_exchange(), envelope))
     }
 }

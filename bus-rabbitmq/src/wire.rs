@@ -158,7 +158,7 @@ pub fn decode(properties: &BasicProperties, body: &[u8]) -> Result<Envelope, Dec
             envelope_headers.insert(name.to_string(), value);
         }
     }
-    Ok(Envelope::from_parts(
+    Ok(bus_core::transport::envelope_from_parts(
         id,
         message_type,
         version,

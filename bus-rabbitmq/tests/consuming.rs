@@ -9,7 +9,11 @@ use bus_core::{
     command_fn, event_fn, CommandBusExt, EventBusExt, HandlerError, Handlers, MessageContext,
 };
 use bus_rabbitmq::{
-    lapin::{options::BasicPublishOptions, BasicProperties},
+    lapin::{
+        options::BasicPublishOptions,
+        types::{AMQPValue, FieldTable},
+        BasicProperties,
+    },
     wire::headers,
     RabbitConfig, RabbitPublisher, RabbitWorker,
 };
@@ -95,7 +99,7 @@ async fn a_handler_that_always_fails_is_dead_lettered_with_its_error_after_max_a
 
     let envelope = bus_core::Envelope::new(&DoThing { n: 1 }).unwrap();
     let id = envelope.id.to_string();
-    bus_core::CommandBus::dispatch(&publisher, envelope)
+    bus_core::CommandBus::send_envelope(&publisher, envelope)
         .await
         .unwrap();
 
@@ -131,7 +135,50 @@ async fn a_handler_that_always_fails_is_dead_lettered_with_its_error_after_max_a
 }
 
 #[tokio::test]
-async fn undecodable_and_unknown_messages_go_straight_to_the_dead_letter_queue() {
+async fn a_panicking_handler_is_retried_then_dead_lettered_with_the_panic_as_reason() {
+    let config = config();
+    let calls = Record::<u32>::default();
+    let handlers = {
+        let calls = calls.clone();
+        Handlers::builder()
+            .command::<DoThing, _>(command_fn(move |_: DoThing, context: MessageContext| {
+                calls.push(context.attempt());
+                async move { panic!("stock table corrupted") }
+            }))
+            .build()
+            .unwrap()
+    };
+    let worker = RabbitWorker::new(&handlers, config.clone()).unwrap();
+    let topology = worker.topology().clone();
+    let publisher = RabbitPublisher::connect(&config, topology.clone())
+        .await
+        .unwrap();
+    let running = RunningWorker::start(worker);
+
+    publisher.send(&DoThing { n: 2 }).await.unwrap();
+
+    let (connection, channel) = channel().await;
+    let queue = format!("{}.command.test.DoThing", config.namespace);
+    let dead = wait_for_message(&channel, &format!("{queue}.dlq"), Duration::from_secs(10)).await;
+    assert_eq!(
+        calls.list(),
+        [1, 2, 3, 4],
+        "a panic consumes attempts like a retryable error"
+    );
+    assert_eq!(
+        header(&dead, headers::ERROR).as_deref(),
+        Some("handler panicked: stock table corrupted")
+    );
+    assert_eq!(header_u32(&dead, headers::ATTEMPTS), Some(4));
+
+    running.stop().await;
+    publisher.close();
+    let _ = connection.close(200, "OK".into()).await;
+    cleanup(&topology).await;
+}
+
+#[tokio::test]
+async fn undecodable_unknown_and_too_new_messages_go_straight_to_the_dead_letter_queue() {
     let config = config();
     let calls = Record::<u32>::default();
     let handlers = recording_handlers(&calls);
@@ -161,6 +208,14 @@ async fn undecodable_and_unknown_messages_go_straight_to_the_dead_letter_queue()
         (raw(&id, "test.DoThing"), &br#"{"wrong":"shape"}"#[..]),
         (raw("not-a-uuid", "test.DoThing"), &br#"{"n":1}"#[..]),
         (BasicProperties::default(), &br#"{"n":1}"#[..]),
+        (
+            raw(&id, "test.DoThing").with_headers(FieldTable::from(
+                [(headers::VERSION.into(), AMQPValue::LongUInt(2))]
+                    .into_iter()
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+            )),
+            &br#"{"n":1}"#[..],
+        ),
     ] {
         channel
             .basic_publish(
@@ -176,7 +231,7 @@ async fn undecodable_and_unknown_messages_go_straight_to_the_dead_letter_queue()
 
     let dlq = format!("{queue}.dlq");
     let mut errors = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..6 {
         let dead = wait_for_message(&channel, &dlq, Duration::from_secs(10)).await;
         errors.push(header(&dead, headers::ERROR).unwrap());
     }
@@ -189,6 +244,7 @@ async fn undecodable_and_unknown_messages_go_straight_to_the_dead_letter_queue()
         "cannot decode test.DoThing",
         "is not a UUID",
         "missing message_id",
+        "test.DoThing version 2 is not supported: this consumer reads versions up to 1",
     ] {
         assert!(
             errors.iter().filter(|e| e.contains(expected)).count() == 1,
@@ -259,9 +315,9 @@ async fn an_event_reaches_both_subscribers_and_an_event_without_subscriber_is_ke
         .unwrap();
     let running = RunningWorker::start(worker);
 
-    publisher.publish_event(&ThingDone { n: 5 }).await.unwrap();
+    publisher.publish(&ThingDone { n: 5 }).await.unwrap();
     publisher
-        .publish_event(&NobodyCares { n: 6 })
+        .publish(&NobodyCares { n: 6 })
         .await
         .expect("an event without subscriber is accepted");
 

@@ -43,7 +43,7 @@ async fn a_dispatched_command_is_confirmed_and_stored_persistent_with_its_metada
         .unwrap()
         .with_header("tenant", "acme");
     let id = envelope.id;
-    bus_core::CommandBus::dispatch(&publisher, envelope.clone())
+    bus_core::CommandBus::send_envelope(&publisher, envelope.clone())
         .await
         .unwrap();
 
@@ -192,10 +192,7 @@ async fn publishing_to_an_unreachable_broker_fails_fast_with_unavailable() {
             "{:?}",
             started.elapsed()
         );
-        let error = publisher
-            .publish_event(&ThingDone { n: 1 })
-            .await
-            .unwrap_err();
+        let error = publisher.publish(&ThingDone { n: 1 }).await.unwrap_err();
         assert!(
             matches!(error, DispatchError::Unavailable { .. }),
             "{error:?}"
@@ -219,7 +216,7 @@ async fn a_command_nobody_consumes_is_refused_as_unroutable() {
     let error = publisher.send(&DoThing { n: 1 }).await.unwrap_err();
     assert!(matches!(error, DispatchError::Refused { .. }), "{error:?}");
     // The channel stays usable: the next publish goes through.
-    publisher.publish_event(&ThingDone { n: 1 }).await.unwrap();
+    publisher.publish(&ThingDone { n: 1 }).await.unwrap();
     publisher.close();
     cleanup(&topology).await;
 }

@@ -82,7 +82,7 @@ impl CommandHandler<RegisterBook> for RegisterBookHandler {
             .map_err(|error| HandlerError::permanent(error.to_string()))?;
         // A full event bus is worth a retry too: it says "not now", not "never".
         self.events
-            .publish(event)
+            .publish_envelope(event)
             .await
             .map_err(|error| HandlerError::retryable(error.to_string()))
     }

@@ -70,7 +70,7 @@ impl CommandHandler<RegisterBook> for RegisterBookHandler {
             })
             .map_err(|error| HandlerError::permanent(error.to_string()))?;
         self.events
-            .publish(event)
+            .publish_envelope(event)
             .await
             .map_err(|error| HandlerError::retryable(error.to_string()))
     }

@@ -65,7 +65,7 @@ impl CommandHandler<RegisterBook> for RegisterBookHandler {
             .map_err(|error| HandlerError::permanent(error.to_string()))?;
         // Unavailable broker: retry the command later rather than lose the event.
         self.events
-            .publish(event)
+            .publish_envelope(event)
             .await
             .map_err(|error| HandlerError::retryable(error.to_string()))
     }

@@ -1,5 +1,4 @@
 use std::{
-    panic::AssertUnwindSafe,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -7,12 +6,15 @@ use std::{
     time::Duration,
 };
 
-use futures::FutureExt;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::{
-    bus::BoxFuture, dead_letter::dead_letter, CommandBus, DeadLetterSink, DispatchError, Envelope,
-    EventBus, HandlerError, Handlers, InMemoryDeadLetters, RegisteredHandler, RetryPolicy,
+    bus::BoxFuture,
+    dead_letter::dead_letter,
+    settlement::{decide, Settlement},
+    transport::RegisteredHandler,
+    CommandBus, DeadLetterSink, DispatchError, Envelope, EventBus, Handlers, InMemoryDeadLetters,
+    RetryPolicy,
 };
 
 /// Settings of an [`AsyncBus`].
@@ -45,8 +47,9 @@ impl Default for AsyncBusConfig {
 /// A bounded in-process queue served by tokio tasks.
 ///
 /// `dispatch` and `publish` return as soon as the message is queued. Workers
-/// run up to `concurrency` handlers at once; a handler that fails with a
-/// retryable error (or panics) is retried after the [`RetryPolicy`]'s
+/// run up to `concurrency` handlers at once; the shared settlement
+/// decides each result: a handler that fails with a retryable error (or
+/// panics) is retried after the [`RetryPolicy`]'s
 /// backoff, and a message that exhausts it, fails permanently or cannot be
 /// decoded goes to the [`DeadLetterSink`] (and the log).
 ///
@@ -197,7 +200,7 @@ impl AsyncBus {
 }
 
 impl CommandBus for AsyncBus {
-    fn dispatch(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
+    fn send_envelope(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
         let result = match self.inner.handlers.command(&envelope.message_type) {
             Some(handler) => {
                 let handler = handler.clone();
@@ -212,7 +215,7 @@ impl CommandBus for AsyncBus {
 }
 
 impl EventBus for AsyncBus {
-    fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
+    fn publish_envelope(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
         let targets: Vec<_> = self
             .inner
             .handlers
@@ -246,32 +249,33 @@ async fn run_workers(inner: Arc<Inner>, mut jobs: mpsc::UnboundedReceiver<Job>) 
 }
 
 async fn run_job(inner: &Arc<Inner>, job: Job) {
-    let max_attempts = inner.config.retry.max_attempts.max(1);
-    let call = job
+    let policy = &inner.config.retry;
+    let result = job
         .handler
-        .invoke(job.envelope.clone(), job.attempt, max_attempts);
-    let result = match AssertUnwindSafe(call).catch_unwind().await {
-        Ok(result) => result,
-        Err(_) => Err(HandlerError::retryable("handler panicked")),
-    };
-    let Err(error) = result else {
-        return;
-    };
-    let backoff = if error.is_retryable() {
-        inner.config.retry.backoff_after(job.attempt)
-    } else {
-        None
-    };
-    let Some(delay) = backoff else {
-        dead_letter(
-            inner.dead_letters.as_ref(),
-            &job.envelope,
-            job.subscriber.as_deref(),
-            &error,
+        .invoke(
+            job.envelope.clone(),
             job.attempt,
-        );
-        return;
+            policy.max_attempts.max(1),
+        )
+        .await;
+    let delay = match decide(&result, job.attempt, policy) {
+        Settlement::Retry { after } => after,
+        Settlement::DeadLetter { reason } => {
+            dead_letter(
+                inner.dead_letters.as_ref(),
+                &job.envelope,
+                job.subscriber.as_deref(),
+                &reason,
+                job.attempt,
+            );
+            return;
+        }
+        _ => return,
     };
+    let error = result
+        .err()
+        .map(|error| error.to_string())
+        .unwrap_or_default();
     tracing::warn!(
         message_id = %job.envelope.id,
         message_type = %job.envelope.message_type,
@@ -289,13 +293,11 @@ async fn run_job(inner: &Arc<Inner>, job: Job) {
             _ = abandon.wait_for(|abandon| *abandon) => true,
         };
         if abandoned {
-            let error =
-                HandlerError::retryable(format!("bus shut down before retry; last error: {error}"));
             dead_letter(
                 inner.dead_letters.as_ref(),
                 &job.envelope,
                 job.subscriber.as_deref(),
-                &error,
+                &format!("bus shut down before retry; last error: {error}"),
                 job.attempt,
             );
             return;
@@ -305,12 +307,11 @@ async fn run_job(inner: &Arc<Inner>, job: Job) {
             ..job
         };
         if let Err(mpsc::error::SendError(job)) = inner.jobs.send(retry) {
-            let error = HandlerError::retryable("bus stopped before retry");
             dead_letter(
                 inner.dead_letters.as_ref(),
                 &job.envelope,
                 job.subscriber.as_deref(),
-                &error,
+                &format!("bus stopped before retry; last error: {error}"),
                 job.attempt,
             );
         }

@@ -1,18 +1,31 @@
-use std::{panic::AssertUnwindSafe, sync::Arc};
-
-use futures::FutureExt;
+use std::sync::Arc;
 
 use crate::{
-    bus::BoxFuture, dead_letter::dead_letter, CommandBus, DeadLetterSink, DispatchError, Envelope,
-    EventBus, HandlerError, Handlers, InMemoryDeadLetters,
+    bus::BoxFuture,
+    dead_letter::dead_letter,
+    settlement::{decide, Settlement},
+    CommandBus, DeadLetterSink, DispatchError, Envelope, EventBus, Handlers, InMemoryDeadLetters,
+    RetryPolicy,
+};
+
+/// One attempt: a caller waiting on its command cannot wait for retries.
+const SINGLE_ATTEMPT: RetryPolicy = RetryPolicy {
+    max_attempts: 1,
+    initial_backoff: std::time::Duration::ZERO,
+    multiplier: 1.0,
+    max_backoff: std::time::Duration::ZERO,
 };
 
 /// Runs handlers inline: `dispatch` returns once the handler has run, with
-/// its result ([`DispatchError::Handler`] on failure). Nothing is retried;
-/// the caller sees the failure.
+/// its result ([`DispatchError::Handler`] on failure). The shared
+/// settlement runs with a single attempt, so nothing is retried: where it
+/// says "dead-letter", a command's failure (a panic included, as
+/// [`HandlerError::Panicked`](crate::HandlerError::Panicked)) goes back to
+/// the caller, who is there to see it.
 ///
-/// `publish` runs every subscriber in turn; a failing subscriber is
-/// dead-lettered (logged and kept) and does not stop the others.
+/// `publish` runs every subscriber in turn; a failing (or panicking)
+/// subscriber is dead-lettered (logged and kept) and does not stop the
+/// others.
 ///
 /// Good for tests and single-process tools where read-your-writes matters
 /// more than throughput.
@@ -46,7 +59,7 @@ impl InMemoryBus {
 }
 
 impl CommandBus for InMemoryBus {
-    fn dispatch(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
+    fn send_envelope(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
         Box::pin(async move {
             let handler = self
                 .handlers
@@ -54,29 +67,29 @@ impl CommandBus for InMemoryBus {
                 .ok_or_else(|| DispatchError::NoHandler {
                     message_type: envelope.message_type.clone(),
                 })?;
-            handler.invoke(Arc::new(envelope), 1, 1).await?;
-            Ok(())
+            let result = handler.invoke(Arc::new(envelope), 1, 1).await;
+            match decide(&result, 1, &SINGLE_ATTEMPT) {
+                Settlement::Ack => Ok(()),
+                _ => result.map_err(DispatchError::Handler),
+            }
         })
     }
 }
 
 impl EventBus for InMemoryBus {
-    fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
+    fn publish_envelope(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
         Box::pin(async move {
             let envelope = Arc::new(envelope);
             for subscription in self.handlers.subscribers(&envelope.message_type) {
-                // A panicking subscriber must not keep the others from running.
-                let call = subscription.handler.invoke(envelope.clone(), 1, 1);
-                let result = AssertUnwindSafe(call)
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|_| Err(HandlerError::permanent("subscriber panicked")));
-                if let Err(error) = result {
+                // `invoke` catches panics: one subscriber cannot keep the
+                // others from running.
+                let result = subscription.handler.invoke(envelope.clone(), 1, 1).await;
+                if let Settlement::DeadLetter { reason } = decide(&result, 1, &SINGLE_ATTEMPT) {
                     dead_letter(
                         self.dead_letters.as_ref(),
                         &envelope,
                         Some(&subscription.subscriber),
-                        &error,
+                        &reason,
                         1,
                     );
                 }

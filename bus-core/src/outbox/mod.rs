@@ -50,7 +50,7 @@ pub trait OutboxStore: Send + Sync + 'static {
 pub async fn publish_each(bus: &dyn EventBus, rows: &[(i64, Envelope)]) -> Vec<i64> {
     let results = futures::future::join_all(
         rows.iter()
-            .map(|(_, envelope)| bus.publish(envelope.clone())),
+            .map(|(_, envelope)| bus.publish_envelope(envelope.clone())),
     )
     .await;
     let mut published = Vec::with_capacity(rows.len());

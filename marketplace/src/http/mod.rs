@@ -59,7 +59,7 @@ impl AppState {
         if let TraceParent(Some(parent)) = trace {
             envelope = envelope.with_trace_parent(&parent);
         }
-        self.commands.dispatch(envelope).await?;
+        self.commands.send_envelope(envelope).await?;
         Ok(())
     }
 }

@@ -63,8 +63,8 @@ async fn a_redelivered_order_claims_stock_only_once(pool: PgPool) {
         .await
         .unwrap();
     // The very same message (same id) twice, as a redelivery would.
-    publisher.dispatch(envelope.clone()).await.unwrap();
-    publisher.dispatch(envelope).await.unwrap();
+    publisher.send_envelope(envelope.clone()).await.unwrap();
+    publisher.send_envelope(envelope).await.unwrap();
     publisher.close();
     app.await_commands_applied(&trace, 2).await;
     assert_eq!(

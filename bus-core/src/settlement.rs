@@ -1,0 +1,188 @@
+//! The one policy that decides what happens to a handled message, on every
+//! bus.
+//!
+//! A transport runs the handler through
+//! [`RegisteredHandler::invoke`](crate::transport::RegisteredHandler::invoke)
+//! (which turns a panic into [`HandlerError::Panicked`]), then asks
+//! [`decide`] what to do with the result and applies the answer in its own
+//! terms: the AMQP worker acks, publishes to a delay queue or to the
+//! dead-letter queue; the async bus drops, re-queues after a sleep or hands
+//! to its [`DeadLetterSink`](crate::DeadLetterSink); the sync bus, which has
+//! no one to retry for, returns a failed command's error to its caller.
+
+use std::time::Duration;
+
+use crate::{FailureKind, HandlerError, RetryPolicy};
+
+/// What to do with a message once its handler has run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Settlement {
+    /// Done: acknowledge and forget it.
+    Ack,
+    /// Deliver it again, as the next attempt, after this delay.
+    Retry {
+        /// How long to wait first.
+        after: Duration,
+    },
+    /// Give up: keep it as a dead letter with this reason.
+    DeadLetter {
+        /// Why, for the dead-letter record and the log.
+        reason: String,
+    },
+}
+
+/// Settles the result of delivery `attempt` (1-based) under `policy`.
+///
+/// | result | settlement |
+/// |---|---|
+/// | `Ok` | [`Settlement::Ack`] |
+/// | [`FailureKind::Retryable`] (incl. a panic), attempts left | [`Settlement::Retry`] after [`RetryPolicy::backoff_after`] |
+/// | [`FailureKind::Retryable`], attempts spent | [`Settlement::DeadLetter`] |
+/// | [`FailureKind::Permanent`] (incl. decode, unknown type, unsupported version) | [`Settlement::DeadLetter`] |
+///
+/// The reason of a dead letter is the error's text; transports record the
+/// number of attempts beside it.
+pub fn decide(result: &Result<(), HandlerError>, attempt: u32, policy: &RetryPolicy) -> Settlement {
+    let Err(error) = result else {
+        return Settlement::Ack;
+    };
+    let retry_after = match error.kind() {
+        FailureKind::Retryable => policy.backoff_after(attempt),
+        FailureKind::Permanent => None,
+    };
+    match retry_after {
+        Some(after) => Settlement::Retry { after },
+        None => Settlement::DeadLetter {
+            reason: error.to_string(),
+        },
+    }
+}
+
+/// The text of a panic payload (what `panic!` was given, when a string).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(100),
+            multiplier: 2.0,
+            max_backoff: Duration::from_secs(1),
+        }
+    }
+
+    fn decode_error() -> HandlerError {
+        HandlerError::Decode {
+            message_type: "t.Thing".to_owned(),
+            source: serde_json::from_str::<u32>("x").unwrap_err(),
+        }
+    }
+
+    #[test]
+    fn a_success_is_acknowledged_whatever_the_attempt() {
+        assert_eq!(decide(&Ok(()), 1, &policy()), Settlement::Ack);
+        assert_eq!(decide(&Ok(()), 9, &policy()), Settlement::Ack);
+    }
+
+    #[test]
+    fn a_retryable_failure_is_retried_with_the_policy_backoff_while_attempts_remain() {
+        let failed = Err(HandlerError::retryable("offer not there yet"));
+        assert_eq!(
+            decide(&failed, 1, &policy()),
+            Settlement::Retry {
+                after: Duration::from_millis(100)
+            }
+        );
+        assert_eq!(
+            decide(&failed, 2, &policy()),
+            Settlement::Retry {
+                after: Duration::from_millis(200)
+            }
+        );
+    }
+
+    #[test]
+    fn a_retryable_failure_on_the_last_attempt_is_dead_lettered_with_its_text() {
+        let failed = Err(HandlerError::retryable("offer not there yet"));
+        assert_eq!(
+            decide(&failed, 3, &policy()),
+            Settlement::DeadLetter {
+                reason: "offer not there yet".to_owned()
+            }
+        );
+    }
+
+    #[test]
+    fn a_panic_is_retried_then_dead_lettered_with_a_reason_naming_the_panic() {
+        let panicked = Err(HandlerError::Panicked {
+            message: "index out of bounds".to_owned(),
+        });
+        assert!(matches!(
+            decide(&panicked, 1, &policy()),
+            Settlement::Retry { .. }
+        ));
+        let Settlement::DeadLetter { reason } = decide(&panicked, 3, &policy()) else {
+            panic!("a panic on the last attempt must be dead-lettered");
+        };
+        assert_eq!(reason, "handler panicked: index out of bounds");
+    }
+
+    #[test]
+    fn permanent_failures_are_dead_lettered_on_the_first_attempt() {
+        let failures = [
+            HandlerError::permanent("isbn already registered"),
+            decode_error(),
+            HandlerError::UnknownType {
+                message_type: "t.Other".to_owned(),
+            },
+            HandlerError::UnsupportedVersion {
+                message_type: "t.Thing".to_owned(),
+                version: 3,
+                reason: "this consumer reads up to version 2".to_owned(),
+            },
+        ];
+        for error in failures {
+            let text = error.to_string();
+            assert_eq!(
+                decide(&Err(error), 1, &policy()),
+                Settlement::DeadLetter { reason: text }
+            );
+        }
+    }
+
+    #[test]
+    fn with_a_single_attempt_every_failure_is_dead_lettered_at_once() {
+        let never = RetryPolicy::never();
+        for error in [
+            HandlerError::retryable("busy"),
+            HandlerError::Panicked {
+                message: "boom".to_owned(),
+            },
+        ] {
+            assert!(matches!(
+                decide(&Err(error), 1, &never),
+                Settlement::DeadLetter { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn a_panic_payload_is_read_whether_str_or_string() {
+        let literal: Box<dyn std::any::Any + Send> = Box::new("static text");
+        let formatted: Box<dyn std::any::Any + Send> = Box::new(String::from("formatted 7"));
+        let other: Box<dyn std::any::Any + Send> = Box::new(7_u8);
+        assert_eq!(panic_message(literal.as_ref()), "static text");
+        assert_eq!(panic_message(formatted.as_ref()), "formatted 7");
+        assert_eq!(panic_message(other.as_ref()), "non-string panic payload");
+    }
+}

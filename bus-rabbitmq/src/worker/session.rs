@@ -1,0 +1,212 @@
+//! A worker's life with the broker: connect, declare the topology, consume
+//! every queue, and reconnect with backoff when the connection is lost.
+
+use std::sync::Arc;
+
+use futures::{stream::FuturesUnordered, StreamExt};
+use lapin::{
+    options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions},
+    types::FieldTable,
+    Channel, Connection, ConnectionProperties, Consumer,
+};
+use tokio::time::Instant;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use super::{consume::consume_queue, QueueContext, RabbitWorker, Route};
+use crate::{naming::short, RabbitError};
+
+/// How a consuming session ended.
+enum SessionEnd {
+    /// Shutdown was requested; consumers are cancelled.
+    Shutdown(Vec<Channel>),
+    /// The connection or a channel failed.
+    Lost(String),
+}
+
+impl RabbitWorker {
+    pub(super) async fn run_until_cancelled(
+        &self,
+        cancel: CancellationToken,
+    ) -> Result<(), RabbitError> {
+        let tracker = TaskTracker::new();
+        let policy = self.config.reconnect_policy();
+        // Consecutive failed sessions: the exponent of the reconnect delay.
+        let mut failures: u32 = 1;
+        loop {
+            let connected = tokio::select! {
+                () = cancel.cancelled() => break,
+                connected = self.connect() => connected,
+            };
+            let session_started = Instant::now();
+            match connected {
+                Err(error) => {
+                    let retry_in = policy.delay_after(failures);
+                    tracing::warn!(%error, ?retry_in, "worker cannot reach the broker");
+                }
+                Ok(connection) => match self.serve(&connection, &cancel, &tracker).await {
+                    SessionEnd::Shutdown(channels) => {
+                        tracker.close();
+                        tracker.wait().await;
+                        for channel in channels {
+                            let _ = channel.close(200, "OK".into()).await;
+                        }
+                        let _ = connection.close(200, "OK".into()).await;
+                        tracing::info!(
+                            "worker stopped: in-flight messages settled, connection closed"
+                        );
+                        return Ok(());
+                    }
+                    SessionEnd::Lost(reason) => {
+                        // A session that lasted resets the backoff; one that
+                        // failed at once (e.g. consume refused) keeps doubling it.
+                        if session_started.elapsed() >= self.config.reconnect_max_backoff {
+                            failures = 1;
+                        }
+                        let retry_in = policy.delay_after(failures);
+                        tracing::warn!(%reason, ?retry_in, "worker lost the broker, reconnecting");
+                        if connection.status().connected() {
+                            let _ = connection.close(200, "reconnecting".into()).await;
+                        }
+                    }
+                },
+            }
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(policy.delay_after(failures)) => {}
+            }
+            failures = failures.saturating_add(1);
+        }
+        // Shutdown while disconnected: wait for handlers of earlier sessions
+        // (their acks fail; the broker redelivers those messages).
+        tracker.close();
+        tracker.wait().await;
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+
+    /// Opens a connection and declares the topology on it.
+    async fn connect(&self) -> Result<Connection, RabbitError> {
+        let properties = ConnectionProperties::default().with_connection_name(
+            format!("{} (worker)", self.config.connection_name)
+                .as_str()
+                .into(),
+        );
+        let connection = tokio::time::timeout(
+            self.config.connect_timeout,
+            Connection::connect(&self.config.amqp_url, properties),
+        )
+        .await
+        .map_err(|elapsed| RabbitError::Connect(Box::new(elapsed)))?
+        .map_err(|error| RabbitError::Connect(Box::new(error)))?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(RabbitError::Channel)?;
+        let declared = self.topology.declare(&channel).await;
+        let _ = channel.close(200, "OK".into()).await;
+        if let Err(error) = declared {
+            let _ = connection.close(200, "OK".into()).await;
+            return Err(error);
+        }
+        tracing::info!(
+            namespace = self.topology.naming().namespace(),
+            queues = self.routes.len(),
+            "worker connected, topology declared"
+        );
+        Ok(connection)
+    }
+
+    /// Consumes every queue on `connection` until shutdown or a failure.
+    async fn serve(
+        &self,
+        connection: &Connection,
+        cancel: &CancellationToken,
+        tracker: &TaskTracker,
+    ) -> SessionEnd {
+        let session = cancel.child_token();
+        let mut channels = Vec::new();
+        let mut loops = FuturesUnordered::new();
+        for route in &self.routes {
+            match self.start_consumer(connection, route).await {
+                Ok((consumer, consume_channel, publish_channel)) => {
+                    channels.push(consume_channel.clone());
+                    channels.push(publish_channel.clone());
+                    let context = QueueContext {
+                        route: route.clone(),
+                        policy: self.config.retry,
+                        confirm_timeout: self.config.confirm_timeout,
+                        failure_pause: self.config.reconnect_min_backoff,
+                        publish_channel,
+                        publish_turn: Arc::new(tokio::sync::Mutex::new(())),
+                    };
+                    loops.push(consume_queue(
+                        context,
+                        consumer,
+                        consume_channel,
+                        self.config.concurrency,
+                        session.clone(),
+                        tracker.clone(),
+                    ));
+                }
+                Err(error) => {
+                    session.cancel();
+                    return SessionEnd::Lost(error.to_string());
+                }
+            }
+        }
+        if self.routes.is_empty() {
+            cancel.cancelled().await;
+        }
+        let mut lost = None;
+        while let Some(outcome) = loops.next().await {
+            if let Err(reason) = outcome {
+                if lost.is_none() {
+                    lost = Some(reason);
+                    session.cancel();
+                }
+            }
+        }
+        match lost {
+            Some(reason) => SessionEnd::Lost(reason),
+            None => SessionEnd::Shutdown(channels),
+        }
+    }
+
+    async fn start_consumer(
+        &self,
+        connection: &Connection,
+        route: &Route,
+    ) -> Result<(Consumer, Channel, Channel), RabbitError> {
+        let consume_channel = connection
+            .create_channel()
+            .await
+            .map_err(RabbitError::Channel)?;
+        consume_channel
+            .basic_qos(self.config.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(RabbitError::Channel)?;
+        let publish_channel = connection
+            .create_channel()
+            .await
+            .map_err(RabbitError::Channel)?;
+        publish_channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(RabbitError::Channel)?;
+        let tag = format!("{}-{}", self.config.connection_name, uuid::Uuid::new_v4());
+        let consumer = consume_channel
+            .basic_consume(
+                short(&route.queue)?,
+                short(&tag)?,
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|source| RabbitError::Consume {
+                queue: route.queue.clone(),
+                source,
+            })?;
+        tracing::info!(queue = %route.queue, prefetch = self.config.prefetch, concurrency = self.config.concurrency, "consuming");
+        Ok((consumer, consume_channel, publish_channel))
+    }
+}

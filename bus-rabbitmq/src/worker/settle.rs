@@ -1,0 +1,196 @@
+//! Applying the shared settlement to an AMQP delivery: ack, a copy to the
+//! delay queue of the backoff, or a copy to the dead-letter queue, each copy
+//! confirmed before the delivery is acknowledged.
+
+use std::{sync::Arc, time::Duration};
+
+use bus_core::{
+    transport::{decide, Settlement},
+    HandlerError,
+};
+use lapin::{
+    message::Delivery,
+    options::{BasicAckOptions, BasicNackOptions},
+    types::{AMQPValue, FieldTable, LongString},
+};
+use tokio::time::Instant;
+
+use super::QueueContext;
+use crate::{
+    confirm::{publish_confirmed, PublishFailure},
+    wire::{self, headers},
+    Naming,
+};
+
+/// Runs the handler on one delivery and settles it as [`decide`] says.
+pub(super) async fn settle(context: &QueueContext, delivery: Delivery, attempt: u32) {
+    let envelope = match wire::decode(&delivery.properties, &delivery.data) {
+        Ok(envelope) => envelope,
+        Err(error) => {
+            // Not a message at all, so no handler result to decide on.
+            let reason = format!("undecodable message: {error}");
+            dead_letter(context, &delivery, &reason, attempt).await;
+            return;
+        }
+    };
+    let expected = context.route.handler.message_type();
+    let result = if envelope.message_type == expected {
+        context
+            .route
+            .handler
+            .invoke(
+                Arc::new(envelope),
+                attempt,
+                context.policy.max_attempts.max(1),
+            )
+            .await
+    } else {
+        tracing::warn!(queue = %context.route.queue, %expected, "message of another type on this queue");
+        Err(HandlerError::UnknownType {
+            message_type: envelope.message_type,
+        })
+    };
+    match decide(&result, attempt, &context.policy) {
+        Settlement::Ack => ack(&delivery, "handled").await,
+        Settlement::Retry { after } => {
+            let error = result.err().map(|e| e.to_string()).unwrap_or_default();
+            retry(context, &delivery, &error, attempt, after).await;
+        }
+        Settlement::DeadLetter { reason } => {
+            dead_letter(context, &delivery, &reason, attempt).await;
+        }
+        // A settlement this worker does not know yet: give the message back
+        // rather than lose it.
+        _ => requeue(context, &delivery).await,
+    }
+}
+
+/// Sends a copy to the delay queue for `delay`, then acknowledges.
+async fn retry(
+    context: &QueueContext,
+    delivery: &Delivery,
+    error: &str,
+    attempt: u32,
+    delay: Duration,
+) {
+    let retry_queue = Naming::retry_queue(&context.route.queue, delay);
+    let mut table = copied_headers(delivery);
+    table.insert(headers::ATTEMPT.into(), AMQPValue::LongUInt(attempt + 1));
+    table.insert(headers::LAST_ERROR.into(), long_string(error));
+    let properties = delivery.properties.clone().with_headers(table);
+    match publish_copy(context, &retry_queue, properties, &delivery.data).await {
+        Ok(()) => {
+            tracing::warn!(%error, retry_in = ?delay, %retry_queue, "handler failed, retry scheduled");
+            ack(delivery, "retry scheduled").await;
+        }
+        Err(failure) => {
+            tracing::error!(%error, %failure, "handler failed and the retry could not be scheduled; requeueing");
+            requeue(context, delivery).await;
+        }
+    }
+}
+
+/// Parks a copy in the queue's dead-letter queue, then acknowledges.
+async fn dead_letter(context: &QueueContext, delivery: &Delivery, error: &str, attempts: u32) {
+    let dlq = Naming::dead_letter_queue(&context.route.queue);
+    let mut table = copied_headers(delivery);
+    table.insert(headers::ERROR.into(), long_string(error));
+    table.insert(headers::ATTEMPTS.into(), AMQPValue::LongUInt(attempts));
+    table.insert(
+        headers::ORIGINAL_QUEUE.into(),
+        long_string(&context.route.queue),
+    );
+    table.insert(
+        headers::DEAD_LETTERED_AT.into(),
+        long_string(&chrono::Utc::now().to_rfc3339()),
+    );
+    let properties = delivery.properties.clone().with_headers(table);
+    match publish_copy(context, &dlq, properties, &delivery.data).await {
+        Ok(()) => {
+            let body = String::from_utf8_lossy(&delivery.data);
+            tracing::error!(%error, attempts, %dlq, %body, "message dead-lettered");
+            ack(delivery, "dead-lettered").await;
+        }
+        Err(failure) => {
+            tracing::error!(%error, %failure, "message could not be dead-lettered; requeueing");
+            requeue(context, delivery).await;
+        }
+    }
+}
+
+/// Publishes a copy to `queue` (default exchange) on the queue's confirm
+/// channel and waits for its confirm, one copy at a time, within the
+/// confirm timeout.
+async fn publish_copy(
+    context: &QueueContext,
+    queue: &str,
+    properties: lapin::BasicProperties,
+    body: &[u8],
+) -> Result<(), PublishFailure> {
+    let deadline = Instant::now() + context.confirm_timeout;
+    let Ok(_turn) = tokio::time::timeout_at(deadline, context.publish_turn.lock()).await else {
+        return Err(PublishFailure::Unavailable {
+            reason: "the publish channel stayed busy until the deadline".to_owned(),
+            source: None,
+        });
+    };
+    publish_confirmed(
+        &context.publish_channel,
+        "",
+        queue,
+        properties,
+        body,
+        deadline,
+    )
+    .await
+}
+
+/// The delivery's headers, less the broker's own dead-lettering history.
+fn copied_headers(delivery: &Delivery) -> FieldTable {
+    let mut table = FieldTable::default();
+    if let Some(original) = delivery.properties.headers() {
+        for (name, value) in original {
+            let name_str = name.as_str();
+            if name_str.starts_with("x-death")
+                || name_str.starts_with("x-first-death")
+                || name_str.starts_with("x-last-death")
+            {
+                continue;
+            }
+            table.insert(name.clone(), value.clone());
+        }
+    }
+    table
+}
+
+fn long_string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(value))
+}
+
+async fn ack(delivery: &Delivery, what: &str) {
+    match delivery.ack(BasicAckOptions::default()).await {
+        Ok(true) => tracing::debug!(outcome = what, "acknowledged"),
+        Ok(false) => {
+            tracing::warn!(
+                outcome = what,
+                "channel gone before the ack; the broker will redeliver"
+            )
+        }
+        Err(error) => {
+            tracing::warn!(outcome = what, %error, "ack failed; the broker will redeliver")
+        }
+    }
+}
+
+/// Gives the delivery back to the broker, after a pause so that a broken
+/// retry or dead-letter path does not spin.
+async fn requeue(context: &QueueContext, delivery: &Delivery) {
+    tokio::time::sleep(context.failure_pause).await;
+    let options = BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    };
+    if let Err(error) = delivery.nack(options).await {
+        tracing::warn!(%error, "nack failed; the broker will redeliver");
+    }
+}
