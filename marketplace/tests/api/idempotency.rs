@@ -27,9 +27,19 @@ on_every_bus! {
         );
         let stored = app.get_json(&format!("/orders/{order}")).await;
         assert_eq!(stored["status"], "confirmed");
-        assert_eq!(stored["items"], json!([{ "offerId": seeded.offer, "quantity": 2 }]));
+        assert_eq!(
+            stored["items"],
+            json!([{ "offerId": seeded.offer, "quantity": 2, "unitPrice": 10.0, "total": 20.0 }])
+        );
+        assert_eq!(stored["total"], 20.0, "charged once");
         assert_eq!(app.get_json(&format!("/offers/{}", seeded.book)).await[0]["stock"], 3);
-        assert_eq!(app.get_json(&format!("/books/{}", seeded.book)).await["stock"], 3);
+        // The book's cheapest offer is refreshed by an event subscriber,
+        // after the command: wait for it to show the offer's stock.
+        app.eventually(|| async {
+            let book = app.get_json(&format!("/books/{}", seeded.book)).await;
+            (book["stock"] == 3).then_some(())
+        })
+        .await;
         assert_eq!(app.dead_letter_count().await, 0);
     }
 
