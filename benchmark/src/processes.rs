@@ -60,13 +60,10 @@ impl Services {
 pub(crate) struct System {
     /// Base URL of the API, e.g. `http://127.0.0.1:40123`.
     pub(crate) api_url: String,
-    /// Name of the fresh database both processes use.
     pub(crate) database: String,
     /// Prefix of every exchange and queue of this run.
     pub(crate) namespace: String,
-    /// The `serve --bus rabbitmq` process.
     pub(crate) api: Child,
-    /// The `worker` process.
     pub(crate) worker: Child,
     /// Directory receiving the processes' logs.
     pub(crate) log_dir: PathBuf,

@@ -83,21 +83,18 @@ struct Targets {
 impl Targets {
     /// Loads every book id and up to 10,000 seller ids of the database.
     async fn load(pool: &PgPool) -> Result<Self> {
-        let books: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM books")
+        let books = sqlx::query_scalar("SELECT id FROM books")
             .fetch_all(pool)
             .await
             .context("loading book ids")?;
-        let sellers: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM users LIMIT 10000")
+        let sellers = sqlx::query_scalar("SELECT id FROM users LIMIT 10000")
             .fetch_all(pool)
             .await
             .context("loading seller ids")?;
         if books.is_empty() || sellers.is_empty() {
             bail!("no seeded books or users to send offers to");
         }
-        Ok(Self {
-            books: books.into_iter().map(|(id,)| id).collect(),
-            sellers: sellers.into_iter().map(|(id,)| id).collect(),
-        })
+        Ok(Self { books, sellers })
     }
 
     /// Book and seller of offer number `n`: books spread evenly (a
