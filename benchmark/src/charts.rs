@@ -7,41 +7,34 @@ use anyhow::{Context, Result};
 use plotters::prelude::*;
 
 /// One line: its legend and its points (concurrency, value).
-pub struct Series {
-    /// The legend.
-    pub label: String,
-    /// (concurrency, value) points.
-    pub points: Vec<(usize, f64)>,
-    /// Line colour.
-    pub color: RGBAColor,
+pub(crate) struct Series {
+    pub(crate) label: String,
+    pub(crate) points: Vec<(usize, f64)>,
+    pub(crate) color: RGBAColor,
     /// A thin line (a reference) rather than a thick one (what is measured).
-    pub thin: bool,
+    pub(crate) thin: bool,
 }
 
 /// The axes and size of one chart.
-pub struct Chart<'a> {
-    /// The title above it.
-    pub title: &'a str,
-    /// The x axis legend.
-    pub x_label: &'a str,
-    /// The y axis legend.
-    pub y_label: &'a str,
-    /// Width and height in pixels.
-    pub size: (u32, u32),
+pub(crate) struct Chart<'a> {
+    pub(crate) title: &'a str,
+    pub(crate) x_label: &'a str,
+    pub(crate) y_label: &'a str,
+    pub(crate) size: (u32, u32),
 }
 
-/// Registers DejaVu Sans as the charts' "sans-serif" font.
-fn register_font() -> Result<()> {
-    let font = std::fs::read("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
-        .context("reading the DejaVu Sans font for the charts")?;
+/// Registers the font at `path` as the charts' "sans-serif", once per run.
+pub(crate) fn use_font(path: &Path) -> Result<()> {
+    let font = std::fs::read(path)
+        .with_context(|| format!("reading the charts' font {}", path.display()))?;
+    // plotters keeps the font for the rest of the process.
     let font: &'static [u8] = Box::leak(font.into_boxed_slice());
     plotters::style::register_font("sans-serif", FontStyle::Normal, font)
-        .map_err(|_| anyhow::anyhow!("invalid font"))
+        .map_err(|_| anyhow::anyhow!("{} is not a usable TrueType font", path.display()))
 }
 
 /// Draws `series` on `chart` into the PNG file `path`.
-pub fn draw(path: &Path, chart: &Chart<'_>, series: &[Series]) -> Result<()> {
-    register_font()?;
+pub(crate) fn draw(path: &Path, chart: &Chart<'_>, series: &[Series]) -> Result<()> {
     let to_x = |c: usize| (c.max(1) as f64).log2();
     let x_max = series
         .iter()

@@ -1,42 +1,41 @@
-//! Side-by-side benchmark of the marketplace over RabbitMQ.
+//! Side-by-side benchmark of the marketplace over RabbitMQ and PostgreSQL.
 //!
 //! Starts `marketplace serve --bus rabbitmq` and `marketplace worker` (release
-//! build) on a fresh database and namespace, measures accepted `POST /offer`
-//! per second and latency at several concurrencies beside raw lapin confirmed
-//! publishes at the same concurrencies, then the end-to-end applied rate, and
-//! writes `docs/performance.md` with charts.
+//! build) on a fresh database and namespace and measures, phase by phase
+//! ([`phases`]): accepted `POST /offer` beside raw lapin confirmed publishes
+//! at several concurrencies, the end-to-end applied rate, then `GET /books`
+//! and `GET /offers/{bookId}` beside the same SQL run by pgbench on
+//! catalogues of 10,000 and 1,000,000 books. [`report`] writes
+//! `docs/performance.md` from `templates/` and draws its charts.
 //!
-//! Then the read phase ([`reads`]): `GET /books` and `GET /offers/{bookId}`
-//! beside the same SQL run by pgbench, on catalogues of 10,000 and 1,000,000
-//! books; its section is part of `docs/performance.md`.
+//! The helpers: [`processes`] (the system under test and its cleanup),
+//! [`load`] (closed-loop load), [`raw_lapin`] and [`pgbench`] (the
+//! references), [`stats`] (percentiles), [`cpu`] (CPU and memory from
+//! `/proc`), [`charts`], [`tools`] (finding pgbench and a font).
 //!
 //! Run: `cargo build --release -p marketplace && cargo run --release -p benchmark`;
 //! `-- --help` lists the options for partial runs.
 
 mod charts;
+mod cpu;
 mod load;
+mod pgbench;
+mod phases;
 mod processes;
 mod raw_lapin;
-mod reads;
 mod report;
+mod stats;
+mod tools;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use uuid::Uuid;
 
-use load::{
-    closed_loop, end_to_end, http_client, offer_body, post_offer, seed, LevelResult, Targets,
-};
-use processes::{CpuMeter, CpuSource, System};
-use raw_lapin::RawTarget;
-use report::{CpuPerMessage, Machine, Report};
-
-/// Concurrency levels measured.
-const LEVELS: [usize; 5] = [1, 4, 16, 64, 256];
-/// Concurrency of the end-to-end run.
-const END_TO_END_CONCURRENCY: usize = 64;
+use phases::reads::{ReadOptions, ReadReport};
+use processes::{Services, System};
+use report::{Machine, WriteReport};
 
 /// Which phase a partial run measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -81,7 +80,33 @@ struct Options {
     /// 1,000,000.
     #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
     read_books: Option<i64>,
+    /// PostgreSQL server; the benchmark creates and drops its own databases
+    /// there, whatever database the URL names.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = DATABASE_URL)]
+    database_url: String,
+    /// RabbitMQ broker; the benchmark's queues and exchanges are named
+    /// bench-<run id>.* and deleted at the end.
+    #[arg(long, env = "AMQP_URL", hide_env_values = true, default_value = AMQP_URL)]
+    amqp_url: String,
+    /// pgbench binary [default: pgbench on PATH, else the newest
+    /// /usr/lib/postgresql/*/bin/pgbench].
+    #[arg(long, env = "PGBENCH")]
+    pgbench: Option<PathBuf>,
+    /// TrueType font of the charts [default: DejaVu Sans, or another sans
+    /// font found in the usual font directories].
+    #[arg(long, env = "BENCHMARK_FONT")]
+    font: Option<PathBuf>,
+    /// Where a full run writes performance.md and its charts, and --only
+    /// reads its reads.md [default: the repository's docs/, and a temporary
+    /// directory for --only reads].
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
 }
+
+/// The database the benchmark connects to first, to create its own.
+const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// The broker, on its default vhost.
+const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 impl Options {
     fn runs(&self, phase: Phase) -> bool {
@@ -93,9 +118,14 @@ impl Options {
         self.only.is_some() || self.levels.is_some()
     }
 
+    /// Whether the read phase runs: alone, or after the others in a full run.
+    fn runs_reads(&self) -> bool {
+        self.only == Some(Phase::Reads) || !self.partial()
+    }
+
     fn levels(&self) -> Vec<usize> {
         self.levels.as_ref().map_or_else(
-            || LEVELS.to_vec(),
+            || phases::offers::LEVELS.to_vec(),
             |levels| levels.iter().map(|&level| level as usize).collect(),
         )
     }
@@ -109,11 +139,13 @@ impl Options {
             .map_or(if self.quick { 5_000 } else { 50_000 }, |n| n as usize)
     }
 
-    fn read_options(&self) -> reads::ReadOptions {
-        reads::ReadOptions {
+    fn read_options(&self, services: &Services, pgbench: PathBuf) -> ReadOptions {
+        ReadOptions {
             level_duration: self.level_duration(),
             api_pool: self.read_pool,
             books: self.read_books,
+            services: services.clone(),
+            pgbench,
         }
     }
 
@@ -131,7 +163,7 @@ impl Options {
     }
 }
 
-/// Where `docs/performance.md` and the charts go.
+/// Where `docs/performance.md` and the charts go by default.
 fn docs_dir() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     match manifest.parent() {
@@ -143,44 +175,64 @@ fn docs_dir() -> PathBuf {
 #[tokio::main]
 async fn main() -> Result<()> {
     let options = <Options as clap::Parser>::parse();
+    let services = Services::new(&options.database_url, &options.amqp_url)?;
     let id = Uuid::new_v4().simple().to_string();
-    if options.only == Some(Phase::Reads) {
-        let reads = run_reads(&options, &id).await?;
-        // Beside docs/, never in it: the section and its charts.
-        let dir = std::env::temp_dir().join(format!("marketplace-bench-reads-{id}"));
+    // Found before anything is measured: a missing pgbench fails the run
+    // at once, not after the write phases.
+    let read_options = if options.runs_reads() {
+        let pgbench = tools::pgbench(options.pgbench.as_deref())?;
+        Some(options.read_options(&services, pgbench))
+    } else {
+        None
+    };
+    if let (Some(Phase::Reads), Some(read_options)) = (options.only, &read_options) {
+        let reads = run_reads(read_options, &id).await?;
+        // Beside docs/, never in it, unless asked: the section and its charts.
+        let dir = options
+            .out_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("marketplace-bench-reads-{id}")));
         std::fs::create_dir_all(&dir).context("creating the output directory")?;
-        let charts = written(reads.charts(&dir), "read charts");
-        let markdown = reads.markdown(&options.command(), charts);
+        let charts =
+            chart_font(&options) && written(report::reads_charts(&reads, &dir), "read charts");
+        let markdown = report::reads_markdown(&reads, &options.command(), charts)?;
         std::fs::write(dir.join("reads.md"), &markdown).context("writing reads.md")?;
         println!("\n{markdown}\nwrote {}", dir.join("reads.md").display());
         return Ok(());
     }
     let outcome = tokio::select! {
-        outcome = run(&options, &id) => outcome,
+        outcome = run_writes(&options, &services, &id) => outcome,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
-    // The child processes are killed on drop when `run` returns or is
-    // cancelled; what they left behind is removed here.
-    cleanup(&id).await;
-    let report = outcome?;
-    println!("\n{}", report.tables());
-    if options.partial() {
+    // The child processes are killed on drop when `run_writes` returns or
+    // is cancelled; what they left behind is removed here.
+    cleanup(&services, &id).await;
+    let writes = outcome?;
+    println!("\n{}", report::writes_tables(&writes)?);
+    let Some(read_options) = read_options else {
         println!("partial run (--only or --levels): docs/performance.md left as it is");
         return Ok(());
-    }
-    let reads = run_reads(&options, &id).await?;
-    println!("\n{}", reads.tables());
-    let dir = docs_dir();
-    std::fs::create_dir_all(&dir).context("creating docs/")?;
-    let charts = written(report.charts(&dir), "charts");
-    let read_charts = written(reads.charts(&dir), "read charts");
-    let mut markdown = report.markdown(charts);
-    markdown.push('\n');
-    markdown.push_str(&reads.markdown(&options.command(), read_charts));
+    };
+    let reads = run_reads(&read_options, &id).await?;
+    println!("\n{}", report::reads_tables(&reads)?);
+    let dir = options.out_dir.clone().unwrap_or_else(docs_dir);
+    std::fs::create_dir_all(&dir).context("creating the output directory")?;
+    let font = chart_font(&options);
+    let charts = font && written(report::writes_charts(&writes, &dir), "charts");
+    let read_charts = font && written(report::reads_charts(&reads, &dir), "read charts");
+    let markdown =
+        report::performance_markdown(&writes, &reads, &options.command(), charts, read_charts)?;
     let path = dir.join("performance.md");
     std::fs::write(&path, markdown).context("writing performance.md")?;
     println!("wrote {}", path.display());
     Ok(())
+}
+
+/// Registers the charts' font; without one the report is written without
+/// its charts, and says why here.
+fn chart_font(options: &Options) -> bool {
+    let font = tools::font(options.font.as_deref());
+    written(font.and_then(|font| charts::use_font(&font)), "charts")
 }
 
 /// Whether the charts were written; a failure to draw them is reported but
@@ -196,23 +248,23 @@ fn written(charts: Result<()>, what: &str) -> bool {
 }
 
 /// The read phase, its databases dropped even when interrupted.
-async fn run_reads(options: &Options, id: &str) -> Result<reads::ReadReport> {
+async fn run_reads(options: &ReadOptions, id: &str) -> Result<ReadReport> {
     tokio::select! {
-        reads = reads::run(options.read_options(), id) => reads,
+        reads = phases::reads::run(options, id) => reads,
         _ = tokio::signal::ctrl_c() => {
-            reads::cleanup(options.read_options(), id).await;
+            phases::reads::cleanup(options, id).await;
             Err(anyhow::anyhow!("interrupted"))
         }
     }
 }
 
-async fn cleanup(id: &str) {
+async fn cleanup(services: &Services, id: &str) {
     // Give killed processes a moment to close their connections.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    if let Err(error) = processes::drop_database(&format!("bench_{id}")).await {
+    if let Err(error) = processes::drop_database(services, &format!("bench_{id}")).await {
         eprintln!("cleanup: {error:#}");
     }
-    match processes::delete_namespace(&format!("bench-{id}")).await {
+    match processes::delete_namespace(services, &format!("bench-{id}")).await {
         Ok((queues, exchanges)) => {
             eprintln!("cleanup: deleted {queues} queues and {exchanges} exchanges of bench-{id}")
         }
@@ -220,156 +272,37 @@ async fn cleanup(id: &str) {
     }
 }
 
-/// Waits until the book's offers in PostgreSQL reach `expected`, so that the
-/// worker's backlog does not compete with the next measurement.
-async fn drain(pool: &sqlx::PgPool, book: Uuid, expected: u64) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM offers WHERE book_id = $1")
-            .bind(book)
-            .fetch_one(pool)
-            .await
-            .context("counting offers")?;
-        if count as u64 >= expected {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("worker backlog not drained: {count}/{expected} offers applied");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn measure_api(
-    api_url: &str,
-    seller: Uuid,
-    book: Uuid,
-    concurrency: usize,
-    duration: Duration,
-) -> Result<LevelResult> {
-    let client = http_client(concurrency)?;
-    let url = format!("{api_url}/offer");
-    Ok(closed_loop(concurrency, duration, move |_, n| {
-        let (client, url) = (client.clone(), url.clone());
-        async move { post_offer(&client, &url, &offer_body(Uuid::new_v4(), book, seller, n)).await }
-    })
-    .await)
-}
-
-async fn run(options: &Options, id: &str) -> Result<Report> {
+/// The write phases on one API and one worker: accepted offers per level,
+/// then offers applied end to end.
+async fn run_writes(options: &Options, services: &Services, id: &str) -> Result<WriteReport> {
     let machine = Machine::detect();
     let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let client = http_client(8)?;
+    let client = load::http_client(8)?;
     println!("starting the API and the worker (database bench_{id}, namespace bench-{id})");
-    let mut system = System::start(&client, id).await?;
+    let mut system = System::start(&client, services, id).await?;
     println!("logs in {}", system.log_dir.display());
     let pool = system.pool().await?;
-
     let duration = options.level_duration();
-    let mut levels = Vec::new();
-    let mut cpu = Vec::new();
-    let broker = processes::broker_pid();
-    if options.runs(Phase::Offers) {
-        let seller = Uuid::new_v4();
-        let book = Uuid::new_v4();
-        seed(&client, &system.api_url, seller, book).await?;
-        let raw = RawTarget::connect(&system.namespace).await?;
-        // Warm up both paths (connections, caches and pools).
-        let warm = measure_api(&system.api_url, seller, book, 4, Duration::from_secs(1)).await?;
-        let mut accepted = warm.ok;
-        raw.measure(4, Duration::from_secs(1)).await?;
-        drain(&pool, book, accepted).await?;
-        system.wait_worker_idle().await?;
-
-        for concurrency in options.levels() {
-            // The API alone, like the raw side: the worker is paused while the
-            // API accepts, then applies the backlog before the next measurement.
-            system.pause_worker(true)?;
-            let meter = CpuMeter::start(vec![
-                CpuSource::Process(system.api.id()),
-                CpuSource::Process(Some(std::process::id())),
-                CpuSource::Process(broker),
-            ]);
-            let api = measure_api(&system.api_url, seller, book, concurrency, duration).await;
-            let api_cpu = api.as_ref().ok().map(|api| meter.per_message_us(api.ok));
-            system.pause_worker(false)?;
-            let (api, api_cpu) = (api?, api_cpu.unwrap_or_default());
-            accepted += api.ok;
-            drain(&pool, book, accepted).await?;
-            system.wait_worker_idle().await?;
-            let meter = CpuMeter::start(vec![
-                CpuSource::Process(None),
-                CpuSource::Process(Some(std::process::id())),
-                CpuSource::Process(broker),
-            ]);
-            let raw_level = raw.measure(concurrency, duration).await?;
-            let raw_cpu = meter.per_message_us(raw_level.ok);
-            cpu.push((CpuPerMessage::from(api_cpu), CpuPerMessage::from(raw_cpu)));
-            println!(
-                "c={concurrency:>3}  API {:>8.0}/s p50 {:>7.2} ms p99 {:>7.2} ms ({} errors) | raw {:>8.0}/s p50 {:>7.2} ms p99 {:>7.2} ms ({} errors) | API/raw {:.3}",
-                api.per_second(),
-                api.p50_ms,
-                api.p99_ms,
-                api.errors,
-                raw_level.per_second(),
-                raw_level.p50_ms,
-                raw_level.p99_ms,
-                raw_level.errors,
-                api.per_second() / raw_level.per_second(),
-            );
-            levels.push((api, raw_level));
-        }
-        raw.delete().await?;
-    }
-
-    let mut e2e = None;
-    if options.runs(Phase::EndToEnd) {
-        println!("seeding {} books (marketplace seed)", options.books);
-        system.seed(options.books).await?;
-        let targets = Targets::load(&pool).await?;
-        println!(
-            "end to end: {} offers over {} books at concurrency {END_TO_END_CONCURRENCY}",
-            options.offers(),
-            targets.books.len()
-        );
-        e2e = match end_to_end(
-            &system.api_url,
-            &pool,
-            targets,
-            options.offers(),
-            END_TO_END_CONCURRENCY,
-            Duration::from_secs(900),
-        )
-        .await
-        {
-            Ok(e2e) => {
-                println!(
-                    "end to end: accepted in {:.2} s, applied in {:.2} s ({:.0}/s)",
-                    e2e.accept_seconds,
-                    e2e.applied_seconds,
-                    e2e.applied_per_second()
-                );
-                Some(e2e)
-            }
-            Err(error) => {
-                eprintln!("end to end failed: {error:#}");
-                None
-            }
-        };
-    }
-    let (api_rss, worker_rss) = system.peak_rss_kib();
+    let levels = if options.runs(Phase::Offers) {
+        phases::offers::run(&system, &pool, &options.levels(), duration).await?
+    } else {
+        Vec::new()
+    };
+    let end_to_end = if options.runs(Phase::EndToEnd) {
+        phases::end_to_end::run(&system, &pool, options.offers(), options.books).await?
+    } else {
+        None
+    };
+    let (api_peak_rss_kib, worker_peak_rss_kib) = system.peak_rss_kib();
     pool.close().await;
     system.stop().await;
-    Ok(Report {
+    Ok(WriteReport {
         machine,
         date,
-        command: options.command(),
         level_seconds: duration.as_secs_f64(),
         levels,
-        cpu,
-        end_to_end: e2e,
-        end_to_end_concurrency: END_TO_END_CONCURRENCY,
-        api_peak_rss_kib: api_rss,
-        worker_peak_rss_kib: worker_rss,
+        end_to_end,
+        api_peak_rss_kib,
+        worker_peak_rss_kib,
     })
 }

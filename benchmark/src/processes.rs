@@ -9,35 +9,69 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bus_rabbitmq::lapin::{options::ExchangeDeleteOptions, options::QueueDeleteOptions};
-use bus_rabbitmq::lapin::{Connection, ConnectionProperties};
+use bus_rabbitmq::lapin::{uri::AMQPUri, Connection, ConnectionProperties};
+use reqwest::Url;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::process::{Child, Command};
 
-/// PostgreSQL server URL without a database name.
-pub const POSTGRES_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
-/// RabbitMQ broker URL.
-pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+use crate::cpu::{cpu_ticks, vm_hwm_kib};
+
+/// Where PostgreSQL and RabbitMQ are. The benchmark creates (and drops) its
+/// own databases on that server and its own queues on that broker.
+#[derive(Debug, Clone)]
+pub(crate) struct Services {
+    /// Any database URL of the server; its database name is replaced.
+    postgres: Url,
+    /// The broker, vhost included.
+    pub(crate) amqp_url: String,
+}
+
+impl Services {
+    pub(crate) fn new(database_url: &str, amqp_url: &str) -> Result<Self> {
+        let postgres = Url::parse(database_url)
+            .with_context(|| format!("invalid database URL {database_url}"))?;
+        amqp_url
+            .parse::<AMQPUri>()
+            .map_err(|error| anyhow::anyhow!("invalid AMQP URL {amqp_url}: {error}"))?;
+        Ok(Self {
+            postgres,
+            amqp_url: amqp_url.to_owned(),
+        })
+    }
+
+    /// The URL of database `name` on the server.
+    pub(crate) fn database_url(&self, name: &str) -> String {
+        let mut url = self.postgres.clone();
+        url.set_path(&format!("/{name}"));
+        url.to_string()
+    }
+
+    /// The broker's vhost, for `rabbitmqctl -p`.
+    fn vhost(&self) -> String {
+        self.amqp_url
+            .parse::<AMQPUri>()
+            .map_or_else(|_| "/".to_owned(), |uri| uri.vhost)
+    }
+}
 
 /// The running API and worker, killed when dropped.
 #[derive(Debug)]
-pub struct System {
+pub(crate) struct System {
     /// Base URL of the API, e.g. `http://127.0.0.1:40123`.
-    pub api_url: String,
-    /// Name of the fresh database both processes use.
-    pub database: String,
+    pub(crate) api_url: String,
+    pub(crate) database: String,
     /// Prefix of every exchange and queue of this run.
-    pub namespace: String,
-    /// The `serve --bus rabbitmq` process.
-    pub api: Child,
-    /// The `worker` process.
-    pub worker: Child,
+    pub(crate) namespace: String,
+    pub(crate) api: Child,
+    pub(crate) worker: Child,
     /// Directory receiving the processes' logs.
-    pub log_dir: PathBuf,
+    pub(crate) log_dir: PathBuf,
+    services: Services,
 }
 
 /// Where the release `marketplace` binary is: next to this executable.
-pub fn marketplace_binary() -> Result<PathBuf> {
+pub(crate) fn marketplace_binary() -> Result<PathBuf> {
     let me = std::env::current_exe().context("locating the benchmark executable")?;
     let dir = me
         .parent()
@@ -53,7 +87,7 @@ pub fn marketplace_binary() -> Result<PathBuf> {
 }
 
 /// A TCP port on loopback that nobody listens on right now.
-pub fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
     Ok(listener.local_addr()?.port())
 }
@@ -66,7 +100,7 @@ fn log_file(dir: &Path, name: &str) -> Result<Stdio> {
 
 /// Starts `binary` with `args`, its output in `name.out.log` and
 /// `name.err.log` of `log_dir`, killed when dropped.
-pub fn spawn(binary: &Path, args: &[&str], log_dir: &Path, name: &str) -> Result<Child> {
+pub(crate) fn spawn(binary: &Path, args: &[&str], log_dir: &Path, name: &str) -> Result<Child> {
     Command::new(binary)
         .args(args)
         .env("RUST_LOG", "warn")
@@ -80,8 +114,14 @@ pub fn spawn(binary: &Path, args: &[&str], log_dir: &Path, name: &str) -> Result
 
 /// Runs `marketplace seed` on `database`: `books` books with
 /// `offers_per_book` offers each, its output in `log_dir`.
-pub async fn seed(database: &str, books: i64, offers_per_book: i64, log_dir: &Path) -> Result<()> {
-    let url = format!("{POSTGRES_SERVER}/{database}");
+pub(crate) async fn seed(
+    services: &Services,
+    database: &str,
+    books: i64,
+    offers_per_book: i64,
+    log_dir: &Path,
+) -> Result<()> {
+    let url = services.database_url(database);
     let mut seed = spawn(
         &marketplace_binary()?,
         &[
@@ -107,7 +147,11 @@ pub async fn seed(database: &str, books: i64, offers_per_book: i64, log_dir: &Pa
 }
 
 /// Polls `url` until it answers `200`, for at most `timeout`.
-pub async fn wait_ready(client: &reqwest::Client, url: &str, timeout: Duration) -> Result<()> {
+pub(crate) async fn wait_ready(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(response) = client.get(url).send().await {
@@ -122,99 +166,95 @@ pub async fn wait_ready(client: &reqwest::Client, url: &str, timeout: Duration) 
     }
 }
 
+/// Starts `marketplace` with `args` and waits until its health endpoint on
+/// `listen` answers.
+pub(crate) async fn start(
+    client: &reqwest::Client,
+    args: &[&str],
+    log_dir: &Path,
+    name: &str,
+    listen: &str,
+) -> Result<Child> {
+    let child = spawn(&marketplace_binary()?, args, log_dir, name)?;
+    let health = format!("http://{listen}/health/ready");
+    wait_ready(client, &health, Duration::from_secs(60)).await?;
+    Ok(child)
+}
+
 impl System {
     /// Starts the API, waits for it, then starts the worker and waits for it,
     /// on database `bench_{id}` and namespace `bench-{id}`.
-    pub async fn start(client: &reqwest::Client, id: &str) -> Result<Self> {
-        let binary = marketplace_binary()?;
+    pub(crate) async fn start(
+        client: &reqwest::Client,
+        services: &Services,
+        id: &str,
+    ) -> Result<Self> {
         let database = format!("bench_{id}");
         let namespace = format!("bench-{id}");
-        let database_url = format!("{POSTGRES_SERVER}/{database}");
+        let database_url = services.database_url(&database);
         let log_dir = std::env::temp_dir().join(format!("marketplace-bench-{id}"));
         std::fs::create_dir_all(&log_dir).context("creating the log directory")?;
 
-        let api_port = free_port()?;
-        let api_listen = format!("127.0.0.1:{api_port}");
-        let api = spawn(
-            &binary,
-            &[
-                "serve",
-                "--bus",
-                "rabbitmq",
-                "--listen",
-                &api_listen,
-                "--database-url",
-                &database_url,
-                "--namespace",
-                &namespace,
-                "--amqp-url",
-                AMQP_URL,
-            ],
-            &log_dir,
-            "api",
-        )?;
-        let api_url = format!("http://{api_listen}");
+        // Both processes share the database and the namespace.
+        let shared = [
+            "--database-url",
+            &database_url,
+            "--namespace",
+            &namespace,
+            "--amqp-url",
+            &services.amqp_url,
+        ];
+        let api_listen = format!("127.0.0.1:{}", free_port()?);
+        let api_args = [
+            &["serve", "--bus", "rabbitmq", "--listen", &api_listen],
+            &shared[..],
+        ];
         // Until the worker exists the struct is not built: a failure drops `api`
         // (kill_on_drop), and the caller cleans the database and namespace.
-        wait_ready(
+        let api = start(client, &api_args.concat(), &log_dir, "api", &api_listen).await?;
+        let worker_listen = format!("127.0.0.1:{}", free_port()?);
+        let worker_args = [&["worker", "--health-listen", &worker_listen], &shared[..]];
+        let worker = start(
             client,
-            &format!("{api_url}/health/ready"),
-            Duration::from_secs(60),
-        )
-        .await?;
-
-        let worker_port = free_port()?;
-        let worker_listen = format!("127.0.0.1:{worker_port}");
-        let worker = spawn(
-            &binary,
-            &[
-                "worker",
-                "--health-listen",
-                &worker_listen,
-                "--database-url",
-                &database_url,
-                "--namespace",
-                &namespace,
-                "--amqp-url",
-                AMQP_URL,
-            ],
+            &worker_args.concat(),
             &log_dir,
             "worker",
-        )?;
-        let system = Self {
-            api_url,
+            &worker_listen,
+        )
+        .await?;
+        Ok(Self {
+            api_url: format!("http://{api_listen}"),
             database,
             namespace,
             api,
             worker,
             log_dir,
-        };
-        wait_ready(
-            client,
-            &format!("http://{worker_listen}/health/ready"),
-            Duration::from_secs(60),
-        )
-        .await?;
-        Ok(system)
+            services: services.clone(),
+        })
     }
 
     /// Fills the run's database with `books` books (and their sellers and
     /// offers) with `marketplace seed`.
-    pub async fn seed(&self, books: i64) -> Result<()> {
-        seed(&self.database, books, 2, &self.log_dir).await
+    pub(crate) async fn seed(&self, books: i64) -> Result<()> {
+        seed(&self.services, &self.database, books, 2, &self.log_dir).await
+    }
+
+    /// The broker both processes use.
+    pub(crate) fn amqp_url(&self) -> &str {
+        &self.services.amqp_url
     }
 
     /// A connection pool on the run's database.
-    pub async fn pool(&self) -> Result<PgPool> {
+    pub(crate) async fn pool(&self) -> Result<PgPool> {
         PgPoolOptions::new()
             .max_connections(2)
-            .connect(&format!("{POSTGRES_SERVER}/{}", self.database))
+            .connect(&self.services.database_url(&self.database))
             .await
             .context("connecting to the bench database")
     }
 
     /// Peak resident set size (VmHWM) of the API and the worker, in KiB.
-    pub fn peak_rss_kib(&self) -> (Option<u64>, Option<u64>) {
+    pub(crate) fn peak_rss_kib(&self) -> (Option<u64>, Option<u64>) {
         (
             self.api.id().and_then(vm_hwm_kib),
             self.worker.id().and_then(vm_hwm_kib),
@@ -224,7 +264,7 @@ impl System {
     /// Stops (`SIGSTOP`) or continues (`SIGCONT`) the worker, so that a
     /// measurement of the API alone does not share the CPUs with the worker
     /// applying what the API accepts; the broker keeps the messages meanwhile.
-    pub fn pause_worker(&self, paused: bool) -> Result<()> {
+    pub(crate) fn pause_worker(&self, paused: bool) -> Result<()> {
         let pid = self.worker.id().context("the worker has exited")?;
         let signal = if paused { "-STOP" } else { "-CONT" };
         let status = std::process::Command::new("kill")
@@ -240,7 +280,7 @@ impl System {
     /// Waits until the worker has gone quiet (under one CPU tick in 300 ms):
     /// the events that follow the offers (relay, cheapest-offer refresh)
     /// are handled before the next measurement starts.
-    pub async fn wait_worker_idle(&self) -> Result<()> {
+    pub(crate) async fn wait_worker_idle(&self) -> Result<()> {
         let pid = self.worker.id().context("the worker has exited")?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
         let mut before = cpu_ticks(pid).context("reading the worker's CPU time")?;
@@ -258,154 +298,17 @@ impl System {
     }
 
     /// Kills both processes and waits for them to exit.
-    pub async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         let _ = self.api.kill().await;
         let _ = self.worker.kill().await;
     }
 }
 
-/// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on
-/// Linux).
-const TICKS_PER_SECOND: f64 = 100.0;
-
-/// Whose CPU time a [`CpuMeter`] counts.
-#[derive(Debug, Clone, Copy)]
-pub enum CpuSource {
-    /// One process (nothing if `None` or gone).
-    Process(Option<u32>),
-    /// Every PostgreSQL process on this machine, with the backends that
-    /// exited meanwhile (counted by the postmaster that reaped them).
-    PostgreSql,
-    /// This process's children that exited and were waited for meanwhile
-    /// (pgbench runs).
-    ExitedChildren,
-}
-
-impl CpuSource {
-    fn ticks(self) -> Option<u64> {
-        match self {
-            CpuSource::Process(pid) => cpu_ticks(pid?),
-            CpuSource::PostgreSql => postgres_ticks(),
-            CpuSource::ExitedChildren => {
-                let fields = stat_fields("self")?;
-                Some(field(&fields, 13)? + field(&fields, 14)?)
-            }
-        }
-    }
-}
-
-/// CPU time used by a few processes over one measurement.
-pub struct CpuMeter {
-    sources: Vec<CpuSource>,
-    start: Vec<Option<u64>>,
-}
-
-impl CpuMeter {
-    /// Starts counting for `sources`.
-    pub fn start(sources: Vec<CpuSource>) -> Self {
-        let start = sources.iter().map(|source| source.ticks()).collect();
-        Self { sources, start }
-    }
-
-    /// Microseconds of CPU each source used since `start`, per one of
-    /// `messages`.
-    pub fn per_message_us(&self, messages: u64) -> Vec<Option<f64>> {
-        self.sources
-            .iter()
-            .zip(&self.start)
-            .map(|(source, start)| {
-                let (now, start) = (source.ticks()?, (*start)?);
-                (messages > 0).then(|| {
-                    now.saturating_sub(start) as f64 / TICKS_PER_SECOND * 1e6 / messages as f64
-                })
-            })
-            .collect()
-    }
-}
-
-/// The RabbitMQ server's process (`beam.smp`), if it runs on this machine.
-pub fn broker_pid() -> Option<u32> {
-    pids_named("beam.smp").into_iter().next()
-}
-
-/// The processes whose command name (`/proc/<pid>/comm`) is `name`.
-fn pids_named(name: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
-        .filter(|&pid: &u32| comm(&pid.to_string()).as_deref() == Some(name))
-        .collect()
-}
-
-/// The fields of `/proc/<pid>/stat` after the command name (which may hold
-/// spaces), from `state` (0) on: `ppid` 1, `utime` 11, `stime` 12, `cutime`
-/// 13, `cstime` 14.
-fn stat_fields(pid: &str) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    Some(
-        stat.rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect(),
-    )
-}
-
-fn field(fields: &[String], n: usize) -> Option<u64> {
-    fields.get(n)?.parse().ok()
-}
-
-/// User plus system CPU time of process `pid`, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let fields = stat_fields(&pid.to_string())?;
-    Some(field(&fields, 11)? + field(&fields, 12)?)
-}
-
-fn comm(pid: &str) -> Option<String> {
-    Some(
-        std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .ok()?
-            .trim()
-            .to_owned(),
-    )
-}
-
-/// CPU time of every `postgres` process, plus the exited backends the
-/// postmaster (the one whose parent is not `postgres`) has reaped.
-fn postgres_ticks() -> Option<u64> {
-    let mut total = 0;
-    let mut found = false;
-    for pid in pids_named("postgres") {
-        let Some(fields) = stat_fields(&pid.to_string()) else {
-            continue;
-        };
-        found = true;
-        total += field(&fields, 11).unwrap_or(0) + field(&fields, 12).unwrap_or(0);
-        let parent = fields.get(1).and_then(|ppid| comm(ppid));
-        if parent.as_deref() != Some("postgres") {
-            total += field(&fields, 13).unwrap_or(0) + field(&fields, 14).unwrap_or(0);
-        }
-    }
-    found.then_some(total)
-}
-
-/// `VmHWM` of process `pid` from `/proc/<pid>/status`, in KiB.
-pub fn vm_hwm_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 /// Drops database `name` (forcing out any connection left).
-pub async fn drop_database(name: &str) -> Result<()> {
+pub(crate) async fn drop_database(services: &Services, name: &str) -> Result<()> {
     let pool = PgPoolOptions::new()
         .max_connections(1)
-        .connect(&format!("{POSTGRES_SERVER}/postgres"))
+        .connect(&services.database_url("postgres"))
         .await
         .context("connecting to the postgres database")?;
     let quoted = name.replace('"', "\"\"");
@@ -419,9 +322,9 @@ pub async fn drop_database(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn rabbitmqctl_names(what: &str) -> Result<Vec<String>> {
+fn rabbitmqctl_names(vhost: &str, what: &str) -> Result<Vec<String>> {
     let output = std::process::Command::new("rabbitmqctl")
-        .args(["-q", "--no-table-headers", what, "name"])
+        .args(["-q", "--no-table-headers", what, "-p", vhost, "name"])
         .output()
         .with_context(|| format!("running rabbitmqctl {what}"))?;
     if !output.status.success() {
@@ -440,16 +343,17 @@ fn rabbitmqctl_names(what: &str) -> Result<Vec<String>> {
 /// Deletes every queue and exchange whose name starts with `prefix`
 /// (names listed with `rabbitmqctl`, deleted over AMQP). Returns how many
 /// queues and exchanges were deleted.
-pub async fn delete_namespace(prefix: &str) -> Result<(usize, usize)> {
-    let queues: Vec<String> = rabbitmqctl_names("list_queues")?
+pub(crate) async fn delete_namespace(services: &Services, prefix: &str) -> Result<(usize, usize)> {
+    let vhost = services.vhost();
+    let queues: Vec<String> = rabbitmqctl_names(&vhost, "list_queues")?
         .into_iter()
         .filter(|name| name.starts_with(prefix))
         .collect();
-    let exchanges: Vec<String> = rabbitmqctl_names("list_exchanges")?
+    let exchanges: Vec<String> = rabbitmqctl_names(&vhost, "list_exchanges")?
         .into_iter()
         .filter(|name| name.starts_with(prefix))
         .collect();
-    let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
+    let connection = Connection::connect(&services.amqp_url, ConnectionProperties::default())
         .await
         .context("connecting to RabbitMQ for cleanup")?;
     let channel = connection.create_channel().await?;

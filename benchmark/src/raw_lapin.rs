@@ -12,38 +12,22 @@ use bus_rabbitmq::lapin::types::FieldTable;
 use bus_rabbitmq::lapin::Confirmation;
 use bus_rabbitmq::lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
-use crate::load::{closed_loop, LevelResult};
-use crate::processes::AMQP_URL;
+use crate::load::closed_loop;
+use crate::stats::LevelResult;
 
 /// A connection to the broker with a durable queue of its own.
-pub struct RawTarget {
+pub(crate) struct RawTarget {
     connection: Connection,
     queue: String,
 }
 
-/// A message body of about the size of the API's `CreateOffer` envelope.
-fn body() -> Vec<u8> {
-    let payload = serde_json::json!({
-        "id": uuid::Uuid::new_v4(),
-        "type": "marketplace.CreateOffer",
-        "version": 1,
-        "timestamp": "2026-01-01T00:00:00.000000Z",
-        "headers": {"traceparent": "00-00000000000000000000000000000000-0000000000000000-01"},
-        "payload": {
-            "id": uuid::Uuid::new_v4(),
-            "bookId": uuid::Uuid::new_v4(),
-            "sellerId": uuid::Uuid::new_v4(),
-            "price": 12.5,
-            "stock": 3
-        }
-    });
-    payload.to_string().into_bytes()
-}
+/// A message body of the size and shape of the API's `CreateOffer` envelope.
+const BODY: &[u8] = br#"{"id":"0190f5a2-5c1e-7d3a-9b4e-2f6c8a1d3e5b","type":"marketplace.CreateOffer","version":1,"timestamp":"2026-01-01T00:00:00.000000Z","headers":{"traceparent":"00-00000000000000000000000000000000-0000000000000000-01"},"payload":{"id":"0190f5a2-5c1e-7d3a-9b4e-2f6c8a1d3e5c","bookId":"0190f5a2-5c1e-7d3a-9b4e-2f6c8a1d3e5d","sellerId":"0190f5a2-5c1e-7d3a-9b4e-2f6c8a1d3e5e","price":12.5,"stock":3}}"#;
 
 impl RawTarget {
     /// Connects and declares the durable queue `{namespace}.raw`.
-    pub async fn connect(namespace: &str) -> Result<Self> {
-        let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
+    pub(crate) async fn connect(amqp_url: &str, namespace: &str) -> Result<Self> {
+        let connection = Connection::connect(amqp_url, ConnectionProperties::default())
             .await
             .context("connecting to RabbitMQ")?;
         let queue = format!("{namespace}.raw");
@@ -74,21 +58,20 @@ impl RawTarget {
     /// Measures `concurrency` tasks, each with its own confirm channel,
     /// publishing one persistent mandatory message and awaiting its confirm
     /// before the next, for `duration`. The queue is purged afterwards.
-    pub async fn measure(&self, concurrency: usize, duration: Duration) -> Result<LevelResult> {
+    pub(crate) async fn measure(
+        &self,
+        concurrency: usize,
+        duration: Duration,
+    ) -> Result<LevelResult> {
         let mut channels = Vec::with_capacity(concurrency);
         for _ in 0..concurrency {
             channels.push(self.confirm_channel().await?);
         }
         let channels = Arc::new(channels);
         let queue = Arc::new(self.queue.clone());
-        let body = Arc::new(body());
         let op_channels = Arc::clone(&channels);
         let result = closed_loop(concurrency, duration, move |task, _| {
-            let (channels, queue, body) = (
-                Arc::clone(&op_channels),
-                Arc::clone(&queue),
-                Arc::clone(&body),
-            );
+            let (channels, queue) = (Arc::clone(&op_channels), Arc::clone(&queue));
             async move {
                 let confirmation = channels[task]
                     .basic_publish(
@@ -98,7 +81,7 @@ impl RawTarget {
                             mandatory: true,
                             ..BasicPublishOptions::default()
                         },
-                        &body,
+                        BODY,
                         BasicProperties::default()
                             .with_delivery_mode(2)
                             .with_content_type("application/json".into()),
@@ -125,7 +108,7 @@ impl RawTarget {
     }
 
     /// Deletes the queue and closes the connection.
-    pub async fn delete(self) -> Result<()> {
+    pub(crate) async fn delete(self) -> Result<()> {
         let channel = self.connection.create_channel().await?;
         channel
             .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())

@@ -1,483 +1,526 @@
-//! The results: a table on standard output, `docs/performance.md`, and PNG
+//! The results: tables on standard output, `docs/performance.md`, and PNG
 //! charts of throughput and p99 latency against concurrency.
+//!
+//! This module computes what the report states (peaks, ratios, which
+//! targets are met); the prose around the figures is in
+//! `benchmark/templates/`, rendered with minijinja.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::Result;
-use plotters::style::{Color, RGBColor, BLUE, RED};
+use anyhow::{Context, Result};
+use minijinja::syntax::SyntaxConfig;
+use minijinja::value::Serde;
+use minijinja::{context, Environment, Value};
+use plotters::style::{Color, Palette, Palette99, RGBColor, BLUE, RED};
+use serde::Serialize;
 
 use crate::charts::{self, Chart, Series};
-use crate::load::{EndToEnd, LevelResult};
+use crate::phases::end_to_end::{self, EndToEnd};
+use crate::phases::offers::OfferLevel;
+use crate::phases::reads::{self, ReadReport, Route};
+use crate::stats::LevelResult;
+
+/// The templates, compiled into the binary so that it runs from anywhere.
+const TEMPLATES: [(&str, &str); 4] = [
+    (
+        "performance.md.j2",
+        include_str!("../templates/performance.md.j2"),
+    ),
+    (
+        "writes-tables.md.j2",
+        include_str!("../templates/writes-tables.md.j2"),
+    ),
+    ("reads.md.j2", include_str!("../templates/reads.md.j2")),
+    (
+        "reads-tables.md.j2",
+        include_str!("../templates/reads-tables.md.j2"),
+    ),
+];
+
+/// Accepted `POST /offer` as a fraction of raw confirmed publishes.
+const WRITE_RATE_TARGET: f64 = 0.8;
+/// p99 of the API at 64 connections, in milliseconds (writes and reads).
+const P99_TARGET_MS: f64 = 10.0;
+/// Offers applied per second end to end.
+const APPLIED_TARGET: f64 = 5_000.0;
+/// Peak RSS of the API and of the worker, in KiB.
+const RSS_TARGET_KIB: u64 = 64 * 1024;
+/// Read rate as a fraction of pgbench's.
+const READ_RATE_TARGET: f64 = 0.70;
+/// p99 at the largest catalogue over p99 at the smallest.
+const GROWTH_TARGET: f64 = 1.5;
 
 /// The machine the benchmark ran on.
-#[derive(Debug, Clone)]
-pub struct Machine {
-    /// Logical CPUs.
-    pub cpus: usize,
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Machine {
+    pub(crate) cpus: usize,
     /// CPU model name from `/proc/cpuinfo`.
-    pub cpu_model: String,
+    pub(crate) cpu_model: String,
     /// Total memory from `/proc/meminfo`, in GiB.
-    pub memory_gib: f64,
+    pub(crate) memory_gib: f64,
 }
 
 impl Machine {
     /// Reads the machine's description from `/proc`.
-    pub fn detect() -> Self {
-        let cpus = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
-        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|info| {
-                info.lines()
-                    .find(|line| line.starts_with("model name"))
-                    .and_then(|line| line.split_once(':'))
-                    .map(|(_, model)| model.trim().to_owned())
-            })
-            .unwrap_or_else(|| "unknown".to_owned());
-        let memory_gib = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|info| {
-                info.lines()
-                    .find_map(|line| line.strip_prefix("MemTotal:"))
-                    .and_then(|rest| {
-                        rest.trim()
-                            .trim_end_matches("kB")
-                            .trim()
-                            .parse::<f64>()
-                            .ok()
-                    })
-            })
-            .map(|kib| kib / 1024.0 / 1024.0)
-            .unwrap_or(0.0);
+    pub(crate) fn detect() -> Self {
+        // The value after `key:` on the first line of `file` that has it.
+        let field = |file: &str, key: &str| -> Option<String> {
+            let text = std::fs::read_to_string(file).ok()?;
+            let line = text.lines().find(|line| line.starts_with(key))?;
+            Some(line.split_once(':')?.1.trim().to_owned())
+        };
+        let memory_kib = field("/proc/meminfo", "MemTotal")
+            .and_then(|total| total.trim_end_matches("kB").trim().parse::<f64>().ok());
         Self {
-            cpus,
-            cpu_model,
-            memory_gib,
+            cpus: cpus(),
+            cpu_model: field("/proc/cpuinfo", "model name").unwrap_or_else(|| "unknown".to_owned()),
+            memory_gib: memory_kib.map_or(0.0, |kib| kib / 1024.0 / 1024.0),
         }
     }
 }
 
-/// Everything one run measured.
-#[derive(Debug, Clone)]
-pub struct Report {
-    /// Where it ran.
-    pub machine: Machine,
-    /// When it ran (UTC, RFC 3339).
-    pub date: String,
-    /// The command that produced it.
-    pub command: String,
-    /// Seconds each concurrency level ran.
-    pub level_seconds: f64,
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Everything the write phases measured.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct WriteReport {
+    pub(crate) machine: Machine,
+    pub(crate) date: String,
+    pub(crate) level_seconds: f64,
     /// Per concurrency: the API's `POST /offer` and the raw confirmed publish.
-    pub levels: Vec<(LevelResult, LevelResult)>,
-    /// Per concurrency: CPU per message on the API side and on the raw side.
-    pub cpu: Vec<(CpuPerMessage, CpuPerMessage)>,
-    /// The end-to-end run, if it completed.
-    pub end_to_end: Option<EndToEnd>,
-    /// Concurrency of the end-to-end run.
-    pub end_to_end_concurrency: usize,
+    pub(crate) levels: Vec<OfferLevel>,
+    pub(crate) end_to_end: Option<EndToEnd>,
     /// Peak RSS of the API process, in KiB.
-    pub api_peak_rss_kib: Option<u64>,
+    pub(crate) api_peak_rss_kib: Option<u64>,
     /// Peak RSS of the worker process, in KiB.
-    pub worker_peak_rss_kib: Option<u64>,
+    pub(crate) worker_peak_rss_kib: Option<u64>,
 }
 
-/// Microseconds of CPU per message, by process, over one measurement.
-#[derive(Debug, Clone, Default)]
-pub struct CpuPerMessage {
-    /// The API process (none on the raw side).
-    pub api: Option<f64>,
-    /// The benchmark process itself: the load generator.
-    pub generator: Option<f64>,
-    /// RabbitMQ's `beam.smp`.
-    pub broker: Option<f64>,
-}
-
-impl From<Vec<Option<f64>>> for CpuPerMessage {
-    /// From `[api, generator, broker]`.
-    fn from(values: Vec<Option<f64>>) -> Self {
-        let at = |n: usize| values.get(n).copied().flatten();
-        Self {
-            api: at(0),
-            generator: at(1),
-            broker: at(2),
-        }
+/// `1000` as `1k`, `1000000` as `1M`.
+fn books_label(books: i64) -> String {
+    match books {
+        b if b >= 1_000_000 && b % 1_000_000 == 0 => format!("{}M", b / 1_000_000),
+        b if b >= 1_000 && b % 1_000 == 0 => format!("{}k", b / 1_000),
+        b => b.to_string(),
     }
 }
 
-impl CpuPerMessage {
-    /// All processes together.
-    pub fn total(&self) -> f64 {
-        [self.api, self.generator, self.broker]
-            .iter()
-            .flatten()
-            .sum()
+fn environment() -> Result<Environment<'static>> {
+    let mut env = Environment::new();
+    env.set_syntax(
+        SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .keep_trailing_newline(true)
+            .build()?,
+    );
+    for (name, source) in TEMPLATES {
+        env.add_template(name, source)
+            .with_context(|| format!("template {name}"))?;
     }
-}
-
-/// Microseconds, or `-` when not measured.
-pub(crate) fn micros(value: Option<f64>) -> String {
-    value.map_or_else(|| "-".to_owned(), |value| format!("{value:.0}"))
-}
-
-/// `a / b` with `decimals` digits, or `n/a` when it has no meaning.
-pub(crate) fn ratio_with(a: f64, b: f64, decimals: usize) -> String {
-    if b > 0.0 && a.is_finite() && b.is_finite() {
-        format!("{:.decimals$}", a / b)
-    } else {
-        "n/a".to_owned()
-    }
-}
-
-fn ratio(a: f64, b: f64) -> String {
-    ratio_with(a, b, 3)
-}
-
-fn mib(kib: Option<u64>) -> String {
-    kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
-        .unwrap_or_else(|| "n/a".to_owned())
-}
-
-impl Report {
-    fn raw_at(&self, concurrency: usize) -> Option<&LevelResult> {
-        self.levels
-            .iter()
-            .find(|(_, raw)| raw.concurrency == concurrency)
-            .map(|(_, raw)| raw)
-    }
-
-    /// The tables as Markdown (also readable as plain text).
-    pub fn tables(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "### Accepted `POST /offer` vs raw confirmed publish ({:.0} s per level)\n",
-            self.level_seconds
-        );
-        let _ = writeln!(
-            out,
-            "| concurrency | API req/s | raw msg/s | API/raw | API p50 ms | raw p50 ms | API p99 ms | raw p99 ms | p99 API/raw | API errors | raw errors |"
-        );
-        let _ = writeln!(
-            out,
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-        );
-        for (api, raw) in &self.levels {
-            let _ = writeln!(
-                out,
-                "| {} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
-                api.concurrency,
-                api.per_second(),
-                raw.per_second(),
-                ratio(api.per_second(), raw.per_second()),
-                api.p50_ms,
-                raw.p50_ms,
-                api.p99_ms,
-                raw.p99_ms,
-                ratio(api.p99_ms, raw.p99_ms),
-                api.errors,
-                raw.errors,
-            );
-        }
-        if !self.cpu.is_empty() {
-            let _ = writeln!(
-                out,
-                "\n### CPU per accepted message (µs), by process, during each level\n"
-            );
-            let _ = writeln!(
-                out,
-                "| concurrency | API: API process | API: load generator | API: RabbitMQ | API: total | raw: load generator | raw: RabbitMQ | raw: total | total API/raw |"
-            );
-            let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-            for ((api, _), (api_cpu, raw_cpu)) in self.levels.iter().zip(&self.cpu) {
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} | {} | {:.0} | {} | {} | {:.0} | {} |",
-                    api.concurrency,
-                    micros(api_cpu.api),
-                    micros(api_cpu.generator),
-                    micros(api_cpu.broker),
-                    api_cpu.total(),
-                    micros(raw_cpu.generator),
-                    micros(raw_cpu.broker),
-                    raw_cpu.total(),
-                    ratio(api_cpu.total(), raw_cpu.total()),
-                );
-            }
-        }
-        let _ = writeln!(out, "\n### Applied end to end\n");
-        match (&self.end_to_end, self.raw_at(self.end_to_end_concurrency)) {
-            (Some(e2e), raw) => {
-                let raw_rate = raw.map(LevelResult::per_second).unwrap_or(f64::NAN);
-                let _ = writeln!(
-                    out,
-                    "| offers | books | concurrency | accepted in s | accepted/s | applied in s | applied/s | raw msg/s at {c} | applied/raw | resent |",
-                    c = self.end_to_end_concurrency
-                );
-                let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} | {:.2} | {:.0} | {:.2} | {:.0} | {:.0} | {} | {} |",
-                    e2e.offers,
-                    e2e.books,
-                    self.end_to_end_concurrency,
-                    e2e.accept_seconds,
-                    e2e.accepted_per_second(),
-                    e2e.applied_seconds,
-                    e2e.applied_per_second(),
-                    raw_rate,
-                    ratio(e2e.applied_per_second(), raw_rate),
-                    e2e.retries,
-                );
-            }
-            (None, _) => {
-                let _ = writeln!(
-                    out,
-                    "The end-to-end run did not complete (see the log above)."
-                );
-            }
-        }
-        let _ = writeln!(out, "\n### Peak RSS (VmHWM) at the end\n");
-        let _ = writeln!(out, "| process | peak RSS |\n|---|---:|");
-        let _ = writeln!(
-            out,
-            "| `marketplace serve --bus rabbitmq` | {} |",
-            mib(self.api_peak_rss_kib)
-        );
-        let _ = writeln!(
-            out,
-            "| `marketplace worker` | {} |",
-            mib(self.worker_peak_rss_kib)
-        );
-        out
-    }
-
-    /// Sentences derived from the figures.
-    pub fn analysis(&self) -> String {
-        let mut out = String::new();
-        if let Some((api, raw)) = self
-            .levels
-            .iter()
-            .max_by(|a, b| a.0.per_second().total_cmp(&b.0.per_second()))
-        {
-            let _ = writeln!(
-                out,
-                "- The API peaked at {:.0} accepted offers/s at concurrency {}, {} of the raw confirmed-publish rate at the same concurrency ({:.0} msg/s).",
-                api.per_second(),
-                api.concurrency,
-                ratio(api.per_second(), raw.per_second()),
-                raw.per_second()
-            );
-        }
-        if let Some((_, raw)) = self
-            .levels
-            .iter()
-            .max_by(|a, b| a.1.per_second().total_cmp(&b.1.per_second()))
-        {
-            let _ = writeln!(
-                out,
-                "- The raw limit peaked at {:.0} msg/s at concurrency {}.",
-                raw.per_second(),
-                raw.concurrency
-            );
-        }
-        if let Some((api, raw)) = self.levels.first() {
-            let _ = writeln!(
-                out,
-                "- At concurrency {} (one request at a time) the API's p50 is {:.2} ms against {:.2} ms for a bare confirmed publish: the difference is what one request costs on top of the confirm (HTTP, validation, envelope, channel pool).",
-                api.concurrency, api.p50_ms, raw.p50_ms
-            );
-        }
-        if let Some(e2e) = &self.end_to_end {
-            let _ = writeln!(
-                out,
-                "- End to end, {} offers over {} books were applied at {:.0}/s while {:.0}/s were accepted during the send (applied/accepted {}); API and worker run at the same time here and share the CPUs, and each offer costs the worker a PostgreSQL insert with its outbox row, the relay's confirmed publish of `OfferCreated`, and a cheapest-offer refresh under the book's row lock.",
-                e2e.offers,
-                e2e.books,
-                e2e.applied_per_second(),
-                e2e.accepted_per_second(),
-                ratio(e2e.applied_per_second(), e2e.accepted_per_second())
-            );
-        }
-        let _ = writeln!(
-            out,
-            "- Per level the worker is paused (`SIGSTOP`) while the API accepts, so that both sides only publish; the broker keeps the offers, and the worker applies them before the next measurement. The end-to-end accepted rate above is the API's with the worker applying at the same time."
-        );
-        let _ = writeln!(
-            out,
-            "- The API publishes through the bus-rabbitmq channel pool (`publisher_channels`, default 64), one unconfirmed publish per channel, so up to 64 requests have their confirm in flight at once; the raw side has one channel per task."
-        );
-        let _ = writeln!(
-            out,
-            "- Where the CPU of one offer goes, process by process, and what bounds the end-to-end rate: [write-path.md](write-path.md)."
-        );
-        let _ = writeln!(
-            out,
-            "- Everything (load generator, API, worker, RabbitMQ, PostgreSQL) shares the same {} CPUs, so every figure here is a lower bound of what separate machines would give, and the raw figures are measured under the same sharing (the API idle and the worker paused at that time).",
-            self.machine.cpus
-        );
-        out.push_str(&self.targets());
-        out
-    }
-
-    /// The write-side targets, each against what this run measured.
-    fn targets(&self) -> String {
-        let mut out = String::from(
-            "
-### Targets
-
-",
-        );
-        let met = |ok: bool| if ok { "met" } else { "not met" };
-        let below: Vec<String> = self
-            .levels
-            .iter()
-            .filter(|(api, raw)| api.per_second() < 0.8 * raw.per_second())
-            .map(|(api, raw)| {
-                format!(
-                    "{} ({})",
-                    api.concurrency,
-                    ratio(api.per_second(), raw.per_second())
-                )
-            })
-            .collect();
-        let _ = writeln!(
-            out,
-            "- accepted `POST /offer` >= 80% of raw confirmed publishes: {} of {} levels; below at concurrency {}. What one request adds to a publish is in [write-path.md](write-path.md#accepted-post-offer-at-concurrency-1): thread hand-offs between the HTTP server, lapin's I/O thread and the answer, each waiting for a CPU the load generator and the broker also use.",
-            self.levels.len() - below.len(),
-            self.levels.len(),
-            if below.is_empty() { "none".to_owned() } else { below.join(", ") }
-        );
-        if let Some(((api, raw), (api_cpu, raw_cpu))) = self
-            .levels
-            .iter()
-            .zip(&self.cpu)
-            .find(|((api, _), _)| api.concurrency == 64)
-        {
-            let _ = writeln!(
-                out,
-                "  At concurrency 64 the API side used {:.0} µs of CPU per accepted offer (API process {}, load generator {}, RabbitMQ {}) against {:.0} µs per raw publish (load generator {}, RabbitMQ {}). With every process on the same {} CPUs, and the CPUs saturated at this level, the rate ratio can be at most about the inverse of the CPU ratio, {}; measured {}. The HTTP hop (the API process and the load generator's HTTP client) is what the raw side does not pay.",
-                api_cpu.total(),
-                micros(api_cpu.api),
-                micros(api_cpu.generator),
-                micros(api_cpu.broker),
-                raw_cpu.total(),
-                micros(raw_cpu.generator),
-                micros(raw_cpu.broker),
-                self.machine.cpus,
-                ratio(raw_cpu.total(), api_cpu.total()),
-                ratio(api.per_second(), raw.per_second()),
-            );
-        }
-        if let Some((api, raw)) = self.levels.iter().find(|(api, _)| api.concurrency == 64) {
-            let _ = writeln!(
-                out,
-                "- p99 under 10 ms at 64 connections: {:.2} ms, {} (the raw publishes' own p99 at 64 is {:.2} ms; with 64 requests in flight the mean latency is 64 / rate, {:.2} ms for the API and {:.2} ms raw).",
-                api.p99_ms,
-                met(api.p99_ms < 10.0),
-                raw.p99_ms,
-                64_000.0 / api.per_second(),
-                64_000.0 / raw.per_second()
-            );
-        }
-        if let Some(e2e) = &self.end_to_end {
-            let _ = writeln!(
-                out,
-                "- >= 5,000 offers applied per second end to end: {:.0}/s, {}. Bound: about 1.2 ms of CPU per applied offer over all processes (PostgreSQL about 0.5 ms, RabbitMQ about 0.33 ms for two confirmed publishes, two deliveries and two acks, the worker about 0.28 ms), i.e. at most about 1,650/s on {} CPUs; RabbitMQ's share alone exceeds the 0.4 ms per offer that 5,000/s would allow. Profile: [write-path.md](write-path.md).",
-                e2e.applied_per_second(),
-                met(e2e.applied_per_second() >= 5_000.0),
-                self.machine.cpus
-            );
-        }
-        let limit = 64 * 1024;
-        let under = |kib: Option<u64>| kib.is_some_and(|kib| kib < limit);
-        let _ = writeln!(
-            out,
-            "- API and worker under 64 MiB peak RSS: {} and {}, {}.",
-            mib(self.api_peak_rss_kib),
-            mib(self.worker_peak_rss_kib),
-            met(under(self.api_peak_rss_kib) && under(self.worker_peak_rss_kib))
-        );
-        out
-    }
-
-    /// The whole `docs/performance.md`.
-    pub fn markdown(&self, charts: bool) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "# Performance\n");
-        let _ = writeln!(
-            out,
-            "Produced by the `benchmark` crate, figures written by the program itself (not edited by hand). \
-             The API (`marketplace serve --bus rabbitmq`, release build, `RUST_LOG=warn`, every other flag at its default) \
-             is measured side by side with its raw limit: persistent, mandatory publishes with publisher confirms \
-             straight through lapin on a durable queue, one confirm channel per task, one publish in flight per task. \
-             Ratios are API / raw at the same concurrency.\n"
-        );
-        let _ = writeln!(out, "## Run\n");
-        let _ = writeln!(out, "- command: `{}`", self.command);
-        let _ = writeln!(out, "- date: {}", self.date);
-        let _ = writeln!(
-            out,
-            "- machine: {} CPUs ({}), {:.1} GiB memory; PostgreSQL and RabbitMQ on loopback on the same machine",
-            self.machine.cpus, self.machine.cpu_model, self.machine.memory_gib
-        );
-        let _ = writeln!(
-            out,
-            "- method: closed loop (each task sends, awaits the answer, sends again); latency is per request; \
-             the per-level offers name one book and seller; end to end, the offers are spread evenly over the books \
-             of a `marketplace seed` catalogue (each already carrying 2 offers), and the run is timed from the first send until \
-             `SELECT count(*) FROM offers` has every offer and every book they name has its cheapest in-stock offer as \
-             `books.offer_id`.\n"
-        );
-        let _ = writeln!(out, "## Results\n");
-        out.push_str(&self.tables());
-        if charts {
-            let _ = writeln!(out, "\n![throughput](performance-throughput.png)\n");
-            let _ = writeln!(out, "![p99 latency](performance-p99.png)\n");
-        }
-        let _ = writeln!(out, "\n## Analysis\n");
-        out.push_str(&self.analysis());
-        out
-    }
-
-    /// Writes `performance-throughput.png` and `performance-p99.png` in `dir`.
-    pub fn charts(&self, dir: &Path) -> Result<()> {
-        let lines = |value: fn(&LevelResult) -> f64| {
-            let side =
-                |label: &str,
-                 color: RGBColor,
-                 pick: fn(&(LevelResult, LevelResult)) -> &LevelResult| Series {
-                    label: label.to_owned(),
-                    points: self
-                        .levels
-                        .iter()
-                        .map(|level| (pick(level).concurrency, value(pick(level))))
-                        .collect(),
-                    color: color.to_rgba(),
-                    thin: false,
-                };
-            [
-                side("API POST /offer", RED, |(api, _)| api),
-                side("raw lapin confirmed publish", BLUE, |(_, raw)| raw),
-            ]
-        };
-        let chart = |title, y_label| Chart {
-            title,
-            x_label: "concurrency",
-            y_label,
-            size: (900, 540),
-        };
-        charts::draw(
-            &dir.join("performance-throughput.png"),
-            &chart("Throughput vs concurrency", "operations per second"),
-            &lines(LevelResult::per_second),
-        )?;
-        charts::draw(
-            &dir.join("performance-p99.png"),
-            &chart("p99 latency vs concurrency", "p99 latency (ms)"),
-            &lines(|level| level.p99_ms),
+    env.add_filter("fixed", |value: f64, decimals: usize| {
+        format!("{value:.decimals$}")
+    });
+    env.add_filter("micros", |value: Option<f64>| {
+        value.map_or_else(|| "-".to_owned(), |value| format!("{value:.0}"))
+    });
+    env.add_filter("mib", |kib: Option<u64>| {
+        kib.map_or_else(
+            || "n/a".to_owned(),
+            |kib| format!("{:.1} MiB", kib as f64 / 1024.0),
         )
+    });
+    env.add_filter("books", books_label);
+    env.add_function("ratio", |a: f64, b: f64, decimals: usize| {
+        if b > 0.0 && a.is_finite() && b.is_finite() {
+            format!("{:.decimals$}", a / b)
+        } else {
+            "n/a".to_owned()
+        }
+    });
+    env.add_function("met", |met: bool| if met { "met" } else { "not met" });
+    Ok(env)
+}
+
+fn render(name: &str, context: Value) -> Result<String> {
+    let env = environment()?;
+    let template = env.get_template(name)?;
+    template
+        .render(context)
+        .with_context(|| format!("rendering {name}"))
+}
+
+/// The figures and verdicts of the write phases, for the templates.
+fn writes_context(report: &WriteReport, charts: bool) -> Value {
+    let levels = &report.levels;
+    let at = |concurrency| levels.iter().find(|l| l.api.concurrency == concurrency);
+    let under = |kib: Option<u64>| kib.is_some_and(|kib| kib < RSS_TARGET_KIB);
+    let facts = context! {
+        charts,
+        raw_at_end_to_end => at(end_to_end::CONCURRENCY).map_or(f64::NAN, |l| l.raw.rate),
+        api_peak => Serde(levels.iter().max_by(|a, b| a.api.rate.total_cmp(&b.api.rate))),
+        raw_peak => Serde(levels.iter().max_by(|a, b| a.raw.rate.total_cmp(&b.raw.rate))),
+        first => Serde(levels.first()),
+        at_64 => Serde(at(64)),
+        // Closed loop: 64 requests always in flight, so the mean latency
+        // is 64 / rate (Little's law), whatever the code.
+        at_64_mean_ms => at(64).map(|l| context! {
+            api => 64_000.0 / l.api.rate,
+            raw => 64_000.0 / l.raw.rate,
+        }),
+        below_rate => Serde(levels
+            .iter()
+            .filter(|l| l.api.rate < WRITE_RATE_TARGET * l.raw.rate)
+            .collect::<Vec<_>>()),
+        rss_met => under(report.api_peak_rss_kib) && under(report.worker_peak_rss_kib),
+        targets => context! {
+            rate => WRITE_RATE_TARGET,
+            p99_ms => P99_TARGET_MS,
+            applied_per_second => APPLIED_TARGET,
+        },
+    };
+    context! { ..facts, ..Serde(report) }
+}
+
+/// The figures and verdicts of the read phase, for the templates.
+fn reads_context(report: &ReadReport) -> Value {
+    let realistic = [Route::FirstPages, Route::Offers];
+    let mut rate_count = 0;
+    let mut below_rate = Vec::new();
+    let mut at_64 = Vec::new();
+    for catalogue in &report.catalogues {
+        for route in catalogue
+            .routes
+            .iter()
+            .filter(|r| realistic.contains(&r.route))
+        {
+            for pair in &route.pairs {
+                rate_count += 1;
+                let ratio = pair.api.rate / pair.pgbench.rate;
+                if ratio.is_nan() || ratio < READ_RATE_TARGET {
+                    below_rate.push(context! {
+                        label => route.label,
+                        books => catalogue.books,
+                        concurrency => pair.api.concurrency,
+                        ratio,
+                    });
+                }
+            }
+        }
+        for route in realistic {
+            if let Some(pair) = report.find(catalogue.books, route, 64) {
+                at_64.push(context! {
+                    label => route.label(),
+                    books => catalogue.books,
+                    pair => Serde(pair),
+                    api_mean_ms => 64_000.0 / pair.api.rate,
+                    pgbench_mean_ms => 64_000.0 / pair.pgbench.rate,
+                });
+            }
+        }
+    }
+    let (mut growth_rows, mut growth_targets, mut sizes) = (Vec::new(), Vec::new(), None);
+    if let (Some(small), Some(large)) = (report.catalogues.first(), report.catalogues.last()) {
+        sizes = Some(context! { small => small.books, large => large.books });
+        if small.books != large.books {
+            for route in &small.routes {
+                for pair in &route.pairs {
+                    let concurrency = pair.api.concurrency;
+                    if let Some(b) = report.find(large.books, route.route, concurrency) {
+                        growth_rows.push(context! { label => route.label, a => Serde(pair.api), b => Serde(b.api) });
+                    }
+                }
+            }
+        }
+        for route in realistic {
+            for concurrency in reads::LEVELS {
+                let (Some(a), Some(b)) = (
+                    report.find(small.books, route, concurrency),
+                    report.find(large.books, route, concurrency),
+                ) else {
+                    continue;
+                };
+                let growth = b.api.p99_ms / a.api.p99_ms;
+                if concurrency == 64 || growth > GROWTH_TARGET {
+                    growth_targets.push(context! {
+                        label => route.label(),
+                        concurrency,
+                        p99 => growth,
+                        p50 => b.api.p50_ms / a.api.p50_ms,
+                    });
+                }
+            }
+        }
+    }
+    context! {
+        level_seconds => report.level_seconds,
+        api_pool => report.api_pool,
+        catalogues => Serde(&report.catalogues),
+        offers_per_book => reads::OFFERS_PER_BOOK,
+        page_size => reads::PAGE_SIZE,
+        first_pages => reads::FIRST_PAGES,
+        deep_levels => Serde(reads::DEEP_LEVELS),
+        cpus => cpus(),
+        rate_count,
+        below_rate,
+        at_64,
+        sizes,
+        growth_rows,
+        growth_targets,
+        targets => context! {
+            rate => READ_RATE_TARGET,
+            p99_ms => P99_TARGET_MS,
+            growth => GROWTH_TARGET,
+        },
+    }
+}
+
+/// The write phases' tables (Markdown, also readable as plain text).
+pub(crate) fn writes_tables(report: &WriteReport) -> Result<String> {
+    render("writes-tables.md.j2", writes_context(report, false))
+}
+
+/// The read phase's tables.
+pub(crate) fn reads_tables(reads: &ReadReport) -> Result<String> {
+    render(
+        "reads-tables.md.j2",
+        context! { reads => reads_context(reads) },
+    )
+}
+
+/// The read phase's section alone, under a level-2 heading.
+pub(crate) fn reads_markdown(reads: &ReadReport, command: &str, charts: bool) -> Result<String> {
+    render(
+        "reads.md.j2",
+        context! { command, read_charts => charts, reads => reads_context(reads) },
+    )
+}
+
+/// The whole `docs/performance.md`.
+pub(crate) fn performance_markdown(
+    writes: &WriteReport,
+    reads: &ReadReport,
+    command: &str,
+    charts: bool,
+    read_charts: bool,
+) -> Result<String> {
+    let context = context! {
+        command,
+        read_charts,
+        reads => reads_context(reads),
+        ..writes_context(writes, charts)
+    };
+    render("performance.md.j2", context)
+}
+
+/// Writes `performance-throughput.png` and `performance-p99.png` in `dir`.
+pub(crate) fn writes_charts(report: &WriteReport, dir: &Path) -> Result<()> {
+    let lines = |value: fn(&LevelResult) -> f64| {
+        let side = |label: &str, color: RGBColor, pick: fn(&OfferLevel) -> &LevelResult| Series {
+            label: label.to_owned(),
+            points: report
+                .levels
+                .iter()
+                .map(|level| (pick(level).concurrency, value(pick(level))))
+                .collect(),
+            color: color.to_rgba(),
+            thin: false,
+        };
+        [
+            side("API POST /offer", RED, |level| &level.api),
+            side("raw lapin confirmed publish", BLUE, |level| &level.raw),
+        ]
+    };
+    let chart = |title, y_label| Chart {
+        title,
+        x_label: "concurrency",
+        y_label,
+        size: (900, 540),
+    };
+    charts::draw(
+        &dir.join("performance-throughput.png"),
+        &chart("Throughput vs concurrency", "operations per second"),
+        &lines(|level| level.rate),
+    )?;
+    charts::draw(
+        &dir.join("performance-p99.png"),
+        &chart("p99 latency vs concurrency", "p99 latency (ms)"),
+        &lines(|level| level.p99_ms),
+    )
+}
+
+/// Writes `performance-reads-throughput.png` and `performance-reads-p99.png`.
+pub(crate) fn reads_charts(reads: &ReadReport, dir: &Path) -> Result<()> {
+    let mut rate = Vec::new();
+    let mut p99 = Vec::new();
+    for catalogue in &reads.catalogues {
+        for route in catalogue
+            .routes
+            .iter()
+            .filter(|r| r.route != Route::AnyPage)
+        {
+            for (side, pick) in [
+                (
+                    "API",
+                    (|p: &reads::Pair| p.api) as fn(&reads::Pair) -> LevelResult,
+                ),
+                ("pgbench", |p: &reads::Pair| p.pgbench),
+            ] {
+                // The API and pgbench on the same route and catalogue
+                // share a colour; pgbench is the thin line.
+                let color = Palette99::pick(rate.len() / 2 * 2).to_rgba();
+                let line = |value: fn(&LevelResult) -> f64| Series {
+                    label: format!("{} {side}, {}", route.label, books_label(catalogue.books)),
+                    points: route
+                        .pairs
+                        .iter()
+                        .map(|p| (pick(p).concurrency, value(&pick(p))))
+                        .collect(),
+                    color,
+                    thin: side == "pgbench",
+                };
+                rate.push(line(|level| level.rate));
+                p99.push(line(|level| level.p99_ms));
+            }
+        }
+    }
+    let chart = |title, y_label| Chart {
+        title,
+        x_label: "concurrency (API requests in flight = pgbench clients)",
+        y_label,
+        size: (1000, 600),
+    };
+    charts::draw(
+        &dir.join("performance-reads-throughput.png"),
+        &chart(
+            "Reads: requests per second vs concurrency",
+            "requests (transactions) per second",
+        ),
+        &rate,
+    )?;
+    charts::draw(
+        &dir.join("performance-reads-p99.png"),
+        &chart("Reads: p99 latency vs concurrency", "p99 latency (ms)"),
+        &p99,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::CpuPerMessage;
+    use crate::phases::reads::{CatalogueRun, Pair, RouteRun};
+
+    fn level(concurrency: usize, rate: f64, p99_ms: f64) -> LevelResult {
+        let (ok, seconds) = ((rate * 5.0) as u64, 5.0);
+        let p50_ms = p99_ms / 3.0;
+        let errors = 0;
+        LevelResult {
+            concurrency,
+            ok,
+            errors,
+            seconds,
+            rate,
+            p50_ms,
+            p99_ms,
+        }
+    }
+
+    fn cpu(by_process: &[(&'static str, Option<f64>)]) -> CpuPerMessage {
+        let total = by_process.iter().filter_map(|(_, used)| *used).sum();
+        CpuPerMessage {
+            by_process: by_process.iter().copied().collect(),
+            total,
+        }
+    }
+
+    /// Two write levels, an end-to-end run, and two catalogues of reads.
+    fn fixture() -> (WriteReport, ReadReport) {
+        let levels = [(1, 1388.0, 1873.0), (64, 5346.0, 9806.0)].map(|(c, api, raw)| OfferLevel {
+            api: level(c, api, 50.0),
+            raw: level(c, raw, 38.5),
+            api_cpu: cpu(&[
+                ("api", Some(83.0)),
+                ("generator", Some(51.0)),
+                ("broker", None),
+            ]),
+            raw_cpu: cpu(&[("generator", Some(32.0)), ("broker", Some(103.0))]),
+        });
+        let machine = Machine {
+            cpus: 2,
+            cpu_model: "AMD EPYC".into(),
+            memory_gib: 23.5,
+        };
+        let end_to_end = EndToEnd {
+            offers: 50000,
+            books: 50000,
+            retries: 0,
+            accept_seconds: 42.02,
+            applied_seconds: 44.28,
+            accepted_per_second: 1190.0,
+            applied_per_second: 1129.0,
+            concurrency: 64,
+        };
+        let writes = WriteReport {
+            machine,
+            date: "2026-11-23T15:16:04Z".into(),
+            level_seconds: 5.0,
+            levels: levels.to_vec(),
+            end_to_end: Some(end_to_end),
+            api_peak_rss_kib: Some(40857),
+            worker_peak_rss_kib: None,
+        };
+        let catalogue = |books: i64, p99_ms: f64| CatalogueRun {
+            books,
+            offers: 2 * books,
+            seed_seconds: 0.7,
+            routes: [Route::FirstPages, Route::AnyPage]
+                .map(|route| RouteRun {
+                    route,
+                    label: route.label(),
+                    pairs: vec![Pair {
+                        api: level(64, 3610.0, p99_ms),
+                        pgbench: level(64, 6881.0, 19.25),
+                        api_cpu: cpu(&[("api", Some(207.0)), ("postgres", Some(265.0))]),
+                        pgbench_cpu: cpu(&[("pgbench", Some(27.0)), ("postgres", None)]),
+                    }],
+                })
+                .to_vec(),
+        };
+        let catalogues = vec![catalogue(10_000, 29.49), catalogue(1_000_000, 32.59)];
+        let reads = ReadReport {
+            level_seconds: 5.0,
+            api_pool: 20,
+            catalogues,
+        };
+        (writes, reads)
+    }
+
+    #[test]
+    fn the_report_states_every_target_with_its_verdict_and_links_its_charts() {
+        let (writes, reads) = fixture();
+        let markdown = performance_markdown(&writes, &reads, "cargo run", true, true).unwrap();
+        for expected in [
+            "# Performance\n\n",
+            "| 64 | 5346 | 9806 | 0.545 | 16.67 | 12.83 | 50.00 | 38.50 | 1.299 | 0 | 0 |",
+            "below at concurrency 1 (0.741), 64 (0.545).",
+            "RabbitMQ -) against 135 µs per raw publish",
+            "- p99 under 10 ms at 64 connections: 50.00 ms, not met",
+            "- >= 5,000 offers applied per second end to end: 1129/s, not met.",
+            "- API and worker under 64 MiB peak RSS: 39.9 MiB and n/a, not met.",
+            "![p99 latency](performance-p99.png)",
+            "\n## Reads: `GET /books` and `GET /offers/{bookId}` beside pgbench\n",
+            "### Growth of the API's latency from 10k to 1M books",
+            "- rate >= 70% of pgbench's for the same SQL: 0 of 2 measurements; below: GET /books (pages 1..20) at 10k books, concurrency 64 (0.52), ",
+            "- p99 at 1M books within 1.5x of 10k books, GET /books (pages 1..20) at concurrency 64: 1.11x, met (p50 1.11x)",
+            "![read p99 latency](performance-reads-p99.png)",
+        ] {
+            assert!(markdown.contains(expected), "{expected:?} missing from:\n{markdown}");
+        }
+        assert!(!markdown.contains("{{") && !markdown.contains("{%"));
+        let alone = reads_markdown(&reads, "cargo run", false).unwrap();
+        assert!(alone.starts_with("## Reads") && !alone.contains(".png"));
     }
 }

@@ -1,0 +1,8 @@
+//! One module per phase, in the order a full run measures them: accepted
+//! offers beside raw publishes ([`offers`]), offers applied end to end
+//! ([`end_to_end`]), then reads beside pgbench ([`reads`]). Each returns
+//! its figures; [`crate::report`] turns them into `docs/performance.md`.
+
+pub(crate) mod end_to_end;
+pub(crate) mod offers;
+pub(crate) mod reads;

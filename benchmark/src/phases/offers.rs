@@ -1,0 +1,168 @@
+//! Accepted `POST /offer` beside its raw limit, per concurrency level: the
+//! API (`serve --bus rabbitmq`) against persistent confirmed publishes
+//! straight through lapin ([`crate::raw_lapin`]), each side alone on the
+//! CPUs while it is measured.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::cpu::{broker_pid, CpuMeter, CpuPerMessage, CpuSource};
+use crate::load::{closed_loop, http_client, offer_body, post_offer};
+use crate::processes::System;
+use crate::raw_lapin::RawTarget;
+use crate::stats::LevelResult;
+
+/// Concurrency levels measured by default.
+pub(crate) const LEVELS: [usize; 5] = [1, 4, 16, 64, 256];
+
+/// Both sides at one concurrency.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct OfferLevel {
+    /// The API's accepted `POST /offer`.
+    pub(crate) api: LevelResult,
+    /// Raw confirmed publishes.
+    pub(crate) raw: LevelResult,
+    /// CPU per accepted offer: `api` process, load `generator`, `broker`.
+    pub(crate) api_cpu: CpuPerMessage,
+    /// CPU per raw publish: load `generator`, `broker`.
+    pub(crate) raw_cpu: CpuPerMessage,
+}
+
+/// Measures each of `levels` for `duration` per side.
+pub(crate) async fn run(
+    system: &System,
+    pool: &PgPool,
+    levels: &[usize],
+    duration: Duration,
+) -> Result<Vec<OfferLevel>> {
+    let client = http_client(8)?;
+    let broker = broker_pid();
+    let seller = Uuid::new_v4();
+    let book = Uuid::new_v4();
+    seed(&client, &system.api_url, seller, book).await?;
+    let raw = RawTarget::connect(system.amqp_url(), &system.namespace).await?;
+    // Warm up both paths (connections, caches and pools).
+    let warm = measure_api(&system.api_url, seller, book, 4, Duration::from_secs(1)).await?;
+    let mut accepted = warm.ok;
+    raw.measure(4, Duration::from_secs(1)).await?;
+    drain(pool, book, accepted).await?;
+    system.wait_worker_idle().await?;
+
+    let mut measured = Vec::new();
+    for &concurrency in levels {
+        // The API alone, like the raw side: the worker is paused while the
+        // API accepts, then applies the backlog before the next measurement.
+        system.pause_worker(true)?;
+        let meter = CpuMeter::start(vec![
+            ("api", CpuSource::Process(system.api.id())),
+            ("generator", CpuSource::Process(Some(std::process::id()))),
+            ("broker", CpuSource::Process(broker)),
+        ]);
+        let api = measure_api(&system.api_url, seller, book, concurrency, duration).await;
+        let api_cpu = api.as_ref().ok().map(|api| meter.per_message_us(api.ok));
+        system.pause_worker(false)?;
+        let (api, api_cpu) = (api?, api_cpu.unwrap_or_default());
+        accepted += api.ok;
+        drain(pool, book, accepted).await?;
+        system.wait_worker_idle().await?;
+        let meter = CpuMeter::start(vec![
+            ("generator", CpuSource::Process(Some(std::process::id()))),
+            ("broker", CpuSource::Process(broker)),
+        ]);
+        let raw_level = raw.measure(concurrency, duration).await?;
+        let raw_cpu = meter.per_message_us(raw_level.ok);
+        println!(
+            "c={concurrency:>3}  API {:>8.0}/s p50 {:>7.2} ms p99 {:>7.2} ms ({} errors) | raw {:>8.0}/s p50 {:>7.2} ms p99 {:>7.2} ms ({} errors) | API/raw {:.3}",
+            api.rate,
+            api.p50_ms,
+            api.p99_ms,
+            api.errors,
+            raw_level.rate,
+            raw_level.p50_ms,
+            raw_level.p99_ms,
+            raw_level.errors,
+            api.rate / raw_level.rate,
+        );
+        measured.push(OfferLevel {
+            api,
+            raw: raw_level,
+            api_cpu,
+            raw_cpu,
+        });
+    }
+    raw.delete().await?;
+    Ok(measured)
+}
+
+async fn measure_api(
+    api_url: &str,
+    seller: Uuid,
+    book: Uuid,
+    concurrency: usize,
+    duration: Duration,
+) -> Result<LevelResult> {
+    let client = http_client(concurrency)?;
+    let url = format!("{api_url}/offer");
+    Ok(closed_loop(concurrency, duration, move |_, n| {
+        let (client, url) = (client.clone(), url.clone());
+        async move { post_offer(&client, &url, &offer_body(Uuid::new_v4(), book, seller, n)).await }
+    })
+    .await)
+}
+
+/// Waits until the book's offers in PostgreSQL reach `expected`, so that the
+/// worker's backlog does not compete with the next measurement.
+async fn drain(pool: &PgPool, book: Uuid, expected: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM offers WHERE book_id = $1")
+            .bind(book)
+            .fetch_one(pool)
+            .await
+            .context("counting offers")?;
+        if count as u64 >= expected {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("worker backlog not drained: {count}/{expected} offers applied");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Creates seller `seller` and book `book` through the API and waits until
+/// both are visible through its queries.
+async fn seed(client: &reqwest::Client, api: &str, seller: Uuid, book: Uuid) -> Result<()> {
+    let user = client
+        .put(format!("{api}/user"))
+        .json(&serde_json::json!({"id": seller, "name": "Bench Seller"}))
+        .send()
+        .await?;
+    if !user.status().is_success() {
+        bail!("PUT /user answered {}", user.status());
+    }
+    let saved = client
+        .put(format!("{api}/book"))
+        .json(&serde_json::json!({"id": book, "title": "Bench Book", "author": "Bench Author"}))
+        .send()
+        .await?;
+    if !saved.status().is_success() {
+        bail!("PUT /book answered {}", saved.status());
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let user_seen = client.get(format!("{api}/users/{seller}")).send().await?;
+        let book_seen = client.get(format!("{api}/books/{book}")).send().await?;
+        if user_seen.status().is_success() && book_seen.status().is_success() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("seeded user or book not visible after 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,419 @@
+//! The read side: `GET /books` and `GET /offers/{bookId}` measured beside
+//! the same SQL run by `pgbench` with as many clients as the API has
+//! concurrent requests, on a catalogue of each size in [`CATALOGUES`].
+//!
+//! For each size: a fresh database seeded by `marketplace seed`, vacuumed
+//! and analysed; one `marketplace serve` on it; then, per route and
+//! concurrency, the API (closed loop, `GET` over keep-alive connections) and
+//! right after it `pgbench -n -M prepared -c C -j 2 -T secs -f script.sql`
+//! whose script is the repository's own statement (the constants the API
+//! runs) with `\set` random variables drawn from the same distribution.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use marketplace::store::postgres::{LIST_BOOKS_SQL, LIST_OFFERS_SQL};
+use serde::Serialize;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::cpu::{CpuMeter, CpuPerMessage, CpuSource};
+use crate::load::{closed_loop, http_client};
+use crate::pgbench;
+use crate::processes::{drop_database, free_port, seed, start, Services};
+use crate::stats::LevelResult;
+
+/// Catalogue sizes, in books (two offers each).
+pub(crate) const CATALOGUES: [i64; 2] = [10_000, 1_000_000];
+/// Concurrency levels of the realistic routes.
+pub(crate) const LEVELS: [usize; 4] = [1, 4, 16, 64];
+/// Concurrency levels of the deep-page run (slow by construction).
+pub(crate) const DEEP_LEVELS: [usize; 2] = [1, 16];
+/// Books per page, as the mobile app asks.
+pub(crate) const PAGE_SIZE: u32 = 50;
+/// Pages a browsing user reaches: uniform over `1..=FIRST_PAGES`.
+pub(crate) const FIRST_PAGES: u32 = 20;
+/// Offers per seeded book.
+pub(crate) const OFFERS_PER_BOOK: i64 = 2;
+
+/// The routes measured, in this order.
+const ROUTES: [Route; 3] = [Route::FirstPages, Route::Offers, Route::AnyPage];
+
+/// One measured route and how its requests are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub(crate) enum Route {
+    /// `GET /books?page=P&pageSize=50`, P uniform in 1..=20.
+    FirstPages,
+    /// `GET /offers/{bookId}`, the book uniform over the whole catalogue.
+    Offers,
+    /// `GET /books?page=P&pageSize=50`, P uniform over every page.
+    AnyPage,
+}
+
+impl Route {
+    /// Short label for tables and charts.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Route::FirstPages => "GET /books (pages 1..20)",
+            Route::Offers => "GET /offers/{bookId}",
+            Route::AnyPage => "GET /books (any page)",
+        }
+    }
+
+    fn pages(self, books: i64) -> u32 {
+        match self {
+            Route::AnyPage => {
+                u32::try_from((books.max(1) + i64::from(PAGE_SIZE) - 1) / i64::from(PAGE_SIZE))
+                    .unwrap_or(u32::MAX)
+            }
+            _ => FIRST_PAGES,
+        }
+    }
+
+    /// The pgbench script: the API's statement with its parameters replaced
+    /// by `\set` random variables. Offers find the book id from its number
+    /// in `bench_book_ids` inside the same statement (one primary-key probe,
+    /// no extra round trip), so both sides draw books uniformly.
+    pub(crate) fn script(self, books: i64) -> String {
+        match self {
+            Route::FirstPages | Route::AnyPage => format!(
+                "\\set page random(1, {pages})\n{sql};\n",
+                pages = self.pages(books),
+                sql = one_line(
+                    &LIST_BOOKS_SQL
+                        .replace("$1", &PAGE_SIZE.to_string())
+                        .replace("$2", &format!("(:page - 1) * {PAGE_SIZE}"))
+                ),
+            ),
+            Route::Offers => format!(
+                "\\set n random(1, {books})\n{sql};\n",
+                sql = one_line(
+                    &LIST_OFFERS_SQL.replace("$1", "(SELECT id FROM bench_book_ids WHERE n = :n)")
+                ),
+            ),
+        }
+    }
+}
+
+/// pgbench reads one statement per line.
+fn one_line(sql: &str) -> String {
+    sql.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// splitmix64: a tiny, good-enough generator so each task draws its own
+/// uniform pages and books without a shared lock.
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `1..=n`.
+    fn between_1_and(&mut self, n: u64) -> u64 {
+        1 + self.next() % n.max(1)
+    }
+}
+
+/// API against pgbench at one concurrency.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Pair {
+    pub(crate) api: LevelResult,
+    /// pgbench running the same statement.
+    pub(crate) pgbench: LevelResult,
+    /// CPU per request on the API side: the `api` process, the load
+    /// `generator`, `postgres`.
+    pub(crate) api_cpu: CpuPerMessage,
+    /// CPU per transaction on pgbench's side: `pgbench`, `postgres`.
+    pub(crate) pgbench_cpu: CpuPerMessage,
+}
+
+/// One route on one catalogue, per concurrency.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct RouteRun {
+    pub(crate) route: Route,
+    pub(crate) label: &'static str,
+    pub(crate) pairs: Vec<Pair>,
+}
+
+/// One catalogue size and everything measured on it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct CatalogueRun {
+    pub(crate) books: i64,
+    pub(crate) offers: i64,
+    /// Seconds `marketplace seed` took.
+    pub(crate) seed_seconds: f64,
+    /// Per route, in the order of [`ROUTES`].
+    pub(crate) routes: Vec<RouteRun>,
+}
+
+/// Everything the read phase measured.
+#[derive(Debug, Clone)]
+pub(crate) struct ReadReport {
+    /// Seconds each level ran, on each side.
+    pub(crate) level_seconds: f64,
+    /// Connections of the API's database pool.
+    pub(crate) api_pool: u32,
+    pub(crate) catalogues: Vec<CatalogueRun>,
+}
+
+impl ReadReport {
+    /// The pair measured on `route` at `concurrency` on the catalogue of
+    /// `books` books.
+    pub(crate) fn find(&self, books: i64, route: Route, concurrency: usize) -> Option<&Pair> {
+        self.catalogues
+            .iter()
+            .find(|c| c.books == books)?
+            .routes
+            .iter()
+            .find(|r| r.route == route)?
+            .pairs
+            .iter()
+            .find(|p| p.api.concurrency == concurrency)
+    }
+}
+
+/// How the read phase runs.
+#[derive(Debug, Clone)]
+pub(crate) struct ReadOptions {
+    pub(crate) level_duration: Duration,
+    /// Connections of the API's database pool (`--db-max-connections`).
+    pub(crate) api_pool: u32,
+    /// One catalogue of this many books instead of [`CATALOGUES`].
+    pub(crate) books: Option<i64>,
+    pub(crate) services: Services,
+    pub(crate) pgbench: PathBuf,
+}
+
+impl ReadOptions {
+    fn sizes(&self) -> Vec<i64> {
+        match self.books {
+            Some(books) => vec![books],
+            None => CATALOGUES.to_vec(),
+        }
+    }
+}
+
+/// Runs the read phase on fresh databases named after `id`, and drops them
+/// again whatever happens.
+pub(crate) async fn run(options: &ReadOptions, id: &str) -> Result<ReadReport> {
+    let mut catalogues = Vec::new();
+    for books in options.sizes() {
+        let database = format!("bench_reads_{id}_{books}");
+        let outcome = run_catalogue(options, &database, books).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if let Err(error) = drop_database(&options.services, &database).await {
+            eprintln!("cleanup: {error:#}");
+        }
+        catalogues.push(outcome?);
+    }
+    Ok(ReadReport {
+        level_seconds: options.level_duration.as_secs_f64(),
+        api_pool: options.api_pool,
+        catalogues,
+    })
+}
+
+/// Drops the databases of run `id`, if they exist.
+pub(crate) async fn cleanup(options: &ReadOptions, id: &str) {
+    // Give killed processes a moment to close their connections.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for books in options.sizes() {
+        if let Err(error) =
+            drop_database(&options.services, &format!("bench_reads_{id}_{books}")).await
+        {
+            eprintln!("cleanup: {error:#}");
+        }
+    }
+}
+
+async fn run_catalogue(options: &ReadOptions, database: &str, books: i64) -> Result<CatalogueRun> {
+    let url = options.services.database_url(database);
+    let log_dir = std::env::temp_dir().join(format!("marketplace-bench-{database}"));
+    std::fs::create_dir_all(&log_dir).context("creating the log directory")?;
+
+    println!("reads: seeding {books} books into {database}");
+    let started = Instant::now();
+    seed(
+        &options.services,
+        database,
+        books,
+        OFFERS_PER_BOOK,
+        &log_dir,
+    )
+    .await?;
+    let seed_seconds = started.elapsed().as_secs_f64();
+
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .context("connecting to the read database")?;
+    let ids = prepare(&pool).await?;
+    let offers: i64 = sqlx::query_scalar("SELECT count(*) FROM offers")
+        .fetch_one(&pool)
+        .await?;
+    pool.close().await;
+
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let pool_size = options.api_pool.to_string();
+    let args = ["serve", "--listen", &listen, "--database-url", &url];
+    let args = [&args[..], &["--db-max-connections", &pool_size]].concat();
+    let api = start(&http_client(2)?, &args, &log_dir, "api", &listen).await?;
+    let api_url = format!("http://{listen}");
+
+    let ids = Arc::new(ids);
+    let duration = options.level_duration;
+    let work_dir = log_dir.join("pgbench");
+    std::fs::create_dir_all(&work_dir)?;
+    let mut routes = Vec::new();
+    for route in ROUTES {
+        let script = work_dir.join(format!("{route:?}.sql"));
+        std::fs::write(&script, route.script(books)).context("writing the pgbench script")?;
+        // Warm both sides: the API's pool and statement caches, and the
+        // pages of the tables the route touches.
+        measure_api(&api_url, route, books, &ids, 4, Duration::from_secs(1)).await?;
+        let reference = |clients, duration| {
+            pgbench::run(
+                &options.pgbench,
+                &url,
+                &script,
+                &work_dir,
+                clients,
+                duration,
+            )
+        };
+        reference(4, Duration::from_secs(1)).await?;
+        let levels: &[usize] = if route == Route::AnyPage {
+            &DEEP_LEVELS
+        } else {
+            &LEVELS
+        };
+        let mut pairs = Vec::new();
+        for &concurrency in levels {
+            let meter = CpuMeter::start(vec![
+                ("api", CpuSource::Process(api.id())),
+                ("generator", CpuSource::Process(Some(std::process::id()))),
+                ("postgres", CpuSource::PostgreSql),
+            ]);
+            let api_level =
+                measure_api(&api_url, route, books, &ids, concurrency, duration).await?;
+            let api_cpu = meter.per_message_us(api_level.ok);
+            let meter = CpuMeter::start(vec![
+                ("pgbench", CpuSource::ExitedChildren),
+                ("postgres", CpuSource::PostgreSql),
+            ]);
+            let pg = reference(concurrency, duration).await?;
+            let pgbench_cpu = meter.per_message_us(pg.ok);
+            let api = &api_level;
+            println!(
+                "{books:>8} books  {:<26} c={concurrency:>3}  API {:>7.0}/s p50 {:>7.2} ms p99 {:>7.2} ms ({} errors) | pgbench {:>7.0}/s p50 {:>7.2} ms p99 {:>7.2} ms ({} errors) | API/pgbench {:.3}, p99 {:.3}",
+                route.label(),
+                api.rate,
+                api.p50_ms,
+                api.p99_ms,
+                api.errors,
+                pg.rate,
+                pg.p50_ms,
+                pg.p99_ms,
+                pg.errors,
+                api.rate / pg.rate,
+                api.p99_ms / pg.p99_ms,
+            );
+            pairs.push(Pair {
+                api: api_level,
+                pgbench: pg,
+                api_cpu,
+                pgbench_cpu,
+            });
+        }
+        routes.push(RouteRun {
+            route,
+            label: route.label(),
+            pairs,
+        });
+    }
+    Ok(CatalogueRun {
+        books,
+        offers,
+        seed_seconds,
+        routes,
+    })
+}
+
+/// Vacuums and analyses the seeded tables (as autovacuum would after a bulk
+/// load, so index-only scans need no heap visits), numbers the books for
+/// pgbench in `bench_book_ids`, and returns their ids in that order.
+async fn prepare(pool: &PgPool) -> Result<Vec<Uuid>> {
+    sqlx::query("VACUUM (ANALYZE) books, offers, users")
+        .execute(pool)
+        .await
+        .context("vacuuming the catalogue")?;
+    sqlx::query(
+        "CREATE TABLE bench_book_ids AS
+         SELECT row_number() OVER (ORDER BY created_at, id)::int AS n, id FROM books",
+    )
+    .execute(pool)
+    .await
+    .context("numbering the books")?;
+    sqlx::query("ALTER TABLE bench_book_ids ADD PRIMARY KEY (n)")
+        .execute(pool)
+        .await?;
+    sqlx::query("VACUUM (ANALYZE) bench_book_ids")
+        .execute(pool)
+        .await?;
+    let ids = sqlx::query_scalar("SELECT id FROM bench_book_ids ORDER BY n")
+        .fetch_all(pool)
+        .await
+        .context("loading the book ids")?;
+    Ok(ids)
+}
+
+async fn measure_api(
+    api_url: &str,
+    route: Route,
+    books: i64,
+    ids: &Arc<Vec<Uuid>>,
+    concurrency: usize,
+    duration: Duration,
+) -> Result<LevelResult> {
+    let client = http_client(concurrency)?;
+    let base = api_url.to_owned();
+    let ids = Arc::clone(ids);
+    let pages = u64::from(route.pages(books));
+    let salt = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    Ok(closed_loop(concurrency, duration, move |task, sequence| {
+        let mut rng = Rng(salt ^ ((task as u64) << 40) ^ sequence);
+        let url = match route {
+            Route::Offers => {
+                let n = rng.between_1_and(ids.len() as u64) as usize;
+                format!("{base}/offers/{}", ids[n - 1])
+            }
+            Route::FirstPages | Route::AnyPage => {
+                let page = rng.between_1_and(pages);
+                format!("{base}/books?page={page}&pageSize={PAGE_SIZE}")
+            }
+        };
+        let client = client.clone();
+        async move {
+            let response = client.get(&url).send().await?;
+            if !response.status().is_success() {
+                bail!("GET {url} answered {}", response.status());
+            }
+            response.bytes().await?;
+            Ok(())
+        }
+    })
+    .await)
+}
