@@ -16,7 +16,9 @@ use axum::{
 use bus_core::{DispatchError, HandlerError, QueryError};
 use serde::Serialize;
 use utoipa::ToSchema;
-use validator::{ValidationErrors, ValidationErrorsKind};
+use validator::ValidationErrors;
+
+use crate::commands::validation::field_errors;
 
 /// Everything a route can answer besides success.
 #[derive(Debug, thiserror::Error)]
@@ -201,66 +203,13 @@ impl From<QueryRejection> for ApiError {
 
 impl From<ValidationErrors> for ApiError {
     fn from(errors: ValidationErrors) -> Self {
-        let mut fields = Vec::new();
-        flatten(&errors, "", &mut fields);
-        fields.sort_by(|a, b| a.field.cmp(&b.field));
-        Self::Validation(fields)
+        Self::Validation(
+            field_errors(&errors)
+                .into_iter()
+                .map(|(field, message)| FieldError { field, message })
+                .collect(),
+        )
     }
-}
-
-fn flatten(errors: &ValidationErrors, prefix: &str, out: &mut Vec<FieldError>) {
-    for (name, kind) in errors.errors() {
-        let path = format!("{prefix}{}", camel_case(name));
-        match kind {
-            ValidationErrorsKind::Field(list) => out.extend(list.iter().map(|e| {
-                FieldError {
-                    field: path.clone(),
-                    message: e
-                        .message
-                        .as_ref()
-                        .map(ToString::to_string)
-                        .unwrap_or_else(|| describe(e)),
-                }
-            })),
-            ValidationErrorsKind::Struct(inner) => flatten(inner, &format!("{path}."), out),
-            ValidationErrorsKind::List(items) => {
-                for (index, inner) in items {
-                    flatten(inner, &format!("{path}[{index}]."), out);
-                }
-            }
-        }
-    }
-}
-
-fn describe(error: &validator::ValidationError) -> String {
-    let param = |name: &str| error.params.get(name).map(ToString::to_string);
-    match error.code.as_ref() {
-        "length" => match (param("min"), param("max")) {
-            (Some(min), Some(max)) => format!("length must be between {min} and {max}"),
-            _ => "invalid length".to_owned(),
-        },
-        "range" => match (param("min"), param("max")) {
-            (Some(min), Some(max)) => format!("must be between {min} and {max}"),
-            _ => "out of range".to_owned(),
-        },
-        code => format!("invalid ({code})"),
-    }
-}
-
-fn camel_case(snake: &str) -> String {
-    let mut out = String::with_capacity(snake.len());
-    let mut upper = false;
-    for c in snake.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 impl From<DispatchError> for ApiError {

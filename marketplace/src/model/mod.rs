@@ -10,6 +10,7 @@
 mod catalogue;
 mod numbers;
 mod order;
+mod text;
 
 pub use catalogue::{Book, NewOffer, Offer, OfferOutcome, User};
 pub use numbers::{
@@ -20,3 +21,4 @@ pub(crate) use order::{Claim, ClaimedLine, Settlement};
 pub use order::{
     NewOrder, Order, OrderLine, OrderOutcome, OrderStatus, QuantityOutOfRange, UnknownStatus,
 };
+pub use text::{text_error, trimmed};

@@ -14,4 +14,5 @@ mod orders;
 mod rabbitmq;
 mod seed;
 mod storage;
+mod text;
 mod users;
