@@ -18,9 +18,9 @@ pub use save_user::{SaveUser, SaveUserHandler};
 pub(crate) use validation::plain_text;
 pub use validation::Validated;
 
-use bus_core::HandlersBuilder;
+use bus_core::{HandlerError, HandlersBuilder};
 
-use crate::store::Repositories;
+use crate::{model::IdConflict, store::Repositories};
 
 /// Registers the handler of every command, each behind [`Validated`].
 pub fn register(handlers: HandlersBuilder, store: &Repositories) -> HandlersBuilder {
@@ -29,4 +29,22 @@ pub fn register(handlers: HandlersBuilder, store: &Repositories) -> HandlersBuil
         .command::<SaveBook, _>(Validated(SaveBookHandler::new(store.books.clone())))
         .command::<CreateOffer, _>(Validated(CreateOfferHandler::new(store.offers.clone())))
         .command::<CreateOrder, _>(Validated(CreateOrderHandler::new(store.orders.clone())))
+}
+
+/// A create-once id reused with another payload: logged at `WARN` with both
+/// fingerprints, and a permanent failure whose reason starts with
+/// `id-conflict` (dead-lettered on asynchronous buses; `409` on the sync
+/// bus, which finds the [`IdConflict`] in its source).
+pub(crate) fn id_conflict(conflict: IdConflict) -> HandlerError {
+    tracing::warn!(
+        kind = conflict.kind,
+        id = %conflict.id,
+        stored_fingerprint = %conflict.stored,
+        received_fingerprint = %conflict.received,
+        "id reused with another payload: refused, the first write stands"
+    );
+    HandlerError::Permanent {
+        message: conflict.to_string(),
+        source: Some(Box::new(conflict)),
+    }
 }

@@ -18,7 +18,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use validator::ValidationErrors;
 
-use crate::commands::validation::field_errors;
+use crate::{commands::validation::field_errors, model::IdConflict};
 
 /// Everything a route can answer besides success.
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +41,8 @@ pub enum ApiError {
     /// No such method on this path: `405`.
     #[error("method not allowed")]
     MethodNotAllowed,
-    /// The command conflicts with current state (sync bus only, e.g. an
-    /// offer whose book is unknown): `409`.
+    /// The command conflicts with current state (sync bus only: an offer
+    /// whose book is unknown, an id reused with another payload): `409`.
     #[error("{0}")]
     Conflict(String),
     /// The command cannot be accepted right now (bus saturated, broker
@@ -221,6 +221,10 @@ impl From<DispatchError> for ApiError {
             DispatchError::Handler(HandlerError::Retryable { message, .. }) => {
                 Self::Conflict(message)
             }
+            DispatchError::Handler(HandlerError::Permanent {
+                message,
+                source: Some(source),
+            }) if source.is::<IdConflict>() => Self::Conflict(message),
             DispatchError::Handler(HandlerError::Permanent { message, .. }) => {
                 Self::Validation(vec![FieldError {
                     field: String::new(),

@@ -72,12 +72,18 @@ pub struct NewOffer {
 }
 
 /// What creating an offer did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OfferOutcome {
     /// The offer was inserted and its event staged.
     Created,
-    /// An offer with this id exists already: nothing changed.
+    /// An offer with this id and this payload exists already: nothing
+    /// changed.
     AlreadyExists,
+    /// An offer with this id exists with another payload: nothing changed.
+    IdConflict {
+        /// Fingerprint of the stored offer's payload.
+        stored: String,
+    },
     /// The book is not registered (yet).
     BookMissing,
     /// The seller is not registered (yet).

@@ -169,6 +169,11 @@ pub enum OrderOutcome {
     },
     /// An offer does not exist (yet): the order stays `pending`.
     OfferMissing(Uuid),
+    /// An order with this id exists with another payload: nothing changed.
+    IdConflict {
+        /// Fingerprint of the stored order's payload.
+        stored: String,
+    },
 }
 
 impl OrderOutcome {
@@ -177,7 +182,9 @@ impl OrderOutcome {
         match self {
             Self::Rejected { .. } => OrderStatus::Rejected,
             Self::OfferMissing(_) => OrderStatus::Pending,
-            Self::AlreadyApplied | Self::Confirmed => OrderStatus::Confirmed,
+            Self::AlreadyApplied | Self::Confirmed | Self::IdConflict { .. } => {
+                OrderStatus::Confirmed
+            }
         }
     }
 

@@ -105,6 +105,8 @@ pub struct TestApp {
     worker: Option<RunningWorker>,
     /// The RabbitMQ namespace of this test.
     pub namespace: String,
+    /// The bus the app runs on.
+    pub bus: BusKind,
 }
 
 struct RunningWorker {
@@ -202,6 +204,7 @@ pub async fn spawn(db: TestDb, bus: BusKind, flags: &[&str]) -> TestApp {
         server: Some(server),
         worker,
         namespace,
+        bus,
     }
 }
 
@@ -451,6 +454,12 @@ impl TestApp {
             let _ = connection.close(200, "read".into()).await;
         }
         reasons
+    }
+
+    /// Whether a command is applied before its write is answered (the
+    /// in-memory sync bus), so a handler's refusal is the answer's status.
+    pub fn is_sync(&self) -> bool {
+        self.bus == BusKind::InMemory
     }
 
     /// Stops the app (and its worker) gracefully, waits until they have
