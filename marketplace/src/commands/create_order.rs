@@ -59,9 +59,10 @@ impl Command for CreateOrder {}
 /// nothing (see `store/orders.rs`); the model settles the outcome and what
 /// the buyer is charged.
 ///
-/// An item whose offer does not exist yet keeps the order `pending` and asks
-/// for a retry (the offer may still be on its way); on the last attempt the
-/// order is `rejected` instead.
+/// A buyer, or an item's offer, that does not exist yet keeps the order
+/// `pending` and asks for a retry (commands travel on different queues, so
+/// they may still be on their way), as an offer waits for its seller; on the
+/// last attempt the order is `rejected` with the reason instead.
 #[derive(Clone)]
 pub struct CreateOrderHandler {
     orders: Arc<dyn OrderRepository>,
@@ -110,6 +111,9 @@ impl CommandHandler<CreateOrder> for CreateOrderHandler {
             })),
             OrderOutcome::OfferMissing(offer_id) => Err(HandlerError::retryable(format!(
                 "offer {offer_id} does not exist (yet)"
+            ))),
+            OrderOutcome::BuyerMissing(user_id) => Err(HandlerError::retryable(format!(
+                "buyer {user_id} does not exist (yet)"
             ))),
         }
     }

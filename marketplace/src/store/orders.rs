@@ -33,6 +33,8 @@ pub(crate) trait OrderStatements: Send {
         order: &NewOrder,
         fingerprint: &str,
     ) -> Result<(OrderStatus, Option<String>), StoreError>;
+    /// Whether the user exists.
+    async fn user_exists(&mut self, user_id: Uuid) -> Result<bool, StoreError>;
     /// Takes `quantity` copies of the offer if it has that many: answers its
     /// book and its price of one copy.
     async fn take_stock(
@@ -69,14 +71,19 @@ where
         return Ok(OrderOutcome::AlreadyApplied);
     }
     let mut claims = sqlx::Connection::begin(&mut *tx).await?;
-    let claim = claim_stock(&mut *claims, &order.quantities).await?;
+    // Users are never deleted: once seen, the buyer stays.
+    let claim = if claims.user_exists(order.user_id).await? {
+        claim_stock(&mut *claims, &order.quantities).await?
+    } else {
+        Claim::BuyerMissing(order.user_id)
+    };
     let settlement = claim.settle(order);
     match settlement.outcome {
         OrderOutcome::Confirmed => {
             claims.commit().await?;
             tx.stage(&confirmed(settlement.book_ids.clone())?).await?;
         }
-        OrderOutcome::OfferMissing(_) => {
+        OrderOutcome::OfferMissing(_) | OrderOutcome::BuyerMissing(_) => {
             claims.rollback().await?;
             // Keep the order visible as `pending` while we wait.
             tx.commit().await?;

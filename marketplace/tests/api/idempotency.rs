@@ -14,7 +14,7 @@ use crate::{
 on_every_bus! {
     async fn an_order_sent_twice_claims_stock_once_and_the_copy_is_reported_as_already_applied(app) {
         let seeded = app.seed_offer(10.0, 5).await;
-        let (order, buyer) = (Uuid::new_v4(), Uuid::new_v4());
+        let (order, buyer) = (Uuid::new_v4(), seeded.user);
         let body = json!({ "id": order, "userId": buyer, "items": [{ "offerId": seeded.offer, "quantity": 2 }] });
         let trace = TraceContext::new_root();
         for _ in 0..2 {
@@ -39,7 +39,7 @@ on_every_bus! {
     async fn an_offer_sent_again_after_a_sale_keeps_the_stock_the_sale_left(app) {
         let seeded = app.seed_offer(10.0, 5).await;
         let order = Uuid::new_v4();
-        assert_eq!(app.post_order(order, Uuid::new_v4(), &[(seeded.offer, 2)]).await.status(), 200);
+        assert_eq!(app.post_order(order, seeded.user, &[(seeded.offer, 2)]).await.status(), 200);
         assert_eq!(app.settled_order(order).await["status"], "confirmed");
 
         let offer = json!({ "id": seeded.offer, "bookId": seeded.book, "sellerId": seeded.user, "price": 10.0, "stock": 5 });

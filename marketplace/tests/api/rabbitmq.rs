@@ -45,7 +45,7 @@ async fn a_redelivered_order_claims_stock_only_once(pool: PgPool) {
     let seeded = app.seed_offer(10.0, 5).await;
     let order = CreateOrder {
         id: Uuid::new_v4(),
-        user_id: Uuid::new_v4(),
+        user_id: seeded.user,
         items: vec![OrderItem {
             offer_id: seeded.offer,
             quantity: 2,

@@ -114,6 +114,15 @@ impl OrderStatements for SqliteConnection {
         Ok((status.parse()?, stored))
     }
 
+    async fn user_exists(&mut self, user_id: Uuid) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)")
+                .bind(user_id)
+                .fetch_one(&mut *self)
+                .await?,
+        )
+    }
+
     async fn take_stock(
         &mut self,
         offer_id: Uuid,
