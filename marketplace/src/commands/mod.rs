@@ -18,9 +18,12 @@ pub use save_user::{SaveUser, SaveUserHandler};
 pub(crate) use validation::plain_text;
 pub use validation::Validated;
 
-use bus_core::{HandlerError, HandlersBuilder};
+use bus_core::{HandlerError, HandlersBuilder, MessageContext};
 
-use crate::{model::IdConflict, store::Repositories};
+use crate::{
+    model::{IdConflict, Revision},
+    store::Repositories,
+};
 
 /// Registers the handler of every command, each behind [`Validated`].
 pub fn register(handlers: HandlersBuilder, store: &Repositories) -> HandlersBuilder {
@@ -46,5 +49,15 @@ pub(crate) fn id_conflict(conflict: IdConflict) -> HandlerError {
     HandlerError::Permanent {
         message: conflict.to_string(),
         source: Some(Box::new(conflict)),
+    }
+}
+
+/// A save's place in the order the API accepted saves: its envelope's
+/// timestamp, set when the API accepted it and carried unchanged through
+/// every bus and retry, then its envelope id.
+pub(crate) fn revision(context: &MessageContext) -> Revision {
+    Revision {
+        accepted_at: context.envelope().timestamp,
+        envelope_id: context.envelope().id,
     }
 }

@@ -8,7 +8,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 use validator::Validate;
 
-use crate::{commands::plain_text, model::trimmed, store::BookRepository};
+use crate::{
+    commands::{plain_text, revision},
+    model::trimmed,
+    store::BookRepository,
+};
 
 /// Create the book `id`, or edit its title and author.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate, ToSchema)]
@@ -43,7 +47,9 @@ impl Message for SaveBook {
 }
 impl Command for SaveBook {}
 
-/// Upserts the book; never touches its cheapest-offer columns, which belong
+/// Upserts the book unless it holds a save accepted later (last write wins
+/// by the order the API accepted them); never touches its cheapest-offer
+/// columns, which belong
 /// to the `refresh-cheapest-offer` subscriber.
 #[derive(Clone)]
 pub struct SaveBookHandler {
@@ -58,9 +64,14 @@ impl SaveBookHandler {
 }
 
 impl CommandHandler<SaveBook> for SaveBookHandler {
-    async fn handle(&self, command: SaveBook, _: MessageContext) -> Result<(), HandlerError> {
+    async fn handle(&self, command: SaveBook, context: MessageContext) -> Result<(), HandlerError> {
         self.books
-            .save_book(command.id, &command.title, &command.author)
+            .save_book(
+                command.id,
+                &command.title,
+                &command.author,
+                &revision(&context),
+            )
             .await?;
         Ok(())
     }

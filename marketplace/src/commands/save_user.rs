@@ -9,7 +9,7 @@ use uuid::Uuid;
 use validator::Validate;
 
 use crate::{
-    commands::plain_text,
+    commands::{plain_text, revision},
     model::{trimmed, User},
     store::UserRepository,
 };
@@ -37,7 +37,9 @@ impl Message for SaveUser {
 }
 impl Command for SaveUser {}
 
-/// Upserts the user: applying it twice leaves the same row.
+/// Upserts the user: applying it twice leaves the same row, and a save
+/// accepted before the one the row holds changes nothing (last write wins
+/// by the order the API accepted them).
 #[derive(Clone)]
 pub struct SaveUserHandler {
     users: Arc<dyn UserRepository>,
@@ -51,13 +53,12 @@ impl SaveUserHandler {
 }
 
 impl CommandHandler<SaveUser> for SaveUserHandler {
-    async fn handle(&self, command: SaveUser, _: MessageContext) -> Result<(), HandlerError> {
-        self.users
-            .save_user(&User {
-                id: command.id,
-                name: command.name,
-            })
-            .await?;
+    async fn handle(&self, command: SaveUser, context: MessageContext) -> Result<(), HandlerError> {
+        let user = User {
+            id: command.id,
+            name: command.name,
+        };
+        self.users.save_user(&user, &revision(&context)).await?;
         Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! Users, books and offers: the catalogue as clients read it.
 
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -88,4 +89,15 @@ pub enum OfferOutcome {
     BookMissing,
     /// The seller is not registered (yet).
     SellerMissing,
+}
+
+/// Where a save of a user or a book stands in the order the API accepted
+/// saves: the last write wins by this order, not by the order consumers
+/// happen to apply them in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Revision {
+    /// When the API accepted the save (its envelope's timestamp).
+    pub accepted_at: DateTime<Utc>,
+    /// The save's envelope id: orders saves accepted at the same instant.
+    pub envelope_id: Uuid,
 }

@@ -14,7 +14,7 @@ mod numbers;
 mod order;
 mod text;
 
-pub use catalogue::{Book, NewOffer, Offer, OfferOutcome, User};
+pub use catalogue::{Book, NewOffer, Offer, OfferOutcome, Revision, User};
 pub use fingerprint::{conflicts, IdConflict};
 pub use numbers::{
     count_from_json_number, price_error, price_from_json_number, round_price, MAX_PRICE,

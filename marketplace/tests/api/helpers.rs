@@ -67,7 +67,7 @@ impl TestDb {
         TestDb::Sqlite { store, path }
     }
 
-    fn database(&self) -> Database {
+    pub fn database(&self) -> Database {
         match self {
             TestDb::Postgres(pool) => Database::Postgres(pool.clone()),
             TestDb::Sqlite { store, .. } => Database::Sqlite(store.clone()),
