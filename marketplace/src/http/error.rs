@@ -18,7 +18,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use validator::ValidationErrors;
 
-use crate::{commands::validation::field_errors, model::IdConflict};
+use crate::{commands::validation::field_errors, model::IdConflict, store::StoreError};
 
 /// Everything a route can answer besides success.
 #[derive(Debug, thiserror::Error)]
@@ -49,10 +49,17 @@ pub enum ApiError {
     /// unreachable, shutting down): `503` with `Retry-After`.
     #[error("{0}")]
     Unavailable(String),
+    /// A read's database cannot be reached (refused, pool timed out): `503`
+    /// with `Retry-After`. The driver's error is logged, never sent.
+    #[error("the database does not answer: {0}")]
+    DatabaseUnavailable(String),
     /// A bug or an unexpected failure: `500`; details are logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+/// The `detail` of a read whose database does not answer.
+pub const DATABASE_UNAVAILABLE: &str = "the database does not answer right now; retry shortly";
 
 /// One invalid field of a request.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -98,7 +105,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -112,7 +119,7 @@ impl ApiError {
             Self::NotFound(_) => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
             Self::Conflict(_) => "conflict",
-            Self::Unavailable(_) => "unavailable",
+            Self::Unavailable(_) | Self::DatabaseUnavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -132,6 +139,7 @@ impl IntoResponse for ApiError {
                 errors.clone(),
             ),
             Self::Internal(_) => ("an unexpected error occurred".to_owned(), None, Vec::new()),
+            Self::DatabaseUnavailable(_) => (DATABASE_UNAVAILABLE.to_owned(), None, Vec::new()),
             other => (other.to_string(), None, Vec::new()),
         };
         let problem = Problem {
@@ -239,7 +247,15 @@ impl From<DispatchError> for ApiError {
 impl From<QueryError> for ApiError {
     fn from(error: QueryError) -> Self {
         match error {
-            QueryError::Failed(source) => Self::Unavailable(format!("query failed: {source}")),
+            // Reads fail when their database does not answer; what the
+            // driver said goes to the log, not to the client.
+            QueryError::Failed(source) => match source.downcast_ref::<StoreError>() {
+                Some(StoreError::Database(_)) | None => {
+                    Self::DatabaseUnavailable(source.to_string())
+                }
+                // A stored value the code cannot read: retrying won't help.
+                Some(other) => Self::Internal(other.to_string()),
+            },
             other => Self::Internal(other.to_string()),
         }
     }

@@ -12,6 +12,8 @@ mod offers;
 mod operations;
 mod orders;
 mod rabbitmq;
+mod reads;
+mod saves;
 mod seed;
 mod storage;
 mod text;
