@@ -10,8 +10,12 @@ use uuid::Uuid;
 use validator::{Validate, ValidationError};
 
 use crate::{
+    commands::id_conflict,
     events::OfferCreated,
-    model::{count_from_json_number, price_error, price_from_json_number, NewOffer, OfferOutcome},
+    model::{
+        count_from_json_number, price_error, price_from_json_number, IdConflict, NewOffer,
+        OfferOutcome,
+    },
     store::OfferRepository,
 };
 
@@ -58,6 +62,9 @@ impl Command for CreateOffer {}
 /// Inserts the offer once its book and seller exist, and raises
 /// [`OfferCreated`] in the same transaction (outbox).
 ///
+/// An offer id reused with another payload is refused as a permanent
+/// [`IdConflict`], leaving the first offer as it was.
+///
 /// A missing book or seller is a retryable error: commands travel on
 /// different queues, so the offer may simply have overtaken them. Async buses
 /// retry it with backoff and dead-letter it if they never appear; the sync
@@ -98,6 +105,12 @@ impl CommandHandler<CreateOffer> for CreateOfferHandler {
         };
         match self.offers.create_offer(&new_offer, &envelope).await? {
             OfferOutcome::Created | OfferOutcome::AlreadyExists => Ok(()),
+            OfferOutcome::IdConflict { stored } => Err(id_conflict(IdConflict {
+                kind: "offer",
+                id: offer.id,
+                stored,
+                received: new_offer.fingerprint(),
+            })),
             OfferOutcome::BookMissing => Err(HandlerError::retryable(format!(
                 "book {} does not exist (yet)",
                 offer.book_id

@@ -9,8 +9,9 @@ use uuid::Uuid;
 use validator::Validate;
 
 use crate::{
+    commands::id_conflict,
     events::StockClaimed,
-    model::{count_from_json_number, NewOrder, OrderOutcome},
+    model::{count_from_json_number, IdConflict, NewOrder, OrderOutcome},
     store::OrderRepository,
 };
 
@@ -51,14 +52,17 @@ impl Command for CreateOrder {}
 ///
 /// Exactly-once effect on at-least-once delivery: the repository records the
 /// order first; a redelivered command finds it `confirmed` or `rejected`
-/// and changes nothing, so stock is never claimed twice. Stock is claimed
+/// and changes nothing, so stock is never claimed twice. The same id with
+/// another payload is refused as a permanent [`IdConflict`], even while the
+/// order is `pending`: its items are never replaced. Stock is claimed
 /// with conditional updates (`stock >= quantity`), in offer-id order, all or
 /// nothing (see `store/orders.rs`); the model settles the outcome and what
 /// the buyer is charged.
 ///
-/// An item whose offer does not exist yet keeps the order `pending` and asks
-/// for a retry (the offer may still be on its way); on the last attempt the
-/// order is `rejected` instead.
+/// A buyer, or an item's offer, that does not exist yet keeps the order
+/// `pending` and asks for a retry (commands travel on different queues, so
+/// they may still be on their way), as an offer waits for its seller; on the
+/// last attempt the order is `rejected` with the reason instead.
 #[derive(Clone)]
 pub struct CreateOrderHandler {
     orders: Arc<dyn OrderRepository>,
@@ -99,8 +103,17 @@ impl CommandHandler<CreateOrder> for CreateOrderHandler {
                 Ok(())
             }
             OrderOutcome::Confirmed | OrderOutcome::Rejected { .. } => Ok(()),
+            OrderOutcome::IdConflict { stored } => Err(id_conflict(IdConflict {
+                kind: "order",
+                id: order.id,
+                stored,
+                received: new_order.fingerprint(),
+            })),
             OrderOutcome::OfferMissing(offer_id) => Err(HandlerError::retryable(format!(
                 "offer {offer_id} does not exist (yet)"
+            ))),
+            OrderOutcome::BuyerMissing(user_id) => Err(HandlerError::retryable(format!(
+                "buyer {user_id} does not exist (yet)"
             ))),
         }
     }

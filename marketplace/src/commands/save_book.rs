@@ -8,7 +8,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 use validator::Validate;
 
-use crate::store::BookRepository;
+use crate::{
+    commands::{plain_text, revision},
+    model::trimmed,
+    store::BookRepository,
+};
 
 /// Create the book `id`, or edit its title and author.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate, ToSchema)]
@@ -16,13 +20,25 @@ use crate::store::BookRepository;
 pub struct SaveBook {
     /// Client-generated id.
     pub id: Uuid,
-    /// Title, 1 to 255 characters.
-    #[validate(length(min = 1, max = 255))]
-    #[schema(min_length = 1, max_length = 255)]
+    /// Title, 1 to 255 characters once trimmed, with no control character
+    /// or bidirectional override.
+    #[serde(deserialize_with = "trimmed")]
+    #[validate(length(min = 1, max = 255), custom(function = "plain_text"))]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*$"
+    )]
     pub title: String,
-    /// Author, 1 to 255 characters.
-    #[validate(length(min = 1, max = 255))]
-    #[schema(min_length = 1, max_length = 255)]
+    /// Author, 1 to 255 characters once trimmed, with no control character
+    /// or bidirectional override.
+    #[serde(deserialize_with = "trimmed")]
+    #[validate(length(min = 1, max = 255), custom(function = "plain_text"))]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*$"
+    )]
     pub author: String,
 }
 
@@ -31,7 +47,9 @@ impl Message for SaveBook {
 }
 impl Command for SaveBook {}
 
-/// Upserts the book; never touches its cheapest-offer columns, which belong
+/// Upserts the book unless it holds a save accepted later (last write wins
+/// by the order the API accepted them); never touches its cheapest-offer
+/// columns, which belong
 /// to the `refresh-cheapest-offer` subscriber.
 #[derive(Clone)]
 pub struct SaveBookHandler {
@@ -46,9 +64,14 @@ impl SaveBookHandler {
 }
 
 impl CommandHandler<SaveBook> for SaveBookHandler {
-    async fn handle(&self, command: SaveBook, _: MessageContext) -> Result<(), HandlerError> {
+    async fn handle(&self, command: SaveBook, context: MessageContext) -> Result<(), HandlerError> {
         self.books
-            .save_book(command.id, &command.title, &command.author)
+            .save_book(
+                command.id,
+                &command.title,
+                &command.author,
+                &revision(&context),
+            )
             .await?;
         Ok(())
     }

@@ -8,7 +8,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 use validator::Validate;
 
-use crate::{model::User, store::UserRepository};
+use crate::{
+    commands::{plain_text, revision},
+    model::{trimmed, User},
+    store::UserRepository,
+};
 
 /// Create the user `id`, or rename it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Validate, ToSchema)]
@@ -16,9 +20,15 @@ use crate::{model::User, store::UserRepository};
 pub struct SaveUser {
     /// Client-generated id.
     pub id: Uuid,
-    /// Display name, 1 to 50 characters.
-    #[validate(length(min = 1, max = 50))]
-    #[schema(min_length = 1, max_length = 50)]
+    /// Display name, 1 to 50 characters once trimmed, with no control
+    /// character or bidirectional override.
+    #[serde(deserialize_with = "trimmed")]
+    #[validate(length(min = 1, max = 50), custom(function = "plain_text"))]
+    #[schema(
+        min_length = 1,
+        max_length = 50,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*$"
+    )]
     pub name: String,
 }
 
@@ -27,7 +37,9 @@ impl Message for SaveUser {
 }
 impl Command for SaveUser {}
 
-/// Upserts the user: applying it twice leaves the same row.
+/// Upserts the user: applying it twice leaves the same row, and a save
+/// accepted before the one the row holds changes nothing (last write wins
+/// by the order the API accepted them).
 #[derive(Clone)]
 pub struct SaveUserHandler {
     users: Arc<dyn UserRepository>,
@@ -41,13 +53,12 @@ impl SaveUserHandler {
 }
 
 impl CommandHandler<SaveUser> for SaveUserHandler {
-    async fn handle(&self, command: SaveUser, _: MessageContext) -> Result<(), HandlerError> {
-        self.users
-            .save_user(&User {
-                id: command.id,
-                name: command.name,
-            })
-            .await?;
+    async fn handle(&self, command: SaveUser, context: MessageContext) -> Result<(), HandlerError> {
+        let user = User {
+            id: command.id,
+            name: command.name,
+        };
+        self.users.save_user(&user, &revision(&context)).await?;
         Ok(())
     }
 }

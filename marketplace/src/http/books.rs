@@ -22,7 +22,7 @@ use crate::{
         (status = 200, description = "Accepted: the book will be saved"),
         (status = 400, description = "Malformed JSON or wrong types", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field is out of range", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is out of range, or a name, title or author holds a control character or a bidirectional override", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Cannot accept commands right now", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn save_book(
@@ -54,6 +54,7 @@ pub struct Pagination {
         (status = 200, description = "Books", body = [Book]),
         (status = 400, description = "Malformed query string", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "page or pageSize out of range", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database does not answer right now", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_books(
     State(state): State<AppState>,
@@ -73,6 +74,7 @@ pub async fn list_books(
         (status = 200, description = "The book", body = Book),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such book", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database does not answer right now", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_book(
     State(state): State<AppState>,

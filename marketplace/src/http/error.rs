@@ -16,7 +16,9 @@ use axum::{
 use bus_core::{DispatchError, HandlerError, QueryError};
 use serde::Serialize;
 use utoipa::ToSchema;
-use validator::{ValidationErrors, ValidationErrorsKind};
+use validator::ValidationErrors;
+
+use crate::{commands::validation::field_errors, model::IdConflict, store::StoreError};
 
 /// Everything a route can answer besides success.
 #[derive(Debug, thiserror::Error)]
@@ -39,18 +41,25 @@ pub enum ApiError {
     /// No such method on this path: `405`.
     #[error("method not allowed")]
     MethodNotAllowed,
-    /// The command conflicts with current state (sync bus only, e.g. an
-    /// offer whose book is unknown): `409`.
+    /// The command conflicts with current state (sync bus only: an offer
+    /// whose book is unknown, an id reused with another payload): `409`.
     #[error("{0}")]
     Conflict(String),
     /// The command cannot be accepted right now (bus saturated, broker
     /// unreachable, shutting down): `503` with `Retry-After`.
     #[error("{0}")]
     Unavailable(String),
+    /// A read's database cannot be reached (refused, pool timed out): `503`
+    /// with `Retry-After`. The driver's error is logged, never sent.
+    #[error("the database does not answer: {0}")]
+    DatabaseUnavailable(String),
     /// A bug or an unexpected failure: `500`; details are logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+/// The `detail` of a read whose database does not answer.
+pub const DATABASE_UNAVAILABLE: &str = "the database does not answer right now; retry shortly";
 
 /// One invalid field of a request.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -96,7 +105,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -110,7 +119,7 @@ impl ApiError {
             Self::NotFound(_) => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
             Self::Conflict(_) => "conflict",
-            Self::Unavailable(_) => "unavailable",
+            Self::Unavailable(_) | Self::DatabaseUnavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }
     }
@@ -130,6 +139,7 @@ impl IntoResponse for ApiError {
                 errors.clone(),
             ),
             Self::Internal(_) => ("an unexpected error occurred".to_owned(), None, Vec::new()),
+            Self::DatabaseUnavailable(_) => (DATABASE_UNAVAILABLE.to_owned(), None, Vec::new()),
             other => (other.to_string(), None, Vec::new()),
         };
         let problem = Problem {
@@ -201,66 +211,13 @@ impl From<QueryRejection> for ApiError {
 
 impl From<ValidationErrors> for ApiError {
     fn from(errors: ValidationErrors) -> Self {
-        let mut fields = Vec::new();
-        flatten(&errors, "", &mut fields);
-        fields.sort_by(|a, b| a.field.cmp(&b.field));
-        Self::Validation(fields)
+        Self::Validation(
+            field_errors(&errors)
+                .into_iter()
+                .map(|(field, message)| FieldError { field, message })
+                .collect(),
+        )
     }
-}
-
-fn flatten(errors: &ValidationErrors, prefix: &str, out: &mut Vec<FieldError>) {
-    for (name, kind) in errors.errors() {
-        let path = format!("{prefix}{}", camel_case(name));
-        match kind {
-            ValidationErrorsKind::Field(list) => out.extend(list.iter().map(|e| {
-                FieldError {
-                    field: path.clone(),
-                    message: e
-                        .message
-                        .as_ref()
-                        .map(ToString::to_string)
-                        .unwrap_or_else(|| describe(e)),
-                }
-            })),
-            ValidationErrorsKind::Struct(inner) => flatten(inner, &format!("{path}."), out),
-            ValidationErrorsKind::List(items) => {
-                for (index, inner) in items {
-                    flatten(inner, &format!("{path}[{index}]."), out);
-                }
-            }
-        }
-    }
-}
-
-fn describe(error: &validator::ValidationError) -> String {
-    let param = |name: &str| error.params.get(name).map(ToString::to_string);
-    match error.code.as_ref() {
-        "length" => match (param("min"), param("max")) {
-            (Some(min), Some(max)) => format!("length must be between {min} and {max}"),
-            _ => "invalid length".to_owned(),
-        },
-        "range" => match (param("min"), param("max")) {
-            (Some(min), Some(max)) => format!("must be between {min} and {max}"),
-            _ => "out of range".to_owned(),
-        },
-        code => format!("invalid ({code})"),
-    }
-}
-
-fn camel_case(snake: &str) -> String {
-    let mut out = String::with_capacity(snake.len());
-    let mut upper = false;
-    for c in snake.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 impl From<DispatchError> for ApiError {
@@ -272,6 +229,10 @@ impl From<DispatchError> for ApiError {
             DispatchError::Handler(HandlerError::Retryable { message, .. }) => {
                 Self::Conflict(message)
             }
+            DispatchError::Handler(HandlerError::Permanent {
+                message,
+                source: Some(source),
+            }) if source.is::<IdConflict>() => Self::Conflict(message),
             DispatchError::Handler(HandlerError::Permanent { message, .. }) => {
                 Self::Validation(vec![FieldError {
                     field: String::new(),
@@ -286,7 +247,15 @@ impl From<DispatchError> for ApiError {
 impl From<QueryError> for ApiError {
     fn from(error: QueryError) -> Self {
         match error {
-            QueryError::Failed(source) => Self::Unavailable(format!("query failed: {source}")),
+            // Reads fail when their database does not answer; what the
+            // driver said goes to the log, not to the client.
+            QueryError::Failed(source) => match source.downcast_ref::<StoreError>() {
+                Some(StoreError::Database(_)) | None => {
+                    Self::DatabaseUnavailable(source.to_string())
+                }
+                // A stored value the code cannot read: retrying won't help.
+                Some(other) => Self::Internal(other.to_string()),
+            },
             other => Self::Internal(other.to_string()),
         }
     }

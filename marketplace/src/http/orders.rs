@@ -15,7 +15,8 @@ use crate::{commands::CreateOrder, model::Order, queries::GetOrder};
         (status = 200, description = "Accepted: follow it with GET /orders/{id}"),
         (status = 400, description = "Malformed JSON or wrong types", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field is out of range", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is out of range, or a name, title or author holds a control character or a bidirectional override", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "In-memory sync bus only: the order id is taken by another payload (id-conflict)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Cannot accept commands right now", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create_order(
@@ -33,6 +34,7 @@ pub async fn create_order(
         (status = 200, description = "The order", body = Order),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such order (yet)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database does not answer right now", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_order(
     State(state): State<AppState>,

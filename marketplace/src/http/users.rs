@@ -15,7 +15,7 @@ use crate::{commands::SaveUser, model::User, queries::GetUser};
         (status = 200, description = "Accepted: the user will be saved"),
         (status = 400, description = "Malformed JSON or wrong types", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field is out of range", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is out of range, or a name, title or author holds a control character or a bidirectional override", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Cannot accept commands right now", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn save_user(
@@ -33,6 +33,7 @@ pub async fn save_user(
         (status = 200, description = "The user", body = User),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database does not answer right now", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_user(
     State(state): State<AppState>,

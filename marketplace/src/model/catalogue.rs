@@ -1,5 +1,6 @@
 //! Users, books and offers: the catalogue as clients read it.
 
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -72,14 +73,31 @@ pub struct NewOffer {
 }
 
 /// What creating an offer did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OfferOutcome {
     /// The offer was inserted and its event staged.
     Created,
-    /// An offer with this id exists already: nothing changed.
+    /// An offer with this id and this payload exists already: nothing
+    /// changed.
     AlreadyExists,
+    /// An offer with this id exists with another payload: nothing changed.
+    IdConflict {
+        /// Fingerprint of the stored offer's payload.
+        stored: String,
+    },
     /// The book is not registered (yet).
     BookMissing,
     /// The seller is not registered (yet).
     SellerMissing,
+}
+
+/// Where a save of a user or a book stands in the order the API accepted
+/// saves: the last write wins by this order, not by the order consumers
+/// happen to apply them in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Revision {
+    /// When the API accepted the save (its envelope's timestamp).
+    pub accepted_at: DateTime<Utc>,
+    /// The save's envelope id: orders saves accepted at the same instant.
+    pub envelope_id: Uuid,
 }

@@ -1,17 +1,21 @@
 //! The marketplace's model: the read models clients see, the outcomes of
 //! the commands, and the business rules that are not SQL (how prices are
 //! rounded, how an order's quantities add up, what a stock claim decides
-//! and what the buyer is charged).
+//! and what the buyer is charged, which text is a name, when a reused id
+//! is a conflict).
 //!
 //! Everything else sits above this module: the store persists these types,
 //! commands and queries speak them, the HTTP edge serializes them. It
 //! imports nothing from the rest of the crate.
 
 mod catalogue;
+mod fingerprint;
 mod numbers;
 mod order;
+mod text;
 
-pub use catalogue::{Book, NewOffer, Offer, OfferOutcome, User};
+pub use catalogue::{Book, NewOffer, Offer, OfferOutcome, Revision, User};
+pub use fingerprint::{conflicts, IdConflict};
 pub use numbers::{
     count_from_json_number, price_error, price_from_json_number, round_price, MAX_PRICE,
     MAX_PRICE_SENT, MIN_PRICE_SENT,
@@ -20,3 +24,4 @@ pub(crate) use order::{Claim, ClaimedLine, Settlement};
 pub use order::{
     NewOrder, Order, OrderLine, OrderOutcome, OrderStatus, QuantityOutOfRange, UnknownStatus,
 };
+pub use text::{text_error, trimmed};

@@ -13,7 +13,7 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OrderStatus {
-    /// Recorded, waiting for an offer that does not exist yet.
+    /// Recorded, waiting for its buyer or an offer that does not exist yet.
     Pending,
     /// Every item's stock was claimed.
     Confirmed,
@@ -119,9 +119,9 @@ pub struct NewOrder {
     /// `(offer id, copies)`, one entry per offer, in offer-id order (the
     /// order stock is claimed in, so concurrent orders never deadlock).
     pub quantities: Vec<(Uuid, i32)>,
-    /// Reject the order if an offer is missing (last attempt) instead of
-    /// keeping it `pending`.
-    pub reject_missing_offers: bool,
+    /// The last attempt: reject the order if its buyer or an offer is
+    /// missing, instead of keeping it `pending` for a retry.
+    pub last_attempt: bool,
 }
 
 impl NewOrder {
@@ -131,7 +131,7 @@ impl NewOrder {
         id: Uuid,
         user_id: Uuid,
         items: impl IntoIterator<Item = (Uuid, i64)>,
-        reject_missing_offers: bool,
+        last_attempt: bool,
     ) -> Result<Self, QuantityOutOfRange> {
         let mut summed: BTreeMap<Uuid, i64> = BTreeMap::new();
         for (offer_id, quantity) in items {
@@ -150,7 +150,7 @@ impl NewOrder {
             id,
             user_id,
             quantities,
-            reject_missing_offers,
+            last_attempt,
         })
     }
 }
@@ -169,6 +169,13 @@ pub enum OrderOutcome {
     },
     /// An offer does not exist (yet): the order stays `pending`.
     OfferMissing(Uuid),
+    /// The buyer does not exist (yet): the order stays `pending`.
+    BuyerMissing(Uuid),
+    /// An order with this id exists with another payload: nothing changed.
+    IdConflict {
+        /// Fingerprint of the stored order's payload.
+        stored: String,
+    },
 }
 
 impl OrderOutcome {
@@ -176,8 +183,10 @@ impl OrderOutcome {
     pub fn status(&self) -> OrderStatus {
         match self {
             Self::Rejected { .. } => OrderStatus::Rejected,
-            Self::OfferMissing(_) => OrderStatus::Pending,
-            Self::AlreadyApplied | Self::Confirmed => OrderStatus::Confirmed,
+            Self::OfferMissing(_) | Self::BuyerMissing(_) => OrderStatus::Pending,
+            Self::AlreadyApplied | Self::Confirmed | Self::IdConflict { .. } => {
+                OrderStatus::Confirmed
+            }
         }
     }
 
@@ -210,6 +219,8 @@ pub(crate) enum Claim {
     Claimed(Vec<ClaimedLine>),
     /// This offer does not exist (yet).
     OfferMissing(Uuid),
+    /// The buyer does not exist (yet): no stock was claimed.
+    BuyerMissing(Uuid),
     /// This offer has fewer copies than asked.
     NotEnoughStock { offer_id: Uuid, available: i32 },
 }
@@ -280,13 +291,20 @@ impl Claim {
                     book_ids,
                 }
             }
-            Claim::OfferMissing(offer_id) if !order.reject_missing_offers => Settlement {
+            Claim::OfferMissing(offer_id) if !order.last_attempt => Settlement {
                 outcome: OrderOutcome::OfferMissing(offer_id),
                 lines: Vec::new(),
                 total: Decimal::ZERO,
                 book_ids: Vec::new(),
             },
             Claim::OfferMissing(offer_id) => rejected(format!("offer {offer_id} does not exist")),
+            Claim::BuyerMissing(user_id) if !order.last_attempt => Settlement {
+                outcome: OrderOutcome::BuyerMissing(user_id),
+                lines: Vec::new(),
+                total: Decimal::ZERO,
+                book_ids: Vec::new(),
+            },
+            Claim::BuyerMissing(user_id) => rejected(format!("buyer {user_id} does not exist")),
             Claim::NotEnoughStock {
                 offer_id,
                 available,
@@ -355,13 +373,31 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_buyer_keeps_the_order_pending_until_the_last_attempt() {
+        let waiting = NewOrder::new(id(1), id(2), [(id(3), 1)], false).unwrap();
+        let settled = Claim::BuyerMissing(id(2)).settle(&waiting);
+        assert_eq!(settled.outcome, OrderOutcome::BuyerMissing(id(2)));
+        let last = NewOrder {
+            last_attempt: true,
+            ..waiting
+        };
+        let settled = Claim::BuyerMissing(id(2)).settle(&last);
+        assert_eq!(settled.outcome.status(), OrderStatus::Rejected);
+        assert_eq!(settled.total, Decimal::ZERO);
+        assert_eq!(
+            settled.outcome.reason(),
+            Some(format!("buyer {} does not exist", id(2)).as_str())
+        );
+    }
+
+    #[test]
     fn a_missing_offer_keeps_the_order_pending_until_the_last_attempt() {
         let waiting = NewOrder::new(id(1), id(2), [(id(3), 1)], false).unwrap();
         let settled = Claim::OfferMissing(id(3)).settle(&waiting);
         assert_eq!(settled.outcome.status(), OrderStatus::Pending);
         assert!(settled.lines.is_empty());
         let last = NewOrder {
-            reject_missing_offers: true,
+            last_attempt: true,
             ..waiting
         };
         let settled = Claim::OfferMissing(id(3)).settle(&last);

@@ -2,9 +2,11 @@
 //! differ, behind [`OrderStatements`].
 //!
 //! Exactly-once effect on at-least-once delivery: the order row is inserted
-//! first (and locked, where the database has row locks); a redelivered
-//! command finds it `confirmed` or `rejected` and changes nothing, so stock
-//! is never claimed twice. Stock is claimed with conditional updates
+//! first with the fingerprint of its payload (and locked, where the database
+//! has row locks); a redelivered command finds it `confirmed` or `rejected`
+//! and changes nothing, so stock is never claimed twice, and a command
+//! reusing its id with another payload is refused as a conflict, even while
+//! the order is `pending`. Stock is claimed with conditional updates
 //! (`stock >= quantity`), in offer-id order (no deadlock between orders),
 //! inside a savepoint rolled back as a whole if any item cannot be served.
 //! What that decides, and what the buyer is charged, is the model's
@@ -16,14 +18,23 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::{error::StoreError, repositories::ConfirmedEvent};
-use crate::model::{Claim, ClaimedLine, NewOrder, OrderOutcome, OrderStatus, Settlement};
+use crate::model::{
+    conflicts, Claim, ClaimedLine, NewOrder, OrderOutcome, OrderStatus, Settlement,
+};
 
 /// The statements of [`apply_order`] on one database's connection.
 #[async_trait]
 pub(crate) trait OrderStatements: Send {
-    /// Inserts the order as `pending` unless it exists, locks it, and
-    /// answers its status.
-    async fn open_order(&mut self, order: &NewOrder) -> Result<OrderStatus, StoreError>;
+    /// Inserts the order as `pending` with the fingerprint of its payload
+    /// unless it exists, locks it, and answers its status and the
+    /// fingerprint it was first written with.
+    async fn open_order(
+        &mut self,
+        order: &NewOrder,
+        fingerprint: &str,
+    ) -> Result<(OrderStatus, Option<String>), StoreError>;
+    /// Whether the user exists.
+    async fn user_exists(&mut self, user_id: Uuid) -> Result<bool, StoreError>;
     /// Takes `quantity` copies of the offer if it has that many: answers its
     /// book and its price of one copy.
     async fn take_stock(
@@ -50,18 +61,29 @@ where
     DB::Connection: OrderStatements,
 {
     let mut tx = pool.begin().await?;
-    if tx.open_order(order).await? != OrderStatus::Pending {
+    let fingerprint = order.fingerprint();
+    let (status, stored) = tx.open_order(order, &fingerprint).await?;
+    if let Some(stored) = stored.filter(|stored| conflicts(Some(stored), &fingerprint)) {
+        // Never applied, pending or not: the first payload owns the id.
+        return Ok(OrderOutcome::IdConflict { stored });
+    }
+    if status != OrderStatus::Pending {
         return Ok(OrderOutcome::AlreadyApplied);
     }
     let mut claims = sqlx::Connection::begin(&mut *tx).await?;
-    let claim = claim_stock(&mut *claims, &order.quantities).await?;
+    // Users are never deleted: once seen, the buyer stays.
+    let claim = if claims.user_exists(order.user_id).await? {
+        claim_stock(&mut *claims, &order.quantities).await?
+    } else {
+        Claim::BuyerMissing(order.user_id)
+    };
     let settlement = claim.settle(order);
     match settlement.outcome {
         OrderOutcome::Confirmed => {
             claims.commit().await?;
             tx.stage(&confirmed(settlement.book_ids.clone())?).await?;
         }
-        OrderOutcome::OfferMissing(_) => {
+        OrderOutcome::OfferMissing(_) | OrderOutcome::BuyerMissing(_) => {
             claims.rollback().await?;
             // Keep the order visible as `pending` while we wait.
             tx.commit().await?;

@@ -7,7 +7,9 @@ use bus_core::Envelope;
 use uuid::Uuid;
 
 use super::error::StoreError;
-use crate::model::{Book, NewOffer, NewOrder, Offer, OfferOutcome, Order, OrderOutcome, User};
+use crate::model::{
+    Book, NewOffer, NewOrder, Offer, OfferOutcome, Order, OrderOutcome, Revision, User,
+};
 
 /// Builds the event staged when an order is confirmed, from the books whose
 /// offers lost stock.
@@ -17,8 +19,9 @@ pub type ConfirmedEvent<'a> =
 /// Users.
 #[async_trait]
 pub trait UserRepository: Send + Sync {
-    /// Creates the user or renames it (idempotent).
-    async fn save_user(&self, user: &User) -> Result<(), StoreError>;
+    /// Creates the user or renames it, unless it holds a later save than
+    /// `revision` (idempotent; the last save accepted wins).
+    async fn save_user(&self, user: &User, revision: &Revision) -> Result<(), StoreError>;
     /// The user `id`.
     async fn get_user(&self, id: Uuid) -> Result<Option<User>, StoreError>;
 }
@@ -26,9 +29,16 @@ pub trait UserRepository: Send + Sync {
 /// Books and their cheapest in-stock offer.
 #[async_trait]
 pub trait BookRepository: Send + Sync {
-    /// Creates the book or edits its title and author (idempotent); never
-    /// touches its cheapest-offer columns.
-    async fn save_book(&self, id: Uuid, title: &str, author: &str) -> Result<(), StoreError>;
+    /// Creates the book or edits its title and author, unless it holds a
+    /// later save than `revision` (idempotent; the last save accepted
+    /// wins); never touches its cheapest-offer columns.
+    async fn save_book(
+        &self,
+        id: Uuid,
+        title: &str,
+        author: &str,
+        revision: &Revision,
+    ) -> Result<(), StoreError>;
     /// The book `id`.
     async fn get_book(&self, id: Uuid) -> Result<Option<Book>, StoreError>;
     /// Page `page` (from 1) of `page_size` books, in registration order.

@@ -176,7 +176,7 @@ on_every_bus! {
         let (seller, book) = seller_and_book(app).await;
         let dear = offer(app, book, seller, json!(45.31927383), json!(9999)).await;
         let cheap = offer(app, book, seller, json!(7.5), json!(10)).await;
-        let (buyer, order) = (Uuid::new_v4(), Uuid::new_v4());
+        let (buyer, order) = (seller, Uuid::new_v4());
         write(app, "POST", "/order", json!({ "id": order, "userId": buyer, "items": [
             { "offerId": dear, "quantity": 2 }, { "offerId": cheap, "quantity": 3 } ] })).await;
         let settled = app.settled_order(order).await;

@@ -9,9 +9,9 @@ on_every_bus! {
     async fn two_hundred_concurrent_orders_for_ten_copies_confirm_exactly_ten(app) {
         let seeded = app.seed_offer(10.0, 10).await;
         let orders: Vec<Uuid> = (0..200).map(|_| Uuid::new_v4()).collect();
-        let offer = seeded.offer;
+        let (offer, buyer) = (seeded.offer, seeded.user);
         let answers = join_all(
-            orders.iter().map(|&order| async move { app.post_order(order, Uuid::new_v4(), &[(offer, 1)]).await }),
+            orders.iter().map(|&order| async move { app.post_order(order, buyer, &[(offer, 1)]).await }),
         )
         .await;
         assert!(answers.iter().all(|r| r.status() == 200));

@@ -17,8 +17,10 @@ use std::{
 use bus_core::{InMemoryDeadLetters, TraceContext};
 use bus_rabbitmq::{
     lapin::{
-        options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions},
-        types::FieldTable,
+        options::{
+            BasicGetOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
+        },
+        types::{AMQPValue, FieldTable},
         Connection, ConnectionProperties,
     },
     Naming, Topology,
@@ -65,7 +67,7 @@ impl TestDb {
         TestDb::Sqlite { store, path }
     }
 
-    fn database(&self) -> Database {
+    pub fn database(&self) -> Database {
         match self {
             TestDb::Postgres(pool) => Database::Postgres(pool.clone()),
             TestDb::Sqlite { store, .. } => Database::Sqlite(store.clone()),
@@ -103,6 +105,8 @@ pub struct TestApp {
     worker: Option<RunningWorker>,
     /// The RabbitMQ namespace of this test.
     pub namespace: String,
+    /// The bus the app runs on.
+    pub bus: BusKind,
 }
 
 struct RunningWorker {
@@ -200,6 +204,7 @@ pub async fn spawn(db: TestDb, bus: BusKind, flags: &[&str]) -> TestApp {
         server: Some(server),
         worker,
         namespace,
+        bus,
     }
 }
 
@@ -411,6 +416,50 @@ impl TestApp {
             let _ = connection.close(200, "counted".into()).await;
         }
         count
+    }
+
+    /// Why each message was given up on: the in-memory buses' dead letters,
+    /// and with RabbitMQ the `x-error` of each message parked in the
+    /// dead-letter queues (left there: read without acknowledging).
+    pub async fn dead_letter_reasons(&self) -> Vec<String> {
+        let mut reasons: Vec<String> = self
+            .dead_letters
+            .list()
+            .into_iter()
+            .map(|letter| letter.error)
+            .collect();
+        if let Some(worker) = &self.worker {
+            let (connection, channel) = broker().await;
+            for work in worker.topology.work_queues() {
+                let queue = Naming::dead_letter_queue(&work.queue);
+                while let Some(message) = channel
+                    .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+                    .await
+                    .unwrap_or_else(|error| panic!("dead-letter queue {queue}: {error}"))
+                {
+                    let reason = message
+                        .properties
+                        .headers()
+                        .as_ref()
+                        .and_then(|headers| headers.inner().get(bus_rabbitmq::wire::headers::ERROR))
+                        .map(|value| match value {
+                            AMQPValue::LongString(text) => text.to_string(),
+                            other => format!("{other:?}"),
+                        })
+                        .unwrap_or_default();
+                    reasons.push(reason);
+                }
+            }
+            // Closing without acknowledging puts the messages back.
+            let _ = connection.close(200, "read".into()).await;
+        }
+        reasons
+    }
+
+    /// Whether a command is applied before its write is answered (the
+    /// in-memory sync bus), so a handler's refusal is the answer's status.
+    pub fn is_sync(&self) -> bool {
+        self.bus == BusKind::InMemory
     }
 
     /// Stops the app (and its worker) gracefully, waits until they have

@@ -6,7 +6,7 @@ use crate::{helpers::assert_problem, on_every_bus};
 on_every_bus! {
     async fn an_order_with_stock_is_confirmed_and_claims_it(app) {
         let seeded = app.seed_offer(10.0, 3).await;
-        let (buyer, order) = (Uuid::new_v4(), Uuid::new_v4());
+        let (buyer, order) = (seeded.user, Uuid::new_v4());
         assert_eq!(app.post_order(order, buyer, &[(seeded.offer, 2)]).await.status(), 200);
         let settled = app.settled_order(order).await;
         assert_eq!(settled["status"], "confirmed");
@@ -28,7 +28,7 @@ on_every_bus! {
         let first = app.seed_offer(10.0, 5).await;
         let second = app.seed_offer(4.0, 1).await;
         let order = Uuid::new_v4();
-        app.post_order(order, Uuid::new_v4(), &[(first.offer, 2), (second.offer, 2)]).await;
+        app.post_order(order, first.user, &[(first.offer, 2), (second.offer, 2)]).await;
         let settled = app.settled_order(order).await;
         assert_eq!(settled["status"], "rejected");
         let reason = settled["reason"].as_str().unwrap();
@@ -47,7 +47,7 @@ on_every_bus! {
         })
         .await;
         let order = Uuid::new_v4();
-        app.post_order(order, Uuid::new_v4(), &[(seeded.offer, 1)]).await;
+        app.post_order(order, seeded.user, &[(seeded.offer, 1)]).await;
         assert_eq!(app.settled_order(order).await["status"], "confirmed");
         let book = app
             .eventually(|| async {
@@ -61,7 +61,7 @@ on_every_bus! {
     async fn selling_out_the_last_offer_leaves_the_book_without_one(app) {
         let seeded = app.seed_offer(3.0, 2).await;
         let order = Uuid::new_v4();
-        app.post_order(order, Uuid::new_v4(), &[(seeded.offer, 2)]).await;
+        app.post_order(order, seeded.user, &[(seeded.offer, 2)]).await;
         assert_eq!(app.settled_order(order).await["status"], "confirmed");
         let book = app
             .eventually(|| async {
@@ -75,7 +75,7 @@ on_every_bus! {
     async fn items_naming_the_same_offer_are_added_up(app) {
         let seeded = app.seed_offer(1.0, 3).await;
         let order = Uuid::new_v4();
-        app.post_order(order, Uuid::new_v4(), &[(seeded.offer, 1), (seeded.offer, 2)]).await;
+        app.post_order(order, seeded.user, &[(seeded.offer, 1), (seeded.offer, 2)]).await;
         let settled = app.settled_order(order).await;
         assert_eq!(settled["status"], "confirmed");
         assert_eq!(
@@ -83,6 +83,18 @@ on_every_bus! {
             json!([{ "offerId": seeded.offer, "quantity": 3, "unitPrice": 1.0, "total": 3.0 }])
         );
         assert_eq!(app.get_json(&format!("/offers/{}", seeded.book)).await[0]["stock"], 0);
+    }
+
+    async fn an_order_from_a_buyer_that_never_exists_is_rejected_with_a_reason_and_claims_nothing(app) {
+        let seeded = app.seed_offer(10.0, 3).await;
+        let (order, stranger) = (Uuid::new_v4(), Uuid::new_v4());
+        assert_eq!(app.post_order(order, stranger, &[(seeded.offer, 1)]).await.status(), 200);
+        let settled = app.settled_order(order).await;
+        assert_eq!(settled["status"], "rejected", "{settled}");
+        assert_eq!(settled["reason"], json!(format!("buyer {stranger} does not exist")));
+        assert_eq!(settled["total"], json!(0.0));
+        assert_eq!(app.get_json(&format!("/offers/{}", seeded.book)).await[0]["stock"], 3);
+        assert_eq!(app.dead_letter_count().await, 0);
     }
 
     async fn an_unknown_order_is_404(app) {
@@ -101,13 +113,43 @@ mod an_order_for_an_offer_that_never_appears {
     async fn is_rejected_once_retries_are_spent(pool: sqlx::PgPool) {
         let app =
             spawn_app_with(pool, BusKind::InMemoryAsync, &["--retry-max-attempts", "3"]).await;
-        let (order, offer) = (Uuid::new_v4(), Uuid::new_v4());
-        app.post_order(order, Uuid::new_v4(), &[(offer, 1)]).await;
+        let (order, offer, buyer) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        app.put_user(buyer, "Buyer").await;
+        app.eventually(|| async {
+            (app.get(&format!("/users/{buyer}")).await.status() == 200).then_some(())
+        })
+        .await;
+        app.post_order(order, buyer, &[(offer, 1)]).await;
         let settled = app.settled_order(order).await;
         assert_eq!(settled["status"], "rejected");
         assert!(settled["reason"]
             .as_str()
             .unwrap()
             .contains(&offer.to_string()));
+    }
+
+    /// An order overtaking its buyer (commands travel on different queues)
+    /// waits `pending` for it, and is confirmed once the buyer is saved.
+    #[sqlx::test(migrator = "marketplace::MIGRATOR")]
+    async fn sent_before_its_buyer_is_confirmed_once_the_buyer_arrives(pool: sqlx::PgPool) {
+        let app = spawn_app_with(
+            pool,
+            BusKind::InMemoryAsync,
+            &["--retry-max-attempts", "30", "--retry-max-backoff", "200ms"],
+        )
+        .await;
+        let seeded = app.seed_offer(10.0, 3).await;
+        let (order, buyer) = (Uuid::new_v4(), Uuid::new_v4());
+        app.post_order(order, buyer, &[(seeded.offer, 1)]).await;
+        let pending = app
+            .eventually(|| async {
+                let response = app.get(&format!("/orders/{order}")).await;
+                (response.status() == 200)
+                    .then_some(response.json::<serde_json::Value>().await.ok()?)
+            })
+            .await;
+        assert_eq!(pending["status"], "pending");
+        app.put_user(buyer, "Late buyer").await;
+        assert_eq!(app.settled_order(order).await["status"], "confirmed");
     }
 }

@@ -4,7 +4,7 @@
 use bus_core::{CommandBus, Envelope};
 use bus_rabbitmq::{RabbitConfig, RabbitPublisher, Topology};
 use marketplace::{
-    commands::{CreateOrder, OrderItem},
+    commands::{CreateOrder, OrderItem, SaveUser},
     config::BusKind,
 };
 use serde_json::{json, Value};
@@ -45,7 +45,7 @@ async fn a_redelivered_order_claims_stock_only_once(pool: PgPool) {
     let seeded = app.seed_offer(10.0, 5).await;
     let order = CreateOrder {
         id: Uuid::new_v4(),
-        user_id: Uuid::new_v4(),
+        user_id: seeded.user,
         items: vec![OrderItem {
             offer_id: seeded.offer,
             quantity: 2,
@@ -119,4 +119,73 @@ async fn spawn_app_api_only(pool: PgPool) -> crate::helpers::TestApp {
         ],
     )
     .await
+}
+
+/// A publisher of commands straight onto the test's broker namespace,
+/// bypassing the HTTP edge and its validation.
+async fn forger(app: &crate::helpers::TestApp) -> RabbitPublisher {
+    let config = RabbitConfig {
+        namespace: app.namespace.clone(),
+        ..RabbitConfig::default()
+    };
+    RabbitPublisher::connect(&config, Topology::new(app.namespace.clone()))
+        .await
+        .unwrap()
+}
+
+/// Anyone holding broker credentials can publish a command: the consumer
+/// validates it again and dead-letters an invalid one with the validation
+/// error as its reason, without applying it.
+#[sqlx::test(migrator = "marketplace::MIGRATOR")]
+async fn a_command_forged_on_the_broker_with_an_invalid_field_is_dead_lettered_with_its_reason_and_never_applied(
+    pool: PgPool,
+) {
+    let app = spawn_app(pool, BusKind::Rabbitmq).await;
+    let seeded = app.seed_offer(10.0, 5).await;
+    let publisher = forger(&app).await;
+    let order = CreateOrder {
+        id: Uuid::new_v4(),
+        user_id: seeded.user,
+        items: vec![OrderItem {
+            offer_id: seeded.offer,
+            quantity: 0,
+        }],
+    };
+    publisher
+        .send_envelope(Envelope::new(&order).unwrap())
+        .await
+        .unwrap();
+    // 10 MB of name: the largest the broker takes by default is 16 MiB.
+    let user = SaveUser {
+        id: Uuid::new_v4(),
+        name: "x".repeat(10 * 1024 * 1024),
+    };
+    publisher
+        .send_envelope(Envelope::new(&user).unwrap())
+        .await
+        .unwrap();
+    publisher.close();
+
+    // Counted first (cheap), read once: each read fetches the 10 MB copy.
+    app.eventually(|| async { (app.dead_letter_count().await >= 2).then_some(()) })
+        .await;
+    let reasons = app.dead_letter_reasons().await;
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons.iter().any(|reason| reason
+            == "invalid marketplace.CreateOrder: items[0].quantity: must be between 1 and 1000000"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|reason| reason
+            == "invalid marketplace.SaveUser: name: length must be between 1 and 50"),
+        "{reasons:?}"
+    );
+    assert_problem(app.get(&format!("/orders/{}", order.id)).await, 404).await;
+    assert_problem(app.get(&format!("/users/{}", user.id)).await, 404).await;
+    assert_eq!(
+        app.get_json(&format!("/offers/{}", seeded.book)).await[0]["stock"],
+        5
+    );
+    app.shutdown().await;
 }

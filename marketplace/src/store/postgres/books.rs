@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::PgStore;
 use crate::{
-    model::Book,
+    model::{Book, Revision},
     store::{BookRepository, StoreError},
 };
 
@@ -24,16 +24,28 @@ pub const LIST_BOOKS_SQL: &str = "SELECT id, title, author, stock, price, offer_
 
 #[async_trait]
 impl BookRepository for PgStore {
-    async fn save_book(&self, id: Uuid, title: &str, author: &str) -> Result<(), StoreError> {
+    async fn save_book(
+        &self,
+        id: Uuid,
+        title: &str,
+        author: &str,
+        revision: &Revision,
+    ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO books (id, title, author) VALUES ($1, $2, $3)
+            "INSERT INTO books (id, title, author, saved_at, saved_by) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (id) DO UPDATE
-                SET title = EXCLUDED.title, author = EXCLUDED.author, updated_at = now()
-             WHERE (books.title, books.author) IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.author)",
+                SET title = EXCLUDED.title, author = EXCLUDED.author,
+                    saved_at = EXCLUDED.saved_at, saved_by = EXCLUDED.saved_by,
+                    updated_at = CASE WHEN (books.title, books.author)
+                                           IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.author)
+                                      THEN now() ELSE books.updated_at END
+             WHERE (EXCLUDED.saved_at, EXCLUDED.saved_by) > (books.saved_at, books.saved_by)",
         )
         .bind(id)
         .bind(title)
         .bind(author)
+        .bind(revision.accepted_at)
+        .bind(revision.envelope_id)
         .execute(&self.pool)
         .await?;
         Ok(())

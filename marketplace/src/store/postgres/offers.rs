@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::PgStore;
 use crate::{
-    model::{NewOffer, Offer, OfferOutcome},
+    model::{conflicts, NewOffer, Offer, OfferOutcome},
     store::{OfferRepository, StoreError},
 };
 
@@ -27,6 +27,7 @@ impl OfferRepository for PgStore {
         offer: &NewOffer,
         event: &Envelope,
     ) -> Result<OfferOutcome, StoreError> {
+        let fingerprint = offer.fingerprint();
         // One statement, so one round trip and one implicit transaction: the
         // offer is inserted only if its book and seller exist and it is new,
         // and the event is staged in the outbox (the table of
@@ -35,8 +36,8 @@ impl OfferRepository for PgStore {
             "WITH book AS (SELECT EXISTS (SELECT 1 FROM books WHERE id = $2) AS found),
                   seller AS (SELECT EXISTS (SELECT 1 FROM users WHERE id = $3) AS found),
                   inserted AS (
-                      INSERT INTO offers (id, book_id, seller_id, price, stock)
-                      SELECT $1, $2, $3, $4, $5
+                      INSERT INTO offers (id, book_id, seller_id, price, stock, fingerprint)
+                      SELECT $1, $2, $3, $4, $5, $7
                       WHERE (SELECT found FROM book) AND (SELECT found FROM seller)
                       ON CONFLICT (id) DO NOTHING
                       RETURNING id),
@@ -52,16 +53,30 @@ impl OfferRepository for PgStore {
         .bind(offer.price)
         .bind(offer.stock)
         .bind(Json(event))
+        .bind(&fingerprint)
         .fetch_one(&self.pool)
         .await?;
-        Ok(if !book_exists {
-            OfferOutcome::BookMissing
-        } else if !seller_exists {
-            OfferOutcome::SellerMissing
-        } else if staged == 0 {
-            OfferOutcome::AlreadyExists
-        } else {
-            OfferOutcome::Created
+        if !book_exists {
+            return Ok(OfferOutcome::BookMissing);
+        }
+        if !seller_exists {
+            return Ok(OfferOutcome::SellerMissing);
+        }
+        if staged > 0 {
+            return Ok(OfferOutcome::Created);
+        }
+        // Not inserted: the id exists. Which payload wrote it decides
+        // between a redelivery and a conflict.
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT fingerprint FROM offers WHERE id = $1")
+                .bind(offer.id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(match stored {
+            Some(stored) if conflicts(Some(&stored), &fingerprint) => {
+                OfferOutcome::IdConflict { stored }
+            }
+            _ => OfferOutcome::AlreadyExists,
         })
     }
 

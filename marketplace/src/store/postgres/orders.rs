@@ -70,21 +70,36 @@ impl OrderRepository for PgStore {
 /// order wait for each other, and the second finds it settled.
 #[async_trait]
 impl OrderStatements for PgConnection {
-    async fn open_order(&mut self, order: &NewOrder) -> Result<OrderStatus, StoreError> {
+    async fn open_order(
+        &mut self,
+        order: &NewOrder,
+        fingerprint: &str,
+    ) -> Result<(OrderStatus, Option<String>), StoreError> {
         sqlx::query(
-            "INSERT INTO orders (id, user_id, status) VALUES ($1, $2, 'pending')
+            "INSERT INTO orders (id, user_id, status, fingerprint)
+             VALUES ($1, $2, 'pending', $3)
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(order.id)
         .bind(order.user_id)
+        .bind(fingerprint)
         .execute(&mut *self)
         .await?;
-        let (status,): (String,) =
-            sqlx::query_as("SELECT status FROM orders WHERE id = $1 FOR UPDATE")
+        let (status, stored): (String, Option<String>) =
+            sqlx::query_as("SELECT status, fingerprint FROM orders WHERE id = $1 FOR UPDATE")
                 .bind(order.id)
                 .fetch_one(&mut *self)
                 .await?;
-        Ok(status.parse()?)
+        Ok((status.parse()?, stored))
+    }
+
+    async fn user_exists(&mut self, user_id: Uuid) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
+                .bind(user_id)
+                .fetch_one(&mut *self)
+                .await?,
+        )
     }
 
     async fn take_stock(

@@ -5,20 +5,25 @@ use uuid::Uuid;
 
 use super::PgStore;
 use crate::{
-    model::User,
+    model::{Revision, User},
     store::{StoreError, UserRepository},
 };
 
 #[async_trait]
 impl UserRepository for PgStore {
-    async fn save_user(&self, user: &User) -> Result<(), StoreError> {
+    async fn save_user(&self, user: &User, revision: &Revision) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO users (id, name) VALUES ($1, $2)
-             ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, updated_at = now()
-             WHERE users.name IS DISTINCT FROM EXCLUDED.name",
+            "INSERT INTO users (id, name, saved_at, saved_by) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO UPDATE
+                SET name = EXCLUDED.name, saved_at = EXCLUDED.saved_at, saved_by = EXCLUDED.saved_by,
+                    updated_at = CASE WHEN users.name IS DISTINCT FROM EXCLUDED.name
+                                      THEN now() ELSE users.updated_at END
+             WHERE (EXCLUDED.saved_at, EXCLUDED.saved_by) > (users.saved_at, users.saved_by)",
         )
         .bind(user.id)
         .bind(&user.name)
+        .bind(revision.accepted_at)
+        .bind(revision.envelope_id)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -3,9 +3,9 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{from_cents, SqliteStore, NOW};
+use super::{from_cents, saved_at, SqliteStore, NOW};
 use crate::{
-    model::Book,
+    model::{Book, Revision},
     store::{BookRepository, StoreError},
 };
 
@@ -34,16 +34,28 @@ impl From<BookRow> for Book {
 
 #[async_trait]
 impl BookRepository for SqliteStore {
-    async fn save_book(&self, id: Uuid, title: &str, author: &str) -> Result<(), StoreError> {
+    async fn save_book(
+        &self,
+        id: Uuid,
+        title: &str,
+        author: &str,
+        revision: &Revision,
+    ) -> Result<(), StoreError> {
         sqlx::query(&format!(
-            "INSERT INTO books (id, title, author) VALUES (?1, ?2, ?3)
+            "INSERT INTO books (id, title, author, saved_at, saved_by) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (id) DO UPDATE
-                SET title = excluded.title, author = excluded.author, updated_at = {NOW}
-             WHERE books.title IS NOT excluded.title OR books.author IS NOT excluded.author"
+                SET title = excluded.title, author = excluded.author,
+                    saved_at = excluded.saved_at, saved_by = excluded.saved_by,
+                    updated_at = CASE WHEN books.title IS NOT excluded.title
+                                        OR books.author IS NOT excluded.author
+                                      THEN {NOW} ELSE books.updated_at END
+             WHERE (excluded.saved_at, excluded.saved_by) > (books.saved_at, books.saved_by)"
         ))
         .bind(id)
         .bind(title)
         .bind(author)
+        .bind(saved_at(revision))
+        .bind(revision.envelope_id)
         .execute(&self.writer)
         .await?;
         Ok(())

@@ -128,3 +128,12 @@ fn from_cents(cents: i64) -> Decimal {
 /// The `created_at` / `updated_at` format: RFC 3339 in UTC with
 /// milliseconds, which sorts like the time it encodes.
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+/// A save's acceptance time as stored in `saved_at`: RFC 3339 in UTC with
+/// exactly six decimals, so that text order is time order.
+fn saved_at(revision: &crate::model::Revision) -> String {
+    revision
+        .accepted_at
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
+}

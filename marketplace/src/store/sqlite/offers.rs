@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::{from_cents, to_cents, SqliteStore};
 use crate::{
-    model::{NewOffer, Offer, OfferOutcome},
+    model::{conflicts, NewOffer, Offer, OfferOutcome},
     store::{OfferRepository, StoreError},
 };
 
@@ -28,6 +28,7 @@ impl OfferRepository for SqliteStore {
         event: &Envelope,
     ) -> Result<OfferOutcome, StoreError> {
         let price_cents = to_cents(offer.price)?;
+        let fingerprint = offer.fingerprint();
         let mut tx = self.writer.begin().await?;
         let (book_exists, seller_exists): (bool, bool) = sqlx::query_as(
             "SELECT EXISTS (SELECT 1 FROM books WHERE id = ?1),
@@ -44,8 +45,8 @@ impl OfferRepository for SqliteStore {
             return Ok(OfferOutcome::SellerMissing);
         }
         let inserted = sqlx::query(
-            "INSERT INTO offers (id, book_id, seller_id, price_cents, stock)
-             VALUES (?1, ?2, ?3, ?4, ?5)
+            "INSERT INTO offers (id, book_id, seller_id, price_cents, stock, fingerprint)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(offer.id)
@@ -53,11 +54,24 @@ impl OfferRepository for SqliteStore {
         .bind(offer.seller_id)
         .bind(price_cents)
         .bind(offer.stock)
+        .bind(&fingerprint)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if inserted == 0 {
-            return Ok(OfferOutcome::AlreadyExists);
+            // The id exists: which payload wrote it decides between a
+            // redelivery and a conflict.
+            let stored: Option<String> =
+                sqlx::query_scalar("SELECT fingerprint FROM offers WHERE id = ?1")
+                    .bind(offer.id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            return Ok(match stored {
+                Some(stored) if conflicts(Some(&stored), &fingerprint) => {
+                    OfferOutcome::IdConflict { stored }
+                }
+                _ => OfferOutcome::AlreadyExists,
+            });
         }
         outbox::sqlite::stage(&mut tx, event).await?;
         tx.commit().await?;

@@ -3,22 +3,27 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{SqliteStore, NOW};
+use super::{saved_at, SqliteStore, NOW};
 use crate::{
-    model::User,
+    model::{Revision, User},
     store::{StoreError, UserRepository},
 };
 
 #[async_trait]
 impl UserRepository for SqliteStore {
-    async fn save_user(&self, user: &User) -> Result<(), StoreError> {
+    async fn save_user(&self, user: &User, revision: &Revision) -> Result<(), StoreError> {
         sqlx::query(&format!(
-            "INSERT INTO users (id, name) VALUES (?1, ?2)
-             ON CONFLICT (id) DO UPDATE SET name = excluded.name, updated_at = {NOW}
-             WHERE users.name IS NOT excluded.name"
+            "INSERT INTO users (id, name, saved_at, saved_by) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO UPDATE
+                SET name = excluded.name, saved_at = excluded.saved_at, saved_by = excluded.saved_by,
+                    updated_at = CASE WHEN users.name IS NOT excluded.name
+                                      THEN {NOW} ELSE users.updated_at END
+             WHERE (excluded.saved_at, excluded.saved_by) > (users.saved_at, users.saved_by)"
         ))
         .bind(user.id)
         .bind(&user.name)
+        .bind(saved_at(revision))
+        .bind(revision.envelope_id)
         .execute(&self.writer)
         .await?;
         Ok(())

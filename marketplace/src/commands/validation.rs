@@ -1,0 +1,106 @@
+//! The rules a command must pass wherever it comes from: the HTTP edge
+//! checks them before dispatch (`422`), and [`Validated`] checks them again
+//! before a handler runs, because a consumed message may not have come
+//! through the edge (a producer with broker credentials, an older API).
+
+use bus_core::{Command, CommandHandler, HandlerError, MessageContext};
+use validator::{Validate, ValidationError, ValidationErrors, ValidationErrorsKind};
+
+use crate::model::text_error;
+
+/// Refuses control characters and bidirectional overrides in a name, title
+/// or author (see [`crate::model::text_error`]).
+pub(crate) fn plain_text(text: &str) -> Result<(), ValidationError> {
+    match text_error(text) {
+        Some(message) => Err(ValidationError::new("plain_text").with_message(message.into())),
+        None => Ok(()),
+    }
+}
+
+/// Runs the command's validation before its handler: an invalid command is
+/// a permanent failure whose message is the validation error, so every bus
+/// dead-letters it with that reason and never applies it.
+#[derive(Debug, Clone)]
+pub struct Validated<H>(pub H);
+
+impl<C, H> CommandHandler<C> for Validated<H>
+where
+    C: Command + Validate,
+    H: CommandHandler<C>,
+{
+    async fn handle(&self, command: C, context: MessageContext) -> Result<(), HandlerError> {
+        if let Err(errors) = command.validate() {
+            let described: Vec<String> = field_errors(&errors)
+                .into_iter()
+                .map(|(field, message)| format!("{field}: {message}"))
+                .collect();
+            return Err(HandlerError::Permanent {
+                message: format!("invalid {}: {}", C::NAME, described.join("; ")),
+                source: Some(Box::new(errors)),
+            });
+        }
+        self.0.handle(command, context).await
+    }
+}
+
+/// Every invalid field as `(JSON path, what is wrong)`, sorted by path; the
+/// paths are the client's (`items[0].quantity`), not Rust's.
+pub fn field_errors(errors: &ValidationErrors) -> Vec<(String, String)> {
+    let mut fields = Vec::new();
+    flatten(errors, "", &mut fields);
+    fields.sort();
+    fields
+}
+
+fn flatten(errors: &ValidationErrors, prefix: &str, out: &mut Vec<(String, String)>) {
+    for (name, kind) in errors.errors() {
+        let path = format!("{prefix}{}", camel_case(name));
+        match kind {
+            ValidationErrorsKind::Field(list) => out.extend(list.iter().map(|e| {
+                let message = e
+                    .message
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| describe(e));
+                (path.clone(), message)
+            })),
+            ValidationErrorsKind::Struct(inner) => flatten(inner, &format!("{path}."), out),
+            ValidationErrorsKind::List(items) => {
+                for (index, inner) in items {
+                    flatten(inner, &format!("{path}[{index}]."), out);
+                }
+            }
+        }
+    }
+}
+
+fn describe(error: &ValidationError) -> String {
+    let param = |name: &str| error.params.get(name).map(ToString::to_string);
+    match error.code.as_ref() {
+        "length" => match (param("min"), param("max")) {
+            (Some(min), Some(max)) => format!("length must be between {min} and {max}"),
+            _ => "invalid length".to_owned(),
+        },
+        "range" => match (param("min"), param("max")) {
+            (Some(min), Some(max)) => format!("must be between {min} and {max}"),
+            _ => "out of range".to_owned(),
+        },
+        code => format!("invalid ({code})"),
+    }
+}
+
+fn camel_case(snake: &str) -> String {
+    let mut out = String::with_capacity(snake.len());
+    let mut upper = false;
+    for c in snake.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
