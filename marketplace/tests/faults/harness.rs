@@ -45,6 +45,9 @@ pub struct Scenario {
     api: Process,
     workers: Vec<Process>,
     offers: Vec<Uuid>,
+    /// The registered user who sells every offer and places every order
+    /// (an order waits for its buyer to exist).
+    user: Uuid,
     client: reqwest::Client,
 }
 
@@ -173,6 +176,7 @@ impl Scenario {
             api,
             workers: started,
             offers: Vec::new(),
+            user: Uuid::new_v4(),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(15))
                 .build()
@@ -183,7 +187,7 @@ impl Scenario {
     }
 
     async fn seed(&mut self) {
-        let seller = Uuid::new_v4();
+        let seller = self.user;
         self.send("PUT", "/user", json!({ "id": seller, "name": "Seller" }))
             .await;
         for n in 0..OFFERS {
@@ -241,10 +245,11 @@ impl Scenario {
             let client = self.client.clone();
             let address = self.api.address.clone();
             let offer = self.offers[n % OFFERS];
+            let buyer = self.user;
             clients.push(tokio::spawn(async move {
                 while !stop.load(Ordering::SeqCst) && sent.fetch_add(1, Ordering::SeqCst) < MAX_REQUESTS {
                     let id = Uuid::new_v4();
-                    let body = json!({ "id": id, "userId": Uuid::new_v4(), "items": [{ "offerId": offer, "quantity": 1 }] });
+                    let body = json!({ "id": id, "userId": buyer, "items": [{ "offerId": offer, "quantity": 1 }] });
                     let status = match client.post(format!("{address}/order")).json(&body).send().await {
                         Ok(response) => response.status().as_u16(),
                         Err(_) => 0,
