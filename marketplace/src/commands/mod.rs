@@ -61,3 +61,6 @@ pub(crate) fn revision(context: &MessageContext) -> Revision {
         envelope_id: context.envelope().id,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,154 @@
+//! The command handlers by their behaviour, with the library's
+//! given/when/then harness ([`bus_core::testing::TestFramework`]) on an
+//! embedded in-memory SQLite store: no server needed. The same handlers run
+//! on every bus and on PostgreSQL in `tests/api/`.
+
+use std::sync::Arc;
+
+use bus_core::{testing::TestFramework, FailureKind};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use super::*;
+use crate::{
+    model::OrderStatus,
+    store::{Repositories, SqliteStore},
+};
+
+async fn store() -> Repositories {
+    let store = SqliteStore::open("sqlite::memory:", 1)
+        .await
+        .expect("an in-memory SQLite store");
+    crate::store::Database::Sqlite(store).repositories()
+}
+
+fn ann(id: Uuid, name: &str) -> SaveUser {
+    SaveUser {
+        id,
+        name: name.to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn a_consumed_user_with_a_nul_in_its_name_is_refused_for_good_and_never_saved() {
+    let store = store().await;
+    let users = store.users.clone();
+    let id = Uuid::new_v4();
+
+    let error = TestFramework::new(|_| Validated(SaveUserHandler::new(users)))
+        .when(ann(id, "An\0n"))
+        .await
+        .then_expect_error();
+
+    assert_eq!(error.kind(), FailureKind::Permanent);
+    assert!(
+        error
+            .to_string()
+            .starts_with("invalid marketplace.SaveUser: name: "),
+        "{error}"
+    );
+    assert_eq!(store.users.get_user(id).await.expect("read"), None);
+}
+
+#[tokio::test]
+async fn a_consumed_user_is_saved_with_its_name_trimmed() {
+    let store = store().await;
+    let users = store.users.clone();
+    let id = Uuid::new_v4();
+
+    let then = TestFramework::new(|_| Validated(SaveUserHandler::new(users)))
+        .when(ann(id, "  Ann "))
+        .await;
+
+    assert!(then.result().is_ok(), "{:?}", then.result());
+    let saved = store
+        .users
+        .get_user(id)
+        .await
+        .expect("read")
+        .expect("saved");
+    assert_eq!(saved.name, "Ann");
+}
+
+#[tokio::test]
+async fn a_consumed_order_of_zero_copies_is_refused_for_good_with_the_field_named() {
+    let store = store().await;
+    let orders = store.orders.clone();
+    let order = CreateOrder {
+        id: Uuid::new_v4(),
+        user_id: Uuid::new_v4(),
+        items: vec![OrderItem {
+            offer_id: Uuid::new_v4(),
+            quantity: 0,
+        }],
+    };
+
+    let error = TestFramework::new(|_| Validated(CreateOrderHandler::new(orders)))
+        .when(order.clone())
+        .await
+        .then_expect_error();
+
+    assert_eq!(error.kind(), FailureKind::Permanent);
+    assert!(error.to_string().contains("items[0].quantity"), "{error}");
+    assert_eq!(store.orders.get_order(order.id).await.expect("read"), None);
+}
+
+#[tokio::test]
+async fn an_offer_whose_book_is_not_registered_yet_asks_to_be_tried_again() {
+    let store = store().await;
+    let offers = store.offers.clone();
+    let book = Uuid::new_v4();
+    let offer = CreateOffer {
+        id: Uuid::new_v4(),
+        book_id: book,
+        seller_id: Uuid::new_v4(),
+        price: Decimal::new(1250, 2),
+        stock: 3,
+    };
+
+    let error = TestFramework::new(|_| Validated(CreateOfferHandler::new(offers)))
+        .when(offer)
+        .await
+        .then_expect_error_message(&format!("book {book} does not exist (yet)"));
+
+    assert_eq!(error.kind(), FailureKind::Retryable);
+    assert!(store
+        .offers
+        .list_offers(book)
+        .await
+        .expect("read")
+        .is_empty());
+}
+
+#[tokio::test]
+async fn an_order_whose_buyer_never_appears_is_rejected_on_its_last_attempt() {
+    let store = store().await;
+    let orders: Arc<dyn crate::store::OrderRepository> = store.orders.clone();
+    let (id, buyer) = (Uuid::new_v4(), Uuid::new_v4());
+    let order = CreateOrder {
+        id,
+        user_id: buyer,
+        items: vec![OrderItem {
+            offer_id: Uuid::new_v4(),
+            quantity: 1,
+        }],
+    };
+
+    // The harness runs the handler once, as the last attempt.
+    let then = TestFramework::new(|_| Validated(CreateOrderHandler::new(orders)))
+        .when(order)
+        .await;
+
+    assert!(then.result().is_ok(), "{:?}", then.result());
+    let stored = store
+        .orders
+        .get_order(id)
+        .await
+        .expect("read")
+        .expect("recorded");
+    assert_eq!(stored.status, OrderStatus::Rejected);
+    assert_eq!(
+        stored.reason.as_deref(),
+        Some(format!("buyer {buyer} does not exist").as_str())
+    );
+}
