@@ -152,7 +152,10 @@ make_base_image() {
     # same mirror with the same settings.
     rm -rf "$rootfs/etc/apt"
     cp -a /etc/apt "$rootfs/etc/apt"
-    # Like the official slim image: no package lists or caches inside.
+    # Like the official image: package scripts never start services during a
+    # build, and no package lists or caches inside.
+    printf '#!/bin/sh\nexit 101\n' >"$rootfs/usr/sbin/policy-rc.d"
+    chmod 0755 "$rootfs/usr/sbin/policy-rc.d"
     rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/cache/apt/archives/*.deb
     tar -C "$rootfs" -c . | docker import - "$BASE_IMAGE" >/dev/null
     rm -rf "$rootfs"
