@@ -26,7 +26,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/marketplace-deploy-test.XXXXXX")
-export ENGINE_DIR=$WORK/engine
+# An engine already running in ENGINE_DIR (deploy/local-engine.sh start) is
+# used and left running; otherwise the script starts its own and stops it.
+own_engine=yes
+if [[ -n ${ENGINE_DIR:-} ]] && bash deploy/local-engine.sh status >/dev/null 2>&1; then
+    own_engine=no
+else
+    export ENGINE_DIR=$WORK/engine
+fi
 export DOCKER_HOST=unix://$ENGINE_DIR/docker.sock
 export DOCKER_BUILDKIT=0
 export DEADLINE=${DEADLINE:-90}
@@ -81,7 +88,14 @@ teardown() {
         docker stack rm "$STACK" >/dev/null 2>&1
         "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1
     fi
-    bash deploy/local-engine.sh stop
+    if [[ $own_engine == yes ]]; then
+        bash deploy/local-engine.sh stop
+    else
+        docker swarm leave --force >/dev/null 2>&1
+        docker secret ls -q 2>/dev/null | xargs -r docker secret rm >/dev/null 2>&1
+        docker volume prune -f >/dev/null 2>&1
+        log "engine in $ENGINE_DIR left running (it was running before)"
+    fi
     phase ""
     log "summary"
     cat "$SUMMARY" 2>/dev/null
@@ -109,7 +123,9 @@ wait_until() {
 
 # --- engine ------------------------------------------------------------------
 phase engine
-if ! bash deploy/local-engine.sh start; then
+if [[ $own_engine == no ]]; then
+    log "using the engine already running in $ENGINE_DIR"
+elif ! bash deploy/local-engine.sh start; then
     fail "the Docker engine could not start on this machine: the deployment is NOT tested"
 fi
 
