@@ -27,7 +27,8 @@ build() {
     local tag=$1 context=$2
     shift 2
     local start=$SECONDS
-    docker build --network host -q -t "$tag" "$@" "$context" >/dev/null
+    # The classic builder's deprecation notice is noise here; errors still show.
+    docker build --network host -q -t "$tag" "$@" "$context" 2> >(grep -v -e DEPRECATED -e 'BuildKit is currently' -e 'environment-variable' -e '^$' >&2) >/dev/null
     printf 'built %-34s %4s MB  in %ss\n' "$tag" \
         "$(docker image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.0f", $1/1e6}')" "$((SECONDS - start))"
 }
@@ -45,7 +46,15 @@ if [[ $WHAT == app || $WHAT == all ]]; then
     build "marketplace:$TAG" "$context" --target local
 fi
 if [[ $WHAT == services || $WHAT == all ]]; then
-    build marketplace-postgresql:local docker/postgresql
-    build marketplace-rabbitmq:local docker/rabbitmq
-    build marketplace-proxy:local docker/proxy
+    # In parallel: most of each build is waiting on package downloads.
+    pids=()
+    build marketplace-postgresql:local docker/postgresql &
+    pids+=($!)
+    build marketplace-rabbitmq:local docker/rabbitmq &
+    pids+=($!)
+    build marketplace-proxy:local docker/proxy &
+    pids+=($!)
+    failed=0
+    for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+    [[ $failed == 0 ]] || { echo "build-local-images: a service image failed to build" >&2; exit 1; }
 fi

@@ -44,8 +44,11 @@ if docker compose version >/dev/null 2>&1; then
     COMPOSE=(docker compose -p "$PROJECT" -f docker-compose.yml -f deploy/compose.local.yml)
 else
     # Debian bookworm's docker-compose 1.29 predates the top-level `name:`
-    # (the project name comes from -p anyway): it reads a copy without it.
-    sed '/^name:/d' docker-compose.yml >"$WORK/docker-compose.yml"
+    # (the project name comes from -p anyway) and refuses published ports
+    # on the host's network (Compose v2 ignores them): it reads a copy
+    # without those.
+    awk '/^name:/ {next} /^    ports:/ {skip = 1; next} skip && /^      / {next} {skip = 0; print}' \
+        docker-compose.yml >"$WORK/docker-compose.yml"
     COMPOSE=(docker-compose --project-directory . -p "$PROJECT" -f "$WORK/docker-compose.yml" -f deploy/compose.local.yml)
 fi
 SMOKE=(python3 deploy/smoke.py)
@@ -87,13 +90,20 @@ teardown() {
     if [[ -S $ENGINE_DIR/docker.sock ]]; then
         docker stack rm "$STACK" >/dev/null 2>&1
         "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1
+        # The stack's volumes go once its containers are gone, so that a
+        # next run on the same engine starts from empty databases.
+        local deadline=$((SECONDS + 90))
+        while [[ -n $(docker ps -aq --filter "label=com.docker.stack.namespace=$STACK" 2>/dev/null) ]] \
+            && ((SECONDS < deadline)); do
+            sleep 1
+        done
+        docker volume ls -q --filter "label=com.docker.stack.namespace=$STACK" 2>/dev/null \
+            | xargs -r docker volume rm >/dev/null 2>&1
     fi
     if [[ $own_engine == yes ]]; then
         bash deploy/local-engine.sh stop
     else
         docker swarm leave --force >/dev/null 2>&1
-        docker secret ls -q 2>/dev/null | xargs -r docker secret rm >/dev/null 2>&1
-        docker volume prune -f >/dev/null 2>&1
         log "engine in $ENGINE_DIR left running (it was running before)"
     fi
     phase ""
@@ -144,8 +154,8 @@ docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | sort
 # --- compose -----------------------------------------------------------------
 phase compose
 export MARKETPLACE_IMAGE=marketplace:local
-"${COMPOSE[@]}" up -d --no-build
 compose_started=$SECONDS
+"${COMPOSE[@]}" up -d --no-build
 all_healthy() {
     local ids id health
     ids=$("${COMPOSE[@]}" ps -q)
@@ -208,6 +218,10 @@ wait_until "poller: polling" 60 grep -q '^poll: started' "$WORK/poll-update"
 sampler=$!
 update_started=$SECONDS
 docker service update --quiet --image marketplace:next "${STACK}_api" >/dev/null
+update_state() { docker service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' "${STACK}_api"; }
+# The CLI returns once the tasks converged; the update completes after the
+# last task's monitor period.
+wait_until "update: completed" 180 bash -c "[[ \$(docker service inspect --format '{{.UpdateStatus.State}}' ${STACK}_api) == completed ]]"
 update_seconds=$((SECONDS - update_started))
 touch "$stop"
 poll_rc=0
@@ -215,7 +229,7 @@ wait "$poller" || poll_rc=$?
 wait "$sampler" || true
 cat "$WORK/poll-update"
 image=$(docker service inspect --format '{{.Spec.TaskTemplate.ContainerSpec.Image}}' "${STACK}_api")
-state=$(docker service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' "${STACK}_api")
+state=$(update_state)
 [[ $image == marketplace:next* && $state == completed ]] || fail "update: image $image, state $state"
 max_tasks=$(sort -n "$WORK/api-tasks" | tail -n 1)
 min_tasks=$(sort -n "$WORK/api-tasks" | head -n 1)
@@ -229,9 +243,7 @@ rm -f "$stop"
 poller=$!
 rollback_started=$SECONDS
 docker service update --quiet --image marketplace:broken "${STACK}_api" >"$WORK/rollback-cli" 2>&1 || true
-rolled_back() {
-    [[ $(docker service inspect --format '{{.UpdateStatus.State}}' "${STACK}_api") == rollback_completed ]]
-}
+rolled_back() { [[ $(update_state) == rollback_completed ]]; }
 wait_until "rollback: api back on its previous image" 180 rolled_back
 rollback_seconds=$((SECONDS - rollback_started))
 touch "$stop"
@@ -240,7 +252,8 @@ wait "$poller" || poll_rc=$?
 image=$(docker service inspect --format '{{.Spec.TaskTemplate.ContainerSpec.Image}}' "${STACK}_api")
 message=$(docker service inspect --format '{{.UpdateStatus.Message}}' "${STACK}_api")
 [[ $image == marketplace:next* ]] || fail "rollback: api runs $image"
-note "rollback: api -> marketplace:broken rolled back to marketplace:next in ${rollback_seconds}s (\"$message\")"
+broken_tasks=$(docker service ps --no-trunc --format '{{.Image}} {{.Error}}' "${STACK}_api" | grep -c '^marketplace:broken.*non-zero exit' || true)
+note "rollback: api -> marketplace:broken rolled back to marketplace:next in ${rollback_seconds}s (\"$message\"; $broken_tasks broken task(s) started, exited non-zero)"
 note "rollback: $(grep '^poll: .* served' "$WORK/poll-rollback")"
 [[ $poll_rc -eq 0 ]] || fail "rollback: the polling client saw failed requests"
 wait_until "rollback: 2 healthy api tasks" 120 bash -c "[[ \$(docker ps -q --filter label=com.docker.swarm.service.name=${STACK}_api --filter health=healthy | wc -l) -eq 2 ]]"

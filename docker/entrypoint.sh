@@ -54,7 +54,7 @@ file_env() {
 listening() {
     hex=$(printf '%04X' "$1")
     cat /proc/net/tcp /proc/net/tcp6 2>/dev/null \
-        | awk -v port="$hex" '$4 == "0A" { split($2, a, ":"); if (a[length(a)] == port) found = 1 } END { exit !found }'
+        | awk -v port="$hex" '$4 == "0A" { n = split($2, a, ":"); if (a[n] == port) found = 1 } END { exit !found }'
 }
 
 # choose_listen_port ROLE: MARKETPLACE_LISTEN_PORTS -> the role's listen address.
