@@ -33,6 +33,8 @@ build() {
         "$(docker image inspect --format '{{.Size}}' "$tag" | awk '{printf "%.0f", $1/1e6}')" "$((SECONDS - start))"
 }
 
+# In parallel: most of each build waits on package downloads or disk.
+pids=()
 if [[ $WHAT == app || $WHAT == all ]]; then
     if [[ ! -x $BINARY ]]; then
         echo "build-local-images: $BINARY missing; cargo build --release --locked -p marketplace" >&2
@@ -43,18 +45,20 @@ if [[ $WHAT == app || $WHAT == all ]]; then
     trap 'rm -rf "$context"' EXIT
     cp -a Dockerfile docker migrations "$context/"
     cp "$BINARY" "$context/marketplace"
-    build "marketplace:$TAG" "$context" --target local
+    build "marketplace:$TAG" "$context" --target local &
+    pids+=($!)
 fi
 if [[ $WHAT == services || $WHAT == all ]]; then
-    # In parallel: most of each build is waiting on package downloads.
-    pids=()
     build marketplace-postgresql:local docker/postgresql &
     pids+=($!)
     build marketplace-rabbitmq:local docker/rabbitmq &
     pids+=($!)
     build marketplace-proxy:local docker/proxy &
     pids+=($!)
-    failed=0
-    for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
-    [[ $failed == 0 ]] || { echo "build-local-images: a service image failed to build" >&2; exit 1; }
+fi
+failed=0
+for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+if [[ $failed != 0 ]]; then
+    echo "build-local-images: an image failed to build" >&2
+    exit 1
 fi

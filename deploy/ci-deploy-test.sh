@@ -87,7 +87,9 @@ teardown() {
         docker service ls 2>/dev/null
     fi
     phase teardown
-    if [[ -S $ENGINE_DIR/docker.sock ]]; then
+    # An engine of this run goes whole (containers, volumes, swarm): only a
+    # reused one is cleaned service by service.
+    if [[ $own_engine == no && -S $ENGINE_DIR/docker.sock ]]; then
         docker stack rm "$STACK" >/dev/null 2>&1
         "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1
         # The stack's volumes go once its containers are gone, so that a
@@ -182,7 +184,7 @@ POSTGRES_PASSWORD=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n') \
     bash deploy/create-secrets.sh </dev/null
 export MARKETPLACE_API_PUBLISH_MODE=host MARKETPLACE_API_PORT=0
 stack_started=$SECONDS
-docker stack deploy -c stack.yml -c deploy/stack.local.yml "$STACK"
+docker stack deploy --resolve-image never -c stack.yml -c deploy/stack.local.yml "$STACK"
 
 # replicas SERVICE: "running healthy" counts of its tasks' containers.
 healthy_tasks() {
@@ -217,7 +219,7 @@ wait_until "poller: polling" 60 grep -q '^poll: started' "$WORK/poll-update"
 (while [[ ! -e $stop ]]; do healthy_tasks api; sleep 1; done) >"$WORK/api-tasks" 2>/dev/null &
 sampler=$!
 update_started=$SECONDS
-docker service update --quiet --image marketplace:next "${STACK}_api" >/dev/null
+docker service update --quiet --no-resolve-image --image marketplace:next "${STACK}_api" >/dev/null
 update_state() { docker service inspect --format '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' "${STACK}_api"; }
 # The CLI returns once the tasks converged; the update completes after the
 # last task's monitor period.
@@ -242,7 +244,7 @@ rm -f "$stop"
 "${SMOKE[@]}" poll "$API" "$stop" >"$WORK/poll-rollback" 2>&1 &
 poller=$!
 rollback_started=$SECONDS
-docker service update --quiet --image marketplace:broken "${STACK}_api" >"$WORK/rollback-cli" 2>&1 || true
+docker service update --quiet --no-resolve-image --image marketplace:broken "${STACK}_api" >"$WORK/rollback-cli" 2>&1 || true
 rolled_back() { [[ $(update_state) == rollback_completed ]]; }
 wait_until "rollback: api back on its previous image" 180 rolled_back
 rollback_seconds=$((SECONDS - rollback_started))
