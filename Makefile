@@ -3,6 +3,7 @@
 #   make image                 build marketplace:latest (IMAGE=... TAG=... to change)
 #   make up / make down        the local stack (docker-compose.yml)
 #   make secrets deploy        the swarm stack (stack.yml), on a manager node
+#   make deploy-test           all of it, for real, on a throwaway local engine
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -15,7 +16,8 @@ COMPOSE  ?= docker compose
 # stack.yml and docker-compose.yml read the image from MARKETPLACE_IMAGE.
 export MARKETPLACE_IMAGE := $(IMAGE)
 
-.PHONY: help image push up down deploy remove ps scale logs-api logs-worker secrets validate
+.PHONY: help image push up down deploy remove ps scale logs-api logs-worker secrets validate \
+	engine engine-stop image-local deploy-test
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -56,3 +58,15 @@ secrets: ## create the swarm secrets (POSTGRES_PASSWORD, RABBITMQ_PASSWORD or pr
 
 validate: ## check the compose/stack files, their variables and the entrypoint (no Docker needed)
 	bash deploy/validate.sh
+
+engine: ## start a throwaway Docker engine here (no registry, no iptables); prints DOCKER_HOST
+	bash deploy/local-engine.sh start
+
+engine-stop: ## stop that engine and remove everything it made
+	bash deploy/local-engine.sh stop
+
+image-local: ## build marketplace:local and the PostgreSQL/RabbitMQ/proxy images without a registry
+	bash deploy/build-local-images.sh all
+
+deploy-test: ## engine, images, compose, swarm stack, rolling update, rollback, scaling; then teardown
+	bash deploy/ci-deploy-test.sh

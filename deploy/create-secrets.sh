@@ -8,7 +8,9 @@
 #
 # Passwords come from POSTGRES_PASSWORD and RABBITMQ_PASSWORD when set, else
 # from a prompt (an empty answer generates a random one). They are restricted
-# to URL-safe characters, so they go into the URLs as they are. Existing
+# to URL-safe characters, so they go into the URLs as they are. The URLs name
+# the stack's services (postgresql:5432, rabbitmq:5672); POSTGRES_ADDRESS and
+# RABBITMQ_ADDRESS change that (HOST:PORT, e.g. on the host's network). Existing
 # secrets are left alone (secrets are immutable; rotate under a new name).
 #
 # Run on a swarm manager: `make secrets` or `bash deploy/create-secrets.sh`.
@@ -18,6 +20,8 @@ set -euo pipefail
 DB_USER=marketplace
 DB_NAME=marketplace
 MQ_USER=marketplace
+POSTGRES_ADDRESS=${POSTGRES_ADDRESS:-postgresql:5432}
+RABBITMQ_ADDRESS=${RABBITMQ_ADDRESS:-rabbitmq:5672}
 
 random_password() {
     # 32 hex characters: URL-safe, 128 bits.
@@ -88,10 +92,10 @@ need RABBITMQ_PASSWORD "RabbitMQ password" marketplace_rabbitmq_conf marketplace
 if [[ -n ${POSTGRES_PASSWORD:-} ]]; then
     create marketplace_postgres_password "$POSTGRES_PASSWORD"
     create marketplace_database_url \
-        "postgres://$DB_USER:$POSTGRES_PASSWORD@postgresql:5432/$DB_NAME"
+        "postgres://$DB_USER:$POSTGRES_PASSWORD@$POSTGRES_ADDRESS/$DB_NAME"
 fi
 if [[ -n ${RABBITMQ_PASSWORD:-} ]]; then
     create marketplace_rabbitmq_conf "$(printf 'default_user = %s\ndefault_pass = %s\n' "$MQ_USER" "$RABBITMQ_PASSWORD")"
     create marketplace_amqp_url \
-        "amqp://$MQ_USER:$RABBITMQ_PASSWORD@rabbitmq:5672/%2f"
+        "amqp://$MQ_USER:$RABBITMQ_PASSWORD@$RABBITMQ_ADDRESS/%2f"
 fi

