@@ -14,7 +14,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::wiring::{
-    broker_readiness, connect, handlers, is_postgres, no_delay, outbox_relay, spawn_relay,
+    broker_readiness, connect, consumer_readiness, database_breaker, handlers, is_postgres,
+    no_delay, outbox_relay, spawn_relay,
 };
 use crate::{
     config::{BusKind, ServeConfig},
@@ -82,14 +83,21 @@ impl App {
                 BusKind::InMemoryAsync => {
                     // Separate queues so shutdown can drain commands, then relay
                     // the events they raised, then drain those.
+                    // One breaker for both: they depend on the same database.
                     let settings = config.async_bus_config();
                     let sink = Arc::new(dead_letters.clone());
-                    let commands = AsyncBus::start_with_dead_letters(
-                        handlers.clone(),
-                        settings.clone(),
-                        sink.clone(),
-                    );
-                    let events = AsyncBus::start_with_dead_letters(handlers, settings, sink);
+                    let breaker = database_breaker(&database);
+                    readiness.push(consumer_readiness(breaker.clone()));
+                    let commands = AsyncBus::builder(handlers.clone())
+                        .config(settings.clone())
+                        .dead_letters(sink.clone())
+                        .breaker(breaker.clone())
+                        .start();
+                    let events = AsyncBus::builder(handlers)
+                        .config(settings)
+                        .dead_letters(sink)
+                        .breaker(breaker)
+                        .start();
                     let relay = outbox_relay(&database, Arc::new(events.clone()), waker);
                     (
                         Arc::new(commands.clone()),

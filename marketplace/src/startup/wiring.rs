@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bus_core::{
     outbox::{OutboxRelay, OutboxWaker, RelayConfig},
-    EventBus, Handlers,
+    BreakerConfig, CircuitBreaker, EventBus, Handlers,
 };
 use bus_rabbitmq::RabbitPublisher;
 use tokio::task::JoinHandle;
@@ -51,6 +51,29 @@ pub(super) fn handlers(
             waker.wake()
         })
         .build()
+}
+
+/// The breaker consumers pause behind while the database is away: it probes
+/// with the readiness query (`SELECT 1`) until the database answers.
+pub(super) fn database_breaker(database: &Database) -> CircuitBreaker {
+    let database = database.clone();
+    CircuitBreaker::with_probe(BreakerConfig::default(), move || {
+        let database = database.clone();
+        async move { database.ping().await }
+    })
+}
+
+/// `/health/ready` answers `503` with the reason while consumers are paused.
+pub(super) fn consumer_readiness(breaker: CircuitBreaker) -> ReadinessCheck {
+    Arc::new(move || {
+        let paused = breaker.paused();
+        Box::pin(async move {
+            match paused {
+                Some(reason) => Err(format!("consumers {reason}")),
+                None => Ok(()),
+            }
+        })
+    })
 }
 
 /// `/health/ready` also requires the broker to answer.
