@@ -91,6 +91,9 @@
 //! | [`testing`] | tests: a recording bus and a given/when/then harness for handlers |
 //! | `outbox` (features `postgres`, `sqlite`) | a transactional outbox: events staged in the handler's transaction, relayed after commit |
 //!
+//! With the same features, `DatabaseDeadLetters` keeps an [`AsyncBus`]'s
+//! dead letters in a `bus_dead_letters` table instead of in memory.
+//!
 //! The private modules behind the root, one concept each: `message` (the
 //! traits messages implement), `envelope`, `handler` (what application code
 //! implements), `registry` ([`Handlers`]), `middleware`, `settlement`,
@@ -102,6 +105,8 @@
 mod breaker;
 mod bus;
 mod dead_letter;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod durable_dead_letters;
 mod envelope;
 mod error;
 mod handler;
@@ -120,6 +125,12 @@ pub mod transport;
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Probe};
 pub use bus::{BoxFuture, CommandBus, CommandBusExt, EventBus, EventBusExt};
 pub use dead_letter::{DeadLetter, DeadLetterSink, InMemoryDeadLetters};
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use durable_dead_letters::DatabaseDeadLetters;
+#[cfg(feature = "postgres")]
+pub use durable_dead_letters::POSTGRES_SCHEMA as DEAD_LETTERS_POSTGRES_SCHEMA;
+#[cfg(feature = "sqlite")]
+pub use durable_dead_letters::SQLITE_SCHEMA as DEAD_LETTERS_SQLITE_SCHEMA;
 pub use envelope::{
     Envelope, InvalidTraceParent, TraceContext, CAUSATION_ID, CORRELATION_ID, TRACEPARENT,
 };

@@ -339,7 +339,10 @@ impl Topology {
 
 fn bound(args: &mut FieldTable, max_length: Option<u32>) {
     if let Some(max_length) = max_length {
-        args.insert(ARG_MAX_LENGTH.into(), AMQPValue::LongLongInt(max_length.into()));
+        args.insert(
+            ARG_MAX_LENGTH.into(),
+            AMQPValue::LongLongInt(max_length.into()),
+        );
         args.insert(ARG_OVERFLOW.into(), long_string(OVERFLOW_REJECT_PUBLISH));
     }
 }

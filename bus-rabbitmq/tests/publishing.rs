@@ -335,13 +335,20 @@ async fn a_flood_past_a_command_queues_bound_is_refused_and_the_queue_keeps_what
     assert_eq!(refused, 40, "every command past the bound is refused");
     let (connection, channel) = channel().await;
     let queue = topology.naming().command_queue("test.DoThing");
-    assert_eq!(message_count(&channel, &queue).await, 20, "nothing dropped, nothing more");
+    assert_eq!(
+        message_count(&channel, &queue).await,
+        20,
+        "nothing dropped, nothing more"
+    );
     let alarms = std::process::Command::new("rabbitmq-diagnostics")
         .args(["-q", "alarms"])
         .output()
         .expect("rabbitmq-diagnostics runs");
     let alarms = String::from_utf8_lossy(&alarms.stdout);
-    assert!(!alarms.contains("memory"), "the broker raised an alarm: {alarms}");
+    assert!(
+        !alarms.contains("memory"),
+        "the broker raised an alarm: {alarms}"
+    );
     publisher.close();
     let _ = connection.close(200, "OK".into()).await;
     cleanup(&topology).await;

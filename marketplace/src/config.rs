@@ -204,7 +204,11 @@ pub struct RabbitArgs {
     pub queue_max_length: u32,
     /// Most messages a dead-letter queue holds; past it dead letters wait,
     /// requeued, until it is drained. 0: unbounded.
-    #[arg(long, env = "MARKETPLACE_DEAD_LETTER_MAX_LENGTH", default_value_t = 100_000)]
+    #[arg(
+        long,
+        env = "MARKETPLACE_DEAD_LETTER_MAX_LENGTH",
+        default_value_t = 100_000
+    )]
     pub dead_letter_max_length: u32,
 }
 

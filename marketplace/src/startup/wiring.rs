@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use bus_core::{
     outbox::{OutboxRelay, OutboxWaker, RelayConfig},
-    BreakerConfig, CircuitBreaker, EventBus, Handlers,
+    BreakerConfig, CircuitBreaker, DatabaseDeadLetters, DeadLetter, DeadLetterSink, EventBus,
+    Handlers, InMemoryDeadLetters,
 };
 use bus_rabbitmq::RabbitPublisher;
 use tokio::task::JoinHandle;
@@ -51,6 +52,31 @@ pub(super) fn handlers(
             waker.wake()
         })
         .build()
+}
+
+/// The async bus's dead letters: stored in the database's
+/// `bus_dead_letters` table, where they outlive the process, and the
+/// latest also in memory for `App::dead_letters`.
+pub(super) struct DurableDeadLetters {
+    database: DatabaseDeadLetters,
+    recent: InMemoryDeadLetters,
+}
+
+impl DurableDeadLetters {
+    pub(super) fn new(database: &Database, recent: InMemoryDeadLetters) -> Self {
+        let database = match database {
+            Database::Postgres(pool) => DatabaseDeadLetters::postgres(pool.clone()),
+            Database::Sqlite(store) => DatabaseDeadLetters::sqlite(store.writer().clone()),
+        };
+        Self { database, recent }
+    }
+}
+
+impl DeadLetterSink for DurableDeadLetters {
+    fn store(&self, dead_letter: DeadLetter) {
+        self.recent.store(dead_letter.clone());
+        self.database.store(dead_letter);
+    }
 }
 
 /// The breaker consumers pause behind while the database is away: it probes
