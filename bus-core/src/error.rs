@@ -237,7 +237,7 @@ fn sqlstate_kind(code: &str) -> FailureKind {
     // SQLite: the primary result code is the low byte of the extended one.
     match code.parse::<u32>().map(|extended| extended & 0xff) {
         Ok(5 | 6 | 10 | 13 | 14) => FailureKind::Infrastructure,
-        Ok(18 | 19 | 20) => FailureKind::Permanent,
+        Ok(18..=20) => FailureKind::Permanent,
         _ => FailureKind::Retryable,
     }
 }

@@ -27,8 +27,9 @@ const OFFERS: usize = 4;
 const STOCK: i64 = 1_000_000;
 /// Concurrent clients.
 const CLIENTS: usize = 16;
-/// Upper bound on requests of one scenario, so it always ends.
-const MAX_REQUESTS: usize = 30_000;
+/// Upper bound on requests of one scenario, so it always ends (a database
+/// outage of a minute is accepted at full speed by the RabbitMQ bus).
+const MAX_REQUESTS: usize = 100_000;
 /// How long one phase of the load may go without reaching its count.
 const STALLED: Duration = Duration::from_secs(180);
 
@@ -479,7 +480,7 @@ impl Scenario {
         // Everything accepted must be applied by the workers still running.
         let pool = self.pool.clone();
         let accepted = report.accepted.clone();
-        for _ in 0..1_200 {
+        for _ in 0..3_000 {
             let (applied,): (i64,) = sqlx::query_as(
                 "SELECT count(*) FROM orders WHERE id = ANY($1) AND status <> 'pending'",
             )
