@@ -72,6 +72,21 @@ pub enum HandlerError {
         /// Why it cannot be read.
         reason: String,
     },
+    /// A dependency of the handler is unavailable (the database refuses
+    /// connections, the pool timed out, a serialization conflict, the broker
+    /// closed a channel): not the message's fault. Buses keep the message
+    /// without counting an attempt, pause their consumers behind their
+    /// [`CircuitBreaker`](crate::CircuitBreaker) and try it again once the
+    /// dependency answers; it is never dead-lettered for this. An API on the
+    /// sync bus answers `503 Service Unavailable`.
+    #[error("{message}")]
+    Infrastructure {
+        /// What went wrong.
+        message: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// The handler (or a middleware around it) panicked. A panic is a bug,
     /// but it may depend on state that changes (a race, a flaky dependency),
     /// so it is classified [`FailureKind::Retryable`]: async buses retry it
@@ -86,15 +101,20 @@ pub enum HandlerError {
 
 /// How the settlement treats a failure; see [`HandlerError::kind`].
 ///
-/// New classes may be added (e.g. infrastructure failures that do not
-/// consume attempts), so match with a wildcard arm.
+/// New classes may be added, so match with a wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FailureKind {
-    /// May pass later: retried while attempts remain, then dead-lettered.
+    /// A business reason that may pass later (a prerequisite not there yet):
+    /// retried while attempts remain, then dead-lettered.
     Retryable,
-    /// Cannot pass: dead-lettered at once.
+    /// Cannot pass (bad data, a constraint, an undecodable payload):
+    /// dead-lettered at once.
     Permanent,
+    /// A dependency is down: the message keeps its attempt, the consumer
+    /// pauses until the dependency answers, and the message is tried again.
+    /// Never dead-lettered.
+    Infrastructure,
 }
 
 impl HandlerError {
@@ -114,10 +134,19 @@ impl HandlerError {
         }
     }
 
+    /// A dependency is unavailable; see [`HandlerError::Infrastructure`].
+    pub fn infrastructure(message: impl Into<String>) -> Self {
+        Self::Infrastructure {
+            message: message.into(),
+            source: None,
+        }
+    }
+
     /// The class of this failure, which decides its settlement.
     pub fn kind(&self) -> FailureKind {
         match self {
             Self::Retryable { .. } | Self::Panicked { .. } => FailureKind::Retryable,
+            Self::Infrastructure { .. } => FailureKind::Infrastructure,
             Self::Permanent { .. }
             | Self::Decode { .. }
             | Self::UnknownType { .. }
@@ -133,13 +162,83 @@ impl HandlerError {
 
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 impl From<sqlx::Error> for HandlerError {
-    /// Database errors are treated as transient: a retry after a failover or
-    /// a deadlock usually succeeds, and the retry budget bounds the rest.
+    /// Classified by [`database_failure_kind`]: the database being away never
+    /// costs a message an attempt, and data it refuses is never retried.
     fn from(error: sqlx::Error) -> Self {
-        Self::Retryable {
-            message: format!("database error: {error}"),
-            source: Some(Box::new(error)),
+        let kind = database_failure_kind(&error);
+        let message = format!("database error: {error}");
+        let source: Option<BoxError> = Some(Box::new(error));
+        match kind {
+            FailureKind::Infrastructure => Self::Infrastructure { message, source },
+            FailureKind::Permanent => Self::Permanent { message, source },
+            _ => Self::Retryable { message, source },
         }
+    }
+}
+
+/// How a database error is settled; the one table of it.
+///
+/// | error | kind |
+/// |---|---|
+/// | pool timed out or closed, I/O (refused, reset), TLS, protocol, worker crashed | [`FailureKind::Infrastructure`] |
+/// | SQLSTATE class `08` (connection), `53` (insufficient resources), `57` (operator intervention: shutdown, admin termination) | [`FailureKind::Infrastructure`] |
+/// | SQLSTATE `40001` (serialization failure), `40P01` (deadlock detected) | [`FailureKind::Infrastructure`] |
+/// | SQLite `SQLITE_BUSY` (5), `SQLITE_LOCKED` (6), `SQLITE_IOERR` (10), `SQLITE_FULL` (13), `SQLITE_CANTOPEN` (14) | [`FailureKind::Infrastructure`] |
+/// | SQLSTATE class `22` (data exception), `23` (integrity constraint) | [`FailureKind::Permanent`] |
+/// | SQLite constraint violations (`SQLITE_CONSTRAINT`, 19 and its extended codes), `SQLITE_TOOBIG` (18), `SQLITE_MISMATCH` (20) | [`FailureKind::Permanent`] |
+/// | a row that cannot be decoded, a missing column, a bad type | [`FailureKind::Permanent`] |
+/// | anything else (a row not found: the prerequisite may come later) | [`FailureKind::Retryable`] |
+///
+/// Serialization failures and deadlocks are transient conflicts, not
+/// business outcomes: the transaction is sound and passes when replayed, so
+/// they must not use up the attempts a message has for business reasons (a
+/// burst of contention would otherwise dead-letter valid writes). They take
+/// the infrastructure path: kept, not counted, tried again once the breaker's
+/// probe answers, which it does at once since the database is up.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub fn database_failure_kind(error: &sqlx::Error) -> FailureKind {
+    use sqlx::Error;
+    match error {
+        Error::PoolTimedOut
+        | Error::PoolClosed
+        | Error::Io(_)
+        | Error::Tls(_)
+        | Error::Protocol(_)
+        | Error::WorkerCrashed
+        | Error::BeginFailed => FailureKind::Infrastructure,
+        Error::Database(database) => {
+            let code = database.code();
+            let code = code.as_deref().unwrap_or_default();
+            sqlstate_kind(code)
+        }
+        Error::ColumnNotFound(_)
+        | Error::ColumnIndexOutOfBounds { .. }
+        | Error::ColumnDecode { .. }
+        | Error::TypeNotFound { .. }
+        | Error::Decode(_)
+        | Error::Encode(_) => FailureKind::Permanent,
+        _ => FailureKind::Retryable,
+    }
+}
+
+/// A database's error code to a [`FailureKind`]: a five-character SQLSTATE
+/// (PostgreSQL) or a SQLite result code (primary or extended, as digits).
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+fn sqlstate_kind(code: &str) -> FailureKind {
+    // SQLite's codes stay below 10 000, so five characters is a SQLSTATE.
+    if code.len() == 5 {
+        return match &code[..2] {
+            "08" | "53" | "57" => FailureKind::Infrastructure,
+            "40" if code == "40001" || code == "40P01" => FailureKind::Infrastructure,
+            "22" | "23" => FailureKind::Permanent,
+            _ => FailureKind::Retryable,
+        };
+    }
+    // SQLite: the primary result code is the low byte of the extended one.
+    match code.parse::<u32>().map(|extended| extended & 0xff) {
+        Ok(5 | 6 | 10 | 13 | 14) => FailureKind::Infrastructure,
+        Ok(18..=20) => FailureKind::Permanent,
+        _ => FailureKind::Retryable,
     }
 }
 
@@ -190,15 +289,18 @@ pub enum DispatchError {
 }
 
 impl DispatchError {
-    /// Whether the caller may simply try again later (maps to `503`).
+    /// Whether the caller may simply try again later (maps to `503`): the
+    /// bus or the transport cannot take it, or (sync bus) the handler failed
+    /// on an infrastructure error.
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
+        match self {
             Self::Saturated { .. }
-                | Self::ShuttingDown
-                | Self::Unavailable { .. }
-                | Self::Refused { .. }
-        )
+            | Self::ShuttingDown
+            | Self::Unavailable { .. }
+            | Self::Refused { .. } => true,
+            Self::Handler(error) => error.kind() == FailureKind::Infrastructure,
+            _ => false,
+        }
     }
 }
 

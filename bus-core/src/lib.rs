@@ -42,6 +42,29 @@
 //! | [`FailureKind::Retryable`], attempts left | retried after the [`RetryPolicy`] backoff |
 //! | [`FailureKind::Retryable`], attempts spent | dead-lettered with the error as reason |
 //! | [`FailureKind::Permanent`] (also undecodable payload, unknown type, unsupported version) | dead-lettered at once |
+//! | [`FailureKind::Infrastructure`], whatever the attempt | kept, attempt not counted; the consumer pauses behind its [`CircuitBreaker`] and runs it again once the dependency answers |
+//!
+//! A database error becomes a [`HandlerError`] through `From<sqlx::Error>`
+//! (features `postgres`, `sqlite`), classified in one place,
+//! `database_failure_kind`: the database unreachable, a pool timeout,
+//! SQLSTATE classes `08`, `53`, `57` and the serialization conflicts
+//! `40001`/`40P01` are infrastructure; data exceptions (`22`) and constraint
+//! violations (`23`) are permanent; the rest is retryable.
+//!
+//! ## Pausing while a dependency is down
+//!
+//! An infrastructure failure is not the message's fault, so it must not use
+//! up the message's attempts: a database outage longer than the retry
+//! schedule would otherwise dead-letter valid work. Instead the consumer
+//! [`trip`](CircuitBreaker::trip)s its [`CircuitBreaker`]: it stops starting
+//! messages, keeps the failed one (the RabbitMQ worker holds the delivery
+//! unacknowledged), and a single probe (e.g. `SELECT 1`, given by the
+//! application) tries the dependency with doubling, jittered delays
+//! ([`BreakerConfig`]). The first answer closes the breaker and consuming
+//! resumes. [`CircuitBreaker::paused`] says why a consumer is paused, for a
+//! readiness probe. The [`AsyncBus`] takes its breaker from
+//! [`AsyncBus::builder`]; the sync bus, with no one to hold the message for,
+//! returns the failure to its caller (an API answers `503`).
 //!
 //! A panic is a bug that may depend on changing state, so it is caught and
 //! classified retryable ([`HandlerError::Panicked`]): the async buses retry
@@ -68,16 +91,22 @@
 //! | [`testing`] | tests: a recording bus and a given/when/then harness for handlers |
 //! | `outbox` (features `postgres`, `sqlite`) | a transactional outbox: events staged in the handler's transaction, relayed after commit |
 //!
+//! With the same features, `DatabaseDeadLetters` keeps an [`AsyncBus`]'s
+//! dead letters in a `bus_dead_letters` table instead of in memory.
+//!
 //! The private modules behind the root, one concept each: `message` (the
 //! traits messages implement), `envelope`, `handler` (what application code
 //! implements), `registry` ([`Handlers`]), `middleware`, `settlement`,
-//! `retry` ([`RetryPolicy`]), `bus` (the sending traits), `memory` (the
+//! `breaker` ([`CircuitBreaker`]), `retry` ([`RetryPolicy`]), `bus` (the sending traits), `memory` (the
 //! in-process buses), `dead_letter`, `query` ([`QueryBus`]), `error`.
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod breaker;
 mod bus;
 mod dead_letter;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod durable_dead_letters;
 mod envelope;
 mod error;
 mod handler;
@@ -93,11 +122,20 @@ mod settlement;
 pub mod testing;
 pub mod transport;
 
+pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Probe};
 pub use bus::{BoxFuture, CommandBus, CommandBusExt, EventBus, EventBusExt};
 pub use dead_letter::{DeadLetter, DeadLetterSink, InMemoryDeadLetters};
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use durable_dead_letters::DatabaseDeadLetters;
+#[cfg(feature = "postgres")]
+pub use durable_dead_letters::POSTGRES_SCHEMA as DEAD_LETTERS_POSTGRES_SCHEMA;
+#[cfg(feature = "sqlite")]
+pub use durable_dead_letters::SQLITE_SCHEMA as DEAD_LETTERS_SQLITE_SCHEMA;
 pub use envelope::{
     Envelope, InvalidTraceParent, TraceContext, CAUSATION_ID, CORRELATION_ID, TRACEPARENT,
 };
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use error::database_failure_kind;
 pub use error::{
     BoxError, DispatchError, EncodeError, FailureKind, HandlerError, QueryError, RegistrationError,
 };
@@ -105,7 +143,7 @@ pub use handler::{
     command_fn, event_fn, CommandFn, CommandHandler, EventFn, EventHandler, MessageContext,
     QueryHandler,
 };
-pub use memory::{AsyncBus, AsyncBusConfig, InMemoryBus};
+pub use memory::{AsyncBus, AsyncBusBuilder, AsyncBusConfig, InMemoryBus};
 pub use message::{Command, Event, Message, Query};
 pub use middleware::{Middleware, Next};
 pub use query::{QueryBus, QueryBusBuilder};

@@ -25,6 +25,16 @@ pub enum Settlement {
         /// How long to wait first.
         after: Duration,
     },
+    /// A dependency is down: keep the message (unacknowledged, or requeued
+    /// as it was), do not count this attempt, [`trip`] the consumer's
+    /// circuit breaker and run it again, as the same attempt, once the
+    /// breaker closes. Never dead-lettered.
+    ///
+    /// [`trip`]: crate::CircuitBreaker::trip
+    Suspend {
+        /// The infrastructure error, for the log and the breaker's state.
+        reason: String,
+    },
     /// Give up: keep it as a dead letter with this reason.
     DeadLetter {
         /// Why, for the dead-letter record and the log.
@@ -40,6 +50,7 @@ pub enum Settlement {
 /// | [`FailureKind::Retryable`] (incl. a panic), attempts left | [`Settlement::Retry`] after [`RetryPolicy::backoff_after`] |
 /// | [`FailureKind::Retryable`], attempts spent | [`Settlement::DeadLetter`] |
 /// | [`FailureKind::Permanent`] (incl. decode, unknown type, unsupported version) | [`Settlement::DeadLetter`] |
+/// | [`FailureKind::Infrastructure`], whatever the attempt | [`Settlement::Suspend`] |
 ///
 /// The reason of a dead letter is the error's text; transports record the
 /// number of attempts beside it.
@@ -49,6 +60,11 @@ pub fn decide(result: &Result<(), HandlerError>, attempt: u32, policy: &RetryPol
     };
     let retry_after = match error.kind() {
         FailureKind::Retryable => policy.backoff_after(attempt),
+        FailureKind::Infrastructure => {
+            return Settlement::Suspend {
+                reason: error.to_string(),
+            }
+        }
         FailureKind::Permanent => None,
     };
     match retry_after {
@@ -174,6 +190,23 @@ mod tests {
                 Settlement::DeadLetter { .. }
             ));
         }
+    }
+
+    #[test]
+    fn an_infrastructure_failure_suspends_the_message_even_past_its_last_attempt() {
+        let down = Err(HandlerError::infrastructure("pool timed out"));
+        for attempt in [1, 3, 4, 100] {
+            assert_eq!(
+                decide(&down, attempt, &policy()),
+                Settlement::Suspend {
+                    reason: "pool timed out".to_owned()
+                }
+            );
+        }
+        assert!(matches!(
+            decide(&down, 1, &RetryPolicy::never()),
+            Settlement::Suspend { .. }
+        ));
     }
 
     #[test]

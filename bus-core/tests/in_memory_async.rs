@@ -16,9 +16,9 @@ use std::{
 };
 
 use bus_core::{
-    command_fn, event_fn, AsyncBus, AsyncBusConfig, Command, CommandBus, CommandBusExt,
-    DispatchError, Envelope, Event, EventBusExt, HandlerError, Handlers, InMemoryDeadLetters,
-    Message, MessageContext, RetryPolicy,
+    command_fn, event_fn, AsyncBus, AsyncBusConfig, BreakerConfig, CircuitBreaker, Command,
+    CommandBus, CommandBusExt, DispatchError, Envelope, Event, EventBusExt, HandlerError, Handlers,
+    InMemoryDeadLetters, Message, MessageContext, RetryPolicy,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify, Semaphore};
@@ -534,4 +534,128 @@ async fn a_subscriber_that_gives_up_is_dead_lettered_alone() {
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].subscriber.as_deref(), Some("invoicing"));
     assert_eq!(letters[0].error, "no billing address");
+}
+
+fn quick_breaker() -> BreakerConfig {
+    BreakerConfig {
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+        jitter: 0.5,
+    }
+}
+
+#[tokio::test]
+async fn a_handler_failing_on_infrastructure_more_times_than_max_attempts_is_applied_and_not_dead_lettered(
+) {
+    let max_attempts = 3;
+    let attempts = Attempts::default();
+    let applied = Arc::new(AtomicUsize::new(0));
+    let handlers = Handlers::builder()
+        .command(command_fn({
+            let (attempts, applied) = (attempts.clone(), applied.clone());
+            move |_: Ship, context: MessageContext| {
+                let (attempts, applied) = (attempts.clone(), applied.clone());
+                async move {
+                    attempts.record(&context);
+                    if attempts.get().len() <= 4 * max_attempts as usize {
+                        return Err(HandlerError::infrastructure("pool timed out"));
+                    }
+                    applied.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                }
+            }
+        }))
+        .build()
+        .unwrap();
+    let dead_letters = InMemoryDeadLetters::default();
+    let bus = AsyncBus::builder(handlers)
+        .config(config(10, fast_retry(max_attempts)))
+        .dead_letters(Arc::new(dead_letters.clone()))
+        .breaker(CircuitBreaker::new(quick_breaker()))
+        .start();
+
+    bus.send(&Ship { order: 1 }).await.unwrap();
+    bounded(bus.shutdown()).await;
+    assert_eq!(applied.load(Ordering::SeqCst), 1, "applied once");
+    assert!(dead_letters.is_empty(), "{:?}", dead_letters.list());
+    assert_eq!(attempts.get(), vec![1; 4 * max_attempts as usize + 1]);
+}
+
+#[tokio::test]
+async fn while_the_database_is_down_the_async_bus_pauses_and_says_why_then_applies_everything() {
+    let database_down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let calls_while_down = Arc::new(AtomicUsize::new(0));
+    let applied = Arc::new(Mutex::new(Vec::new()));
+    let handlers = Handlers::builder()
+        .command(command_fn({
+            let (down, calls, applied) = (
+                database_down.clone(),
+                calls_while_down.clone(),
+                applied.clone(),
+            );
+            move |ship: Ship, _: MessageContext| {
+                let (down, calls, applied) = (down.clone(), calls.clone(), applied.clone());
+                async move {
+                    if down.load(Ordering::SeqCst) {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        return Err(HandlerError::infrastructure("connection refused"));
+                    }
+                    applied.lock().unwrap().push(ship.order);
+                    Ok(())
+                }
+            }
+        }))
+        .build()
+        .unwrap();
+    let probe_down = database_down.clone();
+    let breaker = CircuitBreaker::with_probe(quick_breaker(), move || {
+        let down = probe_down.load(Ordering::SeqCst);
+        async move {
+            if down {
+                Err("connection refused".to_owned())
+            } else {
+                Ok(())
+            }
+        }
+    });
+    let dead_letters = InMemoryDeadLetters::default();
+    let bus = AsyncBus::builder(handlers)
+        .config(config(100, fast_retry(2)))
+        .dead_letters(Arc::new(dead_letters.clone()))
+        .breaker(breaker)
+        .start();
+
+    for order in 1..=20 {
+        bus.send(&Ship { order }).await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let paused = loop {
+        if let Some(paused) = bus.paused() {
+            break paused;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never paused");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(paused.ends_with("connection refused"), "{paused}");
+    // Probes keep failing for a while: no new message is started meanwhile,
+    // only those already running when the breaker opened failed.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(bus.paused().is_some(), "still paused");
+    let calls = calls_while_down.load(Ordering::SeqCst);
+    assert!(
+        calls <= 4,
+        "at most `concurrency` handlers ran while down: {calls}"
+    );
+
+    database_down.store(false, Ordering::SeqCst);
+    bounded(bus.shutdown()).await;
+    let mut applied = applied.lock().unwrap().clone();
+    applied.sort_unstable();
+    assert_eq!(
+        applied,
+        (1..=20).collect::<Vec<_>>(),
+        "every command applied once"
+    );
+    assert!(dead_letters.is_empty(), "{:?}", dead_letters.list());
+    assert_eq!(bus.paused(), None);
 }

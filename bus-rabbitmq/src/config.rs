@@ -64,6 +64,15 @@ pub struct RabbitConfig {
     /// as unroutable is refused to the publish it belongs to). Further
     /// publishes wait for a channel, within `confirm_timeout`.
     pub publisher_channels: usize,
+    /// Most messages a command queue holds (`x-max-length`, `reject-publish`
+    /// overflow): past it a send fails with `DispatchError::Refused` (an
+    /// API answers `503`) instead of growing the queue until the broker's
+    /// memory alarm blocks every publisher. `None`: unbounded.
+    pub queue_max_length: Option<u32>,
+    /// Most messages a dead-letter queue holds, also `reject-publish`: a
+    /// worker whose dead-letter copy is refused requeues the delivery (kept,
+    /// retried after a pause) until the queue is drained. `None`: unbounded.
+    pub dead_letter_max_length: Option<u32>,
 }
 
 impl Default for RabbitConfig {
@@ -81,6 +90,8 @@ impl Default for RabbitConfig {
             reconnect_min_backoff: Duration::from_millis(200),
             reconnect_max_backoff: Duration::from_secs(30),
             publisher_channels: 64,
+            queue_max_length: Some(100_000),
+            dead_letter_max_length: Some(100_000),
         }
     }
 }
@@ -111,12 +122,13 @@ impl RabbitConfig {
     }
 
     /// A topology of this configuration (namespace, queue type, retry
-    /// schedule) with no command and no subscriber yet: the exchanges and the
+    /// schedule, queue bounds) with no command and no subscriber yet: the exchanges and the
     /// unrouted-events queue. Add names with [`Topology::with_command`] and
     /// [`Topology::with_subscription`].
     pub fn empty_topology(&self) -> Topology {
         Topology::new(&self.namespace)
             .with_queue_type(self.queue_type)
             .with_retry_policy(&self.retry)
+            .with_bounds(self.queue_max_length, self.dead_letter_max_length)
     }
 }

@@ -23,6 +23,13 @@ pub const ARG_MESSAGE_TTL: &str = "x-message-ttl";
 pub const ARG_DEAD_LETTER_EXCHANGE: &str = "x-dead-letter-exchange";
 /// Queue argument: routing key expired or rejected messages are sent with.
 pub const ARG_DEAD_LETTER_ROUTING_KEY: &str = "x-dead-letter-routing-key";
+/// Queue argument: most messages the queue holds.
+pub const ARG_MAX_LENGTH: &str = "x-max-length";
+/// Queue argument: what happens past `x-max-length`.
+pub const ARG_OVERFLOW: &str = "x-overflow";
+/// `x-overflow` value: refuse new messages (the publisher's confirm is a
+/// nack) instead of dropping the oldest.
+pub const OVERFLOW_REJECT_PUBLISH: &str = "reject-publish";
 /// Exchange argument: where messages no binding matches go.
 pub const ARG_ALTERNATE_EXCHANGE: &str = "alternate-exchange";
 
@@ -57,6 +64,8 @@ pub struct Topology {
     retry_delays: Vec<Duration>,
     commands: BTreeSet<String>,
     subscriptions: BTreeSet<(String, String)>,
+    command_max_length: Option<u32>,
+    dead_letter_max_length: Option<u32>,
 }
 
 impl Topology {
@@ -70,6 +79,8 @@ impl Topology {
             retry_delays: Vec::new(),
             commands: BTreeSet::new(),
             subscriptions: BTreeSet::new(),
+            command_max_length: None,
+            dead_letter_max_length: None,
         }
         .with_retry_policy(&RetryPolicy::default())
     }
@@ -113,6 +124,16 @@ impl Topology {
     /// Declares every queue as `queue_type`.
     pub fn with_queue_type(mut self, queue_type: QueueType) -> Self {
         self.queue_type = queue_type;
+        self
+    }
+
+    /// Bounds command queues at `command` messages and dead-letter queues
+    /// at `dead_letter` (`None`: unbounded), both with `reject-publish`
+    /// overflow: past the bound the broker refuses new messages (a negative
+    /// confirm) and keeps every message it holds.
+    pub fn with_bounds(mut self, command: Option<u32>, dead_letter: Option<u32>) -> Self {
+        self.command_max_length = command;
+        self.dead_letter_max_length = dead_letter;
         self
     }
 
@@ -228,15 +249,19 @@ impl Topology {
 
         for work in self.work_queues() {
             let dead_letters = Naming::dead_letter_queue(&work.queue);
-            self.declare_queue(channel, &dead_letters, self.queue_args())
+            self.declare_queue(channel, &dead_letters, self.dead_letter_queue_args())
                 .await?;
             for delay in &self.retry_delays {
                 let retry = Naming::retry_queue(&work.queue, *delay);
                 self.declare_queue(channel, &retry, self.retry_queue_args(&work.queue, *delay))
                     .await?;
             }
-            self.declare_queue(channel, &work.queue, self.work_queue_args(&work.queue))
-                .await?;
+            let args = if work.exchange == self.naming.commands_exchange() {
+                self.command_queue_args(&work.queue)
+            } else {
+                self.work_queue_args(&work.queue)
+            };
+            self.declare_queue(channel, &work.queue, args).await?;
             bind(channel, &work.queue, &work.exchange, &work.message_type).await?;
         }
         tracing::debug!(namespace = self.naming.namespace(), "topology declared");
@@ -259,6 +284,20 @@ impl Topology {
             ARG_DEAD_LETTER_ROUTING_KEY.into(),
             long_string(&Naming::dead_letter_queue(queue)),
         );
+        args
+    }
+
+    /// Arguments of a command queue: a work queue's, with the command bound.
+    pub fn command_queue_args(&self, queue: &str) -> FieldTable {
+        let mut args = self.work_queue_args(queue);
+        bound(&mut args, self.command_max_length);
+        args
+    }
+
+    /// Arguments of a dead-letter queue, with its bound.
+    pub fn dead_letter_queue_args(&self) -> FieldTable {
+        let mut args = self.queue_args();
+        bound(&mut args, self.dead_letter_max_length);
         args
     }
 
@@ -295,6 +334,16 @@ impl Topology {
                 source,
             })?;
         Ok(())
+    }
+}
+
+fn bound(args: &mut FieldTable, max_length: Option<u32>) {
+    if let Some(max_length) = max_length {
+        args.insert(
+            ARG_MAX_LENGTH.into(),
+            AMQPValue::LongLongInt(max_length.into()),
+        );
+        args.insert(ARG_OVERFLOW.into(), long_string(OVERFLOW_REJECT_PUBLISH));
     }
 }
 

@@ -6,7 +6,8 @@ mod common;
 use std::time::Duration;
 
 use bus_core::{
-    command_fn, event_fn, CommandBusExt, EventBusExt, HandlerError, Handlers, MessageContext,
+    command_fn, event_fn, BreakerConfig, CircuitBreaker, CommandBusExt, EventBusExt, HandlerError,
+    Handlers, MessageContext,
 };
 use bus_rabbitmq::{
     lapin::{
@@ -65,6 +66,74 @@ async fn a_handler_that_fails_twice_then_succeeds_is_applied_once_on_attempts_1_
     assert_eq!(applied.list(), [7]);
     let (connection, channel) = channel().await;
     assert_eq!(leftover_messages(&channel, &topology).await, []);
+    publisher.close();
+    let _ = connection.close(200, "OK".into()).await;
+    cleanup(&topology).await;
+}
+
+#[tokio::test]
+async fn a_handler_failing_on_infrastructure_more_times_than_max_attempts_is_applied_and_not_dead_lettered(
+) {
+    let config = config();
+    let failures = config.retry.max_attempts * 2;
+    let attempts = Record::<u32>::default();
+    let applied = Record::<u32>::default();
+    let handlers = {
+        let (attempts, applied) = (attempts.clone(), applied.clone());
+        Handlers::builder()
+            .command::<DoThing, _>(command_fn(
+                move |command: DoThing, context: MessageContext| {
+                    let (attempts, applied) = (attempts.clone(), applied.clone());
+                    async move {
+                        attempts.push(context.attempt());
+                        if attempts.len() <= failures as usize {
+                            return Err(HandlerError::infrastructure("pool timed out"));
+                        }
+                        applied.push(command.n);
+                        Ok(())
+                    }
+                },
+            ))
+            .build()
+            .unwrap()
+    };
+    let breaker = CircuitBreaker::new(BreakerConfig {
+        initial_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(20),
+        jitter: 0.5,
+    });
+    let worker = RabbitWorker::new(&handlers, config.clone())
+        .unwrap()
+        .with_breaker(breaker.clone());
+    let topology = worker.topology().clone();
+    let publisher = RabbitPublisher::connect(&config, topology.clone())
+        .await
+        .unwrap();
+    let running = RunningWorker::start(worker);
+
+    publisher.send(&DoThing { n: 7 }).await.unwrap();
+    eventually(Duration::from_secs(20), || async {
+        (applied.len() == 1).then_some(())
+    })
+    .await
+    .expect("applied once the infrastructure answered");
+    running.stop().await;
+    assert_eq!(applied.list(), [7]);
+    assert!(
+        attempts.list().iter().all(|attempt| *attempt == 1),
+        "infrastructure failures never count as attempts: {:?}",
+        attempts.list()
+    );
+    assert_eq!(breaker.paused(), None, "the breaker closed again");
+    let (connection, channel) = channel().await;
+    assert_eq!(leftover_messages(&channel, &topology).await, []);
+    let dlq =
+        bus_rabbitmq::Naming::dead_letter_queue(&topology.naming().command_queue("test.DoThing"));
+    assert_eq!(
+        message_count(&channel, &dlq).await,
+        0,
+        "nothing dead-lettered"
+    );
     publisher.close();
     let _ = connection.close(200, "OK".into()).await;
     cleanup(&topology).await;

@@ -309,3 +309,47 @@ async fn many_concurrent_dispatches_share_one_pooled_channel_and_each_gets_its_o
     let _ = connection.close(200, "OK".into()).await;
     cleanup(&topology).await;
 }
+
+#[tokio::test]
+async fn a_flood_past_a_command_queues_bound_is_refused_and_the_queue_keeps_what_it_holds() {
+    let config = RabbitConfig {
+        queue_max_length: Some(20),
+        ..config()
+    };
+    let topology = config.topology(&handlers());
+    let publisher = RabbitPublisher::connect(&config, topology.clone())
+        .await
+        .unwrap();
+    let mut refused = 0;
+    for n in 0..60 {
+        match publisher.send(&DoThing { n }).await {
+            Ok(()) => assert!(n < 20, "command {n} accepted past the bound"),
+            Err(error) => {
+                // `Refused` is one the API answers with 503.
+                assert!(matches!(error, DispatchError::Refused { .. }), "{error:?}");
+                assert!(error.is_unavailable());
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(refused, 40, "every command past the bound is refused");
+    let (connection, channel) = channel().await;
+    let queue = topology.naming().command_queue("test.DoThing");
+    assert_eq!(
+        message_count(&channel, &queue).await,
+        20,
+        "nothing dropped, nothing more"
+    );
+    let alarms = std::process::Command::new("rabbitmq-diagnostics")
+        .args(["-q", "alarms"])
+        .output()
+        .expect("rabbitmq-diagnostics runs");
+    let alarms = String::from_utf8_lossy(&alarms.stdout);
+    assert!(
+        !alarms.contains("memory"),
+        "the broker raised an alarm: {alarms}"
+    );
+    publisher.close();
+    let _ = connection.close(200, "OK".into()).await;
+    cleanup(&topology).await;
+}

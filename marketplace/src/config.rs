@@ -196,6 +196,20 @@ pub struct RabbitArgs {
     /// Longest wait for a publisher confirm before answering 503.
     #[arg(long, env = "MARKETPLACE_CONFIRM_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
     pub confirm_timeout: Duration,
+    /// Most messages a command queue holds; past it writes answer 503
+    /// (`x-max-length`, `reject-publish`). 0: unbounded. Changing it on an
+    /// existing deployment needs the queues redeclared (see bus-rabbitmq's
+    /// README, "Queue bounds").
+    #[arg(long, env = "MARKETPLACE_QUEUE_MAX_LENGTH", default_value_t = 100_000)]
+    pub queue_max_length: u32,
+    /// Most messages a dead-letter queue holds; past it dead letters wait,
+    /// requeued, until it is drained. 0: unbounded.
+    #[arg(
+        long,
+        env = "MARKETPLACE_DEAD_LETTER_MAX_LENGTH",
+        default_value_t = 100_000
+    )]
+    pub dead_letter_max_length: u32,
 }
 
 /// Settings of the in-memory async bus.
@@ -258,6 +272,9 @@ impl RabbitArgs {
             },
             confirm_timeout: self.confirm_timeout,
             connection_name: connection_name.to_owned(),
+            queue_max_length: (self.queue_max_length > 0).then_some(self.queue_max_length),
+            dead_letter_max_length: (self.dead_letter_max_length > 0)
+                .then_some(self.dead_letter_max_length),
             ..RabbitConfig::default()
         }
     }

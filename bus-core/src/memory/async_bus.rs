@@ -13,8 +13,8 @@ use crate::{
     dead_letter::dead_letter,
     settlement::{decide, Settlement},
     transport::RegisteredHandler,
-    CommandBus, DeadLetterSink, DispatchError, Envelope, EventBus, Handlers, InMemoryDeadLetters,
-    RetryPolicy,
+    CircuitBreaker, CommandBus, DeadLetterSink, DispatchError, Envelope, EventBus, Handlers,
+    InMemoryDeadLetters, RetryPolicy,
 };
 
 /// Settings of an [`AsyncBus`].
@@ -53,6 +53,12 @@ impl Default for AsyncBusConfig {
 /// backoff, and a message that exhausts it, fails permanently or cannot be
 /// decoded goes to the [`DeadLetterSink`] (and the log).
 ///
+/// A handler failing on infrastructure (the database down) trips the bus's
+/// [`CircuitBreaker`]: workers stop starting messages, the failed message
+/// waits, its attempt not counted, and everything resumes once the
+/// breaker's probe answers. Such a message is never dead-lettered, except
+/// by a shutdown whose drain timeout passes first.
+///
 /// Memory is bounded by `capacity`: a full bus answers
 /// [`DispatchError::Saturated`] at once instead of growing.
 /// [`AsyncBus::shutdown`] stops accepting and waits for everything accepted.
@@ -67,6 +73,7 @@ pub struct AsyncBus {
 struct Inner {
     handlers: Handlers,
     dead_letters: Arc<dyn DeadLetterSink>,
+    breaker: CircuitBreaker,
     config: AsyncBusConfig,
     permits: Arc<Semaphore>,
     jobs: mpsc::UnboundedSender<Job>,
@@ -93,27 +100,51 @@ impl std::fmt::Debug for AsyncBus {
     }
 }
 
-impl AsyncBus {
-    /// Starts the workers on the current tokio runtime, keeping dead letters
-    /// in memory.
-    pub fn start(handlers: Handlers, config: AsyncBusConfig) -> Self {
-        Self::start_with_dead_letters(handlers, config, Arc::new(InMemoryDeadLetters::default()))
+/// Assembles an [`AsyncBus`]: its settings, where its dead letters go and
+/// the circuit breaker its workers pause behind.
+pub struct AsyncBusBuilder {
+    handlers: Handlers,
+    config: AsyncBusConfig,
+    dead_letters: Option<Arc<dyn DeadLetterSink>>,
+    breaker: CircuitBreaker,
+}
+
+impl AsyncBusBuilder {
+    /// Capacity, concurrency, retries and drain timeout (default:
+    /// [`AsyncBusConfig::default`]).
+    pub fn config(mut self, config: AsyncBusConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Where messages given up on go (default: [`InMemoryDeadLetters`]).
+    pub fn dead_letters(mut self, sink: Arc<dyn DeadLetterSink>) -> Self {
+        self.dead_letters = Some(sink);
+        self
+    }
+
+    /// The breaker workers pause behind on infrastructure failures (default:
+    /// one without a probe, [`CircuitBreaker::default`]). Give it a probe of
+    /// the database the handlers use.
+    pub fn breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.breaker = breaker;
+        self
     }
 
     /// Starts the workers on the current tokio runtime.
-    pub fn start_with_dead_letters(
-        handlers: Handlers,
-        mut config: AsyncBusConfig,
-        dead_letters: Arc<dyn DeadLetterSink>,
-    ) -> Self {
+    pub fn start(self) -> AsyncBus {
+        let mut config = self.config;
         config.capacity = config
             .capacity
             .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
         config.concurrency = config.concurrency.max(1);
         let (jobs, receiver) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
-            handlers,
-            dead_letters,
+            handlers: self.handlers,
+            dead_letters: self
+                .dead_letters
+                .unwrap_or_else(|| Arc::new(InMemoryDeadLetters::default())),
+            breaker: self.breaker,
             permits: Arc::new(Semaphore::new(config.capacity)),
             config,
             jobs,
@@ -121,7 +152,56 @@ impl AsyncBus {
             abandon: watch::channel(false).0,
         });
         tokio::spawn(run_workers(inner.clone(), receiver));
-        Self { inner }
+        AsyncBus { inner }
+    }
+}
+
+impl std::fmt::Debug for AsyncBusBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncBusBuilder")
+            .field("config", &self.config)
+            .field("breaker", &self.breaker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AsyncBus {
+    /// Starts assembling a bus for `handlers`.
+    pub fn builder(handlers: Handlers) -> AsyncBusBuilder {
+        AsyncBusBuilder {
+            handlers,
+            config: AsyncBusConfig::default(),
+            dead_letters: None,
+            breaker: CircuitBreaker::default(),
+        }
+    }
+
+    /// Starts the workers on the current tokio runtime, keeping dead letters
+    /// in memory.
+    pub fn start(handlers: Handlers, config: AsyncBusConfig) -> Self {
+        Self::builder(handlers).config(config).start()
+    }
+
+    /// Starts the workers on the current tokio runtime.
+    pub fn start_with_dead_letters(
+        handlers: Handlers,
+        config: AsyncBusConfig,
+        dead_letters: Arc<dyn DeadLetterSink>,
+    ) -> Self {
+        Self::builder(handlers)
+            .config(config)
+            .dead_letters(dead_letters)
+            .start()
+    }
+
+    /// The breaker this bus's workers pause behind.
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.inner.breaker
+    }
+
+    /// Why the workers are paused (a dependency down), or `None`.
+    pub fn paused(&self) -> Option<String> {
+        self.inner.breaker.paused()
     }
 
     /// Messages accepted and not finished yet.
@@ -236,10 +316,28 @@ impl EventBus for AsyncBus {
 
 async fn run_workers(inner: Arc<Inner>, mut jobs: mpsc::UnboundedReceiver<Job>) {
     let slots = Arc::new(Semaphore::new(inner.config.concurrency));
+    let mut abandon = inner.abandon.subscribe();
     while let Some(job) = jobs.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };
+        // While the dependency is down, start nothing new: the job waits
+        // here, its permit held, until the breaker closes.
+        let abandoned = tokio::select! {
+            () = inner.breaker.closed() => false,
+            _ = abandon.wait_for(|abandon| *abandon) => true,
+        };
+        if abandoned && inner.breaker.paused().is_some() {
+            let reason = inner.breaker.paused().unwrap_or_default();
+            dead_letter(
+                inner.dead_letters.as_ref(),
+                &job.envelope,
+                job.subscriber.as_deref(),
+                &format!("bus shut down while its consumers were {reason}"),
+                job.attempt,
+            );
+            continue;
+        }
         let inner = inner.clone();
         tokio::spawn(async move {
             run_job(&inner, job).await;
@@ -260,6 +358,10 @@ async fn run_job(inner: &Arc<Inner>, job: Job) {
         .await;
     let delay = match decide(&result, job.attempt, policy) {
         Settlement::Retry { after } => after,
+        Settlement::Suspend { reason } => {
+            suspend(inner, job, &reason);
+            return;
+        }
         Settlement::DeadLetter { reason } => {
             dead_letter(
                 inner.dead_letters.as_ref(),
@@ -312,6 +414,47 @@ async fn run_job(inner: &Arc<Inner>, job: Job) {
                 &job.envelope,
                 job.subscriber.as_deref(),
                 &format!("bus stopped before retry; last error: {error}"),
+                job.attempt,
+            );
+        }
+    });
+}
+
+/// Keeps `job` (same attempt) until the breaker closes, then queues it again.
+fn suspend(inner: &Arc<Inner>, job: Job, reason: &str) {
+    tracing::warn!(
+        message_id = %job.envelope.id,
+        message_type = %job.envelope.message_type,
+        subscriber = job.subscriber.as_deref().unwrap_or("-"),
+        attempt = job.attempt,
+        error = reason,
+        "dependency unavailable: message kept, attempt not counted"
+    );
+    inner.breaker.trip(reason);
+    let inner = inner.clone();
+    let reason = reason.to_owned();
+    tokio::spawn(async move {
+        let mut abandon = inner.abandon.subscribe();
+        let abandoned = tokio::select! {
+            () = inner.breaker.closed() => false,
+            _ = abandon.wait_for(|abandon| *abandon) => true,
+        };
+        if abandoned {
+            dead_letter(
+                inner.dead_letters.as_ref(),
+                &job.envelope,
+                job.subscriber.as_deref(),
+                &format!("bus shut down while a dependency was unavailable; last error: {reason}"),
+                job.attempt,
+            );
+            return;
+        }
+        if let Err(mpsc::error::SendError(job)) = inner.jobs.send(job) {
+            dead_letter(
+                inner.dead_letters.as_ref(),
+                &job.envelope,
+                job.subscriber.as_deref(),
+                &format!("bus stopped while a dependency was unavailable; last error: {reason}"),
                 job.attempt,
             );
         }

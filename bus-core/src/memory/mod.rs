@@ -4,5 +4,5 @@
 mod async_bus;
 mod sync_bus;
 
-pub use async_bus::{AsyncBus, AsyncBusConfig};
+pub use async_bus::{AsyncBus, AsyncBusBuilder, AsyncBusConfig};
 pub use sync_bus::InMemoryBus;

@@ -25,7 +25,9 @@ const SINGLE_ATTEMPT: RetryPolicy = RetryPolicy {
 ///
 /// `publish` runs every subscriber in turn; a failing (or panicking)
 /// subscriber is dead-lettered (logged and kept) and does not stop the
-/// others.
+/// others. A subscriber failing on infrastructure makes `publish` answer
+/// [`DispatchError::Unavailable`] once all have run, so the publisher keeps
+/// the event and offers it again (the others see it twice: at-least-once).
 ///
 /// Good for tests and single-process tools where read-your-writes matters
 /// more than throughput.
@@ -80,21 +82,32 @@ impl EventBus for InMemoryBus {
     fn publish_envelope(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
         Box::pin(async move {
             let envelope = Arc::new(envelope);
+            let mut suspended = None;
             for subscription in self.handlers.subscribers(&envelope.message_type) {
                 // `invoke` catches panics: one subscriber cannot keep the
                 // others from running.
                 let result = subscription.handler.invoke(envelope.clone(), 1, 1).await;
-                if let Settlement::DeadLetter { reason } = decide(&result, 1, &SINGLE_ATTEMPT) {
-                    dead_letter(
+                match decide(&result, 1, &SINGLE_ATTEMPT) {
+                    Settlement::DeadLetter { reason } => dead_letter(
                         self.dead_letters.as_ref(),
                         &envelope,
                         Some(&subscription.subscriber),
                         &reason,
                         1,
-                    );
+                    ),
+                    // No one here to keep it: the publisher (the outbox
+                    // relay) keeps the event and publishes it again later.
+                    Settlement::Suspend { reason } => suspended = Some(reason),
+                    _ => {}
                 }
             }
-            Ok(())
+            match suspended {
+                Some(reason) => Err(DispatchError::Unavailable {
+                    reason,
+                    source: None,
+                }),
+                None => Ok(()),
+            }
         })
     }
 }

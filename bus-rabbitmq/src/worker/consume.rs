@@ -26,6 +26,14 @@ pub(super) async fn consume_queue(
     let queue = context.route.queue.clone();
     let permits = Arc::new(Semaphore::new(concurrency));
     loop {
+        // While the breaker is open, take nothing new: prefetched deliveries
+        // stay unacknowledged in the consumer (held, never dead-lettered)
+        // and the broker sends no more past the prefetch.
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            () = context.breaker.closed() => {}
+        }
         let next = tokio::select! {
             biased;
             () = cancel.cancelled() => break,

@@ -9,7 +9,7 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use bus_core::{transport::RegisteredHandler, Handlers, RetryPolicy};
+use bus_core::{transport::RegisteredHandler, CircuitBreaker, Handlers, RetryPolicy};
 use lapin::Channel;
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +44,13 @@ mod settle;
 ///    `x-original-queue` and `x-dead-lettered-at` is published to the
 ///    queue's `.dlq` and confirmed, then the delivery is acknowledged.
 ///
+/// An infrastructure failure ([`bus_core::FailureKind::Infrastructure`]:
+/// the database unreachable) trips the worker's [`CircuitBreaker`]: every
+/// consume loop stops taking deliveries, the failed delivery is held
+/// unacknowledged with its attempt not counted, and once the breaker's probe
+/// answers it runs again and consuming resumes. A shutdown meanwhile gives
+/// it back to the broker as it came. Such a delivery is never dead-lettered.
+///
 /// If a retry or dead-letter publish fails, the delivery is rejected with
 /// `requeue`: it comes back, nothing is lost. A handler may therefore see a
 /// message more than once (at-least-once): handlers must be idempotent.
@@ -56,6 +63,7 @@ pub struct RabbitWorker {
     config: RabbitConfig,
     topology: Topology,
     routes: Vec<Route>,
+    breaker: CircuitBreaker,
 }
 
 /// One consumed queue and the handler of its messages.
@@ -78,6 +86,11 @@ struct QueueContext {
     /// channel completes next, so concurrent copies could take each other's
     /// refusal, and a copy the broker could not route would be acknowledged.
     publish_turn: Arc<tokio::sync::Mutex<()>>,
+    /// Paused behind while a dependency of the handlers is down.
+    breaker: CircuitBreaker,
+    /// Fires on shutdown or when the session ends: a held delivery is given
+    /// back instead of waiting for the breaker.
+    stop: CancellationToken,
 }
 
 impl RabbitWorker {
@@ -123,7 +136,27 @@ impl RabbitWorker {
             config,
             topology,
             routes,
+            breaker: CircuitBreaker::default(),
         })
+    }
+
+    /// Pauses behind `breaker` on infrastructure failures (default: a
+    /// breaker without a probe, [`CircuitBreaker::default`]). Give it a probe
+    /// of the database the handlers use, and share it with whatever reports
+    /// readiness.
+    pub fn with_breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// The breaker this worker pauses behind.
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    /// Why consuming is paused (a dependency down), or `None`.
+    pub fn paused(&self) -> Option<String> {
+        self.breaker.paused()
     }
 
     /// What this worker declares.

@@ -138,6 +138,8 @@ impl RabbitWorker {
                         failure_pause: self.config.reconnect_min_backoff,
                         publish_channel,
                         publish_turn: Arc::new(tokio::sync::Mutex::new(())),
+                        breaker: self.breaker.clone(),
+                        stop: session.clone(),
                     };
                     loops.push(consume_queue(
                         context,

@@ -34,34 +34,50 @@ pub(super) async fn settle(context: &QueueContext, delivery: Delivery, attempt: 
         }
     };
     let expected = context.route.handler.message_type();
-    let result = if envelope.message_type == expected {
-        context
+    if envelope.message_type != expected {
+        tracing::warn!(queue = %context.route.queue, %expected, "message of another type on this queue");
+        let error = HandlerError::UnknownType {
+            message_type: envelope.message_type,
+        };
+        dead_letter(context, &delivery, &error.to_string(), attempt).await;
+        return;
+    }
+    let envelope = Arc::new(envelope);
+    loop {
+        let result = context
             .route
             .handler
             .invoke(
-                Arc::new(envelope),
+                envelope.clone(),
                 attempt,
                 context.policy.max_attempts.max(1),
             )
-            .await
-    } else {
-        tracing::warn!(queue = %context.route.queue, %expected, "message of another type on this queue");
-        Err(HandlerError::UnknownType {
-            message_type: envelope.message_type,
-        })
-    };
-    match decide(&result, attempt, &context.policy) {
-        Settlement::Ack => ack(&delivery, "handled").await,
-        Settlement::Retry { after } => {
-            let error = result.err().map(|e| e.to_string()).unwrap_or_default();
-            retry(context, &delivery, &error, attempt, after).await;
+            .await;
+        match decide(&result, attempt, &context.policy) {
+            Settlement::Ack => ack(&delivery, "handled").await,
+            Settlement::Retry { after } => {
+                let error = result.err().map(|e| e.to_string()).unwrap_or_default();
+                retry(context, &delivery, &error, attempt, after).await;
+            }
+            Settlement::DeadLetter { reason } => {
+                dead_letter(context, &delivery, &reason, attempt).await;
+            }
+            Settlement::Suspend { reason } => {
+                // Held unacknowledged, attempt not counted: run it again once
+                // the dependency answers, or give it back to the broker as it
+                // came if the worker stops first.
+                tracing::warn!(error = %reason, "dependency unavailable: delivery held, attempt not counted");
+                context.breaker.trip(&reason);
+                tokio::select! {
+                    () = context.breaker.closed() => continue,
+                    () = context.stop.cancelled() => release(&delivery).await,
+                }
+            }
+            // A settlement this worker does not know yet: give the message
+            // back rather than lose it.
+            _ => requeue(context, &delivery).await,
         }
-        Settlement::DeadLetter { reason } => {
-            dead_letter(context, &delivery, &reason, attempt).await;
-        }
-        // A settlement this worker does not know yet: give the message back
-        // rather than lose it.
-        _ => requeue(context, &delivery).await,
+        return;
     }
 }
 
@@ -179,6 +195,17 @@ async fn ack(delivery: &Delivery, what: &str) {
         Err(error) => {
             tracing::warn!(outcome = what, %error, "ack failed; the broker will redeliver")
         }
+    }
+}
+
+/// Gives the delivery back to the broker at once, unchanged (same attempt).
+async fn release(delivery: &Delivery) {
+    let options = BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    };
+    if let Err(error) = delivery.nack(options).await {
+        tracing::warn!(%error, "nack failed; the broker will redeliver");
     }
 }
 

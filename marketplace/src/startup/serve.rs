@@ -14,7 +14,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::wiring::{
-    broker_readiness, connect, handlers, is_postgres, no_delay, outbox_relay, spawn_relay,
+    broker_readiness, connect, consumer_readiness, database_breaker, handlers, is_postgres,
+    no_delay, outbox_relay, spawn_relay, DurableDeadLetters,
 };
 use crate::{
     config::{BusKind, ServeConfig},
@@ -82,14 +83,22 @@ impl App {
                 BusKind::InMemoryAsync => {
                     // Separate queues so shutdown can drain commands, then relay
                     // the events they raised, then drain those.
+                    // One breaker for both: they depend on the same database.
                     let settings = config.async_bus_config();
-                    let sink = Arc::new(dead_letters.clone());
-                    let commands = AsyncBus::start_with_dead_letters(
-                        handlers.clone(),
-                        settings.clone(),
-                        sink.clone(),
-                    );
-                    let events = AsyncBus::start_with_dead_letters(handlers, settings, sink);
+                    let sink: Arc<dyn bus_core::DeadLetterSink> =
+                        Arc::new(DurableDeadLetters::new(&database, dead_letters.clone()));
+                    let breaker = database_breaker(&database);
+                    readiness.push(consumer_readiness(breaker.clone()));
+                    let commands = AsyncBus::builder(handlers.clone())
+                        .config(settings.clone())
+                        .dead_letters(sink.clone())
+                        .breaker(breaker.clone())
+                        .start();
+                    let events = AsyncBus::builder(handlers)
+                        .config(settings)
+                        .dead_letters(sink)
+                        .breaker(breaker)
+                        .start();
                     let relay = outbox_relay(&database, Arc::new(events.clone()), waker);
                     (
                         Arc::new(commands.clone()),
@@ -138,7 +147,8 @@ impl App {
         self.listener.local_addr()
     }
 
-    /// Messages given up on so far (kept in memory by the in-memory buses).
+    /// Messages given up on so far by this process's in-memory buses (the
+    /// async bus also stores them in the `bus_dead_letters` table).
     pub fn dead_letters(&self) -> InMemoryDeadLetters {
         self.dead_letters.clone()
     }

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use bus_core::{
     outbox::{OutboxRelay, OutboxWaker, RelayConfig},
-    EventBus, Handlers,
+    BreakerConfig, CircuitBreaker, DatabaseDeadLetters, DeadLetter, DeadLetterSink, EventBus,
+    Handlers, InMemoryDeadLetters,
 };
 use bus_rabbitmq::RabbitPublisher;
 use tokio::task::JoinHandle;
@@ -51,6 +52,54 @@ pub(super) fn handlers(
             waker.wake()
         })
         .build()
+}
+
+/// The async bus's dead letters: stored in the database's
+/// `bus_dead_letters` table, where they outlive the process, and the
+/// latest also in memory for `App::dead_letters`.
+pub(super) struct DurableDeadLetters {
+    database: DatabaseDeadLetters,
+    recent: InMemoryDeadLetters,
+}
+
+impl DurableDeadLetters {
+    pub(super) fn new(database: &Database, recent: InMemoryDeadLetters) -> Self {
+        let database = match database {
+            Database::Postgres(pool) => DatabaseDeadLetters::postgres(pool.clone()),
+            Database::Sqlite(store) => DatabaseDeadLetters::sqlite(store.writer().clone()),
+        };
+        Self { database, recent }
+    }
+}
+
+impl DeadLetterSink for DurableDeadLetters {
+    fn store(&self, dead_letter: DeadLetter) {
+        self.recent.store(dead_letter.clone());
+        self.database.store(dead_letter);
+    }
+}
+
+/// The breaker consumers pause behind while the database is away: it probes
+/// with the readiness query (`SELECT 1`) until the database answers.
+pub(super) fn database_breaker(database: &Database) -> CircuitBreaker {
+    let database = database.clone();
+    CircuitBreaker::with_probe(BreakerConfig::default(), move || {
+        let database = database.clone();
+        async move { database.ping().await }
+    })
+}
+
+/// `/health/ready` answers `503` with the reason while consumers are paused.
+pub(super) fn consumer_readiness(breaker: CircuitBreaker) -> ReadinessCheck {
+    Arc::new(move || {
+        let paused = breaker.paused();
+        Box::pin(async move {
+            match paused {
+                Some(reason) => Err(format!("consumers {reason}")),
+                None => Ok(()),
+            }
+        })
+    })
 }
 
 /// `/health/ready` also requires the broker to answer.

@@ -12,7 +12,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::wiring::{
-    broker_readiness, connect, handlers, is_postgres, no_delay, outbox_relay, spawn_relay,
+    broker_readiness, connect, consumer_readiness, database_breaker, handlers, is_postgres,
+    no_delay, outbox_relay, spawn_relay,
 };
 use crate::{
     config::WorkerConfig,
@@ -50,13 +51,17 @@ impl Worker {
         let handlers = handlers(&store, waker.clone())?;
         let rabbit = config.rabbit_config();
         let publisher = RabbitPublisher::new(&rabbit, rabbit.topology(&handlers))?;
-        let consumer = RabbitWorker::new(&handlers, rabbit)?;
+        let breaker = database_breaker(&database);
+        let consumer = RabbitWorker::new(&handlers, rabbit)?.with_breaker(breaker.clone());
         let relay = outbox_relay(&database, Arc::new(publisher.clone()), waker);
         let state = AppState {
             commands: Arc::new(publisher.clone()),
             queries: queries::query_bus(&store)?,
             database,
-            readiness: vec![broker_readiness(publisher.clone())],
+            readiness: vec![
+                consumer_readiness(breaker),
+                broker_readiness(publisher.clone()),
+            ],
         };
         let health = TcpListener::bind(config.health_listen)
             .await
@@ -74,6 +79,11 @@ impl Worker {
     /// Every exchange and queue this worker declares.
     pub fn topology(&self) -> bus_rabbitmq::Topology {
         self.consumer.topology().clone()
+    }
+
+    /// Why the consumers are paused (the database away), or `None`.
+    pub fn paused(&self) -> Option<String> {
+        self.consumer.paused()
     }
 
     /// The address of the health probes.

@@ -26,8 +26,11 @@ impl From<UnknownStatus> for StoreError {
 }
 
 impl From<StoreError> for HandlerError {
-    /// Database errors are transient (a retry after a failover or a busy
-    /// database usually succeeds); the others are not.
+    /// Database errors are classified by bus-core
+    /// (`bus_core::database_failure_kind`): the database away is
+    /// infrastructure (the consumer pauses, no attempt is used), data it
+    /// refuses is permanent. A stored value that cannot be read or an event
+    /// that cannot be encoded is permanent.
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Database(error) => error.into(),

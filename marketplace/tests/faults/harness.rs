@@ -27,19 +27,116 @@ const OFFERS: usize = 4;
 const STOCK: i64 = 1_000_000;
 /// Concurrent clients.
 const CLIENTS: usize = 16;
-/// Upper bound on requests of one scenario, so it always ends.
-const MAX_REQUESTS: usize = 30_000;
+/// Upper bound on requests of one scenario, so it always ends (a database
+/// outage of a minute is accepted at full speed by the RabbitMQ bus).
+const MAX_REQUESTS: usize = 100_000;
 /// How long one phase of the load may go without reaching its count.
 const STALLED: Duration = Duration::from_secs(180);
 
 pub enum Fault {
     None,
-    BrokerRestart { down_for: Duration },
+    BrokerRestart {
+        down_for: Duration,
+    },
     KillWorker,
+    /// Stops the private PostgreSQL cluster (never the shared one) for
+    /// `down_for`, then starts it again.
+    DatabaseOutage {
+        down_for: Duration,
+    },
+}
+
+/// Which bus `marketplace serve` runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Bus {
+    /// The API publishes, worker processes apply.
+    Rabbitmq,
+    /// The API applies in-process, on a bounded async queue.
+    InMemoryAsync,
+}
+
+impl Bus {
+    fn flag(self) -> &'static str {
+        match self {
+            Self::Rabbitmq => "rabbitmq",
+            Self::InMemoryAsync => "in-memory-async",
+        }
+    }
+}
+
+/// The PostgreSQL cluster database outages stop: one created for the fault
+/// tests alone (`private-postgres.sh` creates it, runs the tests, drops it),
+/// so the shared cluster other tests use is never stopped. Read from
+/// `FAULTS_PG_URL` (server URL, no database: `postgres://postgres@127.0.0.1:5499`)
+/// and `FAULTS_PG_CLUSTER` (`<version> <name>`, as `pg_ctlcluster` takes them).
+pub struct PrivatePostgres {
+    server_url: String,
+    version: String,
+    cluster: String,
+}
+
+impl PrivatePostgres {
+    pub fn from_env() -> Self {
+        let hint = "database outage tests need a private cluster: run marketplace/tests/faults/private-postgres.sh";
+        let server_url = std::env::var("FAULTS_PG_URL").expect(hint);
+        let cluster = std::env::var("FAULTS_PG_CLUSTER").expect(hint);
+        let (version, cluster) = cluster
+            .split_once(' ')
+            .expect("FAULTS_PG_CLUSTER is `<version> <name>`");
+        assert_ne!(cluster, "main", "never stop the shared cluster");
+        Self {
+            server_url: server_url.trim_end_matches('/').to_owned(),
+            version: version.to_owned(),
+            cluster: cluster.to_owned(),
+        }
+    }
+
+    /// A fresh, migrated database on the private cluster.
+    pub async fn fresh_database(&self) -> (PgPool, String) {
+        let name = format!("faults_{}", Uuid::new_v4().simple());
+        let admin = PgPool::connect(&format!("{}/postgres", self.server_url))
+            .await
+            .expect("private cluster answers");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .expect("create database");
+        admin.close().await;
+        let url = format!("{}/{name}", self.server_url);
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&url)
+            .await
+            .expect("fresh database");
+        marketplace::MIGRATOR.run(&pool).await.expect("migrations");
+        (pool, url)
+    }
+
+    async fn pg_ctlcluster(&self, action: &str) {
+        let status = Command::new("pg_ctlcluster")
+            .args([
+                "--skip-systemctl-redirect",
+                &self.version,
+                &self.cluster,
+                action,
+            ])
+            .args(if action == "stop" {
+                &["-m", "fast"][..]
+            } else {
+                &[][..]
+            })
+            .stdout(Stdio::null())
+            .status()
+            .await
+            .expect("pg_ctlcluster runs");
+        assert!(status.success(), "pg_ctlcluster {action}");
+    }
 }
 
 pub struct Scenario {
     pool: PgPool,
+    bus: Bus,
+    private: Option<PrivatePostgres>,
     database_url: String,
     namespace: String,
     api: Process,
@@ -61,6 +158,12 @@ pub struct Report {
     pub accepted: Vec<Uuid>,
     pub unavailable: usize,
     pub other_errors: usize,
+    /// What the first worker's `/health/ready` answered during a database
+    /// outage (status and body), when there was one.
+    pub readiness_during_outage: Option<(u16, String)>,
+    /// Messages dead-lettered: in the namespace's `.dlq` queues (RabbitMQ)
+    /// or the `bus_dead_letters` table (async bus).
+    pub dead_letters: usize,
     #[allow(dead_code)]
     pool: Option<PgPool>,
     offers: Vec<Uuid>,
@@ -85,12 +188,16 @@ fn database_url(pool: &PgPool) -> String {
 }
 
 async fn spawn(role: &str, database_url: &str, namespace: &str) -> Process {
+    spawn_on(role, Bus::Rabbitmq, database_url, namespace).await
+}
+
+async fn spawn_on(role: &str, bus: Bus, database_url: &str, namespace: &str) -> Process {
     let port = free_port();
     let address = format!("127.0.0.1:{port}");
     let mut command = Command::new(env!("CARGO_BIN_EXE_marketplace"));
     command.arg(role);
     if role == "serve" {
-        command.args(["--bus", "rabbitmq", "--listen", &address]);
+        command.args(["--bus", bus.flag(), "--listen", &address]);
     } else {
         command.args(["--health-listen", &address]);
     }
@@ -163,14 +270,34 @@ impl Scenario {
     /// `OFFERS` offers with plenty of stock.
     pub async fn new(pool: PgPool, workers: usize) -> Self {
         let database_url = database_url(&pool);
+        Self::start(pool, database_url, None, Bus::Rabbitmq, workers).await
+    }
+
+    /// The same on a fresh database of the private cluster, which a
+    /// [`Fault::DatabaseOutage`] stops and starts.
+    pub async fn on_private_postgres(bus: Bus, workers: usize) -> Self {
+        let private = PrivatePostgres::from_env();
+        let (pool, database_url) = private.fresh_database().await;
+        Self::start(pool, database_url, Some(private), bus, workers).await
+    }
+
+    async fn start(
+        pool: PgPool,
+        database_url: String,
+        private: Option<PrivatePostgres>,
+        bus: Bus,
+        workers: usize,
+    ) -> Self {
         let namespace = format!("faults-{}", Uuid::new_v4().simple());
         let mut started = Vec::new();
         for _ in 0..workers {
-            started.push(spawn("worker", &database_url, &namespace).await);
+            started.push(spawn_on("worker", bus, &database_url, &namespace).await);
         }
-        let api = spawn("serve", &database_url, &namespace).await;
+        let api = spawn_on("serve", bus, &database_url, &namespace).await;
         let mut scenario = Self {
             pool,
+            bus,
+            private,
             database_url,
             namespace,
             api,
@@ -286,6 +413,7 @@ impl Scenario {
             }
         };
         more(&accepted, 300).await;
+        let mut readiness = None;
         match fault {
             Fault::None => more(&accepted, 1_200).await,
             Fault::BrokerRestart { down_for } => {
@@ -294,6 +422,35 @@ impl Scenario {
                 rabbitmqctl(&["start_app"]).await;
                 rabbitmqctl(&["await_startup"]).await;
                 // Keep the load on until the API accepts orders again.
+                more(&accepted, 500).await;
+            }
+            Fault::DatabaseOutage { down_for } => {
+                let private = self
+                    .private
+                    .as_ref()
+                    .expect("a scenario on the private cluster");
+                private.pg_ctlcluster("stop").await;
+                let outage = tokio::time::Instant::now();
+                // Writes keep being accepted meanwhile with the RabbitMQ bus
+                // (the API only publishes) and the async bus (it queues).
+                if let Some(worker) = self.workers.first() {
+                    let client = self.client.clone();
+                    let url = format!("{}/health/ready", worker.address);
+                    let deadline = outage + down_for;
+                    while tokio::time::Instant::now() < deadline {
+                        if let Ok(response) = client.get(&url).send().await {
+                            let status = response.status().as_u16();
+                            let body = response.text().await.unwrap_or_default();
+                            if status == 503 {
+                                readiness = Some((status, body));
+                                break;
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+                tokio::time::sleep_until(outage + down_for).await;
+                private.pg_ctlcluster("start").await;
                 more(&accepted, 500).await;
             }
             Fault::KillWorker => {
@@ -315,6 +472,7 @@ impl Scenario {
         let mut report = Report {
             pool: Some(self.pool.clone()),
             offers: self.offers.clone(),
+            readiness_during_outage: readiness,
             ..Report::default()
         };
         for (id, status) in results {
@@ -327,7 +485,7 @@ impl Scenario {
         // Everything accepted must be applied by the workers still running.
         let pool = self.pool.clone();
         let accepted = report.accepted.clone();
-        for _ in 0..1_200 {
+        for _ in 0..3_000 {
             let (applied,): (i64,) = sqlx::query_as(
                 "SELECT count(*) FROM orders WHERE id = ANY($1) AND status <> 'pending'",
             )
@@ -340,8 +498,42 @@ impl Scenario {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        report.dead_letters = self.dead_letters().await;
         self.cleanup().await;
         report
+    }
+
+    async fn dead_letters(&self) -> usize {
+        match self.bus {
+            Bus::InMemoryAsync => {
+                // The writer stores dead letters in the background: give it
+                // a moment's margin by asking after the load has drained.
+                let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM bus_dead_letters")
+                    .fetch_one(&self.pool)
+                    .await
+                    .expect("count dead letters");
+                n as usize
+            }
+            Bus::Rabbitmq => {
+                let output = Command::new("rabbitmqctl")
+                    .args([
+                        "-q",
+                        "--no-table-headers",
+                        "list_queues",
+                        "name",
+                        "messages",
+                    ])
+                    .output()
+                    .await
+                    .expect("rabbitmqctl runs");
+                String::from_utf8_lossy(&output.stdout)
+                    .lines()
+                    .filter_map(|line| line.split_once('\t'))
+                    .filter(|(name, _)| name.starts_with(&self.namespace) && name.ends_with(".dlq"))
+                    .filter_map(|(_, messages)| messages.trim().parse::<usize>().ok())
+                    .sum()
+            }
+        }
     }
 
     async fn cleanup(mut self) {
@@ -440,10 +632,11 @@ impl Report {
             "stock claimed once per confirmed order"
         );
         println!(
-            "accepted {} (applied {applied}), answered 503 {}, other {}; confirmed in total {all_confirmed}, stock claimed {claimed}",
+            "accepted {} (applied {applied}), answered 503 {}, other {}; confirmed in total {all_confirmed}, stock claimed {claimed}; dead letters {}",
             self.accepted.len(),
             self.unavailable,
-            self.other_errors
+            self.other_errors,
+            self.dead_letters
         );
     }
 }

@@ -14,12 +14,23 @@
 //! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
 //!     cargo test -p marketplace --all-features --test faults -- --ignored --test-threads=1
 //! ```
+//!
+//! The database outage scenarios stop a PostgreSQL cluster of their own,
+//! never the one at `DATABASE_URL`: `private-postgres.sh` (beside this file)
+//! creates a throwaway cluster on another port, runs the command it is given
+//! with `FAULTS_PG_URL` and `FAULTS_PG_CLUSTER` pointing at it, then drops it:
+//!
+//! ```text
+//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
+//!     marketplace/tests/faults/private-postgres.sh \
+//!     cargo test -p marketplace --all-features --test faults -- --ignored --test-threads=1
+//! ```
 
 mod harness;
 
 use std::time::Duration;
 
-use harness::{Fault, Scenario};
+use harness::{Bus, Fault, Report, Scenario};
 
 #[sqlx::test(migrator = "marketplace::MIGRATOR")]
 #[ignore = "stops the local RabbitMQ broker: run with --ignored"]
@@ -55,4 +66,56 @@ async fn two_workers_consuming_at_once_apply_each_order_once(pool: sqlx::PgPool)
     let report = Scenario::new(pool, 2).await.run(Fault::None).await;
     report.assert_nothing_lost_nothing_doubled().await;
     assert_eq!(report.unavailable + report.other_errors, 0, "{report:?}");
+}
+
+/// The guarantees of a database outage: every write answered `200` applied
+/// once, none dead-lettered, and only `200` or `503` answered.
+async fn assert_database_outage_lost_nothing(report: &Report) {
+    report.assert_nothing_lost_nothing_doubled().await;
+    assert_eq!(report.dead_letters, 0, "nothing dead-lettered: {report:?}");
+    assert_eq!(report.other_errors, 0, "only 200 or 503: {report:?}");
+}
+
+async fn database_outage_with_rabbitmq(down_for: Duration) {
+    let _serial = harness::SERIAL.lock().await;
+    let report = Scenario::on_private_postgres(Bus::Rabbitmq, 2)
+        .await
+        .run(Fault::DatabaseOutage { down_for })
+        .await;
+    assert_database_outage_lost_nothing(&report).await;
+    let (status, body) = report
+        .readiness_during_outage
+        .clone()
+        .expect("a worker's readiness answered during the outage");
+    assert_eq!(
+        status, 503,
+        "a worker is not ready while the database is away: {body}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "stops a private PostgreSQL cluster: run through private-postgres.sh with --ignored"]
+async fn postgres_stopped_20_s_mid_load_with_two_rabbitmq_workers_loses_nothing_and_dead_letters_nothing(
+) {
+    database_outage_with_rabbitmq(Duration::from_secs(20)).await;
+}
+
+#[tokio::test]
+#[ignore = "stops a private PostgreSQL cluster: run through private-postgres.sh with --ignored"]
+async fn postgres_stopped_60_s_mid_load_with_two_rabbitmq_workers_loses_nothing_and_dead_letters_nothing(
+) {
+    database_outage_with_rabbitmq(Duration::from_secs(60)).await;
+}
+
+#[tokio::test]
+#[ignore = "stops a private PostgreSQL cluster: run through private-postgres.sh with --ignored"]
+async fn postgres_stopped_20_s_mid_load_on_the_async_bus_loses_nothing_and_dead_letters_nothing() {
+    let _serial = harness::SERIAL.lock().await;
+    let report = Scenario::on_private_postgres(Bus::InMemoryAsync, 0)
+        .await
+        .run(Fault::DatabaseOutage {
+            down_for: Duration::from_secs(20),
+        })
+        .await;
+    assert_database_outage_lost_nothing(&report).await;
 }
