@@ -387,37 +387,7 @@ async fn run_job(inner: &Arc<Inner>, job: Job) {
         %error,
         "handler failed, retrying"
     );
-    let inner = inner.clone();
-    tokio::spawn(async move {
-        let mut abandon = inner.abandon.subscribe();
-        let abandoned = tokio::select! {
-            _ = tokio::time::sleep(delay) => false,
-            _ = abandon.wait_for(|abandon| *abandon) => true,
-        };
-        if abandoned {
-            dead_letter(
-                inner.dead_letters.as_ref(),
-                &job.envelope,
-                job.subscriber.as_deref(),
-                &format!("bus shut down before retry; last error: {error}"),
-                job.attempt,
-            );
-            return;
-        }
-        let retry = Job {
-            attempt: job.attempt + 1,
-            ..job
-        };
-        if let Err(mpsc::error::SendError(job)) = inner.jobs.send(retry) {
-            dead_letter(
-                inner.dead_letters.as_ref(),
-                &job.envelope,
-                job.subscriber.as_deref(),
-                &format!("bus stopped before retry; last error: {error}"),
-                job.attempt,
-            );
-        }
-    });
+    requeue(inner, job, Until::Elapsed(delay), error);
 }
 
 /// Keeps `job` (same attempt) until the breaker closes, then queues it again.
@@ -431,30 +401,56 @@ fn suspend(inner: &Arc<Inner>, job: Job, reason: &str) {
         "dependency unavailable: message kept, attempt not counted"
     );
     inner.breaker.trip(reason);
+    requeue(inner, job, Until::BreakerClosed, reason.to_owned());
+}
+
+/// What a job set aside waits for before it is queued again.
+enum Until {
+    /// Its retry delay: it comes back as its next attempt.
+    Elapsed(Duration),
+    /// The circuit breaker closing: it comes back as the same attempt.
+    BreakerClosed,
+}
+
+/// Queues `job` again once `until` is met; if the bus shuts down (or has
+/// stopped) first, dead-letters it with `last_error`, so nothing accepted is
+/// dropped silently.
+fn requeue(inner: &Arc<Inner>, job: Job, until: Until, last_error: String) {
     let inner = inner.clone();
-    let reason = reason.to_owned();
     tokio::spawn(async move {
+        let (waiting_for, next_attempt) = match until {
+            Until::Elapsed(_) => ("before retry", job.attempt + 1),
+            Until::BreakerClosed => ("while a dependency was unavailable", job.attempt),
+        };
         let mut abandon = inner.abandon.subscribe();
+        let met = async {
+            match until {
+                Until::Elapsed(delay) => tokio::time::sleep(delay).await,
+                Until::BreakerClosed => inner.breaker.closed().await,
+            }
+        };
         let abandoned = tokio::select! {
-            () = inner.breaker.closed() => false,
+            () = met => false,
             _ = abandon.wait_for(|abandon| *abandon) => true,
         };
-        if abandoned {
+        let stopped = if abandoned {
+            Some((job, "shut down"))
+        } else {
+            let again = Job {
+                attempt: next_attempt,
+                ..job
+            };
+            match inner.jobs.send(again) {
+                Ok(()) => None,
+                Err(mpsc::error::SendError(job)) => Some((job, "stopped")),
+            }
+        };
+        if let Some((job, how)) = stopped {
             dead_letter(
                 inner.dead_letters.as_ref(),
                 &job.envelope,
                 job.subscriber.as_deref(),
-                &format!("bus shut down while a dependency was unavailable; last error: {reason}"),
-                job.attempt,
-            );
-            return;
-        }
-        if let Err(mpsc::error::SendError(job)) = inner.jobs.send(job) {
-            dead_letter(
-                inner.dead_letters.as_ref(),
-                &job.envelope,
-                job.subscriber.as_deref(),
-                &format!("bus stopped while a dependency was unavailable; last error: {reason}"),
+                &format!("bus {how} {waiting_for}; last error: {last_error}"),
                 job.attempt,
             );
         }
