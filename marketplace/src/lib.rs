@@ -20,11 +20,13 @@
 //!   database (`store/postgres/`, `store/sqlite/`).
 //! - [`http`]: the axum routes, request validation and the single mapping of
 //!   errors to `application/problem+json`.
+//! - [`auth`]: who is asking: bearer tokens verified into a principal.
 //! - [`config`]: flags and environment variables.
 //! - [`seed`]: the demo catalogue generator (`marketplace seed`).
 //! - [`startup`]: builds the application (pool, migrations, buses, router)
 //!   the same way for the binary and the tests.
 
+pub mod auth;
 pub mod commands;
 pub mod config;
 pub mod events;
