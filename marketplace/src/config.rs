@@ -1,10 +1,13 @@
 //! Configuration: command-line flags, each with an environment fallback.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use bus_core::{AsyncBusConfig, RetryPolicy};
 use bus_rabbitmq::{QueueType, RabbitConfig};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use uuid::Uuid;
+
+use crate::auth::{keys::read_secret_file, Claims, JwksPolicy, KeyError, KeySource};
 
 /// The marketplace API and its tools.
 #[derive(Debug, Parser)]
@@ -30,6 +33,9 @@ pub enum Command {
     /// Consume commands and events from RabbitMQ and relay the outbox
     /// (no HTTP besides health probes).
     Worker(WorkerConfig),
+    /// Print a bearer token for a user, signed with the HS256 secret
+    /// (`--auth-secret`), for development and tests.
+    Token(TokenConfig),
 }
 
 /// How logs are written (the level comes from `RUST_LOG`).
@@ -107,6 +113,142 @@ pub struct ServeConfig {
     /// RabbitMQ, with `--bus rabbitmq`.
     #[command(flatten)]
     pub rabbitmq: RabbitArgs,
+    /// Who may do what: bearer tokens (none configured: open mode).
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// A secret: never printed, not even in debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("Secret(..)")
+    }
+}
+
+fn parse_secret(value: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret(value.as_bytes().to_vec()))
+}
+
+/// The HS256 secret: verifies tokens (`serve`) and signs them (`token`).
+#[derive(Debug, Clone, Args)]
+pub struct SecretArgs {
+    /// HS256 secret of the tokens, at least 32 bytes (development: anyone
+    /// holding it can mint tokens). Turns authentication on.
+    #[arg(long, env = "MARKETPLACE_AUTH_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub auth_secret: Option<Secret>,
+    /// A file holding the HS256 secret (one line), instead of `--auth-secret`.
+    #[arg(long, env = "MARKETPLACE_AUTH_SECRET_FILE")]
+    pub auth_secret_file: Option<PathBuf>,
+}
+
+impl SecretArgs {
+    /// The configured secret, if any (both a secret and a file: an error).
+    pub fn secret(&self) -> Result<Option<Vec<u8>>, KeyError> {
+        match (&self.auth_secret, &self.auth_secret_file) {
+            (Some(_), Some(_)) => Err(KeyError::Conflicting(
+                "--auth-secret and --auth-secret-file".to_owned(),
+            )),
+            (Some(Secret(secret)), None) => Ok(Some(secret.clone())),
+            (None, Some(path)) => read_secret_file(path).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// What a token must name besides its signature.
+#[derive(Debug, Clone, Args)]
+pub struct ClaimArgs {
+    /// The `iss` tokens must carry (an OIDC issuer's URL).
+    #[arg(long, env = "MARKETPLACE_AUTH_ISSUER", default_value = "marketplace")]
+    pub auth_issuer: String,
+    /// The `aud` tokens must carry (one of their audiences).
+    #[arg(long, env = "MARKETPLACE_AUTH_AUDIENCE", default_value = "marketplace")]
+    pub auth_audience: String,
+}
+
+impl ClaimArgs {
+    /// The expected claims.
+    pub fn claims(&self) -> Claims {
+        Claims {
+            issuer: self.auth_issuer.clone(),
+            audience: self.auth_audience.clone(),
+        }
+    }
+}
+
+/// Authentication of the API: one key source, or none (open mode: no
+/// check at all, as the original API).
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// The HS256 secret.
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    /// A PEM file with the issuer's public key (RSA: RS256; EC P-256:
+    /// ES256; P-384: ES384). Turns authentication on.
+    #[arg(long, env = "MARKETPLACE_AUTH_KEY_FILE")]
+    pub auth_key_file: Option<PathBuf>,
+    /// The JWKS URL of an OIDC issuer (its `jwks_uri`): keys are cached and
+    /// fetched again for a token naming an unknown `kid`. Turns
+    /// authentication on.
+    #[arg(long, env = "MARKETPLACE_AUTH_JWKS_URL")]
+    pub auth_jwks_url: Option<String>,
+    /// The expected issuer and audience.
+    #[command(flatten)]
+    pub claims: ClaimArgs,
+    /// Longest wait for the issuer's JWKS.
+    #[arg(long, env = "MARKETPLACE_AUTH_JWKS_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub auth_jwks_timeout: Duration,
+    /// Least time between two fetches of the JWKS, whatever key ids tokens
+    /// name.
+    #[arg(long, env = "MARKETPLACE_AUTH_JWKS_MIN_REFETCH", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub auth_jwks_min_refetch: Duration,
+    /// The JWKS is fetched again at the first token after this long.
+    #[arg(long, env = "MARKETPLACE_AUTH_JWKS_MAX_AGE", value_parser = humantime::parse_duration, default_value = "1h")]
+    pub auth_jwks_max_age: Duration,
+}
+
+impl AuthArgs {
+    /// The one configured key source; `None`: open mode.
+    pub fn key_source(&self) -> Result<Option<KeySource>, KeyError> {
+        let secret = self.secret.secret()?.map(KeySource::Secret);
+        let key_file = self.auth_key_file.clone().map(KeySource::PemFile);
+        let jwks = self.auth_jwks_url.clone().map(KeySource::Jwks);
+        let mut sources: Vec<KeySource> = [secret, key_file, jwks].into_iter().flatten().collect();
+        if sources.len() > 1 {
+            let named: Vec<&str> = sources.iter().map(KeySource::describe).collect();
+            return Err(KeyError::Conflicting(named.join(", ")));
+        }
+        Ok(sources.pop())
+    }
+
+    /// How the JWKS is fetched and kept.
+    pub fn jwks_policy(&self) -> JwksPolicy {
+        JwksPolicy {
+            fetch_timeout: self.auth_jwks_timeout,
+            min_refetch_interval: self.auth_jwks_min_refetch,
+            max_age: self.auth_jwks_max_age,
+        }
+    }
+}
+
+/// `marketplace token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenConfig {
+    /// The user the token is for (its `sub`).
+    #[arg(long)]
+    pub user: Uuid,
+    /// How long the token is valid, e.g. `1h`, `30m`, `7d`.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+    pub ttl: Duration,
+    /// The signing secret, as `serve` reads it.
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    /// The issuer and audience, as `serve` expects them.
+    #[command(flatten)]
+    pub claims: ClaimArgs,
 }
 
 /// `marketplace worker`.

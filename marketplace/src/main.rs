@@ -1,5 +1,6 @@
 use clap::Parser;
 use marketplace::{
+    auth,
     config::{Cli, Command, ServeConfig},
     startup::{self, App, Worker},
     telemetry,
@@ -30,6 +31,16 @@ async fn main() -> anyhow::Result<()> {
         Command::Worker(config) => {
             let worker = Worker::build(&config).await?;
             worker.run(marketplace::shutdown::signal()).await?;
+        }
+        Command::Token(config) => {
+            let secret = config.secret.secret()?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no signing secret: set --auth-secret (MARKETPLACE_AUTH_SECRET) or \
+                     --auth-secret-file (MARKETPLACE_AUTH_SECRET_FILE), as for `serve`"
+                )
+            })?;
+            let token = auth::mint(&secret, config.user, &config.claims.claims(), config.ttl)?;
+            println!("{token}");
         }
     }
     Ok(())

@@ -18,7 +18,11 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use validator::ValidationErrors;
 
-use crate::{commands::validation::field_errors, model::IdConflict, store::StoreError};
+use crate::{
+    commands::validation::field_errors,
+    model::{IdConflict, NotTheOwner},
+    store::StoreError,
+};
 
 /// Everything a route can answer besides success.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +39,16 @@ pub enum ApiError {
     /// The body is not declared as JSON: `415`.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// No valid bearer token where one is needed: `401` with
+    /// `WWW-Authenticate: Bearer realm="marketplace"` (and
+    /// `error="invalid_token"` when a token was sent and refused). The
+    /// verifier's reason is logged, never sent.
+    #[error("{}", .0.detail())]
+    Unauthorized(Challenge),
+    /// The signed-in user may not do this (act as another user, edit a
+    /// book registered by someone else): `403`.
+    #[error("{0}")]
+    Forbidden(String),
     /// No such resource: `404`.
     #[error("{0}")]
     NotFound(String),
@@ -56,6 +70,34 @@ pub enum ApiError {
     /// A bug or an unexpected failure: `500`; details are logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Why a request is answered `401` (RFC 6750, section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// No bearer token on a request that needs a signed-in user.
+    TokenRequired,
+    /// A bearer token was sent and refused (bad signature, expired, another
+    /// issuer or audience, not a user id): `error="invalid_token"`.
+    InvalidToken,
+}
+
+impl Challenge {
+    /// The fixed `detail` of the answer.
+    pub fn detail(self) -> &'static str {
+        match self {
+            Self::TokenRequired => "this request needs a signed-in user: send Authorization: Bearer <token>",
+            Self::InvalidToken => "the bearer token is invalid, expired, or not issued for this API",
+        }
+    }
+
+    /// The `WWW-Authenticate` header of the answer.
+    pub fn header(self) -> &'static str {
+        match self {
+            Self::TokenRequired => r#"Bearer realm="marketplace""#,
+            Self::InvalidToken => r#"Bearer realm="marketplace", error="invalid_token""#,
+        }
+    }
 }
 
 /// The `detail` of a read whose database does not answer.
@@ -102,6 +144,8 @@ impl ApiError {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -116,6 +160,8 @@ impl ApiError {
             Self::Validation(_) => "validation",
             Self::PayloadTooLarge => "payload-too-large",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
             Self::Conflict(_) => "conflict",
@@ -159,6 +205,12 @@ impl IntoResponse for ApiError {
         );
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Self::Unauthorized(challenge) = &self {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge.header()),
+            );
         }
         if status.is_server_error() {
             response
@@ -233,6 +285,10 @@ impl From<DispatchError> for ApiError {
                 message,
                 source: Some(source),
             }) if source.is::<IdConflict>() => Self::Conflict(message),
+            DispatchError::Handler(HandlerError::Permanent {
+                message,
+                source: Some(source),
+            }) if source.is::<NotTheOwner>() => Self::Forbidden(message),
             DispatchError::Handler(HandlerError::Permanent { message, .. }) => {
                 Self::Validation(vec![FieldError {
                     field: String::new(),

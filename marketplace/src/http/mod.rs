@@ -1,6 +1,7 @@
 //! The HTTP API: routes, their request and response types, and the mapping
-//! of every error to problem+json ([`error`]).
+//! of every error to problem+json ([`error`]); who is asking ([`access`]).
 
+pub mod access;
 pub mod books;
 pub mod error;
 pub mod extract;
@@ -23,7 +24,7 @@ use axum::{
 use bus_core::{Command, CommandBus, Envelope, QueryBus};
 use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer, trace::TraceLayer};
 
-use self::{error::ApiError, extract::TraceParent};
+use self::{access::Authentication, error::ApiError, extract::TraceParent};
 
 /// Largest accepted request body. An order of 50 items is about 4 KiB.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub database: crate::store::Database,
     /// Extra readiness checks.
     pub readiness: Vec<ReadinessCheck>,
+    /// Whether requests are authenticated (bearer tokens) or not (open mode).
+    pub auth: Authentication,
 }
 
 impl AppState {
@@ -92,6 +95,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            state.auth.clone(),
+            access::authenticate,
+        ))
         .layer(middleware::from_fn(error::log_server_errors))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -3,6 +3,7 @@
 use axum::{extract::State, Json};
 
 use super::{
+    access::Caller,
     error::{ApiError, Problem},
     extract::{IdPath, TraceParent, ValidJson},
     AppState,
@@ -10,10 +11,16 @@ use super::{
 use crate::{commands::CreateOffer, model::Offer, queries::ListOffers};
 
 /// Put copies of a book on sale.
+///
+/// With authentication on, a user sells only as itself: `sellerId` must be
+/// the token's subject.
 #[utoipa::path(post, path = "/offer", tag = "offers", request_body = CreateOffer,
+    security((), ("bearerAuth" = [])),
     responses(
         (status = 200, description = "Accepted: the offer will be listed once its book and seller exist"),
         (status = 400, description = "Malformed JSON or wrong types", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Authentication on: no bearer token, or a token refused (`WWW-Authenticate: Bearer realm=\"marketplace\"`, with `error=\"invalid_token\"` for a refused token)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Authentication on: `sellerId` is not the signed-in user", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "In-memory sync bus only: the book or seller does not exist, or the offer id is taken by another payload (id-conflict)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is out of range, or a name, title or author holds a control character or a bidirectional override", body = Problem, content_type = "application/problem+json"),
@@ -21,9 +28,14 @@ use crate::{commands::CreateOffer, model::Offer, queries::ListOffers};
     ))]
 pub async fn create_offer(
     State(state): State<AppState>,
+    caller: Caller,
     trace: TraceParent,
     ValidJson(command): ValidJson<CreateOffer>,
 ) -> Result<(), ApiError> {
+    caller.must_be(
+        command.seller_id,
+        "a signed-in user sells only as itself: sellerId must be the token's subject",
+    )?;
     state.dispatch(&command, trace).await
 }
 

@@ -19,7 +19,8 @@ use super::wiring::{
 };
 use crate::{
     config::{BusKind, ServeConfig},
-    http::{self, AppState},
+    auth::Verifier,
+    http::{self, access::Authentication, AppState},
     queries,
     store::Database,
 };
@@ -65,6 +66,7 @@ impl App {
         if config.bus == BusKind::Rabbitmq {
             database.require_postgres()?;
         }
+        let auth = authentication(config).await?;
         let store = database.repositories();
         let waker = OutboxWaker::new();
         let handlers = handlers(&store, waker.clone())?;
@@ -128,6 +130,7 @@ impl App {
             queries: queries::query_bus(&store)?,
             database,
             readiness,
+            auth,
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -183,6 +186,32 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Who may do what: bearer tokens from the one configured key source, or
+/// open mode (no check at all) when none is configured.
+async fn authentication(config: &ServeConfig) -> anyhow::Result<Authentication> {
+    let Some(source) = config.auth.key_source()? else {
+        tracing::warn!(
+            "authentication is off: any client may act as any user (set --auth-secret, \
+             --auth-key-file or --auth-jwks-url to require bearer tokens)"
+        );
+        return Ok(Authentication::Off);
+    };
+    let claims = config.auth.claims.claims();
+    let verifier = Verifier::new(&source, &claims, config.auth.jwks_policy()).await?;
+    if let crate::auth::KeySource::Jwks(url) = &source {
+        if url.starts_with("http://") {
+            tracing::warn!(%url, "the JWKS is fetched over plain HTTP: use https:// outside tests");
+        }
+    }
+    tracing::info!(
+        keys = verifier.source(),
+        issuer = %claims.issuer,
+        audience = %claims.audience,
+        "authentication is on: writes and order reads need a bearer token"
+    );
+    Ok(Authentication::Bearer(verifier))
 }
 
 /// The first log lines say where the data lives.

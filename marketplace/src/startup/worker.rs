@@ -17,7 +17,7 @@ use super::wiring::{
 };
 use crate::{
     config::WorkerConfig,
-    http::{self, AppState},
+    http::{self, access::Authentication, AppState},
     queries,
     store::Database,
 };
@@ -62,6 +62,8 @@ impl Worker {
                 consumer_readiness(breaker),
                 broker_readiness(publisher.clone()),
             ],
+            // A worker serves no API: its readiness says `"auth": "off"`.
+            auth: Authentication::Off,
         };
         let health = TcpListener::bind(config.health_listen)
             .await
