@@ -96,8 +96,9 @@ impl Jwks {
         if !(url.starts_with("https://") || url.starts_with("http://")) {
             return Err(KeyError::BadJwksUrl(url.to_owned()));
         }
-        // reqwest uses the process's rustls provider: aws-lc-rs, as every
-        // TLS client of this process. Already installed is fine.
+        // One rustls provider for the whole process: aws-lc-rs, as lapin's
+        // TLS uses (reqwest would fall back to ring). Already installed is
+        // fine.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(policy.fetch_timeout)

@@ -161,6 +161,8 @@ pub async fn spawn(db: TestDb, bus: BusKind, flags: &[&str]) -> TestApp {
         let worker_flags: Vec<String> = worker_flags
             .chunks(2)
             .filter(|pair| !matches!(pair[0].as_str(), "--queue-capacity" | "--drain-timeout"))
+            // Workers verify no token.
+            .filter(|pair| !pair[0].starts_with("--auth-"))
             .flatten()
             .cloned()
             .collect();

@@ -2,6 +2,7 @@
 //! an SQLite file).
 
 mod async_bus;
+mod auth;
 mod bad_input;
 mod books;
 mod compatibility;
