@@ -134,8 +134,8 @@ impl Jwks {
         if let Some(found) = self.cached_key(kid, true) {
             return found;
         }
-        let held_back = last_fetch
-            .is_some_and(|at| at.elapsed() < self.inner.policy.min_refetch_interval);
+        let held_back =
+            last_fetch.is_some_and(|at| at.elapsed() < self.inner.policy.min_refetch_interval);
         let failure = if held_back {
             None
         } else {
@@ -177,11 +177,7 @@ impl Jwks {
                     keys = fetched.keys.len() + fetched.anonymous.len(),
                     "JWKS fetched"
                 );
-                *self
-                    .inner
-                    .cached
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner()) = fetched;
+                *self.inner.cached.write().unwrap_or_else(|p| p.into_inner()) = fetched;
                 None
             }
             Err(reason) => {
@@ -296,8 +292,14 @@ mod tests {
         ]});
         let cached = parse(body.to_string().as_bytes()).expect("a JWKS");
         assert_eq!(cached.keys.len(), 1);
-        assert_eq!(cached.find(Some("a")).expect("key a").algorithm, Algorithm::ES256);
-        assert_eq!(cached.find(None).expect("the only key").algorithm, Algorithm::ES256);
+        assert_eq!(
+            cached.find(Some("a")).expect("key a").algorithm,
+            Algorithm::ES256
+        );
+        assert_eq!(
+            cached.find(None).expect("the only key").algorithm,
+            Algorithm::ES256
+        );
         assert_eq!(
             cached.find(Some("hmac")).map(|_| ()),
             Err(JwksError::UnknownKey("hmac".to_owned()))

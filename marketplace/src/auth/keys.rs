@@ -104,9 +104,8 @@ impl StaticKey {
         if secret.len() < MIN_SECRET_BYTES {
             return Err(KeyError::ShortSecret { len: secret.len() });
         }
-        let key = DecodingKey::from_secret(secret).map_err(|_| KeyError::ShortSecret {
-            len: secret.len(),
-        })?;
+        let key = DecodingKey::from_secret(secret)
+            .map_err(|_| KeyError::ShortSecret { len: secret.len() })?;
         Ok(Self {
             key,
             algorithm: Algorithm::HS256,
@@ -152,7 +151,10 @@ pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, KeyError> {
         path: path.to_owned(),
         source,
     })?;
-    while secret.last().is_some_and(|byte| *byte == b'\n' || *byte == b'\r') {
+    while secret
+        .last()
+        .is_some_and(|byte| *byte == b'\n' || *byte == b'\r')
+    {
         secret.pop();
     }
     Ok(secret)

@@ -40,7 +40,12 @@ struct Minted<'a> {
 
 /// A token for `user` signed with `secret` (HS256), valid from now for
 /// `ttl`, with `claims`' issuer and audience.
-pub fn mint(secret: &[u8], user: Uuid, claims: &Claims, ttl: Duration) -> Result<String, MintError> {
+pub fn mint(
+    secret: &[u8],
+    user: Uuid,
+    claims: &Claims,
+    ttl: Duration,
+) -> Result<String, MintError> {
     if secret.len() < MIN_SECRET_BYTES {
         return Err(KeyError::ShortSecret { len: secret.len() }.into());
     }

@@ -118,8 +118,7 @@ impl Verifier {
         // meets an RSA public key used as an HMAC secret.
         let mut validation = Validation::clone(&self.validation);
         validation.algorithms = vec![key.algorithm];
-        let data =
-            decode::<Subject>(token, &key.key, &validation).map_err(TokenError::Refused)?;
+        let data = decode::<Subject>(token, &key.key, &validation).map_err(TokenError::Refused)?;
         let user = Uuid::try_parse(&data.claims.sub)
             .map_err(|_| TokenError::Subject(data.claims.sub.clone()))?;
         Ok(Principal { user })
@@ -181,7 +180,11 @@ mod tests {
 
     #[tokio::test]
     async fn garbage_is_refused_as_malformed() {
-        let error = verifier().await.verify("not.a.jwt").await.expect_err("refused");
+        let error = verifier()
+            .await
+            .verify("not.a.jwt")
+            .await
+            .expect_err("refused");
         assert!(matches!(error, TokenError::Malformed(_)), "{error}");
         let long = "a".repeat(MAX_TOKEN_BYTES + 1);
         let error = verifier().await.verify(&long).await.expect_err("refused");

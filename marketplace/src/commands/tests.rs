@@ -183,7 +183,12 @@ async fn of_two_users_registering_the_same_new_book_the_second_is_refused_for_go
 
     assert_eq!(error.kind(), FailureKind::Permanent);
     assert!(error.to_string().starts_with("not-the-owner"), "{error}");
-    let saved = store.books.get_book(id).await.expect("read").expect("saved");
+    let saved = store
+        .books
+        .get_book(id)
+        .await
+        .expect("read")
+        .expect("saved");
     assert_eq!(saved.title, "Dune");
     assert_eq!(
         store.books.book_registration(id).await.expect("read"),
@@ -198,7 +203,12 @@ async fn of_two_users_registering_the_same_new_book_the_second_is_refused_for_go
             .when(book(id, title, sender))
             .await;
         assert!(then.result().is_ok(), "{:?}", then.result());
-        let saved = store.books.get_book(id).await.expect("read").expect("saved");
+        let saved = store
+            .books
+            .get_book(id)
+            .await
+            .expect("read")
+            .expect("saved");
         assert_eq!(saved.title, title);
     }
 }
@@ -219,6 +229,11 @@ async fn a_book_registered_in_open_mode_is_edited_by_no_signed_in_user() {
         .then_expect_error();
 
     assert_eq!(error.kind(), FailureKind::Permanent);
-    let saved = store.books.get_book(id).await.expect("read").expect("saved");
+    let saved = store
+        .books
+        .get_book(id)
+        .await
+        .expect("read")
+        .expect("saved");
     assert_eq!(saved.title, "Dune");
 }

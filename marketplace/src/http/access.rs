@@ -3,10 +3,12 @@
 //!
 //! With authentication on, a request's `Authorization: Bearer <token>` is
 //! verified before any route runs: a refused token is `401`
-//! (`error="invalid_token"`), a good one puts its [`Principal`] in the
-//! request's extensions. A request without a token goes on: the catalogue
-//! reads are public, and the routes that need a user answer `401` through
-//! [`Caller`]. With authentication off (open mode) nothing is checked.
+//! (`error="invalid_token"`), a good one puts its [`Principal`] (and the
+//! [`Caller`]) in the request's extensions. A request without a token goes
+//! on: the catalogue reads are public, and the routes that need a user
+//! answer `401` through [`Caller`]. With authentication off (open mode)
+//! nothing is checked: the layer marks every request [`Caller::Anyone`].
+//! A route reached without the layer finds no caller and answers `401`.
 
 use axum::{
     extract::{FromRequestParts, Request, State},
@@ -16,10 +18,7 @@ use axum::{
 };
 use uuid::Uuid;
 
-use super::{
-    error::{ApiError, Challenge},
-    AppState,
-};
+use super::error::{ApiError, Challenge};
 use crate::auth::{Principal, Verifier};
 
 /// Whether the API checks who is asking.
@@ -51,6 +50,7 @@ pub async fn authenticate(
     next: Next,
 ) -> Response {
     let Authentication::Bearer(verifier) = &auth else {
+        request.extensions_mut().insert(Caller::Anyone);
         return next.run(request).await;
     };
     match bearer_token(request.headers()) {
@@ -62,6 +62,7 @@ pub async fn authenticate(
         Bearer::Token(token) => match verifier.verify(token).await {
             Ok(principal) => {
                 request.extensions_mut().insert(principal);
+                request.extensions_mut().insert(Caller::User(principal));
             }
             Err(error) if error.is_unavailable() => {
                 return ApiError::Unavailable(KEYS_UNAVAILABLE.to_owned()).into_response();
@@ -113,19 +114,15 @@ pub enum Caller {
     User(Principal),
 }
 
-impl FromRequestParts<AppState> for Caller {
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match &state.auth {
-            Authentication::Off => Ok(Self::Anyone),
-            Authentication::Bearer(_) => parts
-                .extensions
-                .get::<Principal>()
-                .copied()
-                .map(Self::User)
-                .ok_or(ApiError::Unauthorized(Challenge::TokenRequired)),
-        }
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .copied()
+            .ok_or(ApiError::Unauthorized(Challenge::TokenRequired))
     }
 }
 
@@ -156,9 +153,13 @@ impl Caller {
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
+    use axum::http::{header, HeaderMap, HeaderValue};
+    use uuid::Uuid;
 
-    use super::*;
+    use crate::{
+        auth::Principal,
+        http::access::{bearer_token, Bearer, Caller},
+    };
 
     fn with(value: &'static str) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -168,10 +169,19 @@ mod tests {
 
     #[test]
     fn the_bearer_token_is_read_whatever_the_scheme_case() {
-        assert!(matches!(bearer_token(&with("Bearer abc")), Bearer::Token("abc")));
-        assert!(matches!(bearer_token(&with("bearer  abc ")), Bearer::Token("abc")));
+        assert!(matches!(
+            bearer_token(&with("Bearer abc")),
+            Bearer::Token("abc")
+        ));
+        assert!(matches!(
+            bearer_token(&with("bearer  abc ")),
+            Bearer::Token("abc")
+        ));
         assert!(matches!(bearer_token(&with("Bearer")), Bearer::Unreadable));
-        assert!(matches!(bearer_token(&with("Basic dXNlcjpwYXNz")), Bearer::Absent));
+        assert!(matches!(
+            bearer_token(&with("Basic dXNlcjpwYXNz")),
+            Bearer::Absent
+        ));
         assert!(matches!(bearer_token(&HeaderMap::new()), Bearer::Absent));
     }
 

@@ -86,8 +86,12 @@ impl Challenge {
     /// The fixed `detail` of the answer.
     pub fn detail(self) -> &'static str {
         match self {
-            Self::TokenRequired => "this request needs a signed-in user: send Authorization: Bearer <token>",
-            Self::InvalidToken => "the bearer token is invalid, expired, or not issued for this API",
+            Self::TokenRequired => {
+                "this request needs a signed-in user: send Authorization: Bearer <token>"
+            }
+            Self::InvalidToken => {
+                "the bearer token is invalid, expired, or not issued for this API"
+            }
         }
     }
 

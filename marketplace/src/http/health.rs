@@ -38,5 +38,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
             }
         }
     }
-    Ok(Json(json!({ "status": "ready", "auth": state.auth.state() })))
+    Ok(Json(
+        json!({ "status": "ready", "auth": state.auth.state() }),
+    ))
 }

@@ -138,7 +138,9 @@ pub fn may_save_book(
 ) -> Result<(), NotTheOwner> {
     match (editor, stored) {
         (None, _) | (Some(_), None) => Ok(()),
-        (Some(editor), Some(BookRegistration { registered_by })) if registered_by == Some(editor) => {
+        (Some(editor), Some(BookRegistration { registered_by }))
+            if registered_by == Some(editor) =>
+        {
             Ok(())
         }
         (Some(_), Some(_)) => Err(NotTheOwner { book }),

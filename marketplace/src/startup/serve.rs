@@ -18,8 +18,8 @@ use super::wiring::{
     no_delay, outbox_relay, spawn_relay, DurableDeadLetters,
 };
 use crate::{
-    config::{BusKind, ServeConfig},
     auth::Verifier,
+    config::{BusKind, ServeConfig},
     http::{self, access::Authentication, AppState},
     queries,
     store::Database,

@@ -84,7 +84,10 @@ impl Tokens {
         let mut subject = claims(user);
         subject["sub"] = json!("ann@example.com");
         vec![
-            ("bad signature", Self::sign(&Tokens::random().secret, &claims(user))),
+            (
+                "bad signature",
+                Self::sign(&Tokens::random().secret, &claims(user)),
+            ),
             ("expired", Self::sign(&self.secret, &expired)),
             ("wrong audience", Self::sign(&self.secret, &audience)),
             ("wrong issuer", Self::sign(&self.secret, &issuer)),
@@ -343,6 +346,15 @@ signed_in_on_every_bus! {
             app.get_json("/health/ready").await,
             json!({ "status": "ready", "auth": "on" })
         );
+        // The contract says so too, and the owner is not a field clients send.
+        let doc = app.get_json("/openapi.json").await;
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearerAuth"]["bearerFormat"],
+            "JWT"
+        );
+        assert!(doc["paths"]["/order"]["post"]["responses"]["401"].is_object());
+        assert!(doc["paths"]["/book"]["put"]["responses"]["403"].is_object());
+        assert_eq!(doc["components"]["schemas"]["SaveBook"]["properties"]["requestedBy"], Value::Null);
     }
 }
 
@@ -415,7 +427,9 @@ impl Issuer {
                 async move { axum::Json(set) }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bound");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bound");
         let address: SocketAddr = listener.local_addr().expect("address");
         let server = tokio::spawn(async move {
             axum::serve(listener, router).await.expect("JWKS server");
@@ -460,20 +474,48 @@ async fn a_rotated_jwks_key_is_fetched_and_an_unpublished_one_refused() {
     let app = spawn(
         TestDb::sqlite().await,
         BusKind::InMemory,
-        &["--auth-jwks-url", &issuer.url, "--auth-jwks-min-refetch", "0s"],
+        &[
+            "--auth-jwks-url",
+            &issuer.url,
+            "--auth-jwks-min-refetch",
+            "0s",
+        ],
     )
     .await;
     let user = Uuid::new_v4();
 
-    assert_eq!(probe(&app, &a.token(user, Some("a"))).await, 404, "kid a accepted");
+    assert_eq!(
+        probe(&app, &a.token(user, Some("a"))).await,
+        404,
+        "kid a accepted"
+    );
     let fetched = issuer.fetches();
 
     issuer.publish(b.jwk("b"));
-    assert_eq!(probe(&app, &b.token(user, Some("b"))).await, 404, "kid b accepted after a refetch");
-    assert_eq!(issuer.fetches(), fetched + 1, "one fetch for the new key id");
-    assert_eq!(probe(&app, &a.token(user, Some("a"))).await, 404, "kid a still accepted");
+    assert_eq!(
+        probe(&app, &b.token(user, Some("b"))).await,
+        404,
+        "kid b accepted after a refetch"
+    );
+    assert_eq!(
+        issuer.fetches(),
+        fetched + 1,
+        "one fetch for the new key id"
+    );
+    assert_eq!(
+        probe(&app, &a.token(user, Some("a"))).await,
+        404,
+        "kid a still accepted"
+    );
 
-    let refused = send(&app, Method::GET, "/books", None, Some(&c.token(user, Some("c")))).await;
+    let refused = send(
+        &app,
+        Method::GET,
+        "/books",
+        None,
+        Some(&c.token(user, Some("c"))),
+    )
+    .await;
     assert_unauthorized(refused, true).await;
     // A token naming a published kid but signed by another key.
     assert_eq!(probe(&app, &c.token(user, Some("a"))).await, 401);
@@ -499,14 +541,21 @@ async fn tokens_naming_unknown_keys_do_not_make_the_api_hammer_the_issuer() {
         assert_eq!(probe(&app, &token).await, 401);
     }
     assert_eq!(issuer.fetches(), fetched, "no fetch within the interval");
-    assert_eq!(probe(&app, &a.token(user, Some("a"))).await, 404, "the known key still works");
+    assert_eq!(
+        probe(&app, &a.token(user, Some("a"))).await,
+        404,
+        "the known key still works"
+    );
     app.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_pem_public_key_verifies_es256_tokens_and_nothing_else() {
     let (key, other) = (EcKey::generate(), EcKey::generate());
-    let path = std::env::temp_dir().join(format!("marketplace-test-key-{}.pem", Uuid::new_v4().simple()));
+    let path = std::env::temp_dir().join(format!(
+        "marketplace-test-key-{}.pem",
+        Uuid::new_v4().simple()
+    ));
     std::fs::write(&path, key.public_pem()).expect("key file written");
     let app = spawn(
         TestDb::sqlite().await,
@@ -516,11 +565,23 @@ async fn a_pem_public_key_verifies_es256_tokens_and_nothing_else() {
     .await;
     let user = Uuid::new_v4();
 
-    assert_eq!(probe(&app, &key.token(user, None)).await, 404, "signed by the key");
-    assert_eq!(probe(&app, &other.token(user, None)).await, 401, "signed by another key");
+    assert_eq!(
+        probe(&app, &key.token(user, None)).await,
+        404,
+        "signed by the key"
+    );
+    assert_eq!(
+        probe(&app, &other.token(user, None)).await,
+        401,
+        "signed by another key"
+    );
     // The public key used as an HMAC secret (algorithm confusion).
     let confused = Tokens::sign(&key.public_pem(), &claims(user));
-    assert_eq!(probe(&app, &confused).await, 401, "HS256 with the public key as secret");
+    assert_eq!(
+        probe(&app, &confused).await,
+        401,
+        "HS256 with the public key as secret"
+    );
     app.shutdown().await;
     let _ = std::fs::remove_file(path);
 }
@@ -554,12 +615,26 @@ async fn racing_registrations_of_a_new_book_leave_it_to_one_owner(pool: sqlx::Pg
             .filter(|i| outcomes[*i] == BookSaveOutcome::Applied)
             .collect();
         assert_eq!(applied.len(), 1, "{outcomes:?}");
-        let (owner, title) = if applied[0] == 0 { (ann, "Ann's") } else { (bob, "Bob's") };
+        let (owner, title) = if applied[0] == 0 {
+            (ann, "Ann's")
+        } else {
+            (bob, "Bob's")
+        };
         assert_eq!(
             books.book_registration(id).await.expect("read"),
-            Some(BookRegistration { registered_by: Some(owner) })
+            Some(BookRegistration {
+                registered_by: Some(owner)
+            })
         );
-        assert_eq!(books.get_book(id).await.expect("read").expect("saved").title, title);
+        assert_eq!(
+            books
+                .get_book(id)
+                .await
+                .expect("read")
+                .expect("saved")
+                .title,
+            title
+        );
     }
 }
 
@@ -571,7 +646,14 @@ async fn readiness_probes_and_reads_never_need_a_token_even_with_a_jwks_down() {
     let app = spawn(
         TestDb::sqlite().await,
         BusKind::InMemory,
-        &["--auth-jwks-url", "http://127.0.0.1:9/jwks", "--auth-jwks-timeout", "1s", "--auth-jwks-min-refetch", "0s"],
+        &[
+            "--auth-jwks-url",
+            "http://127.0.0.1:9/jwks",
+            "--auth-jwks-timeout",
+            "1s",
+            "--auth-jwks-min-refetch",
+            "0s",
+        ],
     )
     .await;
     assert_eq!(app.get("/books").await.status(), 200);
@@ -599,14 +681,37 @@ fn token_command(args: &[&str]) -> std::process::Output {
 async fn the_token_subcommand_mints_a_token_the_api_accepts() {
     let tokens = Tokens::random();
     let user = Uuid::new_v4();
-    let minted = token_command(&["--user", &user.to_string(), "--ttl", "5m", "--auth-secret", &tokens.secret]);
-    assert!(minted.status.success(), "{}", String::from_utf8_lossy(&minted.stderr));
+    let minted = token_command(&[
+        "--user",
+        &user.to_string(),
+        "--ttl",
+        "5m",
+        "--auth-secret",
+        &tokens.secret,
+    ]);
+    assert!(
+        minted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&minted.stderr)
+    );
     let token = String::from_utf8(minted.stdout).expect("UTF-8");
     let token = token.trim();
     assert_eq!(token.split('.').count(), 3, "a JWT on stdout: {token}");
 
-    let app = spawn(TestDb::sqlite().await, BusKind::InMemory, &["--auth-secret", &tokens.secret]).await;
-    let response = send(&app, Method::PUT, "/user", Some(&json!({ "id": user, "name": "Ann" })), Some(token)).await;
+    let app = spawn(
+        TestDb::sqlite().await,
+        BusKind::InMemory,
+        &["--auth-secret", &tokens.secret],
+    )
+    .await;
+    let response = send(
+        &app,
+        Method::PUT,
+        "/user",
+        Some(&json!({ "id": user, "name": "Ann" })),
+        Some(token),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     readable(&app, &format!("/users/{user}")).await;
     app.shutdown().await;

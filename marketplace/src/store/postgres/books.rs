@@ -108,10 +108,7 @@ impl BookRepository for PgStore {
         )))
     }
 
-    async fn book_registration(
-        &self,
-        id: Uuid,
-    ) -> Result<Option<BookRegistration>, StoreError> {
+    async fn book_registration(&self, id: Uuid) -> Result<Option<BookRegistration>, StoreError> {
         let stored: Option<(Option<Uuid>,)> =
             sqlx::query_as("SELECT registered_by FROM books WHERE id = $1")
                 .bind(id)
