@@ -107,6 +107,48 @@ pub struct ServeConfig {
     /// RabbitMQ, with `--bus rabbitmq`.
     #[command(flatten)]
     pub rabbitmq: RabbitArgs,
+    /// Limits of the HTTP edge (timeouts, connections, load, rates).
+    #[command(flatten)]
+    pub edge: EdgeArgs,
+}
+
+/// Limits of the HTTP edge: what one client, or all of them together, can
+/// hold of the API (see "Limits" in `marketplace/README.md`).
+#[derive(Debug, Clone, Args)]
+pub struct EdgeArgs {
+    /// Longest a client may take to send a request's line and headers,
+    /// from its first byte (from the connection's opening for the first
+    /// request); past it the connection is closed.
+    #[arg(long, env = "MARKETPLACE_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub header_read_timeout: Duration,
+    /// Longest a keep-alive connection may stay idle between two requests
+    /// before it is closed.
+    #[arg(long, env = "MARKETPLACE_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub idle_timeout: Duration,
+    /// Open connections at most; past it new connections wait in the
+    /// listen backlog until one closes.
+    #[arg(long, env = "MARKETPLACE_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Requests being handled at once, at most; past it a request is
+    /// answered 503 at once (load shedding).
+    #[arg(long, env = "MARKETPLACE_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+    /// Requests per second one client may sustain (a signed-in user, else
+    /// an IP address); past it, 429. 0 disables rate limiting.
+    #[arg(long, env = "MARKETPLACE_RATE_LIMIT_PER_SECOND", default_value_t = 100)]
+    pub rate_limit_per_second: u32,
+    /// Requests one client may send at once above its rate (the token
+    /// bucket's size); 0 disables rate limiting.
+    #[arg(long, env = "MARKETPLACE_RATE_LIMIT_BURST", default_value_t = 200)]
+    pub rate_limit_burst: u32,
+    /// Longest a request may take before it is answered 503.
+    #[arg(long, env = "MARKETPLACE_REQUEST_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub request_timeout: Duration,
+    /// Longest one SQL statement of a read (a GET) may run on PostgreSQL
+    /// before it is cancelled and the read answered 503; 0 disables it.
+    /// SQLite has no statement timeout.
+    #[arg(long, env = "MARKETPLACE_READ_STATEMENT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub read_statement_timeout: Duration,
 }
 
 /// `marketplace worker`.

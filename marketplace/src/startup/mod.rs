@@ -11,6 +11,7 @@
 //! `wiring.rs` holds what both are built from: the database, the handlers,
 //! the outbox relay and the broker readiness probe.
 
+mod connections;
 mod serve;
 mod wiring;
 mod worker;
