@@ -94,13 +94,15 @@ pub const UNAVAILABLE: &str = "the service is unavailable right now; retry short
 pub const SATURATED: &str = "the bus is saturated; retry shortly";
 
 /// The `detail` of a request shed because too many are in flight.
-pub const OVERLOADED: &str = "too many requests are in flight; the server is saturated, retry shortly";
+pub const OVERLOADED: &str =
+    "too many requests are in flight; the server is saturated, retry shortly";
 
 /// The `detail` of a request that took longer than the request timeout.
 pub const TIMED_OUT: &str = "the request took too long to answer; retry shortly";
 
 /// The `detail` of a request over its client's rate limit.
-pub const RATE_LIMITED: &str = "too many requests from this client; retry after the delay in Retry-After";
+pub const RATE_LIMITED: &str =
+    "too many requests from this client; retry after the delay in Retry-After";
 
 /// The `detail` of data the database refused.
 pub const REFUSED: &str = "the data was refused by a storage rule";

@@ -100,10 +100,10 @@ pub fn router(state: AppState, limits: &EdgeLimits) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn(error::log_server_errors))
         .layer(middleware::from_fn(move |request, next| {
             edge::request_timeout(request_timeout, request, next)
-        }));
+        }))
+        .layer(middleware::from_fn(error::log_server_errors));
     if let Some(rate) = limits.rate_limit {
         router = router.layer(middleware::from_fn_with_state(
             RateLimiter::new(rate),
@@ -128,7 +128,13 @@ pub fn router(state: AppState, limits: &EdgeLimits) -> Router {
                     MakeRequestUuid,
                 ))
                 .layer(PropagateRequestIdLayer::new(request_id::header_name()))
-                .layer(TraceLayer::new_for_http().make_span_with(request_id::span)),
+                // `log_server_errors` logs the 5xx with their cause; shed
+                // and throttled requests are not logged one by one.
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_id::span)
+                        .on_failure(()),
+                ),
         )
         .with_state(state)
 }

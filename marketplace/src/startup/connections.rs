@@ -39,7 +39,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
+    sync::{Notify, Semaphore},
     time::Instant,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -186,6 +186,9 @@ impl Connection {
                     connection.as_mut().graceful_shutdown();
                     draining = true;
                 }
+                // A request began or ended, or the next one's first byte
+                // came: the deadline moved.
+                () = activity.changed.notified() => {}
                 () = tokio::time::sleep_until(wake) => {
                     if activity.deadline(&limits).is_some_and(|deadline| Instant::now() >= deadline) {
                         // No request is in flight: dropping the connection
@@ -212,6 +215,8 @@ struct Activity {
     head_started: AtomicU64,
     /// Whether a request was answered already (the first one has no idle time).
     served: AtomicBool,
+    /// Wakes the watchdog when the deadline moves.
+    changed: Notify,
 }
 
 const NONE: u64 = u64::MAX;
@@ -224,6 +229,7 @@ impl Activity {
             ready_at: AtomicU64::new(0),
             head_started: AtomicU64::new(NONE),
             served: AtomicBool::new(false),
+            changed: Notify::new(),
         }
     }
 
@@ -238,18 +244,19 @@ impl Activity {
     /// A request is being answered until the guard drops.
     fn begin(self: &Arc<Self>) -> Busy {
         self.busy.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_one();
         Busy(self.clone())
     }
 
     /// Bytes arrived: the awaited request's head has started.
     fn read(&self) {
-        if self.busy.load(Ordering::SeqCst) == 0 {
-            let _ = self.head_started.compare_exchange(
-                NONE,
-                self.now(),
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            );
+        if self.busy.load(Ordering::SeqCst) == 0
+            && self
+                .head_started
+                .compare_exchange(NONE, self.now(), Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            self.changed.notify_one();
         }
     }
 
@@ -282,6 +289,7 @@ impl Drop for Busy {
         activity.ready_at.store(activity.now(), Ordering::SeqCst);
         activity.head_started.store(NONE, Ordering::SeqCst);
         activity.busy.fetch_sub(1, Ordering::SeqCst);
+        activity.changed.notify_one();
     }
 }
 

@@ -92,9 +92,7 @@ impl ClientKey {
         Some(Self::Address(match peer.ip() {
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
                 Some(v4) => IpAddr::V4(v4),
-                None => IpAddr::V6(Ipv6Addr::from(
-                    v6.to_bits() & !((1u128 << 64) - 1),
-                )),
+                None => IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !((1u128 << 64) - 1))),
             },
             v4 => v4,
         }))
