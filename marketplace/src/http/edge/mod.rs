@@ -21,11 +21,9 @@ use std::time::Duration;
 
 use axum::{extract::Request, middleware::Next, response::Response};
 
-pub use self::{
-    in_flight::InFlight,
-    rate_limit::{RateLimit, RateLimiter},
-    request_id::REQUEST_ID,
-};
+pub use self::in_flight::InFlight;
+pub use self::rate_limit::{RateLimit, RateLimiter};
+pub use self::request_id::REQUEST_ID;
 use super::error::ApiError;
 
 /// What the edge lets through, from the `serve` flags.
@@ -48,15 +46,6 @@ impl Default for EdgeLimits {
             request_timeout: Duration::from_secs(10),
         }
     }
-}
-
-/// Routes that no client limit applies to: probes an orchestrator calls
-/// and documents a client fetches once.
-pub fn is_exempt(path: &str) -> bool {
-    matches!(
-        path,
-        "/health/live" | "/health/ready" | "/openapi.json" | "/metrics"
-    )
 }
 
 /// Answers `503` problem+json (with `Retry-After`) when the request takes

@@ -10,7 +10,7 @@
 //! `RateLimit` fields of draft-ietf-httpapi-ratelimit-headers (e.g.
 //! `RateLimit-Policy: "per-client";q=200;w=2` and
 //! `RateLimit: "per-client";r=57;t=2`). Probes and the OpenAPI document are
-//! exempt ([`super::is_exempt`]).
+//! exempt ([`is_exempt`]).
 //!
 //! Memory stays bounded: the buckets of clients idle long enough to be full
 //! again are dropped every [`CLEANUP_PERIOD`], so the map holds about the
@@ -50,6 +50,15 @@ pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-pol
 
 /// `RateLimit` (draft-ietf-httpapi-ratelimit-headers).
 pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// Routes no client limit applies to: probes an orchestrator calls and
+/// documents a client fetches once.
+pub fn is_exempt(path: &str) -> bool {
+    matches!(
+        path,
+        "/health/live" | "/health/ready" | "/openapi.json" | "/metrics"
+    )
+}
 
 /// A client's allowance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,7 +179,7 @@ impl RateLimiter {
 
 /// The middleware: takes a token from the client's bucket, or answers `429`.
 pub async fn limit(State(limiter): State<RateLimiter>, request: Request, next: Next) -> Response {
-    if super::is_exempt(request.uri().path()) {
+    if is_exempt(request.uri().path()) {
         return next.run(request).await;
     }
     // Without a peer address (a router served by something else than the
