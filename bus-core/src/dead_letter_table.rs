@@ -317,7 +317,7 @@ impl DeadLetterTable {
                     };
                     if replay {
                         Redelivery::of(row.subscriber.as_deref()).mark(&mut envelope);
-                        crate::outbox::postgres::stage(&mut *tx, &envelope).await?;
+                        crate::outbox::postgres::stage(&mut tx, &envelope).await?;
                     }
                     taken.push((id, row.record.clone()));
                 }
@@ -346,7 +346,7 @@ impl DeadLetterTable {
                     if replay {
                         let mut envelope = parse_envelope(&row.id, &envelope)?;
                         Redelivery::of(row.subscriber.as_deref()).mark(&mut envelope);
-                        crate::outbox::sqlite::stage(&mut *tx, &envelope).await?;
+                        crate::outbox::sqlite::stage(&mut tx, &envelope).await?;
                     }
                     sqlx::query("DELETE FROM bus_dead_letters WHERE id = ?1")
                         .bind(&row.id)

@@ -31,7 +31,7 @@ use crate::{
 /// Where the dead letters are, opened.
 enum Store {
     Queues {
-        queues: DeadLetterQueues,
+        queues: Box<DeadLetterQueues>,
         namespace: String,
     },
     Table(DeadLetterTable),
@@ -46,7 +46,7 @@ impl Store {
                     .settings(1, RetryPolicy::default(), "marketplace-dead-letters");
             let topology = startup::rabbit_topology(&rabbit)?;
             return Ok(Self::Queues {
-                queues: DeadLetterQueues::new(&rabbit, &topology),
+                queues: Box::new(DeadLetterQueues::new(&rabbit, &topology)),
                 namespace: rabbit.namespace,
             });
         }
