@@ -328,10 +328,11 @@ impl QueuePass<'_> {
             .await
         {
             Ok(declared) => declared.message_count(),
-            // Not declared yet (no worker ever started): nothing parked.
-            // The broker closed this channel; the connection lives on.
+            // Not declared (no worker of this namespace ever started, or a
+            // wrong namespace): nothing parked there. The broker closed this
+            // channel; the connection lives on.
             Err(error) if connection.status().connected() => {
-                tracing::debug!(%queue, %error, "dead-letter queue not found");
+                tracing::warn!(%queue, %error, "dead-letter queue not found; counted as empty");
                 return Ok(());
             }
             Err(error) => return Err(read_error(error.to_string())),
