@@ -17,5 +17,5 @@ mod wiring;
 mod worker;
 
 pub use serve::App;
-pub use wiring::connect;
+pub use wiring::{connect, rabbit_topology};
 pub use worker::Worker;
