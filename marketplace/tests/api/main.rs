@@ -7,6 +7,8 @@ mod bad_input;
 mod books;
 mod compatibility;
 mod concurrency;
+mod dead_letters;
+mod edge;
 mod helpers;
 mod idempotency;
 mod offers;

@@ -49,7 +49,20 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
             }
         }
     }
-    let pool = PgPoolOptions::new()
+    let pool = pool_options(max_connections)
+        .connect(url)
+        .await
+        .context("cannot connect to PostgreSQL")?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .context("cannot apply migrations")?;
+    Ok(pool)
+}
+
+/// A pool of at most `max_connections`.
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
         // By default every acquire pings the connection first: one more
@@ -66,12 +79,20 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
                 Ok(true)
             })
         })
-        .connect(url)
-        .await
-        .context("cannot connect to PostgreSQL")?;
-    MIGRATOR
-        .run(&pool)
-        .await
-        .context("cannot apply migrations")?;
-    Ok(pool)
+}
+
+/// A second pool on `pool`'s database, of as many connections, whose every
+/// statement PostgreSQL cancels after `statement_timeout` (SQLSTATE 57014,
+/// which the API answers 503): the reads' pool, so a slow or blocked read
+/// gives its connection back, while writes keep a pool without that bound.
+/// The timeout is a startup parameter of each connection: no extra round
+/// trip per query. Connections are opened on first use.
+pub fn reads_pool(pool: &PgPool, statement_timeout: Duration) -> PgPool {
+    let millis = statement_timeout.as_millis().max(1).to_string();
+    let options = pool
+        .connect_options()
+        .as_ref()
+        .clone()
+        .options([("statement_timeout", millis.as_str())]);
+    pool_options(pool.options().get_max_connections()).connect_lazy_with(options)
 }
