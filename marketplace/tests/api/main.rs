@@ -8,6 +8,7 @@ mod compatibility;
 mod concurrency;
 mod helpers;
 mod idempotency;
+mod least_privilege;
 mod offers;
 mod operations;
 mod orders;
