@@ -18,4 +18,5 @@ mod saves;
 mod seed;
 mod storage;
 mod text;
+mod tls;
 mod users;
