@@ -190,7 +190,8 @@ ddl=$(docker exec "$pg" psql "$app_url" -c 'CREATE TABLE intruder (id int)' 2>&1
 [[ $ddl == *"permission denied"* ]] || fail "compose: the app role was not refused CREATE TABLE: $ddl"
 ddl=$(docker exec "$pg" psql "$app_url" -c 'DROP TABLE books' 2>&1 || true)
 [[ $ddl == *"must be owner"* ]] || fail "compose: the app role was not refused DROP TABLE: $ddl"
-users=$(docker exec "$(compose_id rabbitmq)" rabbitmqctl -q list_users | awk '{print $1}' | sort | tr '\n' ' ')
+# (`list_users` prints a `user tags` header line even with -q.)
+users=$(docker exec "$(compose_id rabbitmq)" rabbitmqctl -q list_users | awk '$1 != "user" {print $1}' | sort | tr '\n' ' ')
 [[ $users == "admin marketplace-api marketplace-worker " ]] || fail "compose: RabbitMQ users are: $users"
 note "compose: every container read-only, no capability, no-new-privileges; tables owned by marketplace_migrator; marketplace_app refused CREATE and DROP; RabbitMQ users: $users(no guest)"
 "${SMOKE[@]}" flow "$API" | tee -a "$SUMMARY"
