@@ -2,9 +2,13 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use bus_core::{AsyncBusConfig, RetryPolicy};
+use bus_core::{
+    dead_letter_ops::{DeadLetterSelector, GroupBy},
+    AsyncBusConfig, RetryPolicy,
+};
 use bus_rabbitmq::{QueueType, RabbitConfig};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use uuid::Uuid;
 
 /// The marketplace API and its tools.
 #[derive(Debug, Parser)]
@@ -31,6 +35,10 @@ pub enum Command {
     /// Consume commands and events from RabbitMQ and relay the outbox
     /// (no HTTP besides health probes).
     Worker(WorkerConfig),
+    /// List, show, replay or purge the messages given up on (the `.dlq`
+    /// queues with `--bus rabbitmq`, else the `bus_dead_letters` table).
+    #[command(subcommand)]
+    DeadLetters(DeadLetterAction),
 }
 
 /// How logs are written (the level comes from `RUST_LOG`).
@@ -134,6 +142,48 @@ pub struct ServeConfig {
     /// RabbitMQ, with `--bus rabbitmq`.
     #[command(flatten)]
     pub rabbitmq: RabbitArgs,
+    /// Limits of the HTTP edge (timeouts, connections, load, rates).
+    #[command(flatten)]
+    pub edge: EdgeArgs,
+}
+
+/// Limits of the HTTP edge: what one client, or all of them together, can
+/// hold of the API (see "Limits" in `marketplace/README.md`).
+#[derive(Debug, Clone, Args)]
+pub struct EdgeArgs {
+    /// Longest a client may take to send a request's line and headers,
+    /// from its first byte (from the connection's opening for the first
+    /// request); past it the connection is closed.
+    #[arg(long, env = "MARKETPLACE_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub header_read_timeout: Duration,
+    /// Longest a keep-alive connection may stay idle between two requests
+    /// before it is closed.
+    #[arg(long, env = "MARKETPLACE_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub idle_timeout: Duration,
+    /// Open connections at most; past it new connections wait in the
+    /// listen backlog until one closes.
+    #[arg(long, env = "MARKETPLACE_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Requests being handled at once, at most; past it a request is
+    /// answered 503 at once (load shedding).
+    #[arg(long, env = "MARKETPLACE_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+    /// Requests per second one client may sustain (a signed-in user, else
+    /// an IP address); past it, 429. 0 disables rate limiting.
+    #[arg(long, env = "MARKETPLACE_RATE_LIMIT_PER_SECOND", default_value_t = 100)]
+    pub rate_limit_per_second: u32,
+    /// Requests one client may send at once above its rate (the token
+    /// bucket's size); 0 disables rate limiting.
+    #[arg(long, env = "MARKETPLACE_RATE_LIMIT_BURST", default_value_t = 200)]
+    pub rate_limit_burst: u32,
+    /// Longest a request may take before it is answered 503.
+    #[arg(long, env = "MARKETPLACE_REQUEST_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub request_timeout: Duration,
+    /// Longest one SQL statement of a read (a GET) may run on PostgreSQL
+    /// before it is cancelled and the read answered 503; 0 disables it.
+    /// SQLite has no statement timeout.
+    #[arg(long, env = "MARKETPLACE_READ_STATEMENT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub read_statement_timeout: Duration,
 }
 
 /// `marketplace worker`.
@@ -339,4 +389,178 @@ impl ServeConfig {
             drain_timeout: self.async_bus.drain_timeout,
         }
     }
+}
+
+/// `marketplace dead-letters ...`: what to do with the messages given up on.
+#[derive(Debug, Clone, Subcommand)]
+pub enum DeadLetterAction {
+    /// Count dead letters per queue (and reason), with the oldest and the
+    /// newest; every message stays where it is.
+    List(DeadLetterList),
+    /// Print every dead letter of a message id as JSON: envelope, headers,
+    /// reason, attempts, times; it stays where it is.
+    Show(DeadLetterShow),
+    /// Send dead letters back to their queue as a first attempt, keeping
+    /// their message id.
+    Replay(DeadLetterReplay),
+    /// Delete dead letters for good; without `--yes`, only says what it
+    /// would delete.
+    Purge(DeadLetterPurge),
+}
+
+impl DeadLetterAction {
+    /// Parses `dead-letters` arguments from `args` (environment fallbacks
+    /// apply), e.g. `DeadLetterAction::from_args(["list", "--bus", "rabbitmq"])`.
+    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let command = <Self as Subcommand>::augment_subcommands(
+            clap::Command::new("dead-letters").subcommand_required(true),
+        );
+        let args = std::iter::once(std::ffi::OsString::from("dead-letters"))
+            .chain(args.into_iter().map(Into::into));
+        let matches = command.try_get_matches_from(args)?;
+        <Self as clap::FromArgMatches>::from_arg_matches(&matches)
+    }
+
+    /// Where the dead letters of this action are.
+    pub fn store(&self) -> &DeadLetterStore {
+        match self {
+            Self::List(list) => &list.store,
+            Self::Show(show) => &show.store,
+            Self::Replay(replay) => &replay.store,
+            Self::Purge(purge) => &purge.store,
+        }
+    }
+}
+
+/// Where the dead letters are.
+#[derive(Debug, Clone, Args)]
+pub struct DeadLetterStore {
+    /// The bus whose dead letters these are: `rabbitmq` reads the `.dlq`
+    /// queues of `--namespace` on `--amqp-url`; the in-memory buses keep
+    /// theirs in the `bus_dead_letters` table of `--database-url`.
+    #[arg(long, env = "MARKETPLACE_BUS", value_enum, default_value_t = BusKind::InMemoryAsync)]
+    pub bus: BusKind,
+    /// The database (without `--bus rabbitmq`).
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    /// RabbitMQ (with `--bus rabbitmq`).
+    #[command(flatten)]
+    pub rabbitmq: RabbitArgs,
+}
+
+/// How `dead-letters list` groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeadLetterGrouping {
+    /// One line per queue.
+    Queue,
+    /// One line per queue and reason.
+    Reason,
+}
+
+impl From<DeadLetterGrouping> for GroupBy {
+    fn from(grouping: DeadLetterGrouping) -> Self {
+        match grouping {
+            DeadLetterGrouping::Queue => GroupBy::Queue,
+            DeadLetterGrouping::Reason => GroupBy::Reason,
+        }
+    }
+}
+
+/// `marketplace dead-letters list`.
+#[derive(Debug, Clone, Args)]
+pub struct DeadLetterList {
+    /// Where the dead letters are.
+    #[command(flatten)]
+    pub store: DeadLetterStore,
+    /// Only this queue (a work queue or its `.dlq`; on the database
+    /// `command.{type}` or `event.{type}.{subscriber}`, as listed).
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// One line per queue, or per queue and reason.
+    #[arg(long, value_enum, default_value_t = DeadLetterGrouping::Queue)]
+    pub group_by: DeadLetterGrouping,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `marketplace dead-letters show`.
+#[derive(Debug, Clone, Args)]
+pub struct DeadLetterShow {
+    /// Where the dead letters are.
+    #[command(flatten)]
+    pub store: DeadLetterStore,
+    /// The message id.
+    pub id: Uuid,
+}
+
+/// Which dead letters a replay or purge applies to: at least one criterion,
+/// or `--all`; criteria given together must all hold.
+#[derive(Debug, Clone, Args)]
+#[group(id = "selector", required = true, multiple = true)]
+pub struct DeadLetterSelection {
+    /// Every dead letter of this message id.
+    #[arg(long)]
+    pub id: Option<Uuid>,
+    /// Those of this queue (as `list` names it, or its `.dlq`).
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Those whose reason contains this text (case-sensitive).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Every dead letter of the store.
+    #[arg(long, conflicts_with_all = ["id", "queue", "reason"])]
+    pub all: bool,
+}
+
+impl DeadLetterSelection {
+    /// The selector these flags describe.
+    pub fn selector(&self) -> DeadLetterSelector {
+        DeadLetterSelector {
+            message_id: self.id,
+            queue: self.queue.clone(),
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+/// `marketplace dead-letters replay`.
+#[derive(Debug, Clone, Args)]
+pub struct DeadLetterReplay {
+    /// Where the dead letters are.
+    #[command(flatten)]
+    pub store: DeadLetterStore,
+    /// Which dead letters.
+    #[command(flatten)]
+    pub selection: DeadLetterSelection,
+    /// Only say what would be replayed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Who asks, for the log (default: the OS user).
+    #[arg(long, env = "MARKETPLACE_ACTOR")]
+    pub actor: Option<String>,
+}
+
+/// `marketplace dead-letters purge`.
+#[derive(Debug, Clone, Args)]
+pub struct DeadLetterPurge {
+    /// Where the dead letters are.
+    #[command(flatten)]
+    pub store: DeadLetterStore,
+    /// Which dead letters.
+    #[command(flatten)]
+    pub selection: DeadLetterSelection,
+    /// Only say what would be purged (also the case without `--yes`).
+    #[arg(long, conflicts_with = "yes")]
+    pub dry_run: bool,
+    /// Really delete them.
+    #[arg(long)]
+    pub yes: bool,
+    /// Who asks, for the log (default: the OS user).
+    #[arg(long, env = "MARKETPLACE_ACTOR")]
+    pub actor: Option<String>,
 }

@@ -8,7 +8,10 @@ use marketplace::{
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    match cli.command {
+        Some(Command::DeadLetters(_)) => telemetry::init_on_stderr(cli.log_format),
+        _ => telemetry::init(cli.log_format),
+    }
     let command = match cli.command {
         Some(command) => command,
         None => Command::Serve(ServeConfig::from_args(std::iter::empty::<String>())?),
@@ -26,6 +29,10 @@ async fn main() -> anyhow::Result<()> {
             let database = startup::connect(&config.database).await?;
             let seeded = marketplace::seed::seed_database(&database, &config).await?;
             tracing::info!(?seeded, "catalogue seeded");
+        }
+        Command::DeadLetters(action) => {
+            marketplace::operations::dead_letters::run(&action, &mut std::io::stdout().lock())
+                .await?;
         }
         Command::Worker(config) => {
             let worker = Worker::build(&config).await?;

@@ -114,7 +114,7 @@ async fn an_offer_whose_book_is_not_registered_yet_asks_to_be_tried_again() {
     assert_eq!(error.kind(), FailureKind::Retryable);
     assert!(store
         .offers
-        .list_offers(book)
+        .list_offers(book, None, 10)
         .await
         .expect("read")
         .is_empty());

@@ -16,7 +16,7 @@ pub use get_book::GetBook;
 pub use get_order::GetOrder;
 pub use get_user::GetUser;
 pub use list_books::ListBooks;
-pub use list_offers::ListOffers;
+pub use list_offers::{ListOffers, OffersPage};
 
 use bus_core::{QueryBus, RegistrationError};
 

@@ -4,7 +4,6 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use bus_core::{
     outbox::{OutboxRelay, OutboxWaker},
     AsyncBus, CommandBus, InMemoryBus, InMemoryDeadLetters,
@@ -13,13 +12,20 @@ use bus_rabbitmq::RabbitPublisher;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::wiring::{
-    broker_readiness, consumer_readiness, database_breaker, handlers, is_postgres, no_delay, open,
-    outbox_relay, spawn_relay, DurableDeadLetters,
+use super::{
+    connections::{self, ConnectionLimits},
+    wiring::{
+        broker_readiness, consumer_readiness, database_breaker, handlers, is_postgres, open,
+        outbox_relay, spawn_relay, DurableDeadLetters,
+    },
 };
 use crate::{
-    config::{BusKind, ServeConfig},
-    http::{self, AppState},
+    config::{BusKind, EdgeArgs, ServeConfig},
+    http::{
+        self,
+        edge::{EdgeLimits, RateLimit},
+        AppState,
+    },
     queries,
     store::Database,
 };
@@ -40,6 +46,10 @@ enum Buses {
 pub struct App {
     listener: TcpListener,
     router: axum::Router,
+    connections: ConnectionLimits,
+    /// The reads' own pool (PostgreSQL, statements that time out), closed
+    /// once the server stopped.
+    reads: Option<Database>,
     buses: Buses,
     relay: Option<OutboxRelay>,
     dead_letters: InMemoryDeadLetters,
@@ -124,9 +134,10 @@ impl App {
                     )
                 }
             };
+        let reads = database.for_reads(config.edge.read_statement_timeout);
         let state = AppState {
             commands,
-            queries: queries::query_bus(&store)?,
+            queries: queries::query_bus(&reads.as_ref().unwrap_or(&database).repositories())?,
             database,
             readiness,
         };
@@ -136,7 +147,13 @@ impl App {
         tracing::info!(address = %listener.local_addr()?, bus = ?config.bus, "marketplace API ready");
         Ok(Self {
             listener,
-            router: http::router(state),
+            router: http::router(state, &edge_limits(&config.edge)),
+            connections: ConnectionLimits {
+                header_read_timeout: config.edge.header_read_timeout,
+                idle_timeout: config.edge.idle_timeout,
+                max_connections: config.edge.max_connections as usize,
+            },
+            reads,
             buses,
             relay,
             dead_letters,
@@ -163,10 +180,10 @@ impl App {
     ) -> anyhow::Result<()> {
         let stop_relay = CancellationToken::new();
         let relay = self.relay.map(|relay| spawn_relay(relay, &stop_relay));
-        axum::serve(self.listener.tap_io(no_delay), self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("HTTP server failed")?;
+        connections::serve(self.listener, self.router, self.connections, shutdown).await;
+        if let Some(reads) = &self.reads {
+            reads.close().await;
+        }
         tracing::info!("HTTP server stopped; draining the bus");
         if let Buses::Async { commands, .. } = &self.buses {
             commands.shutdown().await;
@@ -183,6 +200,24 @@ impl App {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The edge's limits from the `serve` flags.
+fn edge_limits(edge: &EdgeArgs) -> EdgeLimits {
+    let rate_limit = RateLimit::new(edge.rate_limit_per_second, edge.rate_limit_burst);
+    match rate_limit {
+        Some(rate) => tracing::info!(
+            per_second = rate.per_second,
+            burst = rate.burst,
+            "rate limit per client"
+        ),
+        None => tracing::warn!("no rate limit per client (--rate-limit-per-second 0)"),
+    }
+    EdgeLimits {
+        max_in_flight: edge.max_in_flight as usize,
+        rate_limit,
+        request_timeout: edge.request_timeout,
     }
 }
 

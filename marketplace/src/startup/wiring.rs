@@ -7,7 +7,8 @@ use bus_core::{
     BreakerConfig, CircuitBreaker, DatabaseDeadLetters, DeadLetter, DeadLetterSink, EventBus,
     Handlers, InMemoryDeadLetters,
 };
-use bus_rabbitmq::RabbitPublisher;
+use bus_rabbitmq::{RabbitConfig, RabbitPublisher, Topology};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -68,6 +69,17 @@ pub(super) fn handlers(
             waker.wake()
         })
         .build()
+}
+
+/// The broker topology of every handler of the marketplace under
+/// `rabbit`'s namespace, for a tool that works on its queues without
+/// running the handlers (`dead-letters`): the handlers are registered only
+/// for their names, over a pool that never connects.
+pub fn rabbit_topology(rabbit: &RabbitConfig) -> anyhow::Result<Topology> {
+    let unused = PgPoolOptions::new().connect_lazy_with(PgConnectOptions::new_without_pgpass());
+    let store = Database::Postgres(unused).repositories();
+    let handlers = handlers(&store, OutboxWaker::new())?;
+    Ok(rabbit.topology(&handlers))
 }
 
 /// The async bus's dead letters: stored in the database's

@@ -73,6 +73,20 @@ impl Database {
             .ok_or_else(|| anyhow::anyhow!(RABBITMQ_NEEDS_POSTGRES))
     }
 
+    /// A database for the API's reads (GET routes) alone, if they need
+    /// one: on PostgreSQL a pool of its own whose statements are cancelled
+    /// after `statement_timeout` (`None` for zero: reads share this pool,
+    /// unbounded). SQLite has no statement timeout (`None`): its reads are
+    /// bounded by the request timeout alone.
+    pub fn for_reads(&self, statement_timeout: Duration) -> Option<Self> {
+        match self {
+            Self::Postgres(pool) if !statement_timeout.is_zero() => Some(Self::Postgres(
+                postgres::reads_pool(pool, statement_timeout),
+            )),
+            _ => None,
+        }
+    }
+
     /// Every repository on this database.
     pub fn repositories(&self) -> Repositories {
         match self {

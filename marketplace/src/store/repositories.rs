@@ -58,8 +58,15 @@ pub trait OfferRepository: Send + Sync {
         offer: &NewOffer,
         event: &Envelope,
     ) -> Result<OfferOutcome, StoreError>;
-    /// Every offer of a book, cheapest first (ties by offer id).
-    async fn list_offers(&self, book_id: Uuid) -> Result<Vec<Offer>, StoreError>;
+    /// Up to `limit` offers of a book, cheapest first (ties by offer id),
+    /// from the one after offer `after` in that order when given (none if
+    /// `after` is not an offer of this book).
+    async fn list_offers(
+        &self,
+        book_id: Uuid,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Offer>, StoreError>;
 }
 
 /// Orders.

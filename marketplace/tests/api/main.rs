@@ -6,6 +6,8 @@ mod bad_input;
 mod books;
 mod compatibility;
 mod concurrency;
+mod dead_letters;
+mod edge;
 mod helpers;
 mod idempotency;
 mod least_privilege;

@@ -87,6 +87,14 @@ async fn create_if_missing(url: &str) -> anyhow::Result<()> {
 }
 
 async fn open(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    pool_options(max_connections)
+        .connect(url)
+        .await
+        .context("cannot connect to PostgreSQL")
+}
+
+/// A pool of at most `max_connections`.
+fn pool_options(max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
@@ -104,7 +112,20 @@ async fn open(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
                 Ok(true)
             })
         })
-        .connect(url)
-        .await
-        .context("cannot connect to PostgreSQL")
+}
+
+/// A second pool on `pool`'s database, of as many connections, whose every
+/// statement PostgreSQL cancels after `statement_timeout` (SQLSTATE 57014,
+/// which the API answers 503): the reads' pool, so a slow or blocked read
+/// gives its connection back, while writes keep a pool without that bound.
+/// The timeout is a startup parameter of each connection: no extra round
+/// trip per query. Connections are opened on first use.
+pub fn reads_pool(pool: &PgPool, statement_timeout: Duration) -> PgPool {
+    let millis = statement_timeout.as_millis().max(1).to_string();
+    let options = pool
+        .connect_options()
+        .as_ref()
+        .clone()
+        .options([("statement_timeout", millis.as_str())]);
+    pool_options(pool.options().get_max_connections()).connect_lazy_with(options)
 }
