@@ -29,7 +29,8 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the HTTP API (applies migrations first).
+    /// Serve the HTTP API (applies migrations first, unless
+    /// `--skip-migrations`).
     Serve(ServeConfig),
     /// Apply the database migrations and exit.
     Migrate(DatabaseConfig),
@@ -84,6 +85,29 @@ pub struct DatabaseConfig {
     pub db_max_connections: u32,
 }
 
+/// How a long-running process (`serve`, `worker`) treats the schema at
+/// start.
+#[derive(Debug, Clone, Args)]
+pub struct SchemaArgs {
+    /// Do not create the database nor apply migrations at start: only check
+    /// that every migration of this release is applied, waiting up to
+    /// `--schema-wait` for `marketplace migrate` to apply them. Lets the
+    /// process connect as a role without DDL rights. PostgreSQL only.
+    #[arg(
+        long,
+        env = "MARKETPLACE_SKIP_MIGRATIONS",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub skip_migrations: bool,
+    /// With `--skip-migrations`: longest wait at start for the schema to
+    /// reach this release's version before giving up.
+    #[arg(long, env = "MARKETPLACE_SCHEMA_WAIT", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub schema_wait: Duration,
+}
+
 /// `marketplace seed`.
 #[derive(Debug, Clone, Args)]
 pub struct SeedConfig {
@@ -113,6 +137,9 @@ pub struct ServeConfig {
     /// The database.
     #[command(flatten)]
     pub database: DatabaseConfig,
+    /// Whether this process migrates the schema or only checks it.
+    #[command(flatten)]
+    pub schema: SchemaArgs,
     /// The in-memory async bus.
     #[command(flatten)]
     pub async_bus: AsyncBusArgs,
@@ -315,6 +342,9 @@ pub struct WorkerConfig {
     /// The database.
     #[command(flatten)]
     pub database: DatabaseConfig,
+    /// Whether this process migrates the schema or only checks it.
+    #[command(flatten)]
+    pub schema: SchemaArgs,
     /// RabbitMQ.
     #[command(flatten)]
     pub rabbitmq: RabbitArgs,

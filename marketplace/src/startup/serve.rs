@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     connections::{self, ConnectionLimits},
     wiring::{
-        broker_readiness, connect, consumer_readiness, database_breaker, handlers, is_postgres,
+        broker_readiness, consumer_readiness, database_breaker, handlers, is_postgres, open,
         outbox_relay, spawn_relay, DurableDeadLetters,
     },
 };
@@ -58,12 +58,13 @@ pub struct App {
 }
 
 impl App {
-    /// Connects, migrates and builds the application described by `config`.
+    /// Connects, migrates (or, with `--skip-migrations`, checks the schema)
+    /// and builds the application described by `config`.
     pub async fn build(config: &ServeConfig) -> anyhow::Result<Self> {
         if config.bus == BusKind::Rabbitmq && !is_postgres(&config.database.database_url) {
             anyhow::bail!(crate::store::RABBITMQ_NEEDS_POSTGRES);
         }
-        let database = connect(&config.database).await?;
+        let database = open(&config.database, &config.schema).await?;
         Self::build_with_database(config, database).await
     }
 

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     commands,
-    config::DatabaseConfig,
+    config::{DatabaseConfig, SchemaArgs},
     events,
     http::ReadinessCheck,
     store::{Database, Repositories},
@@ -24,6 +24,22 @@ use crate::{
 /// its migrations.
 pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Database> {
     Database::connect(&config.database_url, config.db_max_connections).await
+}
+
+/// The database of a long-running process: [`connect`], or with
+/// `--skip-migrations` connected without creating or migrating anything,
+/// once the schema is this release's.
+pub(super) async fn open(config: &DatabaseConfig, schema: &SchemaArgs) -> anyhow::Result<Database> {
+    if schema.skip_migrations {
+        Database::connect_without_migrating(
+            &config.database_url,
+            config.db_max_connections,
+            schema.schema_wait,
+        )
+        .await
+    } else {
+        connect(config).await
+    }
 }
 
 /// Every command handler and event subscriber of the marketplace; `waker`

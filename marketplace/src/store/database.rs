@@ -44,6 +44,28 @@ impl Database {
         }
     }
 
+    /// Connects to the PostgreSQL database `url` without creating it or
+    /// changing its schema, once every migration of this release is applied
+    /// (waiting up to `schema_wait` for `marketplace migrate`). SQLite is
+    /// refused: its one process owns the file and migrates it.
+    pub async fn connect_without_migrating(
+        url: &str,
+        max_connections: u32,
+        schema_wait: Duration,
+    ) -> anyhow::Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(
+                postgres::connect_without_migrating(url, max_connections, schema_wait).await?,
+            ))
+        } else {
+            anyhow::bail!(
+                "--skip-migrations (MARKETPLACE_SKIP_MIGRATIONS) needs PostgreSQL; \
+                 an SQLite file is migrated by the one process that opens it (got {:?})",
+                redact(url)
+            )
+        }
+    }
+
     /// The PostgreSQL pool, or the error that explains why the RabbitMQ bus
     /// cannot run on this database.
     pub fn require_postgres(&self) -> anyhow::Result<&PgPool> {

@@ -5,6 +5,7 @@
 mod books;
 mod offers;
 mod orders;
+pub mod schema;
 mod users;
 
 pub use books::LIST_BOOKS_SQL;
@@ -37,6 +38,39 @@ impl PgStore {
 /// Connects to `url` (creating the database if needed) with at most
 /// `max_connections`, and applies the migrations.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    create_if_missing(url).await?;
+    let pool = open(url, max_connections).await?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .context("cannot apply migrations")?;
+    Ok(pool)
+}
+
+/// Connects to `url` with at most `max_connections`, neither creating the
+/// database nor changing its schema, and waits up to `schema_wait` until
+/// every migration of this release is applied (by `marketplace migrate`,
+/// run as the schema's owner): what a role without DDL rights can do.
+pub async fn connect_without_migrating(
+    url: &str,
+    max_connections: u32,
+    schema_wait: Duration,
+) -> anyhow::Result<PgPool> {
+    let pool = open(url, max_connections).await?;
+    let status = schema::wait_until_current(&pool, schema_wait)
+        .await
+        .context("the database schema is not this release's")?;
+    if !status.unknown.is_empty() {
+        tracing::warn!(
+            unknown = ?status.unknown,
+            "the database holds migrations this release does not know (a newer release applied them)"
+        );
+    }
+    tracing::info!("schema up to date; migrations left to `marketplace migrate`");
+    Ok(pool)
+}
+
+async fn create_if_missing(url: &str) -> anyhow::Result<()> {
     if !Postgres::database_exists(url)
         .await
         .context("cannot reach PostgreSQL")?
@@ -49,15 +83,14 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
             }
         }
     }
-    let pool = pool_options(max_connections)
+    Ok(())
+}
+
+async fn open(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    pool_options(max_connections)
         .connect(url)
         .await
-        .context("cannot connect to PostgreSQL")?;
-    MIGRATOR
-        .run(&pool)
-        .await
-        .context("cannot apply migrations")?;
-    Ok(pool)
+        .context("cannot connect to PostgreSQL")
 }
 
 /// A pool of at most `max_connections`.
