@@ -115,6 +115,7 @@ mod error;
 mod handler;
 mod memory;
 mod message;
+pub mod metrics;
 mod middleware;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub mod outbox;

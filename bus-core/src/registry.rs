@@ -12,9 +12,9 @@ use tracing::Instrument;
 
 use crate::{
     middleware::{Endpoint, Next},
-    settlement::panic_message,
+    settlement::{decide, panic_message, Settlement},
     Command, CommandHandler, Envelope, Event, EventHandler, HandlerError, Message, MessageContext,
-    Middleware, RegistrationError,
+    Middleware, RegistrationError, RetryPolicy,
 };
 
 /// Called after a handler succeeded, with the envelope it handled.
@@ -109,6 +109,35 @@ impl RegisteredHandler {
             Err(error) => span.in_scope(|| tracing::debug!(%error, "handler failed")),
         }
         result
+    }
+
+    /// Runs the handler on `envelope` as delivery `attempt` ([`invoke`]),
+    /// settles the result under `policy` ([`decide`]) and records the
+    /// delivery's [`metrics`](crate::metrics): what every bus does with a
+    /// delivery before applying the settlement in its own terms.
+    ///
+    /// [`invoke`]: Self::invoke
+    pub async fn invoke_and_decide(
+        &self,
+        envelope: Arc<Envelope>,
+        attempt: u32,
+        policy: &RetryPolicy,
+    ) -> (Result<(), HandlerError>, Settlement) {
+        let started = std::time::Instant::now();
+        let created = envelope.timestamp;
+        let result = self
+            .invoke(envelope, attempt, policy.max_attempts.max(1))
+            .await;
+        let settlement = decide(&result, attempt, policy);
+        crate::metrics::record_settled(
+            self.message_type,
+            self.subscriber.as_deref(),
+            &result,
+            &settlement,
+            started.elapsed(),
+            created,
+        );
+        (result, settlement)
     }
 
     /// Puts the version check (and upcasting) in front of the endpoint and

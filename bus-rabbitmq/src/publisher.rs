@@ -151,9 +151,26 @@ impl RabbitPublisher {
     /// Publishes `envelope` on `exchange` with its type as routing key and
     /// waits for the broker's confirm.
     async fn publish_to(&self, exchange: String, envelope: Envelope) -> Result<(), DispatchError> {
+        let started = Instant::now();
+        let result = self.publish_confirmed_to(exchange, &envelope).await;
+        let outcome = match &result {
+            Ok(()) => "sent",
+            Err(DispatchError::Refused { .. }) => "refused",
+            Err(_) => "unavailable",
+        };
+        bus_core::metrics::record_sent(&envelope.message_type, outcome, Some(started.elapsed()));
+        result
+    }
+
+    /// [`Self::publish_to`] without its metrics.
+    async fn publish_confirmed_to(
+        &self,
+        exchange: String,
+        envelope: &Envelope,
+    ) -> Result<(), DispatchError> {
         let deadline = Instant::now() + self.inner.confirm_timeout;
         let (properties, body) =
-            wire::encode(&envelope, 1).map_err(|error| DispatchError::Refused {
+            wire::encode(envelope, 1).map_err(|error| DispatchError::Refused {
                 reason: error.to_string(),
             })?;
         let channel = match tokio::time::timeout_at(deadline, self.inner.channels.get()).await {

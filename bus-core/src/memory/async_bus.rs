@@ -9,13 +9,9 @@ use std::{
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::{
-    bus::BoxFuture,
-    dead_letter::dead_letter,
-    dead_letter_ops::Redelivery,
-    settlement::{decide, Settlement},
-    transport::RegisteredHandler,
-    CircuitBreaker, CommandBus, DeadLetterSink, DispatchError, Envelope, EventBus, Handlers,
-    InMemoryDeadLetters, RetryPolicy,
+    bus::BoxFuture, dead_letter::dead_letter, dead_letter_ops::Redelivery, settlement::Settlement,
+    transport::RegisteredHandler, CircuitBreaker, CommandBus, DeadLetterSink, DispatchError,
+    Envelope, EventBus, Handlers, InMemoryDeadLetters, RetryPolicy,
 };
 
 /// Settings of an [`AsyncBus`].
@@ -284,8 +280,15 @@ impl CommandBus for AsyncBus {
     fn send_envelope(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
         let result = match self.inner.handlers.command(&envelope.message_type) {
             Some(handler) => {
-                let handler = handler.clone();
-                self.enqueue(Arc::new(envelope), vec![(handler, None)])
+                let message_type = handler.message_type();
+                let queued = self.enqueue(Arc::new(envelope), vec![(handler.clone(), None)]);
+                let outcome = if queued.is_ok() {
+                    "sent"
+                } else {
+                    "unavailable"
+                };
+                crate::metrics::record_sent(message_type, outcome, None);
+                queued
             }
             None => Err(DispatchError::NoHandler {
                 message_type: envelope.message_type,
@@ -412,15 +415,11 @@ async fn run_workers(inner: Arc<Inner>, mut jobs: mpsc::UnboundedReceiver<Job>) 
 
 async fn run_job(inner: &Arc<Inner>, job: Job) {
     let policy = &inner.config.retry;
-    let result = job
+    let (result, settlement) = job
         .handler
-        .invoke(
-            job.envelope.clone(),
-            job.attempt,
-            policy.max_attempts.max(1),
-        )
+        .invoke_and_decide(job.envelope.clone(), job.attempt, policy)
         .await;
-    let delay = match decide(&result, job.attempt, policy) {
+    let delay = match settlement {
         Settlement::Retry { after } => after,
         Settlement::Suspend { reason } => {
             suspend(inner, job, &reason);

@@ -1,11 +1,8 @@
 use std::sync::Arc;
 
 use crate::{
-    bus::BoxFuture,
-    dead_letter::dead_letter,
-    settlement::{decide, Settlement},
-    CommandBus, DeadLetterSink, DispatchError, Envelope, EventBus, Handlers, InMemoryDeadLetters,
-    RetryPolicy,
+    bus::BoxFuture, dead_letter::dead_letter, settlement::Settlement, CommandBus, DeadLetterSink,
+    DispatchError, Envelope, EventBus, Handlers, InMemoryDeadLetters, RetryPolicy,
 };
 
 /// One attempt: a caller waiting on its command cannot wait for retries.
@@ -69,8 +66,10 @@ impl CommandBus for InMemoryBus {
                 .ok_or_else(|| DispatchError::NoHandler {
                     message_type: envelope.message_type.clone(),
                 })?;
-            let result = handler.invoke(Arc::new(envelope), 1, 1).await;
-            match decide(&result, 1, &SINGLE_ATTEMPT) {
+            let (result, settlement) = handler
+                .invoke_and_decide(Arc::new(envelope), 1, &SINGLE_ATTEMPT)
+                .await;
+            match settlement {
                 Settlement::Ack => Ok(()),
                 _ => result.map_err(DispatchError::Handler),
             }
@@ -86,8 +85,11 @@ impl EventBus for InMemoryBus {
             for subscription in self.handlers.subscribers(&envelope.message_type) {
                 // `invoke` catches panics: one subscriber cannot keep the
                 // others from running.
-                let result = subscription.handler.invoke(envelope.clone(), 1, 1).await;
-                match decide(&result, 1, &SINGLE_ATTEMPT) {
+                let (_, settlement) = subscription
+                    .handler
+                    .invoke_and_decide(envelope.clone(), 1, &SINGLE_ATTEMPT)
+                    .await;
+                match settlement {
                     Settlement::DeadLetter { reason } => dead_letter(
                         self.dead_letters.as_ref(),
                         &envelope,

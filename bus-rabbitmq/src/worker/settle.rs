@@ -4,10 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bus_core::{
-    transport::{decide, Settlement},
-    HandlerError,
-};
+use bus_core::{transport::Settlement, HandlerError};
 use lapin::{
     message::Delivery,
     options::{BasicAckOptions, BasicNackOptions},
@@ -22,7 +19,8 @@ use crate::{
     Naming,
 };
 
-/// Runs the handler on one delivery and settles it as [`decide`] says.
+/// Runs the handler on one delivery and settles it as
+/// [`decide`](bus_core::transport::decide) says.
 pub(super) async fn settle(context: &QueueContext, delivery: Delivery, attempt: u32) {
     let envelope = match wire::decode(&delivery.properties, &delivery.data) {
         Ok(envelope) => envelope,
@@ -44,16 +42,12 @@ pub(super) async fn settle(context: &QueueContext, delivery: Delivery, attempt: 
     }
     let envelope = Arc::new(envelope);
     loop {
-        let result = context
+        let (result, settlement) = context
             .route
             .handler
-            .invoke(
-                envelope.clone(),
-                attempt,
-                context.policy.max_attempts.max(1),
-            )
+            .invoke_and_decide(envelope.clone(), attempt, &context.policy)
             .await;
-        match decide(&result, attempt, &context.policy) {
+        match settlement {
             Settlement::Ack => ack(&delivery, "handled").await,
             Settlement::Retry { after } => {
                 let error = result.err().map(|e| e.to_string()).unwrap_or_default();

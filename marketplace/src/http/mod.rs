@@ -7,6 +7,7 @@ pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod metrics;
 pub mod offers;
 pub mod openapi;
 pub mod orders;
@@ -79,6 +80,7 @@ pub fn health_router(state: AppState) -> Router {
     Router::new()
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
+        .route("/metrics", get(metrics::render))
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -101,6 +103,7 @@ pub fn router(state: AppState, limits: &EdgeLimits) -> Router {
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/openapi.json", get(openapi::openapi_json))
+        .route("/metrics", get(metrics::render))
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -128,6 +131,9 @@ pub fn router(state: AppState, limits: &EdgeLimits) -> Router {
         .layer(CatchPanicLayer::custom(|_| -> Response {
             ApiError::Internal("handler panicked".to_owned()).into_response()
         }))
+        // Outside everything that answers on its own (panics, shedding,
+        // throttling, authentication), so those answers are counted too.
+        .layer(middleware::from_fn(metrics::measure))
         .layer(
             ServiceBuilder::new()
                 .map_request(request_id::drop_insane)

@@ -12,6 +12,7 @@
 //! the outbox relay and the broker readiness probe.
 
 mod connections;
+mod metrics;
 mod serve;
 mod wiring;
 mod worker;

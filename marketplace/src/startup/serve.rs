@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     connections::{self, ConnectionLimits},
+    metrics,
     wiring::{
         broker_readiness, consumer_readiness, database_breaker, handlers, is_postgres, open,
         outbox_relay, spawn_relay, DurableDeadLetters,
@@ -55,6 +56,8 @@ pub struct App {
     buses: Buses,
     relay: Option<OutboxRelay>,
     dead_letters: InMemoryDeadLetters,
+    /// The database whose pools and outbox the metrics sample.
+    database: Database,
 }
 
 impl App {
@@ -138,10 +141,11 @@ impl App {
                 }
             };
         let reads = database.for_reads(config.edge.read_statement_timeout);
+        http::metrics::handle();
         let state = AppState {
             commands,
             queries: queries::query_bus(&reads.as_ref().unwrap_or(&database).repositories())?,
-            database,
+            database: database.clone(),
             readiness,
             auth,
         };
@@ -161,6 +165,7 @@ impl App {
             buses,
             relay,
             dead_letters,
+            database,
         })
     }
 
@@ -184,6 +189,7 @@ impl App {
     ) -> anyhow::Result<()> {
         let stop_relay = CancellationToken::new();
         let relay = self.relay.map(|relay| spawn_relay(relay, &stop_relay));
+        let sampler = metrics::spawn_sampler(self.database.clone(), stop_relay.clone());
         connections::serve(self.listener, self.router, self.connections, shutdown).await;
         if let Some(reads) = &self.reads {
             reads.close().await;
@@ -197,6 +203,7 @@ impl App {
         if let Some(relay) = relay {
             relay.await.context("outbox relay panicked")?;
         }
+        sampler.await.context("metrics sampler panicked")?;
         match &self.buses {
             Buses::Async { events, .. } => events.shutdown().await,
             Buses::Rabbit { publisher } => publisher.close(),

@@ -30,6 +30,8 @@ pub struct Worker {
     relay: OutboxRelay,
     health: TcpListener,
     router: axum::Router,
+    /// The database whose pool and outbox the metrics sample.
+    database: Database,
 }
 
 impl Worker {
@@ -46,6 +48,7 @@ impl Worker {
     /// Builds the worker on an existing, migrated pool (tests).
     pub async fn build_with_pool(config: &WorkerConfig, pool: PgPool) -> anyhow::Result<Self> {
         let database = Database::Postgres(pool);
+        http::metrics::handle();
         let store = database.repositories();
         let waker = OutboxWaker::new();
         let handlers = handlers(&store, waker.clone())?;
@@ -57,7 +60,7 @@ impl Worker {
         let state = AppState {
             commands: Arc::new(publisher.clone()),
             queries: queries::query_bus(&store)?,
-            database,
+            database: database.clone(),
             readiness: vec![
                 consumer_readiness(breaker),
                 broker_readiness(publisher.clone()),
@@ -75,6 +78,7 @@ impl Worker {
             relay,
             health,
             router: http::health_router(state),
+            database,
         })
     }
 
@@ -102,6 +106,7 @@ impl Worker {
     ) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
         let relay = spawn_relay(self.relay, &stop);
+        let sampler = super::metrics::spawn_sampler(self.database.clone(), stop.clone());
         let health_stop = stop.clone();
         let health = tokio::spawn(async move {
             axum::serve(self.health.tap_io(no_delay), self.router)
@@ -123,6 +128,7 @@ impl Worker {
         };
         stop.cancel();
         relay.await.context("outbox relay panicked")?;
+        sampler.await.context("metrics sampler panicked")?;
         self.publisher.close();
         health.await.context("health server panicked")??;
         result.context("RabbitMQ worker failed")?;

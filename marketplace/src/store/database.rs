@@ -16,6 +16,15 @@ pub enum Database {
     Sqlite(SqliteStore),
 }
 
+/// The outbox rows waiting for the relay.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutboxBacklog {
+    /// How many.
+    pub rows: i64,
+    /// Age of the oldest, in seconds (zero when there is none).
+    pub oldest_age_seconds: f64,
+}
+
 /// How long a readiness probe waits for the database.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -122,6 +131,47 @@ impl Database {
             Self::Postgres(pool) => Some(pool),
             Self::Sqlite(_) => None,
         }
+    }
+
+    /// The connection pools behind this database, by name, each with its
+    /// open and idle connections.
+    pub fn pools(&self) -> Vec<(&'static str, u32, usize)> {
+        match self {
+            Self::Postgres(pool) => vec![("main", pool.size(), pool.num_idle())],
+            Self::Sqlite(store) => vec![
+                ("writer", store.writer().size(), store.writer().num_idle()),
+                ("reader", store.reader().size(), store.reader().num_idle()),
+            ],
+        }
+    }
+
+    /// The outbox rows not yet relayed, and the age of the oldest one
+    /// (zero when there is none).
+    pub async fn outbox_backlog(&self) -> Result<OutboxBacklog, sqlx::Error> {
+        let (rows, oldest_age_seconds) = match self {
+            Self::Postgres(pool) => {
+                sqlx::query_as::<_, (i64, f64)>(
+                    "SELECT count(*)::bigint, \
+                     COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 \
+                     FROM bus_outbox",
+                )
+                .fetch_one(pool)
+                .await?
+            }
+            Self::Sqlite(store) => {
+                sqlx::query_as::<_, (i64, f64)>(
+                    "SELECT count(*), \
+                     COALESCE((julianday('now') - julianday(min(created_at))) * 86400.0, 0.0) \
+                     FROM bus_outbox",
+                )
+                .fetch_one(store.reader())
+                .await?
+            }
+        };
+        Ok(OutboxBacklog {
+            rows,
+            oldest_age_seconds: oldest_age_seconds.max(0.0),
+        })
     }
 
     /// Checks that the database answers, for `/health/ready`.

@@ -30,7 +30,7 @@ pub mod postgres;
 mod repositories;
 pub mod sqlite;
 
-pub use database::{Database, RABBITMQ_NEEDS_POSTGRES};
+pub use database::{Database, OutboxBacklog, RABBITMQ_NEEDS_POSTGRES};
 pub use error::StoreError;
 pub use repositories::{
     BookRepository, ConfirmedEvent, OfferRepository, OrderRepository, Repositories, UserRepository,
