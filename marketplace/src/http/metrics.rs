@@ -29,7 +29,7 @@ pub const OUTBOX_BACKLOG: &str = "marketplace_outbox_backlog_rows";
 /// Gauge (seconds): age of the oldest outbox row not yet relayed.
 pub const OUTBOX_OLDEST_AGE: &str = "marketplace_outbox_oldest_age_seconds";
 /// Gauge: connections open in a database pool, by `db_client_connection_pool_name`.
-pub const POOL_SIZE: &str = "db_client_connection_count";
+pub const POOL_SIZE: &str = "db_client_connections_usage";
 /// Gauge: messages ready in a RabbitMQ queue, by `messaging_destination_name`
 /// (the queue) and `queue_kind` (`command`, `event`, `dead_letter`).
 pub const QUEUE_DEPTH: &str = "marketplace_queue_messages";

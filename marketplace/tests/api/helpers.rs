@@ -107,12 +107,15 @@ pub struct TestApp {
     pub namespace: String,
     /// The bus the app runs on.
     pub bus: BusKind,
+    /// With `--bus rabbitmq`: the worker's health (and metrics) address.
+    pub worker_address: Option<String>,
 }
 
 struct RunningWorker {
     stop: oneshot::Sender<()>,
     task: JoinHandle<anyhow::Result<()>>,
     topology: Topology,
+    address: String,
 }
 
 /// Flags of `serve` that `worker` does not take (its twin gets the others).
@@ -188,6 +191,7 @@ pub async fn spawn(db: TestDb, bus: BusKind, flags: &[&str]) -> TestApp {
             .await
             .expect("worker builds");
         let topology = worker.topology();
+        let health = worker.health_addr().expect("health bound");
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(worker.run(async {
             let _ = stopped.await;
@@ -196,6 +200,7 @@ pub async fn spawn(db: TestDb, bus: BusKind, flags: &[&str]) -> TestApp {
             stop,
             task,
             topology,
+            address: format!("http://{health}"),
         })
     } else {
         None
@@ -219,6 +224,7 @@ pub async fn spawn(db: TestDb, bus: BusKind, flags: &[&str]) -> TestApp {
     }));
     TestApp {
         address,
+        worker_address: worker.as_ref().map(|worker| worker.address.clone()),
         client: reqwest::Client::new(),
         db: Some(db),
         dead_letters,
