@@ -11,7 +11,11 @@ use std::{
 use bus_core::{BoxFuture, CommandBus, DispatchError, Envelope, EventBus};
 use deadpool::managed::{self, Metrics, Object, RecycleError, RecycleResult};
 use deadpool_lapin::{Hook, HookError};
-use lapin::{options::ConfirmSelectOptions, Channel, ConnectionProperties, ConnectionStatus};
+use lapin::{
+    options::{ConfirmSelectOptions, QueueDeclareOptions},
+    types::FieldTable,
+    Channel, ConnectionProperties, ConnectionStatus,
+};
 use tokio::time::Instant;
 
 use crate::{
@@ -133,6 +137,49 @@ impl RabbitPublisher {
                 self.reset();
                 Err(RabbitError::Connect(Box::new(elapsed)))
             }
+        }
+    }
+
+    /// How many messages are ready in each of `queues`, read with passive
+    /// declares on a channel of its own, all within the confirm timeout
+    /// (for gauges: a slow broker is skipped, not waited for).
+    pub async fn queue_depths(&self, queues: &[String]) -> Result<Vec<(String, u32)>, RabbitError> {
+        let deadline = Instant::now() + self.inner.confirm_timeout;
+        let read = async {
+            let connection = self
+                .inner
+                .channels
+                .manager()
+                .connections
+                .get()
+                .await
+                .map_err(|error| RabbitError::Connect(Box::new(error)))?;
+            let channel = connection
+                .create_channel()
+                .await
+                .map_err(RabbitError::Channel)?;
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            };
+            let mut depths = Vec::with_capacity(queues.len());
+            for queue in queues {
+                let declared = channel
+                    .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                    .await
+                    .map_err(|source| RabbitError::Declare {
+                        what: format!("queue {queue} (passive)"),
+                        source,
+                    })?;
+                depths.push((queue.clone(), declared.message_count()));
+            }
+            // Best effort: a channel the broker closed is gone anyway.
+            let _ = channel.close(200, "OK".into()).await;
+            Ok(depths)
+        };
+        match tokio::time::timeout_at(deadline, read).await {
+            Ok(result) => result,
+            Err(elapsed) => Err(RabbitError::Connect(Box::new(elapsed))),
         }
     }
 

@@ -189,7 +189,7 @@ impl App {
     ) -> anyhow::Result<()> {
         let stop_relay = CancellationToken::new();
         let relay = self.relay.map(|relay| spawn_relay(relay, &stop_relay));
-        let sampler = metrics::spawn_sampler(self.database.clone(), stop_relay.clone());
+        let sampler = metrics::spawn_sampler(self.database.clone(), None, stop_relay.clone());
         connections::serve(self.listener, self.router, self.connections, shutdown).await;
         if let Some(reads) = &self.reads {
             reads.close().await;

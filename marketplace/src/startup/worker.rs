@@ -106,7 +106,9 @@ impl Worker {
     ) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
         let relay = spawn_relay(self.relay, &stop);
-        let sampler = super::metrics::spawn_sampler(self.database.clone(), stop.clone());
+        let queues = super::metrics::Queues::new(self.publisher.clone(), self.consumer.topology());
+        let sampler =
+            super::metrics::spawn_sampler(self.database.clone(), Some(queues), stop.clone());
         let health_stop = stop.clone();
         let health = tokio::spawn(async move {
             axum::serve(self.health.tap_io(no_delay), self.router)

@@ -86,7 +86,7 @@ send() {
     curl -fsS -o /dev/null -X "$1" -H 'content-type: application/json' --data "$3" "$api$2"
 }
 eventually() {
-    for _ in $(seq 1 120); do
+    for _ in $(seq 1 160); do
         if "$@"; then
             return 0
         fi
@@ -110,6 +110,9 @@ eventually found "/orders/$order"
 curl -sS -o /dev/null "$api/no/such/route"
 send POST /offer "{\"id\":\"$(uuid)\",\"bookId\":\"$(uuid)\",\"sellerId\":\"$user\",\"price\":7.5,\"stock\":1}"
 eventually has_metric "$worker" 'outcome="dead_letter"'
+# The worker reads its queues' depths every 15 s: the dead-lettered offer
+# shows in its dead-letter queue's gauge.
+eventually has_metric "$worker" 'queue_kind="dead_letter"} 1'
 
 for endpoint in "$api" "$worker"; do
     curl -fsS "$endpoint/metrics" >"$work/metrics.txt"
