@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::{transport::Settlement, FailureKind, HandlerError};
+use crate::{settlement::Settlement, FailureKind, HandlerError};
 
 /// Counter: messages handed to a transport, by `messaging_destination_name`
 /// (the message type) and `outcome` (`sent`, `refused`, `unavailable`).
