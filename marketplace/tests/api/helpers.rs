@@ -108,6 +108,8 @@ pub struct TestApp {
     /// The bus the app runs on.
     pub bus: BusKind,
     /// With `--bus rabbitmq`: the worker's health (and metrics) address.
+    /// Read by the metrics tests, which share these helpers.
+    #[allow(dead_code)]
     pub worker_address: Option<String>,
 }
 
