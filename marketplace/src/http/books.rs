@@ -21,6 +21,7 @@ use crate::{
     responses(
         (status = 200, description = "Accepted: the book will be saved"),
         (status = 400, description = "Malformed JSON or wrong types", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is out of range, or a name, title or author holds a control character or a bidirectional override", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Cannot accept commands right now", body = Problem, content_type = "application/problem+json"),

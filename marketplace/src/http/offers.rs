@@ -15,6 +15,7 @@ use crate::{commands::CreateOffer, model::Offer, queries::ListOffers};
         (status = 200, description = "Accepted: the offer will be listed once its book and seller exist"),
         (status = 400, description = "Malformed JSON or wrong types", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "In-memory sync bus only: the book or seller does not exist, or the offer id is taken by another payload (id-conflict)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is out of range, or a name, title or author holds a control character or a bidirectional override", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Cannot accept commands right now", body = Problem, content_type = "application/problem+json"),
