@@ -62,7 +62,8 @@ USER 10001:10001
 EXPOSE 8080 8081
 
 # Liveness of whichever role runs: the API on 8080, else the worker's probes
-# on 8081. Compose and the stack file override it with the role's readiness.
+# on 8081. Compose and the stack file ask liveness too (not readiness: a
+# broker outage must not restart every task); readiness is for traffic.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
     CMD ["docker-healthcheck", "live"]
 

@@ -1,31 +1,48 @@
 #!/usr/bin/env bash
-# Creates the docker swarm secrets stack.yml uses, from two passwords:
+# Creates the docker swarm secrets stack.yml uses (deploy/README.md, "Least
+# privilege"), from seven values:
 #
-#   marketplace_postgres_password  PostgreSQL's password (POSTGRES_PASSWORD_FILE)
-#   marketplace_rabbitmq_conf      RabbitMQ's default user, as a conf.d file
-#   marketplace_database_url       the app's DATABASE_URL (DATABASE_URL_FILE)
-#   marketplace_amqp_url           the app's AMQP_URL (AMQP_URL_FILE)
+#   POSTGRES_PASSWORD           marketplace_postgres_password (the superuser's,
+#                               POSTGRES_PASSWORD_FILE; administration only)
+#   POSTGRES_MIGRATOR_PASSWORD  marketplace_postgres_migrator_password (the
+#                               schema owner's, for the roles' init script) and
+#                               marketplace_migrate_database_url (`migrate`)
+#   POSTGRES_APP_PASSWORD       marketplace_postgres_app_password and
+#                               marketplace_app_database_url (`serve`, `worker`)
+#   RABBITMQ_ADMIN_PASSWORD     marketplace_rabbitmq_admin_password (operators)
+#   RABBITMQ_API_PASSWORD       marketplace_rabbitmq_api_password and
+#                               marketplace_api_amqp_url (`serve`)
+#   RABBITMQ_WORKER_PASSWORD    marketplace_rabbitmq_worker_password and
+#                               marketplace_worker_amqp_url (`worker`)
+#   MARKETPLACE_AUTH_SECRET     marketplace_auth_secret: the HS256 key the API
+#                               verifies tokens with (MARKETPLACE_AUTH_SECRET_FILE)
 #
-# Passwords come from POSTGRES_PASSWORD and RABBITMQ_PASSWORD when set, else
-# from a prompt (an empty answer generates a random one). They are restricted
-# to URL-safe characters, so they go into the URLs as they are. The URLs name
-# the stack's services (postgresql:5432, rabbitmq:5672); POSTGRES_ADDRESS and
-# RABBITMQ_ADDRESS change that (HOST:PORT, e.g. on the host's network). Existing
-# secrets are left alone (secrets are immutable; rotate under a new name).
+# Each value comes from its variable when set, else from a prompt (an empty
+# answer generates a random one). Passwords are restricted to URL-safe
+# characters, so they go into the URLs as they are. The URLs name the
+# stack's services (postgresql:5432, rabbitmq:5672) and the `marketplace`
+# virtual host; POSTGRES_ADDRESS and RABBITMQ_ADDRESS change the addresses
+# (HOST:PORT, e.g. on the host's network). Existing secrets are left alone
+# (secrets are immutable; rotate under a new name).
 #
 # Run on a swarm manager: `make secrets` or `bash deploy/create-secrets.sh`.
 set -euo pipefail
 
-# The user and database names stack.yml uses.
-DB_USER=marketplace
+# The role, user, database and virtual host names stack.yml and the init
+# scripts (docker/postgresql/10-marketplace-roles.sh,
+# docker/rabbitmq/definitions.sh) use.
 DB_NAME=marketplace
-MQ_USER=marketplace
+DB_MIGRATOR=marketplace_migrator
+DB_APP=marketplace_app
+MQ_VHOST=marketplace
+MQ_API=marketplace-api
+MQ_WORKER=marketplace-worker
 POSTGRES_ADDRESS=${POSTGRES_ADDRESS:-postgresql:5432}
 RABBITMQ_ADDRESS=${RABBITMQ_ADDRESS:-rabbitmq:5672}
 
 random_password() {
-    # 32 hex characters: URL-safe, 128 bits.
-    od -An -N16 -tx1 /dev/urandom | tr -d ' \n'
+    # 64 hex characters: URL-safe, 256 bits (as an HS256 key should have).
+    od -An -N32 -tx1 /dev/urandom | tr -d ' \n'
 }
 
 # ask VAR "description" GENERATE: VAR from the environment, else a prompt,
@@ -67,35 +84,68 @@ create() {
     fi
 }
 
-names=(marketplace_postgres_password marketplace_rabbitmq_conf marketplace_database_url marketplace_amqp_url)
+# VAR "description" SECRET...: the secrets each value goes into.
+values=(
+    "POSTGRES_PASSWORD|PostgreSQL superuser password|marketplace_postgres_password"
+    "POSTGRES_MIGRATOR_PASSWORD|PostgreSQL migration role password|marketplace_postgres_migrator_password marketplace_migrate_database_url"
+    "POSTGRES_APP_PASSWORD|PostgreSQL application role password|marketplace_postgres_app_password marketplace_app_database_url"
+    "RABBITMQ_ADMIN_PASSWORD|RabbitMQ admin password|marketplace_rabbitmq_admin_password"
+    "RABBITMQ_API_PASSWORD|RabbitMQ marketplace-api password|marketplace_rabbitmq_api_password marketplace_api_amqp_url"
+    "RABBITMQ_WORKER_PASSWORD|RabbitMQ marketplace-worker password|marketplace_rabbitmq_worker_password marketplace_worker_amqp_url"
+    "MARKETPLACE_AUTH_SECRET|Token signing secret (HS256)|marketplace_auth_secret"
+)
+
 missing=0
-for name in "${names[@]}"; do exists "$name" || missing=1; done
+for entry in "${values[@]}"; do
+    IFS='|' read -r _ _ secrets <<<"$entry"
+    for name in $secrets; do exists "$name" || missing=1; done
+done
 if [[ $missing == 0 ]]; then
     echo "all secrets exist; nothing to do"
     exit 0
 fi
-# A password is generated only when none of the secrets holding it exists yet;
+
+# A value is generated only when none of the secrets holding it exists yet;
 # otherwise it must match the one already stored.
-need() {
-    local var=$1 what=$2 a=$3 b=$4
-    if exists "$a" && exists "$b"; then
-        return
-    elif exists "$a" || exists "$b"; then
+for entry in "${values[@]}"; do
+    IFS='|' read -r var what secrets <<<"$entry"
+    present=0 absent=0
+    for name in $secrets; do
+        if exists "$name"; then present=$((present + 1)); else absent=$((absent + 1)); fi
+    done
+    if [[ $absent == 0 ]]; then
+        continue
+    elif [[ $present -gt 0 ]]; then
         ask "$var" "$what" no
     else
         ask "$var" "$what" yes
     fi
-}
-need POSTGRES_PASSWORD "PostgreSQL password" marketplace_postgres_password marketplace_database_url
-need RABBITMQ_PASSWORD "RabbitMQ password" marketplace_rabbitmq_conf marketplace_amqp_url
+done
 
 if [[ -n ${POSTGRES_PASSWORD:-} ]]; then
     create marketplace_postgres_password "$POSTGRES_PASSWORD"
-    create marketplace_database_url \
-        "postgres://$DB_USER:$POSTGRES_PASSWORD@$POSTGRES_ADDRESS/$DB_NAME"
 fi
-if [[ -n ${RABBITMQ_PASSWORD:-} ]]; then
-    create marketplace_rabbitmq_conf "$(printf 'default_user = %s\ndefault_pass = %s\n' "$MQ_USER" "$RABBITMQ_PASSWORD")"
-    create marketplace_amqp_url \
-        "amqp://$MQ_USER:$RABBITMQ_PASSWORD@$RABBITMQ_ADDRESS/%2f"
+if [[ -n ${POSTGRES_MIGRATOR_PASSWORD:-} ]]; then
+    create marketplace_postgres_migrator_password "$POSTGRES_MIGRATOR_PASSWORD"
+    create marketplace_migrate_database_url \
+        "postgres://$DB_MIGRATOR:$POSTGRES_MIGRATOR_PASSWORD@$POSTGRES_ADDRESS/$DB_NAME"
+fi
+if [[ -n ${POSTGRES_APP_PASSWORD:-} ]]; then
+    create marketplace_postgres_app_password "$POSTGRES_APP_PASSWORD"
+    create marketplace_app_database_url \
+        "postgres://$DB_APP:$POSTGRES_APP_PASSWORD@$POSTGRES_ADDRESS/$DB_NAME"
+fi
+if [[ -n ${RABBITMQ_ADMIN_PASSWORD:-} ]]; then
+    create marketplace_rabbitmq_admin_password "$RABBITMQ_ADMIN_PASSWORD"
+fi
+if [[ -n ${RABBITMQ_API_PASSWORD:-} ]]; then
+    create marketplace_rabbitmq_api_password "$RABBITMQ_API_PASSWORD"
+    create marketplace_api_amqp_url "amqp://$MQ_API:$RABBITMQ_API_PASSWORD@$RABBITMQ_ADDRESS/$MQ_VHOST"
+fi
+if [[ -n ${RABBITMQ_WORKER_PASSWORD:-} ]]; then
+    create marketplace_rabbitmq_worker_password "$RABBITMQ_WORKER_PASSWORD"
+    create marketplace_worker_amqp_url "amqp://$MQ_WORKER:$RABBITMQ_WORKER_PASSWORD@$RABBITMQ_ADDRESS/$MQ_VHOST"
+fi
+if [[ -n ${MARKETPLACE_AUTH_SECRET:-} ]]; then
+    create marketplace_auth_secret "$MARKETPLACE_AUTH_SECRET"
 fi

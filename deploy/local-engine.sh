@@ -101,6 +101,9 @@ start_engine() {
     ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' >"$ENGINE_DIR/links.before" || true
     # Its own (empty) configuration file: /etc/docker/daemon.json, if any,
     # must not switch iptables or a storage driver back on.
+    # --no-new-privileges: every container, swarm tasks included (whose
+    # `security_opt` an engine of this age does not apply), as
+    # deploy/README.md asks of production nodes.
     printf '{}\n' >"$ENGINE_DIR/daemon.json"
     say "starting dockerd in $ENGINE_DIR"
     setsid dockerd \
@@ -108,6 +111,7 @@ start_engine() {
         --storage-driver vfs \
         --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false \
         --bridge=none \
+        --no-new-privileges \
         --data-root "$ENGINE_DIR/data" \
         --exec-root "$ENGINE_DIR/exec" \
         --pidfile "$PIDFILE" \

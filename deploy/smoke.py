@@ -14,8 +14,17 @@
 
 Every wait polls with a deadline (DEADLINE seconds, default 60), never a
 fixed sleep. Exits non-zero with the reason when a check fails.
+
+Requests act as a signed-in user: `Authorization: Bearer <token>`, an HS256
+JWT signed with MARKETPLACE_AUTH_SECRET (default: docker-compose.yml's
+development secret), `sub` the id of the user acting, `iss` and `aud`
+`marketplace`, valid 10 minutes. The token is made with PyJWT when it is
+installed, else by the few lines below (the same standard token).
 """
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import sys
@@ -24,12 +33,48 @@ import urllib.error
 import urllib.request
 import uuid
 
+try:
+    import jwt  # PyJWT
+except ImportError:  # the standard library is enough for HS256
+    jwt = None
+
 DEADLINE = float(os.environ.get("DEADLINE", "60"))
 TIMEOUT = 5
 
 
+DEVELOPMENT_SECRET = "marketplace-development-secret-do-not-use-in-production"
+AUTH_SECRET = os.environ.get("MARKETPLACE_AUTH_SECRET") or DEVELOPMENT_SECRET
+ISSUER = AUDIENCE = "marketplace"
+TOKEN_TTL = 600
+
+# The user requests act as (set by `sign_in`).
+ACTING = {"token": None}
+
+
 class CheckFailed(Exception):
     pass
+
+
+def _b64url(raw):
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def token(user):
+    """A bearer token for `user`, signed with AUTH_SECRET."""
+    now = int(time.time())
+    claims = {"sub": user, "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + TOKEN_TTL}
+    if jwt is not None:
+        return jwt.encode(claims, AUTH_SECRET, algorithm="HS256")
+    header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    payload = _b64url(json.dumps(claims, separators=(",", ":")).encode())
+    signing_input = f"{header}.{payload}".encode()
+    signature = hmac.new(AUTH_SECRET.encode(), signing_input, hashlib.sha256).digest()
+    return f"{header}.{payload}.{_b64url(signature)}"
+
+
+def sign_in(user):
+    """Requests from now on act as `user`."""
+    ACTING["token"] = token(user)
 
 
 def request(method, url, body=None):
@@ -38,6 +83,8 @@ def request(method, url, body=None):
     req = urllib.request.Request(url, data=data, method=method)
     if data is not None:
         req.add_header("content-type", "application/json")
+    if ACTING["token"]:
+        req.add_header("authorization", f"Bearer {ACTING['token']}")
     try:
         with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
             raw = resp.read()
@@ -77,9 +124,21 @@ def get_json(base, path):
     return answer if status == 200 else f"{status} {answer}"
 
 
+def wait_ready(base):
+    """The containers' health checks ask liveness; traffic waits for readiness."""
+
+    def ready():
+        status, answer = request("GET", base + "/health/ready")
+        return status == 200 or f"{status} {answer}"
+
+    wait_for("the API ready (/health/ready)", ready)
+
+
 def flow(base):
+    wait_ready(base)
     started = time.monotonic()
     user, book, offer, order = (str(uuid.uuid4()) for _ in range(4))
+    sign_in(user)
     write(base, "PUT", "/user", {"id": user, "name": "Ann"})
     write(base, "PUT", "/book", {"id": book, "title": "Dune", "author": "Frank Herbert"})
     write(
@@ -135,7 +194,9 @@ def flow(base):
 
 def poll(base, stopfile):
     """Reads one book until stopfile appears; every answer must be 200."""
+    wait_ready(base)
     user, book, offer = (str(uuid.uuid4()) for _ in range(3))
+    sign_in(user)
     write(base, "PUT", "/user", {"id": user, "name": "Poller"})
     write(base, "PUT", "/book", {"id": book, "title": "Polled", "author": "Client"})
     wait_for("the polled book", lambda: isinstance(get_json(base, f"/books/{book}"), dict))
@@ -164,7 +225,9 @@ def poll(base, stopfile):
 
 
 def offers(base, count, state):
+    wait_ready(base)
     seller, book = str(uuid.uuid4()), str(uuid.uuid4())
+    sign_in(seller)
     write(base, "PUT", "/user", {"id": seller, "name": "Seller"})
     write(base, "PUT", "/book", {"id": book, "title": "Many offers", "author": "Workers"})
     accepted = []

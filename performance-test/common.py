@@ -20,6 +20,16 @@ failed in locust's stats when it is not honoured:
 The flows (`sign_up`, `browse_books`, `create_offer_flow`, `buy_flow`) are
 here too so that every scenario runs exactly the same steps.
 
+Signing in: every request carries `Authorization: Bearer <token>` of the
+simulated user acting (`sign_in`): an HS256 JWT signed with
+`MARKETPLACE_AUTH_SECRET` (default: the development secret of
+docker-compose.yml), `sub` the user's id, `iss` `AUTH_ISSUER` and `aud`
+`AUTH_AUDIENCE` (both `marketplace`, the API's defaults), valid
+`AUTH_TOKEN_TTL` seconds (3600). A user who signs up signs in as itself;
+a buyer signs in again before ordering (a flow may have put a book on sale
+as another, new user first). The API must verify tokens with the same
+secret (the Makefile's `serve` target starts it so).
+
 Tunables (environment variables): `THINK_MIN`/`THINK_MAX` seconds between
 the steps of a flow (default 0.2..1.0), `POLL_MAX` polls (default 30),
 `POLL_WAIT_MAX` longest wait between polls in seconds (default 1.0),
@@ -43,6 +53,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Callable, Optional
 
 import gevent
+import jwt
 from faker import Faker
 from locust import events
 from locust.exception import RescheduleTask
@@ -61,6 +72,14 @@ POLL_WAIT_FIRST = 0.1
 POLL_WAIT_MAX = _env_float("POLL_WAIT_MAX", 1.0)
 PAGE_SIZE = int(os.environ.get("PAGE_SIZE", 20))
 RETRY_AFTER_CAP = _env_float("RETRY_AFTER_CAP", 5.0)
+
+# The development secret of docker-compose.yml; set MARKETPLACE_AUTH_SECRET to
+# the API's own.
+DEVELOPMENT_SECRET = "marketplace-development-secret-do-not-use-in-production"
+AUTH_SECRET = os.environ.get("MARKETPLACE_AUTH_SECRET") or DEVELOPMENT_SECRET
+AUTH_ISSUER = os.environ.get("AUTH_ISSUER", "marketplace")
+AUTH_AUDIENCE = os.environ.get("AUTH_AUDIENCE", "marketplace")
+AUTH_TOKEN_TTL = int(os.environ.get("AUTH_TOKEN_TTL", 3600))
 
 # Several locales, so names and titles carry accents and non-Latin scripts:
 # the API counts characters, not bytes.
@@ -301,6 +320,33 @@ def check_order(order: Any, order_id: str) -> None:
 
 
 # --------------------------------------------------------------------------
+# Signing in
+# --------------------------------------------------------------------------
+
+
+def token(user_id: str) -> str:
+    """A bearer token for `user_id`, as the app's sign-in would issue it."""
+    now = int(time.time())
+    claims = {
+        "sub": user_id,
+        "iss": AUTH_ISSUER,
+        "aud": AUTH_AUDIENCE,
+        "iat": now,
+        "exp": now + AUTH_TOKEN_TTL,
+    }
+    return jwt.encode(claims, AUTH_SECRET, algorithm="HS256")
+
+
+def sign_in(client, user_id: str) -> None:
+    """The requests `client` sends from now on act as `user_id`."""
+    client.marketplace_auth = {"Authorization": f"Bearer {token(user_id)}"}
+
+
+def _auth(client) -> dict:
+    return dict(getattr(client, "marketplace_auth", None) or {})
+
+
+# --------------------------------------------------------------------------
 # Requests
 # --------------------------------------------------------------------------
 
@@ -354,7 +400,7 @@ def command(client, method: str, path: str, payload: dict) -> None:
     (`RescheduleTask`): what follows depends on this write.
     """
     name = f"{method} {path}"
-    with client.request(method, path, json=payload, name=name, catch_response=True) as response:
+    with client.request(method, path, json=payload, name=name, headers=_auth(client), catch_response=True) as response:
         if response.status_code == 200:
             if response.content:
                 response.failure(f"HTTP 200 with a body ({len(response.content)} bytes), expected empty")
@@ -380,7 +426,7 @@ def query(
     problem+json `404` then counts as a success: "not there yet").
     Raises `RescheduleTask` when the response is wrong.
     """
-    with client.get(path, name=name, catch_response=True) as response:
+    with client.get(path, name=name, headers=_auth(client), catch_response=True) as response:
         status = response.status_code
         content_type = (_header(response, "Content-Type") or "").split(";")[0].strip()
         if status == 404 and not_found_ok:
@@ -450,8 +496,10 @@ def poll(
 
 
 def sign_up(client) -> str:
-    """`PUT /user` with a new id; returns the id."""
+    """A new user signs in with a new id and saves itself (`PUT /user`);
+    returns the id."""
     user_id = new_id()
+    sign_in(client, user_id)
     command(client, "PUT", "/user", {"id": user_id, "name": user_name()})
     return user_id
 
@@ -573,6 +621,7 @@ def buy_flow(client, buyer_id: str) -> Optional[str]:
 
     order_id = new_id()
     item = {"offerId": cheapest["id"], "quantity": 1}
+    sign_in(client, buyer_id)
     command(client, "POST", "/order", {"id": order_id, "userId": buyer_id, "items": [item]})
     sent = time.perf_counter()
 

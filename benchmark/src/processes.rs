@@ -205,8 +205,17 @@ impl System {
             &services.amqp_url,
         ];
         let api_listen = format!("127.0.0.1:{}", free_port()?);
+        // No rate limit: the load comes from one address (127.0.0.1).
         let api_args = [
-            &["serve", "--bus", "rabbitmq", "--listen", &api_listen],
+            &[
+                "serve",
+                "--bus",
+                "rabbitmq",
+                "--listen",
+                &api_listen,
+                "--rate-limit-per-second",
+                "0",
+            ],
             &shared[..],
         ];
         // Until the worker exists the struct is not built: a failure drops `api`

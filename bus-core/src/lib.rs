@@ -105,6 +105,9 @@
 mod breaker;
 mod bus;
 mod dead_letter;
+pub mod dead_letter_ops;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod dead_letter_table;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod durable_dead_letters;
 mod envelope;
@@ -125,6 +128,8 @@ pub mod transport;
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Probe};
 pub use bus::{BoxFuture, CommandBus, CommandBusExt, EventBus, EventBusExt};
 pub use dead_letter::{DeadLetter, DeadLetterSink, InMemoryDeadLetters};
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use dead_letter_table::{DeadLetterTable, DeadLetterTableError};
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub use durable_dead_letters::DatabaseDeadLetters;
 #[cfg(feature = "postgres")]

@@ -49,6 +49,7 @@
 //! | [`wire`] | how an [`bus_core::Envelope`] maps onto AMQP properties, headers and body |
 //! | [`publisher`] | [`RabbitPublisher`]: confirmed, persistent, mandatory publishes over pooled channels |
 //! | [`worker`] | [`RabbitWorker`]: sessions and reconnection, the consume loop, settlement onto AMQP, graceful shutdown |
+//! | [`dead_letters`] | [`DeadLetterQueues`]: list, show, replay and purge what the `.dlq` queues hold |
 //! | [`error`] | [`RabbitError`]: what can go wrong outside a publish |
 //!
 //! See the crate's README for the topology table and where each guarantee is
@@ -58,6 +59,7 @@
 
 pub mod config;
 mod confirm;
+pub mod dead_letters;
 pub mod error;
 pub mod naming;
 pub mod publisher;
@@ -66,6 +68,7 @@ pub mod wire;
 pub mod worker;
 
 pub use config::{QueueType, RabbitConfig};
+pub use dead_letters::{DeadLetterError, DeadLetterQueues};
 pub use error::RabbitError;
 pub use naming::Naming;
 pub use publisher::RabbitPublisher;

@@ -41,6 +41,9 @@ pub mod headers {
     pub const ORIGINAL_QUEUE: &str = "x-original-queue";
     /// On a dead letter: when it was parked (RFC 3339).
     pub const DEAD_LETTERED_AT: &str = "x-dead-lettered-at";
+    /// On a retried copy or a dead letter: when its first delivery failed
+    /// (RFC 3339).
+    pub const FIRST_FAILED_AT: &str = "x-first-failed-at";
 }
 
 /// The AMQP `delivery_mode` of a message written to disk.
@@ -49,7 +52,7 @@ pub const PERSISTENT: u8 = 2;
 pub const CONTENT_TYPE: &str = "application/json";
 
 /// Transport headers, not envelope headers: never copied into an envelope.
-fn is_transport_header(name: &str) -> bool {
+pub(crate) fn is_transport_header(name: &str) -> bool {
     [
         headers::VERSION,
         headers::TIMESTAMP,
@@ -59,6 +62,7 @@ fn is_transport_header(name: &str) -> bool {
         headers::ATTEMPTS,
         headers::ORIGINAL_QUEUE,
         headers::DEAD_LETTERED_AT,
+        headers::FIRST_FAILED_AT,
     ]
     .contains(&name)
         || name.starts_with("x-death")

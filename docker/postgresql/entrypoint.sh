@@ -1,8 +1,9 @@
 #!/bin/sh
 # First start: initdb in PGDATA with POSTGRES_USER and its password
 # (POSTGRES_PASSWORD or the file POSTGRES_PASSWORD_FILE names), password
-# authentication for every TCP client, and POSTGRES_DB created. Then the
-# command runs in the foreground.
+# authentication for every TCP client, POSTGRES_DB created, and the scripts
+# of /docker-entrypoint-initdb.d/ run. Then the command runs in the
+# foreground.
 set -eu
 
 if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then
@@ -33,6 +34,15 @@ if [ "${1:-}" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
         psql -v ON_ERROR_STOP=1 -q --username="$user" --dbname=postgres \
             -c "CREATE DATABASE \"$db\""
     fi
+    # As the official image: scripts in /docker-entrypoint-initdb.d/, in
+    # name order, with POSTGRES_USER and POSTGRES_DB set (the marketplace's
+    # roles: docker/postgresql/10-marketplace-roles.sh).
+    export POSTGRES_USER="$user" POSTGRES_DB="$db"
+    for script in /docker-entrypoint-initdb.d/*.sh; do
+        [ -e "$script" ] || continue
+        echo "postgresql: running $script" >&2
+        sh "$script"
+    done
     pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
     echo "postgresql: initialised $PGDATA (user $user, database $db)" >&2
 fi

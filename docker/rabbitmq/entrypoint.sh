@@ -4,8 +4,13 @@
 # server runs in the foreground.
 set -eu
 
+# Nothing is written when neither is set (the marketplace's users come from
+# definitions, docker/rabbitmq/definitions.sh): the root filesystem may be
+# read-only.
 defaults=/etc/rabbitmq/conf.d/05-default-user.conf
-rm -f "$defaults"
+if [ -e "$defaults" ]; then
+    rm -f "$defaults"
+fi
 if [ -n "${RABBITMQ_DEFAULT_USER:-}" ] || [ -n "${RABBITMQ_DEFAULT_PASS:-}" ]; then
     {
         [ -n "${RABBITMQ_DEFAULT_USER:-}" ] && printf 'default_user = %s\n' "$RABBITMQ_DEFAULT_USER"

@@ -1,10 +1,16 @@
 //! Configuration: command-line flags, each with an environment fallback.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
-use bus_core::{AsyncBusConfig, RetryPolicy};
+use bus_core::{
+    dead_letter_ops::{DeadLetterSelector, GroupBy},
+    AsyncBusConfig, RetryPolicy,
+};
 use bus_rabbitmq::{QueueType, RabbitConfig};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use uuid::Uuid;
+
+use crate::auth::{keys::read_secret_file, Claims, JwksPolicy, KeyError, KeySource};
 
 /// The marketplace API and its tools.
 #[derive(Debug, Parser)]
@@ -19,9 +25,12 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// Parsed once at start: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the HTTP API (applies migrations first).
+    /// Serve the HTTP API (applies migrations first, unless
+    /// `--skip-migrations`).
     Serve(ServeConfig),
     /// Apply the database migrations and exit.
     Migrate(DatabaseConfig),
@@ -30,6 +39,13 @@ pub enum Command {
     /// Consume commands and events from RabbitMQ and relay the outbox
     /// (no HTTP besides health probes).
     Worker(WorkerConfig),
+    /// Print a bearer token for a user, signed with the HS256 secret
+    /// (`--auth-secret`), for development and tests.
+    Token(TokenConfig),
+    /// List, show, replay or purge the messages given up on (the `.dlq`
+    /// queues with `--bus rabbitmq`, else the `bus_dead_letters` table).
+    #[command(subcommand)]
+    DeadLetters(DeadLetterAction),
 }
 
 /// How logs are written (the level comes from `RUST_LOG`).
@@ -69,6 +85,29 @@ pub struct DatabaseConfig {
     pub db_max_connections: u32,
 }
 
+/// How a long-running process (`serve`, `worker`) treats the schema at
+/// start.
+#[derive(Debug, Clone, Args)]
+pub struct SchemaArgs {
+    /// Do not create the database nor apply migrations at start: only check
+    /// that every migration of this release is applied, waiting up to
+    /// `--schema-wait` for `marketplace migrate` to apply them. Lets the
+    /// process connect as a role without DDL rights. PostgreSQL only.
+    #[arg(
+        long,
+        env = "MARKETPLACE_SKIP_MIGRATIONS",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        default_value_t = false,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub skip_migrations: bool,
+    /// With `--skip-migrations`: longest wait at start for the schema to
+    /// reach this release's version before giving up.
+    #[arg(long, env = "MARKETPLACE_SCHEMA_WAIT", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub schema_wait: Duration,
+}
+
 /// `marketplace seed`.
 #[derive(Debug, Clone, Args)]
 pub struct SeedConfig {
@@ -98,6 +137,9 @@ pub struct ServeConfig {
     /// The database.
     #[command(flatten)]
     pub database: DatabaseConfig,
+    /// Whether this process migrates the schema or only checks it.
+    #[command(flatten)]
+    pub schema: SchemaArgs,
     /// The in-memory async bus.
     #[command(flatten)]
     pub async_bus: AsyncBusArgs,
@@ -107,6 +149,184 @@ pub struct ServeConfig {
     /// RabbitMQ, with `--bus rabbitmq`.
     #[command(flatten)]
     pub rabbitmq: RabbitArgs,
+    /// Who may do what: bearer tokens (none configured: open mode).
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    /// Limits of the HTTP edge (timeouts, connections, load, rates).
+    #[command(flatten)]
+    pub edge: EdgeArgs,
+}
+
+/// Limits of the HTTP edge: what one client, or all of them together, can
+/// hold of the API (see "Limits" in `marketplace/README.md`).
+#[derive(Debug, Clone, Args)]
+pub struct EdgeArgs {
+    /// Longest a client may take to send a request's line and headers,
+    /// from its first byte (from the connection's opening for the first
+    /// request); past it the connection is closed.
+    #[arg(long, env = "MARKETPLACE_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub header_read_timeout: Duration,
+    /// Longest a keep-alive connection may stay idle between two requests
+    /// before it is closed.
+    #[arg(long, env = "MARKETPLACE_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub idle_timeout: Duration,
+    /// Open connections at most; past it new connections wait in the
+    /// listen backlog until one closes.
+    #[arg(long, env = "MARKETPLACE_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Requests being handled at once, at most; past it a request is
+    /// answered 503 at once (load shedding).
+    #[arg(long, env = "MARKETPLACE_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+    /// Requests per second one client may sustain (a signed-in user, else
+    /// an IP address); past it, 429. 0 disables rate limiting.
+    #[arg(long, env = "MARKETPLACE_RATE_LIMIT_PER_SECOND", default_value_t = 100)]
+    pub rate_limit_per_second: u32,
+    /// Requests one client may send at once above its rate (the token
+    /// bucket's size); 0 disables rate limiting.
+    #[arg(long, env = "MARKETPLACE_RATE_LIMIT_BURST", default_value_t = 200)]
+    pub rate_limit_burst: u32,
+    /// Longest a request may take before it is answered 503.
+    #[arg(long, env = "MARKETPLACE_REQUEST_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub request_timeout: Duration,
+    /// Longest one SQL statement of a read (a GET) may run on PostgreSQL
+    /// before it is cancelled and the read answered 503; 0 disables it.
+    /// SQLite has no statement timeout.
+    #[arg(long, env = "MARKETPLACE_READ_STATEMENT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub read_statement_timeout: Duration,
+}
+
+/// A secret: never printed, not even in debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("Secret(..)")
+    }
+}
+
+fn parse_secret(value: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret(value.as_bytes().to_vec()))
+}
+
+/// The HS256 secret: verifies tokens (`serve`) and signs them (`token`).
+#[derive(Debug, Clone, Args)]
+pub struct SecretArgs {
+    /// HS256 secret of the tokens, at least 32 bytes (development: anyone
+    /// holding it can mint tokens). Turns authentication on.
+    #[arg(long, env = "MARKETPLACE_AUTH_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub auth_secret: Option<Secret>,
+    /// A file holding the HS256 secret (one line), instead of `--auth-secret`.
+    #[arg(long, env = "MARKETPLACE_AUTH_SECRET_FILE")]
+    pub auth_secret_file: Option<PathBuf>,
+}
+
+impl SecretArgs {
+    /// The configured secret, if any (both a secret and a file: an error).
+    pub fn secret(&self) -> Result<Option<Vec<u8>>, KeyError> {
+        match (&self.auth_secret, &self.auth_secret_file) {
+            (Some(_), Some(_)) => Err(KeyError::Conflicting(
+                "--auth-secret and --auth-secret-file".to_owned(),
+            )),
+            (Some(Secret(secret)), None) => Ok(Some(secret.clone())),
+            (None, Some(path)) => read_secret_file(path).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// What a token must name besides its signature.
+#[derive(Debug, Clone, Args)]
+pub struct ClaimArgs {
+    /// The `iss` tokens must carry (an OIDC issuer's URL).
+    #[arg(long, env = "MARKETPLACE_AUTH_ISSUER", default_value = "marketplace")]
+    pub auth_issuer: String,
+    /// The `aud` tokens must carry (one of their audiences).
+    #[arg(long, env = "MARKETPLACE_AUTH_AUDIENCE", default_value = "marketplace")]
+    pub auth_audience: String,
+}
+
+impl ClaimArgs {
+    /// The expected claims.
+    pub fn claims(&self) -> Claims {
+        Claims {
+            issuer: self.auth_issuer.clone(),
+            audience: self.auth_audience.clone(),
+        }
+    }
+}
+
+/// Authentication of the API: one key source, or none (open mode: no
+/// check at all, as the original API).
+#[derive(Debug, Clone, Args)]
+pub struct AuthArgs {
+    /// The HS256 secret.
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    /// A PEM file with the issuer's public key (RSA: RS256; EC P-256:
+    /// ES256; P-384: ES384). Turns authentication on.
+    #[arg(long, env = "MARKETPLACE_AUTH_KEY_FILE")]
+    pub auth_key_file: Option<PathBuf>,
+    /// The JWKS URL of an OIDC issuer (its `jwks_uri`): keys are cached and
+    /// fetched again for a token naming an unknown `kid`. Turns
+    /// authentication on.
+    #[arg(long, env = "MARKETPLACE_AUTH_JWKS_URL")]
+    pub auth_jwks_url: Option<String>,
+    /// The expected issuer and audience.
+    #[command(flatten)]
+    pub claims: ClaimArgs,
+    /// Longest wait for the issuer's JWKS.
+    #[arg(long, env = "MARKETPLACE_AUTH_JWKS_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub auth_jwks_timeout: Duration,
+    /// Least time between two fetches of the JWKS, whatever key ids tokens
+    /// name.
+    #[arg(long, env = "MARKETPLACE_AUTH_JWKS_MIN_REFETCH", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub auth_jwks_min_refetch: Duration,
+    /// The JWKS is fetched again at the first token after this long.
+    #[arg(long, env = "MARKETPLACE_AUTH_JWKS_MAX_AGE", value_parser = humantime::parse_duration, default_value = "1h")]
+    pub auth_jwks_max_age: Duration,
+}
+
+impl AuthArgs {
+    /// The one configured key source; `None`: open mode.
+    pub fn key_source(&self) -> Result<Option<KeySource>, KeyError> {
+        let secret = self.secret.secret()?.map(KeySource::Secret);
+        let key_file = self.auth_key_file.clone().map(KeySource::PemFile);
+        let jwks = self.auth_jwks_url.clone().map(KeySource::Jwks);
+        let mut sources: Vec<KeySource> = [secret, key_file, jwks].into_iter().flatten().collect();
+        if sources.len() > 1 {
+            let named: Vec<&str> = sources.iter().map(KeySource::describe).collect();
+            return Err(KeyError::Conflicting(named.join(", ")));
+        }
+        Ok(sources.pop())
+    }
+
+    /// How the JWKS is fetched and kept.
+    pub fn jwks_policy(&self) -> JwksPolicy {
+        JwksPolicy {
+            fetch_timeout: self.auth_jwks_timeout,
+            min_refetch_interval: self.auth_jwks_min_refetch,
+            max_age: self.auth_jwks_max_age,
+        }
+    }
+}
+
+/// `marketplace token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenConfig {
+    /// The user the token is for (its `sub`).
+    #[arg(long)]
+    pub user: Uuid,
+    /// How long the token is valid, e.g. `1h`, `30m`, `7d`.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+    pub ttl: Duration,
+    /// The signing secret, as `serve` reads it.
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    /// The issuer and audience, as `serve` expects them.
+    #[command(flatten)]
+    pub claims: ClaimArgs,
 }
 
 /// `marketplace worker`.
@@ -122,6 +342,9 @@ pub struct WorkerConfig {
     /// The database.
     #[command(flatten)]
     pub database: DatabaseConfig,
+    /// Whether this process migrates the schema or only checks it.
+    #[command(flatten)]
+    pub schema: SchemaArgs,
     /// RabbitMQ.
     #[command(flatten)]
     pub rabbitmq: RabbitArgs,
@@ -309,4 +532,178 @@ impl ServeConfig {
             drain_timeout: self.async_bus.drain_timeout,
         }
     }
+}
+
+/// `marketplace dead-letters ...`: what to do with the messages given up on.
+#[derive(Debug, Clone, Subcommand)]
+pub enum DeadLetterAction {
+    /// Count dead letters per queue (and reason), with the oldest and the
+    /// newest; every message stays where it is.
+    List(DeadLetterList),
+    /// Print every dead letter of a message id as JSON: envelope, headers,
+    /// reason, attempts, times; it stays where it is.
+    Show(DeadLetterShow),
+    /// Send dead letters back to their queue as a first attempt, keeping
+    /// their message id.
+    Replay(DeadLetterReplay),
+    /// Delete dead letters for good; without `--yes`, only says what it
+    /// would delete.
+    Purge(DeadLetterPurge),
+}
+
+impl DeadLetterAction {
+    /// Parses `dead-letters` arguments from `args` (environment fallbacks
+    /// apply), e.g. `DeadLetterAction::from_args(["list", "--bus", "rabbitmq"])`.
+    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let command = <Self as Subcommand>::augment_subcommands(
+            clap::Command::new("dead-letters").subcommand_required(true),
+        );
+        let args = std::iter::once(std::ffi::OsString::from("dead-letters"))
+            .chain(args.into_iter().map(Into::into));
+        let matches = command.try_get_matches_from(args)?;
+        <Self as clap::FromArgMatches>::from_arg_matches(&matches)
+    }
+
+    /// Where the dead letters of this action are.
+    pub fn store(&self) -> &DeadLetterStore {
+        match self {
+            Self::List(list) => &list.store,
+            Self::Show(show) => &show.store,
+            Self::Replay(replay) => &replay.store,
+            Self::Purge(purge) => &purge.store,
+        }
+    }
+}
+
+/// Where the dead letters are.
+#[derive(Debug, Clone, Args)]
+pub struct DeadLetterStore {
+    /// The bus whose dead letters these are: `rabbitmq` reads the `.dlq`
+    /// queues of `--namespace` on `--amqp-url`; the in-memory buses keep
+    /// theirs in the `bus_dead_letters` table of `--database-url`.
+    #[arg(long, env = "MARKETPLACE_BUS", value_enum, default_value_t = BusKind::InMemoryAsync)]
+    pub bus: BusKind,
+    /// The database (without `--bus rabbitmq`).
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    /// RabbitMQ (with `--bus rabbitmq`).
+    #[command(flatten)]
+    pub rabbitmq: RabbitArgs,
+}
+
+/// How `dead-letters list` groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeadLetterGrouping {
+    /// One line per queue.
+    Queue,
+    /// One line per queue and reason.
+    Reason,
+}
+
+impl From<DeadLetterGrouping> for GroupBy {
+    fn from(grouping: DeadLetterGrouping) -> Self {
+        match grouping {
+            DeadLetterGrouping::Queue => GroupBy::Queue,
+            DeadLetterGrouping::Reason => GroupBy::Reason,
+        }
+    }
+}
+
+/// `marketplace dead-letters list`.
+#[derive(Debug, Clone, Args)]
+pub struct DeadLetterList {
+    /// Where the dead letters are.
+    #[command(flatten)]
+    pub store: DeadLetterStore,
+    /// Only this queue (a work queue or its `.dlq`; on the database
+    /// `command.{type}` or `event.{type}.{subscriber}`, as listed).
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// One line per queue, or per queue and reason.
+    #[arg(long, value_enum, default_value_t = DeadLetterGrouping::Queue)]
+    pub group_by: DeadLetterGrouping,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `marketplace dead-letters show`.
+#[derive(Debug, Clone, Args)]
+pub struct DeadLetterShow {
+    /// Where the dead letters are.
+    #[command(flatten)]
+    pub store: DeadLetterStore,
+    /// The message id.
+    pub id: Uuid,
+}
+
+/// Which dead letters a replay or purge applies to: at least one criterion,
+/// or `--all`; criteria given together must all hold.
+#[derive(Debug, Clone, Args)]
+#[group(id = "selector", required = true, multiple = true)]
+pub struct DeadLetterSelection {
+    /// Every dead letter of this message id.
+    #[arg(long)]
+    pub id: Option<Uuid>,
+    /// Those of this queue (as `list` names it, or its `.dlq`).
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Those whose reason contains this text (case-sensitive).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Every dead letter of the store.
+    #[arg(long, conflicts_with_all = ["id", "queue", "reason"])]
+    pub all: bool,
+}
+
+impl DeadLetterSelection {
+    /// The selector these flags describe.
+    pub fn selector(&self) -> DeadLetterSelector {
+        DeadLetterSelector {
+            message_id: self.id,
+            queue: self.queue.clone(),
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+/// `marketplace dead-letters replay`.
+#[derive(Debug, Clone, Args)]
+pub struct DeadLetterReplay {
+    /// Where the dead letters are.
+    #[command(flatten)]
+    pub store: DeadLetterStore,
+    /// Which dead letters.
+    #[command(flatten)]
+    pub selection: DeadLetterSelection,
+    /// Only say what would be replayed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Who asks, for the log (default: the OS user).
+    #[arg(long, env = "MARKETPLACE_ACTOR")]
+    pub actor: Option<String>,
+}
+
+/// `marketplace dead-letters purge`.
+#[derive(Debug, Clone, Args)]
+pub struct DeadLetterPurge {
+    /// Where the dead letters are.
+    #[command(flatten)]
+    pub store: DeadLetterStore,
+    /// Which dead letters.
+    #[command(flatten)]
+    pub selection: DeadLetterSelection,
+    /// Only say what would be purged (also the case without `--yes`).
+    #[arg(long, conflicts_with = "yes")]
+    pub dry_run: bool,
+    /// Really delete them.
+    #[arg(long)]
+    pub yes: bool,
+    /// Who asks, for the log (default: the OS user).
+    #[arg(long, env = "MARKETPLACE_ACTOR")]
+    pub actor: Option<String>,
 }

@@ -6,7 +6,7 @@
 //! embedded SQLite file by default, PostgreSQL in production.
 //!
 //! Where things are, each module above the ones it imports (`model` ←
-//! `store` ← `events` ← `commands`, `queries` ← `http` ← `startup`):
+//! `store` ← `events` ← `commands`, `queries` ← `http` ← `startup` ← `operations`):
 //! - [`model`]: the read models (book, offer, user, order), the outcomes of
 //!   the commands and the business rules that are not SQL (prices rounded
 //!   to cents, quantities added up, what a stock claim decides and charges).
@@ -23,6 +23,7 @@
 //! - [`auth`]: who is asking: bearer tokens verified into a principal.
 //! - [`config`]: flags and environment variables.
 //! - [`seed`]: the demo catalogue generator (`marketplace seed`).
+//! - [`operations`]: tools for operators (`marketplace dead-letters`).
 //! - [`startup`]: builds the application (pool, migrations, buses, router)
 //!   the same way for the binary and the tests.
 
@@ -32,6 +33,7 @@ pub mod config;
 pub mod events;
 pub mod http;
 pub mod model;
+pub mod operations;
 pub mod queries;
 pub mod seed;
 pub mod shutdown;

@@ -1,5 +1,6 @@
 use clap::Parser;
 use marketplace::{
+    auth,
     config::{Cli, Command, ServeConfig},
     startup::{self, App, Worker},
     telemetry,
@@ -8,7 +9,10 @@ use marketplace::{
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    match cli.command {
+        Some(Command::DeadLetters(_)) => telemetry::init_on_stderr(cli.log_format),
+        _ => telemetry::init(cli.log_format),
+    }
     let command = match cli.command {
         Some(command) => command,
         None => Command::Serve(ServeConfig::from_args(std::iter::empty::<String>())?),
@@ -27,9 +31,23 @@ async fn main() -> anyhow::Result<()> {
             let seeded = marketplace::seed::seed_database(&database, &config).await?;
             tracing::info!(?seeded, "catalogue seeded");
         }
+        Command::DeadLetters(action) => {
+            marketplace::operations::dead_letters::run(&action, &mut std::io::stdout().lock())
+                .await?;
+        }
         Command::Worker(config) => {
             let worker = Worker::build(&config).await?;
             worker.run(marketplace::shutdown::signal()).await?;
+        }
+        Command::Token(config) => {
+            let secret = config.secret.secret()?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no signing secret: set --auth-secret (MARKETPLACE_AUTH_SECRET) or \
+                     --auth-secret-file (MARKETPLACE_AUTH_SECRET_FILE), as for `serve`"
+                )
+            })?;
+            let token = auth::mint(&secret, config.user, &config.claims.claims(), config.ttl)?;
+            println!("{token}");
         }
     }
     Ok(())

@@ -21,3 +21,18 @@ pub fn init(format: LogFormat) {
         eprintln!("logging already initialised: {error}");
     }
 }
+
+/// As [`init`], on standard error: for a tool whose standard output is its
+/// report (`marketplace dead-letters`).
+pub fn init_on_stderr(format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    if let Err(error) = result {
+        eprintln!("logging already initialised: {error}");
+    }
+}

@@ -90,8 +90,12 @@ impl Route {
             ),
             Route::Offers => format!(
                 "\\set n random(1, {books})\n{sql};\n",
+                // `$2`: the API's default page of 100 offers, plus the one
+                // row that tells whether another page follows.
                 sql = one_line(
-                    &LIST_OFFERS_SQL.replace("$1", "(SELECT id FROM bench_book_ids WHERE n = :n)")
+                    &LIST_OFFERS_SQL
+                        .replace("$1", "(SELECT id FROM bench_book_ids WHERE n = :n)")
+                        .replace("$2", "101")
                 ),
             ),
         }
@@ -265,7 +269,16 @@ async fn run_catalogue(options: &ReadOptions, database: &str, books: i64) -> Res
 
     let listen = format!("127.0.0.1:{}", free_port()?);
     let pool_size = options.api_pool.to_string();
-    let args = ["serve", "--listen", &listen, "--database-url", &url];
+    // No rate limit: the load comes from one address (127.0.0.1).
+    let args = [
+        "serve",
+        "--listen",
+        &listen,
+        "--database-url",
+        &url,
+        "--rate-limit-per-second",
+        "0",
+    ];
     let args = [&args[..], &["--db-max-connections", &pool_size]].concat();
     let api = start(&http_client(2)?, &args, &log_dir, "api", &listen).await?;
     let api_url = format!("http://{listen}");

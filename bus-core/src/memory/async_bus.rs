@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore, TryAcquireError}
 use crate::{
     bus::BoxFuture,
     dead_letter::dead_letter,
+    dead_letter_ops::Redelivery,
     settlement::{decide, Settlement},
     transport::RegisteredHandler,
     CircuitBreaker, CommandBus, DeadLetterSink, DispatchError, Envelope, EventBus, Handlers,
@@ -295,7 +296,15 @@ impl CommandBus for AsyncBus {
 }
 
 impl EventBus for AsyncBus {
-    fn publish_envelope(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
+    /// Queues the event for each of its subscribers; a replayed dead letter
+    /// (header [`REDELIVER_TO`](crate::dead_letter_ops::REDELIVER_TO), set
+    /// by a replay through the outbox) goes back to the one command handler
+    /// or subscriber it names instead, as a first attempt.
+    fn publish_envelope(&self, mut envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
+        if let Some(target) = Redelivery::take(&mut envelope) {
+            let result = self.redeliver(envelope, target);
+            return Box::pin(std::future::ready(result));
+        }
         let targets: Vec<_> = self
             .inner
             .handlers
@@ -311,6 +320,61 @@ impl EventBus for AsyncBus {
             self.enqueue(Arc::new(envelope), targets)
         };
         Box::pin(std::future::ready(result))
+    }
+}
+
+impl AsyncBus {
+    /// Queues a replayed dead letter for the one handler it names. A target
+    /// this bus does not have (a subscriber renamed since) is dead-lettered
+    /// again with why, rather than dropped or retried forever.
+    fn redeliver(
+        &self,
+        envelope: Envelope,
+        target: Result<Redelivery, String>,
+    ) -> Result<(), DispatchError> {
+        let handlers = &self.inner.handlers;
+        let found = match &target {
+            Ok(Redelivery::Command) => handlers
+                .command(&envelope.message_type)
+                .map(|handler| (handler.clone(), None)),
+            Ok(Redelivery::Subscriber(name)) => handlers
+                .subscribers(&envelope.message_type)
+                .iter()
+                .find(|subscription| &subscription.subscriber == name)
+                .map(|subscription| (subscription.handler.clone(), Some(name.clone()))),
+            Err(_) => None,
+        };
+        match found {
+            Some(target) => {
+                tracing::info!(
+                    message_id = %envelope.id,
+                    message_type = %envelope.message_type,
+                    subscriber = target.1.as_deref().unwrap_or("-"),
+                    "replayed dead letter queued"
+                );
+                self.enqueue(Arc::new(envelope), vec![target])
+            }
+            None => {
+                let (subscriber, reason) = match target {
+                    Ok(Redelivery::Subscriber(name)) => (
+                        Some(name),
+                        "replayed to a subscriber this bus does not have",
+                    ),
+                    Ok(Redelivery::Command) => {
+                        (None, "replayed to a command handler this bus does not have")
+                    }
+                    Err(_) => (None, "replayed with an unreadable redelivery target"),
+                };
+                dead_letter(
+                    self.inner.dead_letters.as_ref(),
+                    &envelope,
+                    subscriber.as_deref(),
+                    reason,
+                    0,
+                );
+                Ok(())
+            }
+        }
     }
 }
 

@@ -93,6 +93,7 @@ async fn retry(
     let mut table = copied_headers(delivery);
     table.insert(headers::ATTEMPT.into(), AMQPValue::LongUInt(attempt + 1));
     table.insert(headers::LAST_ERROR.into(), long_string(error));
+    mark_first_failure(&mut table);
     let properties = delivery.properties.clone().with_headers(table);
     match publish_copy(context, &retry_queue, properties, &delivery.data).await {
         Ok(()) => {
@@ -120,6 +121,7 @@ async fn dead_letter(context: &QueueContext, delivery: &Delivery, error: &str, a
         headers::DEAD_LETTERED_AT.into(),
         long_string(&chrono::Utc::now().to_rfc3339()),
     );
+    mark_first_failure(&mut table);
     let properties = delivery.properties.clone().with_headers(table);
     match publish_copy(context, &dlq, properties, &delivery.data).await {
         Ok(()) => {
@@ -177,6 +179,16 @@ fn copied_headers(delivery: &Delivery) -> FieldTable {
         }
     }
     table
+}
+
+/// Records when the message first failed, unless an earlier copy did.
+fn mark_first_failure(table: &mut FieldTable) {
+    if !table.inner().contains_key(headers::FIRST_FAILED_AT) {
+        table.insert(
+            headers::FIRST_FAILED_AT.into(),
+            long_string(&chrono::Utc::now().to_rfc3339()),
+        );
+    }
 }
 
 fn long_string(value: &str) -> AMQPValue {

@@ -10,7 +10,7 @@ use validator::Validate;
 
 use crate::{
     commands::{plain_text, revision},
-    model::trimmed,
+    model::{trimmed, BookSaveOutcome, NotTheOwner},
     store::BookRepository,
 };
 
@@ -42,6 +42,14 @@ pub struct SaveBook {
         pattern = r"^[\u0009-\u000D\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028-\u202F\u205F\u2066-\u2069\u3000](?:[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]{0,253}[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028-\u202F\u205F\u2066-\u2069\u3000])?[\u0009-\u000D\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
     )]
     pub author: String,
+    /// The signed-in user who sent the save: set by the API from the
+    /// verified token, whatever the body says; absent in open mode and in
+    /// messages accepted before authentication was turned on. With it, the
+    /// handler registers a new book to this user and refuses to edit a book
+    /// someone else registered ([`crate::model::may_save_book`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
+    pub requested_by: Option<Uuid>,
 }
 
 impl Message for SaveBook {
@@ -52,7 +60,8 @@ impl Command for SaveBook {}
 /// Upserts the book unless it holds a save accepted later (last write wins
 /// by the order the API accepted them); never touches its cheapest-offer
 /// columns, which belong
-/// to the `refresh-cheapest-offer` subscriber.
+/// to the `refresh-cheapest-offer` subscriber. A save by a user who does
+/// not own the book is refused for good (`not-the-owner`) and never applied.
 #[derive(Clone)]
 pub struct SaveBookHandler {
     books: Arc<dyn BookRepository>,
@@ -67,14 +76,35 @@ impl SaveBookHandler {
 
 impl CommandHandler<SaveBook> for SaveBookHandler {
     async fn handle(&self, command: SaveBook, context: MessageContext) -> Result<(), HandlerError> {
-        self.books
+        let outcome = self
+            .books
             .save_book(
                 command.id,
                 &command.title,
                 &command.author,
+                command.requested_by,
                 &revision(&context),
             )
             .await?;
-        Ok(())
+        match outcome {
+            BookSaveOutcome::Applied => Ok(()),
+            BookSaveOutcome::Refused(refusal) => Err(not_the_owner(refusal, command.requested_by)),
+        }
+    }
+}
+
+/// A save of a book its sender does not own: logged at `WARN`, and a
+/// permanent failure whose reason starts with `not-the-owner`
+/// (dead-lettered on asynchronous buses; `403` on the sync bus, which finds
+/// the [`NotTheOwner`] in its source).
+fn not_the_owner(refusal: NotTheOwner, sender: Option<Uuid>) -> HandlerError {
+    tracing::warn!(
+        book = %refusal.book,
+        sender = ?sender,
+        "book save by a user who does not own it: refused, the book is left as it was"
+    );
+    HandlerError::Permanent {
+        message: refusal.to_string(),
+        source: Some(Box::new(refusal)),
     }
 }

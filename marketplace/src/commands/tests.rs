@@ -114,7 +114,7 @@ async fn an_offer_whose_book_is_not_registered_yet_asks_to_be_tried_again() {
     assert_eq!(error.kind(), FailureKind::Retryable);
     assert!(store
         .offers
-        .list_offers(book)
+        .list_offers(book, None, 10)
         .await
         .expect("read")
         .is_empty());
@@ -151,4 +151,89 @@ async fn an_order_whose_buyer_never_appears_is_rejected_on_its_last_attempt() {
         stored.reason.as_deref(),
         Some(format!("buyer {buyer} does not exist").as_str())
     );
+}
+
+fn book(id: Uuid, title: &str, sender: Option<Uuid>) -> SaveBook {
+    SaveBook {
+        id,
+        title: title.to_owned(),
+        author: "Frank Herbert".to_owned(),
+        requested_by: sender,
+    }
+}
+
+/// Two users register the same new id at once: both pass the API's check
+/// (the book does not exist yet for either), and the handler, checking in
+/// its transaction, registers the book to the first one applied and
+/// refuses the other for good.
+#[tokio::test]
+async fn of_two_users_registering_the_same_new_book_the_second_is_refused_for_good() {
+    let store = store().await;
+    let (id, ann, bob) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let handler = |books| move |_| Validated(SaveBookHandler::new(books));
+
+    let first = TestFramework::new(handler(store.books.clone()))
+        .when(book(id, "Dune", Some(ann)))
+        .await;
+    assert!(first.result().is_ok(), "{:?}", first.result());
+    let error = TestFramework::new(handler(store.books.clone()))
+        .when(book(id, "Not Dune", Some(bob)))
+        .await
+        .then_expect_error();
+
+    assert_eq!(error.kind(), FailureKind::Permanent);
+    assert!(error.to_string().starts_with("not-the-owner"), "{error}");
+    let saved = store
+        .books
+        .get_book(id)
+        .await
+        .expect("read")
+        .expect("saved");
+    assert_eq!(saved.title, "Dune");
+    assert_eq!(
+        store.books.book_registration(id).await.expect("read"),
+        Some(crate::model::BookRegistration {
+            registered_by: Some(ann)
+        })
+    );
+
+    // The owner edits it; a save accepted in open mode is not checked.
+    for (title, sender) in [("Dune (revised)", Some(ann)), ("Dune (open)", None)] {
+        let then = TestFramework::new(handler(store.books.clone()))
+            .when(book(id, title, sender))
+            .await;
+        assert!(then.result().is_ok(), "{:?}", then.result());
+        let saved = store
+            .books
+            .get_book(id)
+            .await
+            .expect("read")
+            .expect("saved");
+        assert_eq!(saved.title, title);
+    }
+}
+
+#[tokio::test]
+async fn a_book_registered_in_open_mode_is_edited_by_no_signed_in_user() {
+    let store = store().await;
+    let id = Uuid::new_v4();
+    let handler = |books| move |_| Validated(SaveBookHandler::new(books));
+    let open = TestFramework::new(handler(store.books.clone()))
+        .when(book(id, "Dune", None))
+        .await;
+    assert!(open.result().is_ok(), "{:?}", open.result());
+
+    let error = TestFramework::new(handler(store.books.clone()))
+        .when(book(id, "Mine now", Some(Uuid::new_v4())))
+        .await
+        .then_expect_error();
+
+    assert_eq!(error.kind(), FailureKind::Permanent);
+    let saved = store
+        .books
+        .get_book(id)
+        .await
+        .expect("read")
+        .expect("saved");
+    assert_eq!(saved.title, "Dune");
 }

@@ -6,21 +6,30 @@ use utoipa::IntoParams;
 use validator::Validate;
 
 use super::{
+    access::Caller,
     error::{ApiError, Problem},
     extract::{IdPath, TraceParent, ValidJson, ValidQuery},
     AppState,
 };
 use crate::{
     commands::SaveBook,
-    model::Book,
-    queries::{GetBook, ListBooks},
+    model::{may_save_book, Book},
+    queries::{GetBook, GetBookRegistration, ListBooks},
 };
 
 /// Register a book or edit it.
+///
+/// With authentication on, any signed-in user registers a new book and
+/// owns it; only its owner edits it. A book registered while
+/// authentication was off has no owner: nobody edits it then.
 #[utoipa::path(put, path = "/book", tag = "books", request_body = SaveBook,
+    security((), ("bearerAuth" = [])),
     responses(
         (status = 200, description = "Accepted: the book will be saved"),
         (status = 400, description = "Malformed JSON or wrong types", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Authentication on: no bearer token, or a token refused (`WWW-Authenticate: Bearer realm=\"marketplace\"`, with `error=\"invalid_token\"` for a refused token)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Authentication on: the book exists and the signed-in user did not register it (not-the-owner)", body = Problem, content_type = "application/problem+json"),
+
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is out of range, or a name, title or author holds a control character or a bidirectional override", body = Problem, content_type = "application/problem+json"),
@@ -28,9 +37,19 @@ use crate::{
     ))]
 pub async fn save_book(
     State(state): State<AppState>,
+    caller: Caller,
     trace: TraceParent,
-    ValidJson(command): ValidJson<SaveBook>,
+    ValidJson(mut command): ValidJson<SaveBook>,
 ) -> Result<(), ApiError> {
+    // The sender comes from the token, never from the body.
+    command.requested_by = caller.user();
+    if let Some(user) = command.requested_by {
+        // Checked here for a clear 403; the handler checks again in its
+        // transaction, for two users registering the same new id at once.
+        let stored = state.queries.ask(GetBookRegistration(command.id)).await?;
+        may_save_book(command.id, stored, Some(user))
+            .map_err(|refusal| ApiError::Forbidden(refusal.to_string()))?;
+    }
     state.dispatch(&command, trace).await
 }
 

@@ -18,9 +18,11 @@ pub async fn live() -> Json<Value> {
 }
 
 /// `200` when the database (and the broker, when used) answer, else `503`.
+/// The body says whether requests are authenticated: `"auth": "on"`, or
+/// `"off"` in open mode (and on a worker, which serves no API).
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
     responses(
-        (status = 200, description = "Dependencies answer"),
+        (status = 200, description = "Dependencies answer: `{\"status\": \"ready\", \"auth\": \"on\" | \"off\"}`"),
         (status = 503, description = "A dependency does not answer", body = super::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -36,5 +38,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
             }
         }
     }
-    Ok(Json(json!({ "status": "ready" })))
+    Ok(Json(
+        json!({ "status": "ready", "auth": state.auth.state() }),
+    ))
 }

@@ -1,7 +1,9 @@
 //! The HTTP API: routes, their request and response types, and the mapping
-//! of every error to problem+json ([`error`]).
+//! of every error to problem+json ([`error`]); who is asking ([`access`]).
 
+pub mod access;
 pub mod books;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -10,26 +12,32 @@ pub mod openapi;
 pub mod orders;
 pub mod users;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::{
     extract::DefaultBodyLimit,
-    http::StatusCode,
     middleware,
     response::{IntoResponse, Response},
     routing::{get, post, put},
     Router,
 };
 use bus_core::{Command, CommandBus, Envelope, QueryBus};
-use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer, trace::TraceLayer};
+use tower::ServiceBuilder;
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
 
-use self::{error::ApiError, extract::TraceParent};
+use self::{
+    access::Authentication,
+    edge::{request_id, EdgeLimits, InFlight, RateLimiter},
+    error::ApiError,
+    extract::TraceParent,
+};
 
 /// Largest accepted request body. An order of 50 items is about 4 KiB.
 pub const BODY_LIMIT: usize = 64 * 1024;
-
-/// Longest a request may take before it is answered `503`.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A check `/health/ready` runs besides the database (e.g. the broker).
 pub type ReadinessCheck =
@@ -46,6 +54,8 @@ pub struct AppState {
     pub database: crate::store::Database,
     /// Extra readiness checks.
     pub readiness: Vec<ReadinessCheck>,
+    /// Whether requests are authenticated (bearer tokens) or not (open mode).
+    pub auth: Authentication,
 }
 
 impl AppState {
@@ -74,9 +84,11 @@ pub fn health_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The router of the whole API.
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// The router of the whole API, behind the edge layers of `limits`
+/// (see [`edge`]). Needs a Tokio runtime (the rate limiter's cleanup task).
+pub fn router(state: AppState, limits: &EdgeLimits) -> Router {
+    let request_timeout = limits.request_timeout;
+    let mut router = Router::new()
         .route("/user", put(users::save_user))
         .route("/users/{id}", get(users::get_user))
         .route("/book", put(books::save_book))
@@ -92,14 +104,45 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn(error::log_server_errors))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
+        .layer(middleware::from_fn(move |request, next| {
+            edge::request_timeout(request_timeout, request, next)
+        }))
+        .layer(middleware::from_fn(error::log_server_errors));
+    if let Some(rate) = limits.rate_limit {
+        router = router.layer(middleware::from_fn_with_state(
+            RateLimiter::new(rate),
+            edge::rate_limit::limit,
+        ));
+    }
+    // Authentication: outside the rate limit, which keys on the principal
+    // it finds, inside load shedding.
+    router
+        .layer(middleware::from_fn_with_state(
+            state.auth.clone(),
+            access::authenticate,
+        ))
+        .layer(middleware::from_fn_with_state(
+            InFlight::new(limits.max_in_flight),
+            edge::in_flight::limit,
         ))
         .layer(CatchPanicLayer::custom(|_| -> Response {
             ApiError::Internal("handler panicked".to_owned()).into_response()
         }))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            ServiceBuilder::new()
+                .map_request(request_id::drop_insane)
+                .layer(SetRequestIdLayer::new(
+                    request_id::header_name(),
+                    MakeRequestUuid,
+                ))
+                .layer(PropagateRequestIdLayer::new(request_id::header_name()))
+                // `log_server_errors` logs the 5xx with their cause; shed
+                // and throttled requests are not logged one by one.
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_id::span)
+                        .on_failure(()),
+                ),
+        )
         .with_state(state)
 }

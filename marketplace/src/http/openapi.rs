@@ -1,14 +1,18 @@
 //! `GET /openapi.json`, generated from the route and payload types.
 
 use axum::Json;
-use utoipa::OpenApi;
+use utoipa::{
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    Modify, OpenApi,
+};
 
 use super::{books, health, offers, orders, users};
 
 /// The OpenAPI 3 document of the API.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Books marketplace API", description = "Writes are commands answered 200 once accepted; reads are synchronous."),
+    info(title = "Books marketplace API", description = "Writes are commands answered 200 once accepted; reads are synchronous. With authentication on, writes and order reads need `Authorization: Bearer <JWT>` (the `bearerAuth` scheme) and act only for the token's user; in open mode (no key configured) nothing is checked."),
+    modifiers(&BearerAuth),
     paths(
         users::save_user, users::get_user,
         books::save_book, books::list_books, books::get_book,
@@ -22,6 +26,28 @@ use super::{books, health, offers, orders, users};
     )
 )]
 pub struct ApiDoc;
+
+/// The `bearerAuth` security scheme: an RFC 6750 bearer token, a JWT whose
+/// `sub` is the user id.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearerAuth",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A JWT whose `sub` is the user id, signed by the configured key, with the configured `iss` and `aud`. Needed only when authentication is on.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// Serves the OpenAPI document.
 pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {

@@ -2,7 +2,7 @@
 //! the commands, and the business rules that are not SQL (how prices are
 //! rounded, how an order's quantities add up, what a stock claim decides
 //! and what the buyer is charged, which text is a name, when a reused id
-//! is a conflict).
+//! is a conflict, who may edit a book).
 //!
 //! Everything else sits above this module: the store persists these types,
 //! commands and queries speak them, the HTTP edge serializes them. It
@@ -14,7 +14,10 @@ mod numbers;
 mod order;
 mod text;
 
-pub use catalogue::{Book, NewOffer, Offer, OfferOutcome, Revision, User};
+pub use catalogue::{
+    may_save_book, Book, BookRegistration, BookSaveOutcome, NewOffer, NotTheOwner, Offer,
+    OfferOutcome, Revision, User,
+};
 pub use fingerprint::{conflicts, IdConflict};
 pub use numbers::{
     count_from_json_number, price_error, price_from_json_number, round_price, MAX_PRICE,

@@ -6,17 +6,19 @@
 //! their SQL lives (`store/postgres/`, `store/sqlite/`); they answer the
 //! read models of [`crate::model`] and never travel over a broker.
 
+pub mod book_registration;
 pub mod get_book;
 pub mod get_order;
 pub mod get_user;
 pub mod list_books;
 pub mod list_offers;
 
+pub use book_registration::GetBookRegistration;
 pub use get_book::GetBook;
 pub use get_order::GetOrder;
 pub use get_user::GetUser;
 pub use list_books::ListBooks;
-pub use list_offers::ListOffers;
+pub use list_offers::{ListOffers, OffersPage};
 
 use bus_core::{QueryBus, RegistrationError};
 
@@ -36,6 +38,7 @@ pub fn query_bus(store: &Repositories) -> Result<QueryBus, RegistrationError> {
     QueryBus::builder()
         .query::<ListBooks, _>(handler.clone())
         .query::<GetBook, _>(handler.clone())
+        .query::<GetBookRegistration, _>(handler.clone())
         .query::<ListOffers, _>(handler.clone())
         .query::<GetUser, _>(handler.clone())
         .query::<GetOrder, _>(handler)

@@ -11,10 +11,11 @@
 //! `wiring.rs` holds what both are built from: the database, the handlers,
 //! the outbox relay and the broker readiness probe.
 
+mod connections;
 mod serve;
 mod wiring;
 mod worker;
 
 pub use serve::App;
-pub use wiring::connect;
+pub use wiring::{connect, rabbit_topology};
 pub use worker::Worker;

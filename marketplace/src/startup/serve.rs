@@ -4,7 +4,6 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use bus_core::{
     outbox::{OutboxRelay, OutboxWaker},
     AsyncBus, CommandBus, InMemoryBus, InMemoryDeadLetters,
@@ -13,13 +12,22 @@ use bus_rabbitmq::RabbitPublisher;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::wiring::{
-    broker_readiness, connect, consumer_readiness, database_breaker, handlers, is_postgres,
-    no_delay, outbox_relay, spawn_relay, DurableDeadLetters,
+use super::{
+    connections::{self, ConnectionLimits},
+    wiring::{
+        broker_readiness, consumer_readiness, database_breaker, handlers, is_postgres, open,
+        outbox_relay, spawn_relay, DurableDeadLetters,
+    },
 };
 use crate::{
-    config::{BusKind, ServeConfig},
-    http::{self, AppState},
+    auth::Verifier,
+    config::{BusKind, EdgeArgs, ServeConfig},
+    http::{
+        self,
+        access::Authentication,
+        edge::{EdgeLimits, RateLimit},
+        AppState,
+    },
     queries,
     store::Database,
 };
@@ -40,18 +48,23 @@ enum Buses {
 pub struct App {
     listener: TcpListener,
     router: axum::Router,
+    connections: ConnectionLimits,
+    /// The reads' own pool (PostgreSQL, statements that time out), closed
+    /// once the server stopped.
+    reads: Option<Database>,
     buses: Buses,
     relay: Option<OutboxRelay>,
     dead_letters: InMemoryDeadLetters,
 }
 
 impl App {
-    /// Connects, migrates and builds the application described by `config`.
+    /// Connects, migrates (or, with `--skip-migrations`, checks the schema)
+    /// and builds the application described by `config`.
     pub async fn build(config: &ServeConfig) -> anyhow::Result<Self> {
         if config.bus == BusKind::Rabbitmq && !is_postgres(&config.database.database_url) {
             anyhow::bail!(crate::store::RABBITMQ_NEEDS_POSTGRES);
         }
-        let database = connect(&config.database).await?;
+        let database = open(&config.database, &config.schema).await?;
         Self::build_with_database(config, database).await
     }
 
@@ -65,6 +78,7 @@ impl App {
         if config.bus == BusKind::Rabbitmq {
             database.require_postgres()?;
         }
+        let auth = authentication(config).await?;
         let store = database.repositories();
         let waker = OutboxWaker::new();
         let handlers = handlers(&store, waker.clone())?;
@@ -123,11 +137,13 @@ impl App {
                     )
                 }
             };
+        let reads = database.for_reads(config.edge.read_statement_timeout);
         let state = AppState {
             commands,
-            queries: queries::query_bus(&store)?,
+            queries: queries::query_bus(&reads.as_ref().unwrap_or(&database).repositories())?,
             database,
             readiness,
+            auth,
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -135,7 +151,13 @@ impl App {
         tracing::info!(address = %listener.local_addr()?, bus = ?config.bus, "marketplace API ready");
         Ok(Self {
             listener,
-            router: http::router(state),
+            router: http::router(state, &edge_limits(&config.edge)),
+            connections: ConnectionLimits {
+                header_read_timeout: config.edge.header_read_timeout,
+                idle_timeout: config.edge.idle_timeout,
+                max_connections: config.edge.max_connections as usize,
+            },
+            reads,
             buses,
             relay,
             dead_letters,
@@ -162,10 +184,10 @@ impl App {
     ) -> anyhow::Result<()> {
         let stop_relay = CancellationToken::new();
         let relay = self.relay.map(|relay| spawn_relay(relay, &stop_relay));
-        axum::serve(self.listener.tap_io(no_delay), self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("HTTP server failed")?;
+        connections::serve(self.listener, self.router, self.connections, shutdown).await;
+        if let Some(reads) = &self.reads {
+            reads.close().await;
+        }
         tracing::info!("HTTP server stopped; draining the bus");
         if let Buses::Async { commands, .. } = &self.buses {
             commands.shutdown().await;
@@ -182,6 +204,50 @@ impl App {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Who may do what: bearer tokens from the one configured key source, or
+/// open mode (no check at all) when none is configured.
+async fn authentication(config: &ServeConfig) -> anyhow::Result<Authentication> {
+    let Some(source) = config.auth.key_source()? else {
+        tracing::warn!(
+            "authentication is off: any client may act as any user (set --auth-secret, \
+             --auth-key-file or --auth-jwks-url to require bearer tokens)"
+        );
+        return Ok(Authentication::Off);
+    };
+    let claims = config.auth.claims.claims();
+    let verifier = Verifier::new(&source, &claims, config.auth.jwks_policy()).await?;
+    if let crate::auth::KeySource::Jwks(url) = &source {
+        if url.starts_with("http://") {
+            tracing::warn!(%url, "the JWKS is fetched over plain HTTP: use https:// outside tests");
+        }
+    }
+    tracing::info!(
+        keys = verifier.source(),
+        issuer = %claims.issuer,
+        audience = %claims.audience,
+        "authentication is on: writes and order reads need a bearer token"
+    );
+    Ok(Authentication::Bearer(verifier))
+}
+
+/// The edge's limits from the `serve` flags.
+fn edge_limits(edge: &EdgeArgs) -> EdgeLimits {
+    let rate_limit = RateLimit::new(edge.rate_limit_per_second, edge.rate_limit_burst);
+    match rate_limit {
+        Some(rate) => tracing::info!(
+            per_second = rate.per_second,
+            burst = rate.burst,
+            "rate limit per client"
+        ),
+        None => tracing::warn!("no rate limit per client (--rate-limit-per-second 0)"),
+    }
+    EdgeLimits {
+        max_in_flight: edge.max_in_flight as usize,
+        rate_limit,
+        request_timeout: edge.request_timeout,
     }
 }
 

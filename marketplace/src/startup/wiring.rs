@@ -7,13 +7,14 @@ use bus_core::{
     BreakerConfig, CircuitBreaker, DatabaseDeadLetters, DeadLetter, DeadLetterSink, EventBus,
     Handlers, InMemoryDeadLetters,
 };
-use bus_rabbitmq::RabbitPublisher;
+use bus_rabbitmq::{RabbitConfig, RabbitPublisher, Topology};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     commands,
-    config::DatabaseConfig,
+    config::{DatabaseConfig, SchemaArgs},
     events,
     http::ReadinessCheck,
     store::{Database, Repositories},
@@ -23,6 +24,22 @@ use crate::{
 /// its migrations.
 pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Database> {
     Database::connect(&config.database_url, config.db_max_connections).await
+}
+
+/// The database of a long-running process: [`connect`], or with
+/// `--skip-migrations` connected without creating or migrating anything,
+/// once the schema is this release's.
+pub(super) async fn open(config: &DatabaseConfig, schema: &SchemaArgs) -> anyhow::Result<Database> {
+    if schema.skip_migrations {
+        Database::connect_without_migrating(
+            &config.database_url,
+            config.db_max_connections,
+            schema.schema_wait,
+        )
+        .await
+    } else {
+        connect(config).await
+    }
 }
 
 /// Every command handler and event subscriber of the marketplace; `waker`
@@ -52,6 +69,17 @@ pub(super) fn handlers(
             waker.wake()
         })
         .build()
+}
+
+/// The broker topology of every handler of the marketplace under
+/// `rabbit`'s namespace, for a tool that works on its queues without
+/// running the handlers (`dead-letters`): the handlers are registered only
+/// for their names, over a pool that never connects.
+pub fn rabbit_topology(rabbit: &RabbitConfig) -> anyhow::Result<Topology> {
+    let unused = PgPoolOptions::new().connect_lazy_with(PgConnectOptions::new_without_pgpass());
+    let store = Database::Postgres(unused).repositories();
+    let handlers = handlers(&store, OutboxWaker::new())?;
+    Ok(rabbit.topology(&handlers))
 }
 
 /// The async bus's dead letters: stored in the database's

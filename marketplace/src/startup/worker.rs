@@ -12,12 +12,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::wiring::{
-    broker_readiness, connect, consumer_readiness, database_breaker, handlers, is_postgres,
-    no_delay, outbox_relay, spawn_relay,
+    broker_readiness, consumer_readiness, database_breaker, handlers, is_postgres, no_delay, open,
+    outbox_relay, spawn_relay,
 };
 use crate::{
     config::WorkerConfig,
-    http::{self, AppState},
+    http::{self, access::Authentication, AppState},
     queries,
     store::Database,
 };
@@ -39,7 +39,7 @@ impl Worker {
         if !is_postgres(&config.database.database_url) {
             anyhow::bail!(crate::store::RABBITMQ_NEEDS_POSTGRES);
         }
-        let database = connect(&config.database).await?;
+        let database = open(&config.database, &config.schema).await?;
         Self::build_with_pool(config, database.require_postgres()?.clone()).await
     }
 
@@ -62,6 +62,8 @@ impl Worker {
                 consumer_readiness(breaker),
                 broker_readiness(publisher.clone()),
             ],
+            // A worker serves no API: its readiness says `"auth": "off"`.
+            auth: Authentication::Off,
         };
         let health = TcpListener::bind(config.health_listen)
             .await

@@ -44,11 +44,47 @@ impl Database {
         }
     }
 
+    /// Connects to the PostgreSQL database `url` without creating it or
+    /// changing its schema, once every migration of this release is applied
+    /// (waiting up to `schema_wait` for `marketplace migrate`). SQLite is
+    /// refused: its one process owns the file and migrates it.
+    pub async fn connect_without_migrating(
+        url: &str,
+        max_connections: u32,
+        schema_wait: Duration,
+    ) -> anyhow::Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(
+                postgres::connect_without_migrating(url, max_connections, schema_wait).await?,
+            ))
+        } else {
+            anyhow::bail!(
+                "--skip-migrations (MARKETPLACE_SKIP_MIGRATIONS) needs PostgreSQL; \
+                 an SQLite file is migrated by the one process that opens it (got {:?})",
+                redact(url)
+            )
+        }
+    }
+
     /// The PostgreSQL pool, or the error that explains why the RabbitMQ bus
     /// cannot run on this database.
     pub fn require_postgres(&self) -> anyhow::Result<&PgPool> {
         self.postgres()
             .ok_or_else(|| anyhow::anyhow!(RABBITMQ_NEEDS_POSTGRES))
+    }
+
+    /// A database for the API's reads (GET routes) alone, if they need
+    /// one: on PostgreSQL a pool of its own whose statements are cancelled
+    /// after `statement_timeout` (`None` for zero: reads share this pool,
+    /// unbounded). SQLite has no statement timeout (`None`): its reads are
+    /// bounded by the request timeout alone.
+    pub fn for_reads(&self, statement_timeout: Duration) -> Option<Self> {
+        match self {
+            Self::Postgres(pool) if !statement_timeout.is_zero() => Some(Self::Postgres(
+                postgres::reads_pool(pool, statement_timeout),
+            )),
+            _ => None,
+        }
     }
 
     /// Every repository on this database.

@@ -34,7 +34,11 @@ impl From<StoreError> for HandlerError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Database(error) => error.into(),
-            other => HandlerError::permanent(other.to_string()),
+            // The source tells the HTTP edge this is no client's doing.
+            other => HandlerError::Permanent {
+                message: other.to_string(),
+                source: Some(Box::new(other)),
+            },
         }
     }
 }

@@ -8,7 +8,8 @@ use uuid::Uuid;
 
 use super::error::StoreError;
 use crate::model::{
-    Book, NewOffer, NewOrder, Offer, OfferOutcome, Order, OrderOutcome, Revision, User,
+    Book, BookRegistration, BookSaveOutcome, NewOffer, NewOrder, Offer, OfferOutcome, Order,
+    OrderOutcome, Revision, User,
 };
 
 /// Builds the event staged when an order is confirmed, from the books whose
@@ -32,13 +33,21 @@ pub trait BookRepository: Send + Sync {
     /// Creates the book or edits its title and author, unless it holds a
     /// later save than `revision` (idempotent; the last save accepted
     /// wins); never touches its cheapest-offer columns.
+    ///
+    /// With an `editor` (a signed-in user), the book's owner is checked in
+    /// the same transaction ([`crate::model::may_save_book`]): a new book
+    /// is registered by `editor`, and a book someone else registered is
+    /// left as it was and the save `Refused`.
     async fn save_book(
         &self,
         id: Uuid,
         title: &str,
         author: &str,
+        editor: Option<Uuid>,
         revision: &Revision,
-    ) -> Result<(), StoreError>;
+    ) -> Result<BookSaveOutcome, StoreError>;
+    /// Who registered the book `id`, if it exists.
+    async fn book_registration(&self, id: Uuid) -> Result<Option<BookRegistration>, StoreError>;
     /// The book `id`.
     async fn get_book(&self, id: Uuid) -> Result<Option<Book>, StoreError>;
     /// Page `page` (from 1) of `page_size` books, in registration order.
@@ -58,8 +67,15 @@ pub trait OfferRepository: Send + Sync {
         offer: &NewOffer,
         event: &Envelope,
     ) -> Result<OfferOutcome, StoreError>;
-    /// Every offer of a book, cheapest first (ties by offer id).
-    async fn list_offers(&self, book_id: Uuid) -> Result<Vec<Offer>, StoreError>;
+    /// Up to `limit` offers of a book, cheapest first (ties by offer id),
+    /// from the one after offer `after` in that order when given (none if
+    /// `after` is not an offer of this book).
+    async fn list_offers(
+        &self,
+        book_id: Uuid,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Offer>, StoreError>;
 }
 
 /// Orders.

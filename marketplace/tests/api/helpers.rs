@@ -115,6 +115,20 @@ struct RunningWorker {
     topology: Topology,
 }
 
+/// Flags of `serve` that `worker` does not take (its twin gets the others).
+const API_ONLY_FLAGS: &[&str] = &[
+    "--queue-capacity",
+    "--drain-timeout",
+    "--rate-limit-per-second",
+    "--rate-limit-burst",
+    "--max-in-flight",
+    "--max-connections",
+    "--header-read-timeout",
+    "--idle-timeout",
+    "--request-timeout",
+    "--read-statement-timeout",
+];
+
 /// Starts the API on `bus` with fast retries (tests must not wait minutes).
 pub async fn spawn_app(pool: PgPool, bus: BusKind) -> TestApp {
     spawn_app_with(pool, bus, &[]).await
@@ -160,7 +174,9 @@ pub async fn spawn(db: TestDb, bus: BusKind, flags: &[&str]) -> TestApp {
         let worker_flags = with_defaults(&[("--health-listen", "127.0.0.1:0")]);
         let worker_flags: Vec<String> = worker_flags
             .chunks(2)
-            .filter(|pair| !matches!(pair[0].as_str(), "--queue-capacity" | "--drain-timeout"))
+            .filter(|pair| !API_ONLY_FLAGS.contains(&pair[0].as_str()))
+            // Workers verify no token.
+            .filter(|pair| !pair[0].starts_with("--auth-"))
             .flatten()
             .cloned()
             .collect();
@@ -184,7 +200,13 @@ pub async fn spawn(db: TestDb, bus: BusKind, flags: &[&str]) -> TestApp {
     } else {
         None
     };
-    let args = with_defaults(&[("--bus", bus_name), ("--listen", "127.0.0.1:0")]);
+    // Tests send bursts from one address: no per-client rate limit unless
+    // a test asks for one.
+    let args = with_defaults(&[
+        ("--bus", bus_name),
+        ("--listen", "127.0.0.1:0"),
+        ("--rate-limit-per-second", "0"),
+    ]);
     let config = ServeConfig::from_args(args).expect("valid test flags");
     let app = App::build_with_database(&config, db.database())
         .await

@@ -2,12 +2,16 @@
 //! an SQLite file).
 
 mod async_bus;
+mod auth;
 mod bad_input;
 mod books;
 mod compatibility;
 mod concurrency;
+mod dead_letters;
+mod edge;
 mod helpers;
 mod idempotency;
+mod least_privilege;
 mod offers;
 mod operations;
 mod orders;
@@ -17,4 +21,5 @@ mod saves;
 mod seed;
 mod storage;
 mod text;
+mod tls;
 mod users;

@@ -5,7 +5,10 @@ use crate::on_every_bus;
 on_every_bus! {
     async fn the_process_is_live_and_ready(app) {
         assert_eq!(app.get_json("/health/live").await, json!({ "status": "ok" }));
-        assert_eq!(app.get_json("/health/ready").await, json!({ "status": "ready" }));
+        assert_eq!(
+            app.get_json("/health/ready").await,
+            json!({ "status": "ready", "auth": "off" })
+        );
     }
 
     async fn the_openapi_document_describes_every_route(app) {

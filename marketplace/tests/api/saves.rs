@@ -44,6 +44,7 @@ async fn the_later_saves_stay_when_the_earlier_are_applied_last(app: TestApp) {
     }
     for (title, at) in [("Dune Messiah", 1), ("Dune", 0)] {
         let command = SaveBook {
+            requested_by: None,
             id: book,
             title: title.into(),
             author: "Frank Herbert".into(),

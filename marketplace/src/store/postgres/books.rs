@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::PgStore;
 use crate::{
-    model::{Book, Revision},
+    model::{may_save_book, Book, BookRegistration, BookSaveOutcome, Revision},
     store::{BookRepository, StoreError},
 };
 
@@ -29,26 +29,92 @@ impl BookRepository for PgStore {
         id: Uuid,
         title: &str,
         author: &str,
+        editor: Option<Uuid>,
         revision: &Revision,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO books (id, title, author, saved_at, saved_by) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (id) DO UPDATE
-                SET title = EXCLUDED.title, author = EXCLUDED.author,
-                    saved_at = EXCLUDED.saved_at, saved_by = EXCLUDED.saved_by,
-                    updated_at = CASE WHEN (books.title, books.author)
-                                           IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.author)
-                                      THEN now() ELSE books.updated_at END
-             WHERE (EXCLUDED.saved_at, EXCLUDED.saved_by) > (books.saved_at, books.saved_by)",
-        )
-        .bind(id)
-        .bind(title)
-        .bind(author)
-        .bind(revision.accepted_at)
-        .bind(revision.envelope_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+    ) -> Result<BookSaveOutcome, StoreError> {
+        let Some(editor) = editor else {
+            // No owner to check: one statement, as before authentication.
+            sqlx::query(
+                "INSERT INTO books (id, title, author, saved_at, saved_by) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (id) DO UPDATE
+                    SET title = EXCLUDED.title, author = EXCLUDED.author,
+                        saved_at = EXCLUDED.saved_at, saved_by = EXCLUDED.saved_by,
+                        updated_at = CASE WHEN (books.title, books.author)
+                                               IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.author)
+                                          THEN now() ELSE books.updated_at END
+                 WHERE (EXCLUDED.saved_at, EXCLUDED.saved_by) > (books.saved_at, books.saved_by)",
+            )
+            .bind(id)
+            .bind(title)
+            .bind(author)
+            .bind(revision.accepted_at)
+            .bind(revision.envelope_id)
+            .execute(&self.pool)
+            .await?;
+            return Ok(BookSaveOutcome::Applied);
+        };
+        let mut tx = self.pool.begin().await?;
+        // Twice at most: when two users register the same new id at once,
+        // one insert wins and the other finds its row the second time.
+        for _ in 0..2 {
+            let stored: Option<(Option<Uuid>,)> =
+                sqlx::query_as("SELECT registered_by FROM books WHERE id = $1 FOR UPDATE")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let stored = stored.map(|(registered_by,)| BookRegistration { registered_by });
+            if let Err(refusal) = may_save_book(id, stored, Some(editor)) {
+                return Ok(BookSaveOutcome::Refused(refusal));
+            }
+            if stored.is_some() {
+                sqlx::query(
+                    "UPDATE books
+                        SET title = $2, author = $3, saved_at = $4, saved_by = $5,
+                            updated_at = CASE WHEN (title, author) IS DISTINCT FROM ($2, $3)
+                                              THEN now() ELSE updated_at END
+                      WHERE id = $1 AND ($4, $5) > (saved_at, saved_by)",
+                )
+                .bind(id)
+                .bind(title)
+                .bind(author)
+                .bind(revision.accepted_at)
+                .bind(revision.envelope_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                return Ok(BookSaveOutcome::Applied);
+            }
+            let inserted = sqlx::query(
+                "INSERT INTO books (id, title, author, saved_at, saved_by, registered_by)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(title)
+            .bind(author)
+            .bind(revision.accepted_at)
+            .bind(revision.envelope_id)
+            .bind(editor)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 1 {
+                tx.commit().await?;
+                return Ok(BookSaveOutcome::Applied);
+            }
+        }
+        Err(StoreError::Invalid(format!(
+            "book {id} neither inserted nor found while saving"
+        )))
+    }
+
+    async fn book_registration(&self, id: Uuid) -> Result<Option<BookRegistration>, StoreError> {
+        let stored: Option<(Option<Uuid>,)> =
+            sqlx::query_as("SELECT registered_by FROM books WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(stored.map(|(registered_by,)| BookRegistration { registered_by }))
     }
 
     async fn get_book(&self, id: Uuid) -> Result<Option<Book>, StoreError> {

@@ -5,6 +5,7 @@
 mod books;
 mod offers;
 mod orders;
+pub mod schema;
 mod users;
 
 pub use books::LIST_BOOKS_SQL;
@@ -37,6 +38,39 @@ impl PgStore {
 /// Connects to `url` (creating the database if needed) with at most
 /// `max_connections`, and applies the migrations.
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    create_if_missing(url).await?;
+    let pool = open(url, max_connections).await?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .context("cannot apply migrations")?;
+    Ok(pool)
+}
+
+/// Connects to `url` with at most `max_connections`, neither creating the
+/// database nor changing its schema, and waits up to `schema_wait` until
+/// every migration of this release is applied (by `marketplace migrate`,
+/// run as the schema's owner): what a role without DDL rights can do.
+pub async fn connect_without_migrating(
+    url: &str,
+    max_connections: u32,
+    schema_wait: Duration,
+) -> anyhow::Result<PgPool> {
+    let pool = open(url, max_connections).await?;
+    let status = schema::wait_until_current(&pool, schema_wait)
+        .await
+        .context("the database schema is not this release's")?;
+    if !status.unknown.is_empty() {
+        tracing::warn!(
+            unknown = ?status.unknown,
+            "the database holds migrations this release does not know (a newer release applied them)"
+        );
+    }
+    tracing::info!("schema up to date; migrations left to `marketplace migrate`");
+    Ok(pool)
+}
+
+async fn create_if_missing(url: &str) -> anyhow::Result<()> {
     if !Postgres::database_exists(url)
         .await
         .context("cannot reach PostgreSQL")?
@@ -49,7 +83,19 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
             }
         }
     }
-    let pool = PgPoolOptions::new()
+    Ok(())
+}
+
+async fn open(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    pool_options(max_connections)
+        .connect(url)
+        .await
+        .context("cannot connect to PostgreSQL")
+}
+
+/// A pool of at most `max_connections`.
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
         // By default every acquire pings the connection first: one more
@@ -66,12 +112,20 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
                 Ok(true)
             })
         })
-        .connect(url)
-        .await
-        .context("cannot connect to PostgreSQL")?;
-    MIGRATOR
-        .run(&pool)
-        .await
-        .context("cannot apply migrations")?;
-    Ok(pool)
+}
+
+/// A second pool on `pool`'s database, of as many connections, whose every
+/// statement PostgreSQL cancels after `statement_timeout` (SQLSTATE 57014,
+/// which the API answers 503): the reads' pool, so a slow or blocked read
+/// gives its connection back, while writes keep a pool without that bound.
+/// The timeout is a startup parameter of each connection: no extra round
+/// trip per query. Connections are opened on first use.
+pub fn reads_pool(pool: &PgPool, statement_timeout: Duration) -> PgPool {
+    let millis = statement_timeout.as_millis().max(1).to_string();
+    let options = pool
+        .connect_options()
+        .as_ref()
+        .clone()
+        .options([("statement_timeout", millis.as_str())]);
+    pool_options(pool.options().get_max_connections()).connect_lazy_with(options)
 }

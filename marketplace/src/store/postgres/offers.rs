@@ -11,14 +11,26 @@ use crate::{
     store::{OfferRepository, StoreError},
 };
 
-/// `GET /offers/{bookId}`: the offers of book `$1`, cheapest first (ties by
-/// offer id), with their seller's name; one descent of
+/// `GET /offers/{bookId}`: the first `$2` offers of book `$1`, cheapest
+/// first (ties by offer id), with their seller's name; one descent of
 /// `offers_by_book_price`, already in the answer's order.
 pub const LIST_OFFERS_SQL: &str =
     "SELECT o.id, o.book_id, o.seller_id, u.name AS seller_name, o.price, o.stock
      FROM offers o LEFT JOIN users u ON u.id = o.seller_id
      WHERE o.book_id = $1
-     ORDER BY o.price, o.id";
+     ORDER BY o.price, o.id
+     LIMIT $2";
+
+/// The next page: the first `$2` offers of book `$1` after offer `$3` in
+/// the same order (keyset on `(price, id)`: a range of the same index,
+/// however deep the page). None if `$3` is not an offer of the book.
+pub const LIST_OFFERS_AFTER_SQL: &str =
+    "SELECT o.id, o.book_id, o.seller_id, u.name AS seller_name, o.price, o.stock
+     FROM offers o LEFT JOIN users u ON u.id = o.seller_id
+     WHERE o.book_id = $1
+       AND (o.price, o.id) > (SELECT a.price, a.id FROM offers a WHERE a.id = $3 AND a.book_id = $1)
+     ORDER BY o.price, o.id
+     LIMIT $2";
 
 #[async_trait]
 impl OfferRepository for PgStore {
@@ -80,11 +92,30 @@ impl OfferRepository for PgStore {
         })
     }
 
-    async fn list_offers(&self, book_id: Uuid) -> Result<Vec<Offer>, StoreError> {
-        let offers = sqlx::query_as(LIST_OFFERS_SQL)
-            .bind(book_id)
-            .fetch_all(&self.pool)
-            .await?;
+    async fn list_offers(
+        &self,
+        book_id: Uuid,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Offer>, StoreError> {
+        let limit = i64::from(limit);
+        let offers = match after {
+            None => {
+                sqlx::query_as(LIST_OFFERS_SQL)
+                    .bind(book_id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            Some(after) => {
+                sqlx::query_as(LIST_OFFERS_AFTER_SQL)
+                    .bind(book_id)
+                    .bind(limit)
+                    .bind(after)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
         Ok(offers)
     }
 }

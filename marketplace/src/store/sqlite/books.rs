@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::{from_cents, saved_at, SqliteStore, NOW};
 use crate::{
-    model::{Book, Revision},
+    model::{may_save_book, Book, BookRegistration, BookSaveOutcome, Revision},
     store::{BookRepository, StoreError},
 };
 
@@ -39,10 +39,28 @@ impl BookRepository for SqliteStore {
         id: Uuid,
         title: &str,
         author: &str,
+        editor: Option<Uuid>,
         revision: &Revision,
-    ) -> Result<(), StoreError> {
+    ) -> Result<BookSaveOutcome, StoreError> {
+        // One writer at a time: the owner read and the write cannot
+        // interleave with another save.
+        let mut tx = self.writer.begin().await?;
+        if editor.is_some() {
+            let stored: Option<(Option<Uuid>,)> =
+                sqlx::query_as("SELECT registered_by FROM books WHERE id = ?1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let stored = stored.map(|(registered_by,)| BookRegistration { registered_by });
+            if let Err(refusal) = may_save_book(id, stored, editor) {
+                return Ok(BookSaveOutcome::Refused(refusal));
+            }
+        }
+        // `registered_by` is written by the insert only: an edit never
+        // changes who owns the book.
         sqlx::query(&format!(
-            "INSERT INTO books (id, title, author, saved_at, saved_by) VALUES (?1, ?2, ?3, ?4, ?5)
+            "INSERT INTO books (id, title, author, saved_at, saved_by, registered_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (id) DO UPDATE
                 SET title = excluded.title, author = excluded.author,
                     saved_at = excluded.saved_at, saved_by = excluded.saved_by,
@@ -56,9 +74,20 @@ impl BookRepository for SqliteStore {
         .bind(author)
         .bind(saved_at(revision))
         .bind(revision.envelope_id)
-        .execute(&self.writer)
+        .bind(editor)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        tx.commit().await?;
+        Ok(BookSaveOutcome::Applied)
+    }
+
+    async fn book_registration(&self, id: Uuid) -> Result<Option<BookRegistration>, StoreError> {
+        let stored: Option<(Option<Uuid>,)> =
+            sqlx::query_as("SELECT registered_by FROM books WHERE id = ?1")
+                .bind(id)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(stored.map(|(registered_by,)| BookRegistration { registered_by }))
     }
 
     async fn get_book(&self, id: Uuid) -> Result<Option<Book>, StoreError> {

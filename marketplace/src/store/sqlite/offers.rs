@@ -78,14 +78,26 @@ impl OfferRepository for SqliteStore {
         Ok(OfferOutcome::Created)
     }
 
-    async fn list_offers(&self, book_id: Uuid) -> Result<Vec<Offer>, StoreError> {
+    /// Keyset paging on `(price_cents, id)`, a range of
+    /// `offers_by_book_price` however deep the page.
+    async fn list_offers(
+        &self,
+        book_id: Uuid,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<Offer>, StoreError> {
         let offers: Vec<OfferRow> = sqlx::query_as(
             "SELECT o.id, o.book_id, o.seller_id, u.name AS seller_name, o.price_cents, o.stock
              FROM offers o LEFT JOIN users u ON u.id = o.seller_id
              WHERE o.book_id = ?1
-             ORDER BY o.price_cents, o.id",
+               AND (?3 IS NULL OR (o.price_cents, o.id) >
+                    (SELECT a.price_cents, a.id FROM offers a WHERE a.id = ?3 AND a.book_id = ?1))
+             ORDER BY o.price_cents, o.id
+             LIMIT ?2",
         )
         .bind(book_id)
+        .bind(i64::from(limit))
+        .bind(after)
         .fetch_all(&self.reader)
         .await?;
         Ok(offers

@@ -1,0 +1,62 @@
+//! `x-request-id`: every answer carries one, the client's own when it sent
+//! a sane short token, else a fresh UUID; the request's tracing span holds
+//! it as `request_id`, so every log line of the request (the one of a `5xx`
+//! included) can be found from what the client saw.
+
+use axum::{
+    extract::Request,
+    http::{HeaderName, HeaderValue},
+};
+use tracing::Span;
+
+/// The header carrying the request id.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Longest client-chosen request id that is kept.
+pub const MAX_LENGTH: usize = 64;
+
+/// The header's name.
+pub fn header_name() -> HeaderName {
+    HeaderName::from_static(REQUEST_ID)
+}
+
+/// Whether a client's request id is kept: 1 to [`MAX_LENGTH`] characters
+/// among letters, digits and `-_.:+/=@` (UUIDs, ULIDs, trace ids, base64);
+/// anything else (spaces, control characters, long values) could forge or
+/// flood log lines and is replaced.
+pub fn is_sane(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_LENGTH
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=@".contains(b))
+}
+
+/// Drops a client's request id that is not [sane](is_sane), so that
+/// `SetRequestId` makes a fresh one; a repeated header is dropped too.
+pub fn drop_insane(mut request: Request) -> Request {
+    let headers = request.headers_mut();
+    let mut values = headers.get_all(REQUEST_ID).iter();
+    let keep = matches!((values.next(), values.next()), (Some(value), None) if is_sane(value));
+    if !keep {
+        headers.remove(REQUEST_ID);
+    }
+    request
+}
+
+/// The request's span: method, path and request id, at `INFO` so that its
+/// fields are on every line the request logs at the default level.
+pub fn span(request: &Request) -> Span {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        uri = %request.uri(),
+        request_id = %request_id,
+    )
+}
