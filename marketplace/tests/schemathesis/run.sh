@@ -23,6 +23,9 @@ if [ "$SEED" = random ]; then SEED=$RANDOM$RANDOM; fi
 # `postgres://USER@HOST:PORT/DB` of a server on which the script may create
 # (and then drops) a database of its own; empty to fuzz SQLite alone.
 POSTGRES_URL="${FUZZ_POSTGRES_URL-${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}}"
+# Which runs: SQLite in open mode, then PostgreSQL with authentication on
+# (when the binary signs tokens; else open too).
+DATABASES="${FUZZ_DATABASES:-sqlite postgres}"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/marketplace-fuzz.XXXXXX")"
 APP_PID=""
@@ -36,6 +39,10 @@ cleanup() {
     if [ -n "$PG_DATABASE" ]; then
         psql -q "$POSTGRES_URL" -c "DROP DATABASE IF EXISTS \"$PG_DATABASE\" WITH (FORCE)" \
             >/dev/null 2>&1 || echo "could not drop database $PG_DATABASE" >&2
+    fi
+    if [ -n "${FUZZ_REPORT_DIR:-}" ]; then
+        mkdir -p "$FUZZ_REPORT_DIR"
+        cp "$WORK"/*.ndjson "$WORK"/*.log "$FUZZ_REPORT_DIR"/ 2>/dev/null || true
     fi
     rm -rf "$WORK"
 }
@@ -81,7 +88,7 @@ STATUS=0
 # fuzz LABEL DATABASE_URL AUTH(yes|no)
 fuzz() {
     local label="$1" database_url="$2" auth="$3"
-    local port log report headers=() env=()
+    local port log report headers=() env=() fuzz_env=()
     port="$(free_port)"
     log="$WORK/app-$label.log"
     report="$WORK/report-$label.ndjson"
@@ -89,8 +96,9 @@ fuzz() {
         env+=("MARKETPLACE_AUTH_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')")
         local user token
         user="$(python3 -c 'import uuid; print(uuid.uuid4())')"
-        token="$(env "${env[@]}" "$BIN" token --user "$user")"
+        token="$(env "${env[@]}" "$BIN" token --user "$user")" || return 1
         headers=(-H "Authorization: Bearer $token")
+        fuzz_env+=("SCHEMATHESIS_HOOKS=$HERE/hooks.py" "FUZZ_AUTH_USER=$user")
     fi
 
     echo
@@ -111,16 +119,19 @@ fuzz() {
     if [ "$ready" != yes ]; then
         echo "the app did not become ready; its log:" >&2
         cat "$log" >&2
+        kill "$APP_PID" 2>/dev/null || true
+        wait "$APP_PID" 2>/dev/null || true
+        APP_PID=""
         return 1
     fi
 
     local rc=0
-    (cd "$WORK" && "$VENV/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
+    (cd "$WORK" && env "${fuzz_env[@]}" "$VENV/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
         --checks all \
         --phases examples,coverage,fuzzing,stateful \
         --max-examples "$MAX_EXAMPLES" \
         --seed "$SEED" \
-        --workers 2 \
+        --workers 1 \
         --continue-on-failure \
         --generation-database none \
         --request-timeout 15 \
@@ -141,9 +152,11 @@ fuzz() {
     return "$rc"
 }
 
-fuzz sqlite "sqlite://$WORK/fuzz.db" no || STATUS=1
+if [[ " $DATABASES " == *" sqlite "* ]]; then
+    fuzz sqlite "sqlite://$WORK/fuzz.db" no || STATUS=1
+fi
 
-if [ -n "$POSTGRES_URL" ]; then
+if [[ " $DATABASES " == *" postgres "* ]] && [ -n "$POSTGRES_URL" ]; then
     if pg_isready -q -d "$POSTGRES_URL" 2>/dev/null; then
         PG_DATABASE="marketplace_fuzz_$$_$RANDOM"
         # The app creates the database; cleanup drops it.
@@ -155,6 +168,7 @@ if [ -n "$POSTGRES_URL" ]; then
 fi
 
 echo
+[ -f "$TOTALS" ] || { echo "no run completed" >&2; exit 1; }
 python3 - "$TOTALS" "$SEED" "$MAX_EXAMPLES" <<'EOF'
 import json, sys
 totals = json.load(open(sys.argv[1]))
