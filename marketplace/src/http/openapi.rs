@@ -6,7 +6,7 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use super::{books, health, offers, orders, users};
+use super::{books, edge::openapi::EdgeAnswers, health, offers, orders, users};
 
 /// The OpenAPI 3 document of the API.
 #[derive(OpenApi)]
@@ -23,7 +23,8 @@ use super::{books, health, offers, orders, users};
     tags(
         (name = "users"), (name = "books"), (name = "offers"), (name = "orders"),
         (name = "operations", description = "Health probes"),
-    )
+    ),
+    modifiers(&EdgeAnswers),
 )]
 pub struct ApiDoc;
 
