@@ -195,8 +195,8 @@ pub struct EdgeArgs {
     /// TCP peer is in one of them comes from the rightmost address of
     /// `X-Forwarded-For` that is not itself a trusted proxy; the header of
     /// any other peer is ignored. Empty (the default): trust no one.
-    #[arg(long, env = "MARKETPLACE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_trusted_proxy)]
-    pub trusted_proxies: Vec<IpNet>,
+    #[arg(long, env = "MARKETPLACE_TRUSTED_PROXIES", value_parser = parse_trusted_proxies, default_value = "", hide_default_value = true)]
+    pub trusted_proxies: ProxyNetworks,
 }
 
 /// How an HTTP listener holds its connections (the API's, and a worker's
@@ -398,16 +398,27 @@ impl WorkerConfig {
     }
 }
 
-/// One entry of `--trusted-proxies`: a CIDR (`10.0.0.0/8`, `fd00::/8`) or
-/// a single address (`127.0.0.1`, its own /32 or /128). An empty entry (a
-/// trailing comma) is refused.
-fn parse_trusted_proxy(value: &str) -> Result<IpNet, String> {
-    let value = value.trim();
+/// The networks of `--trusted-proxies`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyNetworks(pub Vec<IpNet>);
+
+/// `--trusted-proxies`: comma-separated CIDRs (`10.0.0.0/8`, `fd00::/8`) or
+/// single addresses (`127.0.0.1`, its own /32 or /128); blanks around them
+/// and empty entries are ignored, so an empty value trusts no one.
+fn parse_trusted_proxies(value: &str) -> Result<ProxyNetworks, String> {
     value
-        .parse::<IpNet>()
-        .or_else(|_| value.parse::<IpAddr>().map(IpNet::from))
-        .map(|net| net.trunc())
-        .map_err(|_| format!("`{value}` is neither a CIDR (10.0.0.0/8) nor an IP address"))
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                .map(|network| network.trunc())
+                .map_err(|_| format!("`{entry}` is neither a CIDR (10.0.0.0/8) nor an IP address"))
+        })
+        .collect::<Result<_, _>>()
+        .map(ProxyNetworks)
 }
 
 /// Parses the flags of one subcommand's settings `T` from `args`
@@ -743,4 +754,41 @@ pub struct DeadLetterPurge {
     /// Who asks, for the log (default: the OS user).
     #[arg(long, env = "MARKETPLACE_ACTOR")]
     pub actor: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trusted(flags: &[&str]) -> Result<Vec<String>, clap::Error> {
+        let config = ServeConfig::from_args(flags)?;
+        Ok(config
+            .edge
+            .trusted_proxies
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect())
+    }
+
+    #[test]
+    fn trusted_proxies_are_comma_separated_networks_or_addresses() {
+        assert_eq!(trusted(&[]).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            trusted(&["--trusted-proxies", ""]).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            trusted(&["--trusted-proxies", "10.1.2.3/8, 127.0.0.1,fd00::/8,"]).unwrap(),
+            ["10.0.0.0/8", "127.0.0.1/32", "fd00::/8"]
+        );
+        for wrong in ["10.0.0.0/33", "proxy.example", "10.0.0.0/8;"] {
+            let error = trusted(&["--trusted-proxies", wrong]).unwrap_err();
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{wrong}"
+            );
+        }
+    }
 }

@@ -240,10 +240,10 @@ fn edge_limits(edge: &EdgeArgs) -> EdgeLimits {
         ),
         None => tracing::warn!("no rate limit per client (--rate-limit-per-second 0)"),
     }
-    let trusted_proxies = TrustedProxies::new(edge.trusted_proxies.clone());
+    let trusted_proxies = TrustedProxies::new(edge.trusted_proxies.0.clone());
     if !trusted_proxies.is_empty() {
         tracing::info!(
-            trusted_proxies = ?edge.trusted_proxies,
+            trusted_proxies = ?edge.trusted_proxies.0,
             "clients behind these proxies are told apart by X-Forwarded-For"
         );
     }
