@@ -344,7 +344,7 @@ mod openapi {
                 }
                 operations += 1;
                 let limited = resolve(&responses["429"]);
-                for name in ["Retry-After", "ratelimit-policy", "ratelimit"] {
+                for name in ["Retry-After", "RateLimit-Policy", "RateLimit"] {
                     assert!(limited["headers"].get(name).is_some(), "{path} 429 {name}");
                 }
                 let unavailable = resolve(&responses["503"]);
@@ -363,7 +363,7 @@ mod openapi {
                     );
                 }
                 let ok = resolve(&responses["200"]);
-                assert!(ok["headers"].get("ratelimit").is_some(), "{path}");
+                assert!(ok["headers"].get("RateLimit").is_some(), "{path}");
             }
         }
         assert!(operations >= 9, "{operations} operations");
@@ -374,7 +374,7 @@ mod openapi {
             live.get("429").is_none() && live.get("503").is_none(),
             "{live}"
         );
-        assert!(live["200"]["headers"].get("ratelimit").is_none(), "{live}");
+        assert!(live["200"]["headers"].get("RateLimit").is_none(), "{live}");
         let ready = probe("/health/ready");
         assert!(ready.get("429").is_none(), "{ready}");
         assert!(

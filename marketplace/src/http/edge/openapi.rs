@@ -21,11 +21,7 @@ use utoipa::{
     Modify, PartialSchema, ToSchema,
 };
 
-use super::{
-    in_flight::is_never_shed,
-    rate_limit::{is_exempt, RATELIMIT, RATELIMIT_POLICY},
-    REQUEST_ID,
-};
+use super::{in_flight::is_never_shed, rate_limit::is_exempt, REQUEST_ID};
 use crate::http::error::Problem;
 
 /// The component response of a `429`.
@@ -35,6 +31,11 @@ pub const TOO_MANY_REQUESTS: &str = "TooManyRequests";
 pub const SERVICE_UNAVAILABLE: &str = "ServiceUnavailable";
 
 const PROBLEM_JSON: &str = "application/problem+json";
+
+/// The headers' names as the document spells them (HTTP ignores case).
+const RETRY_AFTER: &str = "Retry-After";
+const RATELIMIT_POLICY: &str = "RateLimit-Policy";
+const RATELIMIT: &str = "RateLimit";
 
 /// What the edge answers besides the routes: register with
 /// `#[openapi(modifiers(&EdgeAnswers))]`.
@@ -121,7 +122,7 @@ fn add_answers(operation: &mut Operation, limited: bool, shed: bool) {
             Some(RefOr::T(own)) => {
                 own.description = format!("{}; {}", own.description, EDGE_UNAVAILABLE);
                 own.headers
-                    .entry("Retry-After".to_owned())
+                    .entry(RETRY_AFTER.to_owned())
                     .or_insert_with(retry_after);
             }
             Some(RefOr::Ref(_)) => {}
@@ -142,10 +143,10 @@ fn add_headers(response: &mut Response, limited: bool) {
         .or_insert_with(request_id);
     if limited {
         headers
-            .entry(RATELIMIT_POLICY.as_str().to_owned())
+            .entry(RATELIMIT_POLICY.to_owned())
             .or_insert_with(ratelimit_policy);
         headers
-            .entry(RATELIMIT.as_str().to_owned())
+            .entry(RATELIMIT.to_owned())
             .or_insert_with(ratelimit);
     }
 }
@@ -195,7 +196,7 @@ fn problem(description: &str) -> Response {
     );
     response
         .headers
-        .insert("Retry-After".to_owned(), retry_after());
+        .insert(RETRY_AFTER.to_owned(), retry_after());
     response.headers.insert(REQUEST_ID.to_owned(), request_id());
     response
 }
