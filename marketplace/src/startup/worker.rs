@@ -4,16 +4,18 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use bus_core::outbox::{OutboxRelay, OutboxWaker};
 use bus_rabbitmq::{RabbitPublisher, RabbitWorker};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::wiring::{
-    broker_readiness, consumer_readiness, database_breaker, handlers, is_postgres, no_delay, open,
-    outbox_relay, spawn_relay,
+use super::{
+    connections::{self, ConnectionLimits},
+    wiring::{
+        broker_readiness, consumer_readiness, database_breaker, handlers, is_postgres, open,
+        outbox_relay, spawn_relay,
+    },
 };
 use crate::{
     config::WorkerConfig,
@@ -30,6 +32,7 @@ pub struct Worker {
     relay: OutboxRelay,
     health: TcpListener,
     router: axum::Router,
+    connections: ConnectionLimits,
 }
 
 impl Worker {
@@ -75,6 +78,7 @@ impl Worker {
             relay,
             health,
             router: http::health_router(state),
+            connections: ConnectionLimits::from(&config.connections),
         })
     }
 
@@ -103,11 +107,14 @@ impl Worker {
         let stop = CancellationToken::new();
         let relay = spawn_relay(self.relay, &stop);
         let health_stop = stop.clone();
-        let health = tokio::spawn(async move {
-            axum::serve(self.health.tap_io(no_delay), self.router)
-                .with_graceful_shutdown(async move { health_stop.cancelled().await })
-                .await
-        });
+        // The same accept loop as the API's: header-read and idle
+        // timeouts, a connection cap.
+        let health = tokio::spawn(connections::serve(
+            self.health,
+            self.router,
+            self.connections,
+            async move { health_stop.cancelled().await },
+        ));
         let consumer_stop = stop.clone();
         let consuming = self
             .consumer
@@ -124,7 +131,7 @@ impl Worker {
         stop.cancel();
         relay.await.context("outbox relay panicked")?;
         self.publisher.close();
-        health.await.context("health server panicked")??;
+        health.await.context("health server panicked")?;
         result.context("RabbitMQ worker failed")?;
         tracing::info!("stopped");
         Ok(())

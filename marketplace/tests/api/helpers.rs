@@ -113,6 +113,8 @@ struct RunningWorker {
     stop: oneshot::Sender<()>,
     task: JoinHandle<anyhow::Result<()>>,
     topology: Topology,
+    /// The `host:port` of its health probes.
+    health: String,
 }
 
 /// Flags of `serve` that `worker` does not take (its twin gets the others).
@@ -122,9 +124,7 @@ const API_ONLY_FLAGS: &[&str] = &[
     "--rate-limit-per-second",
     "--rate-limit-burst",
     "--max-in-flight",
-    "--max-connections",
-    "--header-read-timeout",
-    "--idle-timeout",
+    "--trusted-proxies",
     "--request-timeout",
     "--read-statement-timeout",
 ];
@@ -188,6 +188,7 @@ pub async fn spawn(db: TestDb, bus: BusKind, flags: &[&str]) -> TestApp {
             .await
             .expect("worker builds");
         let topology = worker.topology();
+        let health = worker.health_addr().expect("health bound").to_string();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(worker.run(async {
             let _ = stopped.await;
@@ -196,6 +197,7 @@ pub async fn spawn(db: TestDb, bus: BusKind, flags: &[&str]) -> TestApp {
             stop,
             task,
             topology,
+            health,
         })
     } else {
         None
@@ -231,6 +233,11 @@ pub async fn spawn(db: TestDb, bus: BusKind, flags: &[&str]) -> TestApp {
 }
 
 impl TestApp {
+    /// With `--bus rabbitmq`: the `host:port` of the worker's health probes.
+    pub fn worker_health_address(&self) -> Option<&str> {
+        self.worker.as_ref().map(|worker| worker.health.as_str())
+    }
+
     /// A query answering one integer (a count), on whichever database.
     pub async fn count(&self, sql: &str) -> i64 {
         self.try_count(sql)
