@@ -150,3 +150,41 @@ async fn without_a_token_the_admin_routes_are_off(pool: PgPool) {
     .await;
     app.shutdown().await;
 }
+
+/// Workers sharing the database follow a pause recorded by another one
+/// within `--pause-poll-interval`.
+#[sqlx::test(migrator = "marketplace::MIGRATOR")]
+async fn a_worker_follows_the_paused_queues_recorded_in_the_database(pool: PgPool) {
+    let app = spawn_app_with(
+        pool.clone(),
+        BusKind::Rabbitmq,
+        &["--admin-token", TOKEN, "--pause-poll-interval", "100ms"],
+    )
+    .await;
+    let queue = save_user_queue(&app).await;
+    // What another worker's pause leaves behind.
+    sqlx::query(
+        "INSERT INTO bus_paused_queues (queue, paused_at, paused_by) VALUES ($1, now(), 'another worker')",
+    )
+    .bind(&queue)
+    .execute(&pool)
+    .await
+    .unwrap();
+    app.eventually(|| async { (paused_in_readiness(&app).await == [queue.clone()]).then_some(()) })
+        .await;
+    let user = Uuid::new_v4();
+    assert!(app.put_user(user, "waiting").await.status().is_success());
+    app.eventually(|| async { (app.queue_depth(&queue).await == 1).then_some(()) })
+        .await;
+
+    sqlx::query("DELETE FROM bus_paused_queues")
+        .execute(&pool)
+        .await
+        .unwrap();
+    app.eventually(|| async {
+        (app.get(&format!("/users/{user}")).await.status() == 200).then_some(())
+    })
+    .await;
+    assert!(paused_in_readiness(&app).await.is_empty());
+    app.shutdown().await;
+}
