@@ -154,9 +154,9 @@ pub use handler::{
 };
 pub use memory::{AsyncBus, AsyncBusBuilder, AsyncBusConfig, InMemoryBus};
 pub use message::{Command, Event, Message, Query};
+pub use middleware::{Middleware, Next};
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub use paused_queues::{PausedQueue, PausedQueues, PausedQueuesError};
-pub use middleware::{Middleware, Next};
 pub use query::{QueryBus, QueryBusBuilder};
 pub use registry::{Handlers, HandlersBuilder};
 pub use retry::RetryPolicy;

@@ -116,13 +116,11 @@ impl PausedQueues {
     pub async fn resume(&self, queue: &str) -> Result<bool, PausedQueuesError> {
         let deleted = match self {
             #[cfg(feature = "postgres")]
-            Self::Postgres(pool) => {
-                sqlx::query("DELETE FROM bus_paused_queues WHERE queue = $1")
-                    .bind(queue)
-                    .execute(pool)
-                    .await?
-                    .rows_affected()
-            }
+            Self::Postgres(pool) => sqlx::query("DELETE FROM bus_paused_queues WHERE queue = $1")
+                .bind(queue)
+                .execute(pool)
+                .await?
+                .rows_affected(),
             #[cfg(feature = "sqlite")]
             Self::Sqlite(pool) => sqlx::query("DELETE FROM bus_paused_queues WHERE queue = ?")
                 .bind(queue)

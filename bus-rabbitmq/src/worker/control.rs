@@ -142,9 +142,7 @@ impl WorkerControl {
     async fn until(&self, queue: &str, paused: bool) {
         let mut receiver = self.inner.paused.subscribe();
         // The sender lives in `self`, so the channel cannot close meanwhile.
-        let _ = receiver
-            .wait_for(|set| set.contains(queue) == paused)
-            .await;
+        let _ = receiver.wait_for(|set| set.contains(queue) == paused).await;
     }
 
     fn known(&self, queue: &str) -> Result<(), UnknownQueue> {
@@ -179,10 +177,7 @@ mod tests {
     #[test]
     fn an_unknown_queue_is_refused_and_ignored_in_a_set() {
         let control = control();
-        assert_eq!(
-            control.pause("ns.c"),
-            Err(UnknownQueue("ns.c".to_owned()))
-        );
+        assert_eq!(control.pause("ns.c"), Err(UnknownQueue("ns.c".to_owned())));
         control.set_paused(["ns.b", "ns.c"]);
         assert_eq!(control.paused(), vec!["ns.b".to_owned()]);
     }

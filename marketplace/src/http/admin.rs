@@ -51,7 +51,12 @@ pub struct Admin {
 impl Admin {
     /// Admin routes guarded by `token`, acting on `control` and recording
     /// in `store`; `paused_by` is what a pause records as its author.
-    pub fn new(token: Vec<u8>, control: WorkerControl, store: PausedQueues, paused_by: &str) -> Self {
+    pub fn new(
+        token: Vec<u8>,
+        control: WorkerControl,
+        store: PausedQueues,
+        paused_by: &str,
+    ) -> Self {
         Self {
             token: token.into(),
             control,
@@ -197,7 +202,9 @@ pub async fn follow(
         }
         match store.list().await {
             Ok(paused) => control.set_paused(paused.iter().map(|paused| paused.queue.as_str())),
-            Err(error) => tracing::warn!(%error, "cannot read the paused queues; keeping the current set"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the paused queues; keeping the current set")
+            }
         }
     }
 }

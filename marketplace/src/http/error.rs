@@ -136,9 +136,7 @@ impl Challenge {
             Self::TokenRequired => r#"Bearer realm="marketplace""#,
             Self::InvalidToken => r#"Bearer realm="marketplace", error="invalid_token""#,
             Self::AdminTokenRequired => r#"Bearer realm="marketplace-admin""#,
-            Self::InvalidAdminToken => {
-                r#"Bearer realm="marketplace-admin", error="invalid_token""#
-            }
+            Self::InvalidAdminToken => r#"Bearer realm="marketplace-admin", error="invalid_token""#,
         }
     }
 }

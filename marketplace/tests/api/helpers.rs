@@ -522,7 +522,11 @@ impl TestApp {
 
     /// `http://` and the address of the worker's health and admin port.
     pub fn worker_address(&self) -> &str {
-        &self.worker.as_ref().expect("a RabbitMQ app has a worker").health
+        &self
+            .worker
+            .as_ref()
+            .expect("a RabbitMQ app has a worker")
+            .health
     }
 
     /// Messages ready in `queue` (a passive declare).

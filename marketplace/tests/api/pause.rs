@@ -13,9 +13,7 @@ use crate::helpers::{assert_problem, spawn_app_with, TestApp};
 const TOKEN: &str = "an-admin-token-for-the-tests";
 
 async fn admin_post(app: &TestApp, path: &str, token: Option<&str>) -> Response {
-    let mut request = app
-        .client
-        .post(format!("{}{path}", app.worker_address()));
+    let mut request = app.client.post(format!("{}{path}", app.worker_address()));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -100,10 +98,8 @@ async fn a_paused_queue_keeps_its_messages_across_a_restart_until_it_is_resumed(
     // Resuming drains the queue: every save applied, once.
     let resumed = admin_post(&app, &format!("/admin/queues/{queue}/resume"), Some(TOKEN)).await;
     assert_eq!(resumed.status(), 200);
-    app.eventually(|| async {
-        (app.count("SELECT COUNT(*) FROM users").await == 6).then_some(())
-    })
-    .await;
+    app.eventually(|| async { (app.count("SELECT COUNT(*) FROM users").await == 6).then_some(()) })
+        .await;
     app.eventually(|| async { (app.queue_depth(&queue).await == 0).then_some(()) })
         .await;
     assert!(paused_in_readiness(&app).await.is_empty());
@@ -121,15 +117,25 @@ async fn the_admin_routes_need_the_token_and_a_known_queue(pool: PgPool) {
     let pause = format!("/admin/queues/{queue}/pause");
 
     let missing = admin_post(&app, &pause, None).await;
-    let challenge = missing.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    let challenge = missing.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(challenge.starts_with("Bearer"), "{challenge}");
     assert_problem(missing, 401).await;
 
     let wrong = admin_post(&app, &pause, Some("not-the-token")).await;
-    let challenge = wrong.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    let challenge = wrong.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(challenge.contains("invalid_token"), "{challenge}");
     assert_problem(wrong, 401).await;
-    assert_problem(admin_get(&app, "/admin/queues", Some("not-the-token")).await, 401).await;
+    assert_problem(
+        admin_get(&app, "/admin/queues", Some("not-the-token")).await,
+        401,
+    )
+    .await;
 
     let unknown = admin_post(&app, "/admin/queues/no.such.queue/pause", Some(TOKEN)).await;
     assert_problem(unknown, 404).await;
