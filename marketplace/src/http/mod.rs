@@ -32,7 +32,7 @@ use tower_http::{
 
 use self::{
     access::Authentication,
-    edge::{request_id, EdgeLimits, InFlight, RateLimiter},
+    edge::{client_ip, request_id, EdgeLimits, InFlight, RateLimiter},
     error::ApiError,
     extract::TraceParent,
 };
@@ -92,6 +92,7 @@ pub fn health_router(state: AppState) -> Router {
 /// (see [`edge`]). Needs a Tokio runtime (the rate limiter's cleanup task).
 pub fn router(state: AppState, limits: &EdgeLimits) -> Router {
     let request_timeout = limits.request_timeout;
+    let trusted_proxies = limits.trusted_proxies.clone();
     let mut router = Router::new()
         .route("/user", put(users::save_user))
         .route("/users/{id}", get(users::get_user))
@@ -140,6 +141,7 @@ pub fn router(state: AppState, limits: &EdgeLimits) -> Router {
                     MakeRequestUuid,
                 ))
                 .layer(PropagateRequestIdLayer::new(request_id::header_name()))
+                .map_request(move |request| client_ip::resolve(&trusted_proxies, request))
                 // `log_server_errors` logs the 5xx with their cause; shed
                 // and throttled requests are not logged one by one.
                 .layer(

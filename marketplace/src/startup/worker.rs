@@ -4,7 +4,6 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use bus_core::{
     outbox::{OutboxRelay, OutboxWaker},
     PausedQueues,
@@ -14,9 +13,12 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::wiring::{
-    broker_readiness, consumer_readiness, database_breaker, handlers, is_postgres, no_delay, open,
-    outbox_relay, spawn_relay,
+use super::{
+    connections::{self, ConnectionLimits},
+    wiring::{
+        broker_readiness, consumer_readiness, database_breaker, handlers, is_postgres, open,
+        outbox_relay, spawn_relay,
+    },
 };
 use crate::{
     config::WorkerConfig,
@@ -40,6 +42,7 @@ pub struct Worker {
     router: axum::Router,
     paused_queues: PausedQueues,
     pause_poll_interval: Duration,
+    connections: ConnectionLimits,
 }
 
 impl Worker {
@@ -115,6 +118,7 @@ impl Worker {
             router,
             paused_queues,
             pause_poll_interval: config.admin.pause_poll_interval,
+            connections: ConnectionLimits::from(&config.connections),
         })
     }
 
@@ -154,11 +158,14 @@ impl Worker {
             stop.clone(),
         ));
         let health_stop = stop.clone();
-        let health = tokio::spawn(async move {
-            axum::serve(self.health.tap_io(no_delay), self.router)
-                .with_graceful_shutdown(async move { health_stop.cancelled().await })
-                .await
-        });
+        // The same accept loop as the API's: header-read and idle
+        // timeouts, a connection cap.
+        let health = tokio::spawn(connections::serve(
+            self.health,
+            self.router,
+            self.connections,
+            async move { health_stop.cancelled().await },
+        ));
         let consumer_stop = stop.clone();
         let consuming = self
             .consumer
@@ -176,7 +183,7 @@ impl Worker {
         relay.await.context("outbox relay panicked")?;
         following.await.context("paused-queue poller panicked")?;
         self.publisher.close();
-        health.await.context("health server panicked")??;
+        health.await.context("health server panicked")?;
         result.context("RabbitMQ worker failed")?;
         tracing::info!("stopped");
         Ok(())

@@ -114,7 +114,7 @@ struct RunningWorker {
     task: JoinHandle<anyhow::Result<()>>,
     topology: Topology,
     config: WorkerConfig,
-    /// `http://` and the address of its health (and admin) port.
+    /// The `host:port` of its health probes.
     health: String,
 }
 
@@ -125,7 +125,7 @@ impl RunningWorker {
             .await
             .expect("worker builds");
         let topology = worker.topology();
-        let health = format!("http://{}", worker.health_addr().expect("bound"));
+        let health = worker.health_addr().expect("health bound").to_string();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(worker.run(async {
             let _ = stopped.await;
@@ -160,9 +160,7 @@ const API_ONLY_FLAGS: &[&str] = &[
     "--rate-limit-per-second",
     "--rate-limit-burst",
     "--max-in-flight",
-    "--max-connections",
-    "--header-read-timeout",
-    "--idle-timeout",
+    "--trusted-proxies",
     "--request-timeout",
     "--read-statement-timeout",
 ];
@@ -262,6 +260,11 @@ pub async fn spawn(db: TestDb, bus: BusKind, flags: &[&str]) -> TestApp {
 }
 
 impl TestApp {
+    /// With `--bus rabbitmq`: the `host:port` of the worker's health probes.
+    pub fn worker_health_address(&self) -> Option<&str> {
+        self.worker.as_ref().map(|worker| worker.health.as_str())
+    }
+
     /// A query answering one integer (a count), on whichever database.
     pub async fn count(&self, sql: &str) -> i64 {
         self.try_count(sql)
@@ -518,15 +521,6 @@ impl TestApp {
             panic!("the RabbitMQ bus runs on PostgreSQL only");
         };
         self.worker = Some(RunningWorker::start(config, pool.clone()).await);
-    }
-
-    /// `http://` and the address of the worker's health and admin port.
-    pub fn worker_address(&self) -> &str {
-        &self
-            .worker
-            .as_ref()
-            .expect("a RabbitMQ app has a worker")
-            .health
     }
 
     /// Messages ready in `queue` (a passive declare).

@@ -12,8 +12,13 @@ use crate::helpers::{assert_problem, spawn_app_with, TestApp};
 
 const TOKEN: &str = "an-admin-token-for-the-tests";
 
+fn worker(app: &TestApp) -> &str {
+    app.worker_health_address()
+        .expect("a RabbitMQ app has a worker")
+}
+
 async fn admin_post(app: &TestApp, path: &str, token: Option<&str>) -> Response {
-    let mut request = app.client.post(format!("{}{path}", app.worker_address()));
+    let mut request = app.client.post(format!("http://{}{path}", worker(app)));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -21,7 +26,7 @@ async fn admin_post(app: &TestApp, path: &str, token: Option<&str>) -> Response 
 }
 
 async fn admin_get(app: &TestApp, path: &str, token: Option<&str>) -> Response {
-    let mut request = app.client.get(format!("{}{path}", app.worker_address()));
+    let mut request = app.client.get(format!("http://{}{path}", worker(app)));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
