@@ -608,3 +608,80 @@ async fn a_paused_queue_settles_its_in_flight_message_and_keeps_the_others_until
     let _ = connection.close(200, "OK".into()).await;
     cleanup(&topology).await;
 }
+
+/// The paused set belongs to the worker: a queue paused before the worker
+/// starts is never consumed, and a reconnection (here: another queue
+/// deleted under the worker) does not resume it.
+#[tokio::test]
+async fn a_paused_queue_stays_paused_across_a_reconnection() {
+    let config = config();
+    let commands = Record::<u32>::default();
+    let events = Record::<u32>::default();
+    let handlers = {
+        let (commands, events) = (commands.clone(), events.clone());
+        Handlers::builder()
+            .command::<DoThing, _>(command_fn(move |command: DoThing, _| {
+                let commands = commands.clone();
+                async move {
+                    commands.push(command.n);
+                    Ok(())
+                }
+            }))
+            .subscribe::<ThingDone, _>(
+                "audit",
+                event_fn(move |event: ThingDone, _| {
+                    let events = events.clone();
+                    async move {
+                        events.push(event.n);
+                        Ok::<_, HandlerError>(())
+                    }
+                }),
+            )
+            .build()
+            .unwrap()
+    };
+    let worker = RabbitWorker::new(&handlers, config.clone()).unwrap();
+    let topology = worker.topology().clone();
+    let control = worker.control().clone();
+    let paused = format!("{}.command.test.DoThing", config.namespace);
+    let other = format!("{}.event.test.ThingDone.audit", config.namespace);
+    control.set_paused([paused.as_str()]);
+    let publisher = RabbitPublisher::connect(&config, topology.clone())
+        .await
+        .unwrap();
+    let running = RunningWorker::start(worker);
+    let (connection, channel) = channel().await;
+
+    publisher.publish(&ThingDone { n: 1 }).await.unwrap();
+    publisher.send(&DoThing { n: 1 }).await.unwrap();
+    eventually(Duration::from_secs(10), || async {
+        (events.len() == 1).then_some(())
+    })
+    .await
+    .expect("the other queue is consumed");
+    // The broker cancels the consumer of a deleted queue: the worker
+    // reconnects, declares everything again and consumes.
+    channel
+        .queue_delete(other.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), || async {
+        publisher.publish(&ThingDone { n: 2 }).await.ok()?;
+        (events.len() >= 2).then_some(())
+    })
+    .await
+    .expect("the worker reconnected");
+    assert_eq!(message_count(&channel, &paused).await, 1);
+    assert!(commands.list().is_empty(), "a paused queue is not consumed");
+
+    control.resume(&paused).unwrap();
+    eventually(Duration::from_secs(10), || async {
+        (commands.len() == 1).then_some(())
+    })
+    .await
+    .expect("consumed once resumed");
+    running.stop().await;
+    publisher.close();
+    let _ = connection.close(200, "OK".into()).await;
+    cleanup(&topology).await;
+}
