@@ -591,7 +591,7 @@ async fn a_paused_queue_settles_its_in_flight_message_and_keeps_the_others_until
     .await
     .expect("consumer cancelled, three messages waiting");
     assert_eq!(applied.list(), [1]);
-    assert_eq!(control.paused(), [queue.clone()]);
+    assert_eq!(control.paused(), std::slice::from_ref(&queue));
 
     assert_eq!(control.resume(&queue), Ok(true));
     eventually(Duration::from_secs(10), || async {
