@@ -379,6 +379,59 @@ pub struct WorkerConfig {
     /// Retries of failing handlers.
     #[command(flatten)]
     pub retry: RetryArgs,
+    /// The admin routes (pause and resume consumers).
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// The admin routes of a worker's health port: `GET /admin/queues`,
+/// `POST /admin/queues/{queue}/pause|resume`.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// Bearer token of the admin routes (`Authorization: Bearer <token>`).
+    /// Without one (nor `--admin-token-file`) the admin routes are off:
+    /// they answer `404`.
+    #[arg(long, env = "MARKETPLACE_ADMIN_TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub admin_token: Option<Secret>,
+    /// A file holding the admin token (one line), instead of `--admin-token`.
+    #[arg(long, env = "MARKETPLACE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// How often the worker reads the paused queues from the database, so
+    /// that a queue paused or resumed through another worker follows here
+    /// within this delay (the worker that took the request applies it at
+    /// once).
+    #[arg(long, env = "MARKETPLACE_PAUSE_POLL_INTERVAL", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub pause_poll_interval: Duration,
+}
+
+/// Why the admin token cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminTokenError {
+    /// Both `--admin-token` and `--admin-token-file`.
+    #[error("both --admin-token and --admin-token-file are set; set one")]
+    Conflicting,
+    /// The token file cannot be read.
+    #[error(transparent)]
+    Read(#[from] KeyError),
+    /// An empty token would match an empty `Bearer`.
+    #[error("the admin token is empty (leave it unset to turn the admin routes off)")]
+    Empty,
+}
+
+impl AdminArgs {
+    /// The configured admin token, if any.
+    pub fn token(&self) -> Result<Option<Vec<u8>>, AdminTokenError> {
+        let token = match (&self.admin_token, &self.admin_token_file) {
+            (Some(_), Some(_)) => return Err(AdminTokenError::Conflicting),
+            (Some(Secret(token)), None) => Some(token.clone()),
+            (None, Some(path)) => Some(read_secret_file(path)?),
+            (None, None) => None,
+        };
+        match token {
+            Some(token) if token.is_empty() => Err(AdminTokenError::Empty),
+            token => Ok(token),
+        }
+    }
 }
 
 impl WorkerConfig {

@@ -2,6 +2,7 @@
 //! of every error to problem+json ([`error`]); who is asking ([`access`]).
 
 pub mod access;
+pub mod admin;
 pub mod books;
 pub mod edge;
 pub mod error;
@@ -56,6 +57,9 @@ pub struct AppState {
     pub readiness: Vec<ReadinessCheck>,
     /// Whether requests are authenticated (bearer tokens) or not (open mode).
     pub auth: Authentication,
+    /// On a worker: its consumers, whose paused queues `/health/ready`
+    /// lists. `None` on the API.
+    pub consumers: Option<bus_rabbitmq::WorkerControl>,
 }
 
 impl AppState {

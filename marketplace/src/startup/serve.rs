@@ -144,6 +144,7 @@ impl App {
             database,
             readiness,
             auth,
+            consumers: None,
         };
         let listener = TcpListener::bind(config.listen)
             .await
