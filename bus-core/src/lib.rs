@@ -92,7 +92,9 @@
 //! | `outbox` (features `postgres`, `sqlite`) | a transactional outbox: events staged in the handler's transaction, relayed after commit |
 //!
 //! With the same features, `DatabaseDeadLetters` keeps an [`AsyncBus`]'s
-//! dead letters in a `bus_dead_letters` table instead of in memory.
+//! dead letters in a `bus_dead_letters` table instead of in memory, and
+//! `PausedQueues` keeps in a `bus_paused_queues` table which consumers an
+//! operator paused, so that a restarted worker keeps them paused.
 //!
 //! The private modules behind the root, one concept each: `message` (the
 //! traits messages implement), `envelope`, `handler` (what application code
@@ -119,6 +121,8 @@ pub mod metrics;
 mod middleware;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub mod outbox;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod paused_queues;
 mod query;
 mod registry;
 mod retry;
@@ -152,6 +156,8 @@ pub use handler::{
 pub use memory::{AsyncBus, AsyncBusBuilder, AsyncBusConfig, InMemoryBus};
 pub use message::{Command, Event, Message, Query};
 pub use middleware::{Middleware, Next};
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use paused_queues::{PausedQueue, PausedQueues, PausedQueuesError};
 pub use query::{QueryBus, QueryBusBuilder};
 pub use registry::{Handlers, HandlersBuilder};
 pub use retry::RetryPolicy;

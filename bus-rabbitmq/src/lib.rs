@@ -73,7 +73,7 @@ pub use error::RabbitError;
 pub use naming::Naming;
 pub use publisher::RabbitPublisher;
 pub use topology::Topology;
-pub use worker::RabbitWorker;
+pub use worker::{RabbitWorker, WorkerControl};
 
 /// The AMQP client this crate is built on, re-exported so applications and
 /// tests use the exact same version.

@@ -521,3 +521,167 @@ async fn a_worker_whose_queue_vanished_declares_it_again_and_keeps_consuming() {
     let _ = connection.close(200, "OK".into()).await;
     cleanup(&topology).await;
 }
+
+/// Pausing a queue lets the handler already running finish and be
+/// acknowledged, then stops consuming: later messages wait in the queue,
+/// with no consumer on it, until the queue is resumed.
+#[tokio::test]
+async fn a_paused_queue_settles_its_in_flight_message_and_keeps_the_others_until_resumed() {
+    let config = RabbitConfig {
+        prefetch: 4,
+        ..config()
+    };
+    let applied = Record::<u32>::default();
+    let (started, mut running_handler) = mpsc::unbounded_channel::<u32>();
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let handlers = {
+        let (applied, gate) = (applied.clone(), gate.clone());
+        Handlers::builder()
+            .command::<DoThing, _>(command_fn(move |command: DoThing, _| {
+                let (applied, gate, started) = (applied.clone(), gate.clone(), started.clone());
+                async move {
+                    if command.n == 1 {
+                        let _ = started.send(command.n);
+                        let _permit = gate.acquire().await;
+                    }
+                    applied.push(command.n);
+                    Ok(())
+                }
+            }))
+            .build()
+            .unwrap()
+    };
+    let worker = RabbitWorker::new(&handlers, config.clone()).unwrap();
+    let topology = worker.topology().clone();
+    let control = worker.control().clone();
+    let queue = control.queues()[0].queue.clone();
+    let publisher = RabbitPublisher::connect(&config, topology.clone())
+        .await
+        .unwrap();
+    let running = RunningWorker::start(worker);
+    let (connection, channel) = channel().await;
+
+    publisher.send(&DoThing { n: 1 }).await.unwrap();
+    assert_eq!(running_handler.recv().await, Some(1));
+    assert_eq!(control.pause(&queue), Ok(true));
+    for n in 2..=4 {
+        publisher.send(&DoThing { n }).await.unwrap();
+    }
+    // The running handler finishes and is acknowledged, never redelivered.
+    gate.add_permits(1);
+    let consumers = |channel: bus_rabbitmq::lapin::Channel, queue: String| async move {
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                bus_rabbitmq::lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap()
+            .consumer_count()
+    };
+    eventually(Duration::from_secs(10), || async {
+        (consumers(channel.clone(), queue.clone()).await == 0
+            && message_count(&channel, &queue).await == 3)
+            .then_some(())
+    })
+    .await
+    .expect("consumer cancelled, three messages waiting");
+    assert_eq!(applied.list(), [1]);
+    assert_eq!(control.paused(), std::slice::from_ref(&queue));
+
+    assert_eq!(control.resume(&queue), Ok(true));
+    eventually(Duration::from_secs(10), || async {
+        (applied.len() == 4).then_some(())
+    })
+    .await
+    .expect("drained after resume");
+    running.stop().await;
+    let mut seen = applied.list();
+    seen.sort_unstable();
+    assert_eq!(seen, [1, 2, 3, 4]);
+    assert_eq!(leftover_messages(&channel, &topology).await, []);
+    publisher.close();
+    let _ = connection.close(200, "OK".into()).await;
+    cleanup(&topology).await;
+}
+
+/// The paused set belongs to the worker: a queue paused before the worker
+/// starts is never consumed, and a reconnection (here: another queue
+/// deleted under the worker) does not resume it.
+#[tokio::test]
+async fn a_paused_queue_stays_paused_across_a_reconnection() {
+    let config = config();
+    let commands = Record::<u32>::default();
+    let events = Record::<u32>::default();
+    let handlers = {
+        let (commands, events) = (commands.clone(), events.clone());
+        Handlers::builder()
+            .command::<DoThing, _>(command_fn(move |command: DoThing, _| {
+                let commands = commands.clone();
+                async move {
+                    commands.push(command.n);
+                    Ok(())
+                }
+            }))
+            .subscribe::<ThingDone, _>(
+                "audit",
+                event_fn(move |event: ThingDone, _| {
+                    let events = events.clone();
+                    async move {
+                        events.push(event.n);
+                        Ok::<_, HandlerError>(())
+                    }
+                }),
+            )
+            .build()
+            .unwrap()
+    };
+    let worker = RabbitWorker::new(&handlers, config.clone()).unwrap();
+    let topology = worker.topology().clone();
+    let control = worker.control().clone();
+    let paused = format!("{}.command.test.DoThing", config.namespace);
+    let other = format!("{}.event.test.ThingDone.audit", config.namespace);
+    control.set_paused([paused.as_str()]);
+    let publisher = RabbitPublisher::connect(&config, topology.clone())
+        .await
+        .unwrap();
+    let running = RunningWorker::start(worker);
+    let (connection, channel) = channel().await;
+
+    publisher.publish(&ThingDone { n: 1 }).await.unwrap();
+    publisher.send(&DoThing { n: 1 }).await.unwrap();
+    eventually(Duration::from_secs(10), || async {
+        (events.len() == 1).then_some(())
+    })
+    .await
+    .expect("the other queue is consumed");
+    // The broker cancels the consumer of a deleted queue: the worker
+    // reconnects, declares everything again and consumes.
+    channel
+        .queue_delete(other.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), || async {
+        publisher.publish(&ThingDone { n: 2 }).await.ok()?;
+        (events.len() >= 2).then_some(())
+    })
+    .await
+    .expect("the worker reconnected");
+    assert_eq!(message_count(&channel, &paused).await, 1);
+    assert!(commands.list().is_empty(), "a paused queue is not consumed");
+
+    control.resume(&paused).unwrap();
+    eventually(Duration::from_secs(10), || async {
+        (commands.len() == 1).then_some(())
+    })
+    .await
+    .expect("consumed once resumed");
+    running.stop().await;
+    publisher.close();
+    let _ = connection.close(200, "OK".into()).await;
+    cleanup(&topology).await;
+}

@@ -1,6 +1,11 @@
 //! Configuration: command-line flags, each with an environment fallback.
 
-use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use bus_core::{
     dead_letter_ops::{DeadLetterSelector, GroupBy},
@@ -8,6 +13,7 @@ use bus_core::{
 };
 use bus_rabbitmq::{QueueType, RabbitConfig};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
 use uuid::Uuid;
 
 use crate::auth::{keys::read_secret_file, Claims, JwksPolicy, KeyError, KeySource};
@@ -161,19 +167,9 @@ pub struct ServeConfig {
 /// hold of the API (see "Limits" in `marketplace/README.md`).
 #[derive(Debug, Clone, Args)]
 pub struct EdgeArgs {
-    /// Longest a client may take to send a request's line and headers,
-    /// from its first byte (from the connection's opening for the first
-    /// request); past it the connection is closed.
-    #[arg(long, env = "MARKETPLACE_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
-    pub header_read_timeout: Duration,
-    /// Longest a keep-alive connection may stay idle between two requests
-    /// before it is closed.
-    #[arg(long, env = "MARKETPLACE_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
-    pub idle_timeout: Duration,
-    /// Open connections at most; past it new connections wait in the
-    /// listen backlog until one closes.
-    #[arg(long, env = "MARKETPLACE_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_connections: u32,
+    /// How connections are held.
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
     /// Requests being handled at once, at most; past it a request is
     /// answered 503 at once (load shedding).
     #[arg(long, env = "MARKETPLACE_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
@@ -194,6 +190,32 @@ pub struct EdgeArgs {
     /// SQLite has no statement timeout.
     #[arg(long, env = "MARKETPLACE_READ_STATEMENT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "5s")]
     pub read_statement_timeout: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` is believed: comma-separated
+    /// CIDRs (or addresses), e.g. `10.0.0.0/8,127.0.0.1`. A request whose
+    /// TCP peer is in one of them comes from the rightmost address of
+    /// `X-Forwarded-For` that is not itself a trusted proxy; the header of
+    /// any other peer is ignored. Empty (the default): trust no one.
+    #[arg(long, env = "MARKETPLACE_TRUSTED_PROXIES", value_parser = parse_trusted_proxies, default_value = "", hide_default_value = true)]
+    pub trusted_proxies: ProxyNetworks,
+}
+
+/// How an HTTP listener holds its connections (the API's, and a worker's
+/// health probes').
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionArgs {
+    /// Longest a client may take to send a request's line and headers,
+    /// from its first byte (from the connection's opening for the first
+    /// request); past it the connection is closed.
+    #[arg(long, env = "MARKETPLACE_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub header_read_timeout: Duration,
+    /// Longest a keep-alive connection may stay idle between two requests
+    /// before it is closed.
+    #[arg(long, env = "MARKETPLACE_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub idle_timeout: Duration,
+    /// Open connections at most; past it new connections wait in the
+    /// listen backlog until one closes.
+    #[arg(long, env = "MARKETPLACE_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 }
 
 /// A secret: never printed, not even in debug output.
@@ -339,6 +361,9 @@ pub struct WorkerConfig {
         default_value = "0.0.0.0:8081"
     )]
     pub health_listen: SocketAddr,
+    /// How the health probes' listener holds its connections.
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
     /// The database.
     #[command(flatten)]
     pub database: DatabaseConfig,
@@ -354,6 +379,59 @@ pub struct WorkerConfig {
     /// Retries of failing handlers.
     #[command(flatten)]
     pub retry: RetryArgs,
+    /// The admin routes (pause and resume consumers).
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// The admin routes of a worker's health port: `GET /admin/queues`,
+/// `POST /admin/queues/{queue}/pause|resume`.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// Bearer token of the admin routes (`Authorization: Bearer <token>`).
+    /// Without one (nor `--admin-token-file`) the admin routes are off:
+    /// they answer `404`.
+    #[arg(long, env = "MARKETPLACE_ADMIN_TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub admin_token: Option<Secret>,
+    /// A file holding the admin token (one line), instead of `--admin-token`.
+    #[arg(long, env = "MARKETPLACE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// How often the worker reads the paused queues from the database, so
+    /// that a queue paused or resumed through another worker follows here
+    /// within this delay (the worker that took the request applies it at
+    /// once).
+    #[arg(long, env = "MARKETPLACE_PAUSE_POLL_INTERVAL", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub pause_poll_interval: Duration,
+}
+
+/// Why the admin token cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminTokenError {
+    /// Both `--admin-token` and `--admin-token-file`.
+    #[error("both --admin-token and --admin-token-file are set; set one")]
+    Conflicting,
+    /// The token file cannot be read.
+    #[error(transparent)]
+    Read(#[from] KeyError),
+    /// An empty token would match an empty `Bearer`.
+    #[error("the admin token is empty (leave it unset to turn the admin routes off)")]
+    Empty,
+}
+
+impl AdminArgs {
+    /// The configured admin token, if any.
+    pub fn token(&self) -> Result<Option<Vec<u8>>, AdminTokenError> {
+        let token = match (&self.admin_token, &self.admin_token_file) {
+            (Some(_), Some(_)) => return Err(AdminTokenError::Conflicting),
+            (Some(Secret(token)), None) => Some(token.clone()),
+            (None, Some(path)) => Some(read_secret_file(path)?),
+            (None, None) => None,
+        };
+        match token {
+            Some(token) if token.is_empty() => Err(AdminTokenError::Empty),
+            token => Ok(token),
+        }
+    }
 }
 
 impl WorkerConfig {
@@ -371,6 +449,29 @@ impl WorkerConfig {
         self.rabbitmq
             .settings(self.concurrency, self.retry.policy(), "marketplace-worker")
     }
+}
+
+/// The networks of `--trusted-proxies`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyNetworks(pub Vec<IpNet>);
+
+/// `--trusted-proxies`: comma-separated CIDRs (`10.0.0.0/8`, `fd00::/8`) or
+/// single addresses (`127.0.0.1`, its own /32 or /128); blanks around them
+/// and empty entries are ignored, so an empty value trusts no one.
+fn parse_trusted_proxies(value: &str) -> Result<ProxyNetworks, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                .map(|network| network.trunc())
+                .map_err(|_| format!("`{entry}` is neither a CIDR (10.0.0.0/8) nor an IP address"))
+        })
+        .collect::<Result<_, _>>()
+        .map(ProxyNetworks)
 }
 
 /// Parses the flags of one subcommand's settings `T` from `args`
@@ -706,4 +807,41 @@ pub struct DeadLetterPurge {
     /// Who asks, for the log (default: the OS user).
     #[arg(long, env = "MARKETPLACE_ACTOR")]
     pub actor: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trusted(flags: &[&str]) -> Result<Vec<String>, clap::Error> {
+        let config = ServeConfig::from_args(flags)?;
+        Ok(config
+            .edge
+            .trusted_proxies
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect())
+    }
+
+    #[test]
+    fn trusted_proxies_are_comma_separated_networks_or_addresses() {
+        assert_eq!(trusted(&[]).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            trusted(&["--trusted-proxies", ""]).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            trusted(&["--trusted-proxies", "10.1.2.3/8, 127.0.0.1,fd00::/8,"]).unwrap(),
+            ["10.0.0.0/8", "127.0.0.1/32", "fd00::/8"]
+        );
+        for wrong in ["10.0.0.0/33", "proxy.example", "10.0.0.0/8;"] {
+            let error = trusted(&["--trusted-proxies", wrong]).unwrap_err();
+            assert_eq!(
+                error.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{wrong}"
+            );
+        }
+    }
 }

@@ -9,12 +9,22 @@ use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
-use super::{settle::settle, QueueContext};
+use super::{settle::settle, QueueContext, WorkerControl};
 use crate::wire;
 
+/// Why a consume loop stopped without failing.
+pub(super) enum Stopped {
+    /// `cancel` fired (shutdown, or the session ends).
+    Cancelled,
+    /// The queue was paused: the consumer is cancelled and every handler it
+    /// started has settled.
+    Paused,
+}
+
 /// Pulls deliveries of one queue and hands each to a tracked task, at most
-/// `concurrency` at once. Returns `Ok` once `cancel` fired (after cancelling
-/// the consumer), `Err` if the consumer failed.
+/// `concurrency` at once. Returns once `cancel` fired or the queue is paused
+/// in `control` (after cancelling the consumer; when paused, also after its
+/// handlers have settled), `Err` if the consumer failed.
 pub(super) async fn consume_queue(
     context: QueueContext,
     mut consumer: Consumer,
@@ -22,9 +32,11 @@ pub(super) async fn consume_queue(
     concurrency: usize,
     cancel: CancellationToken,
     tracker: TaskTracker,
-) -> Result<(), String> {
+    control: WorkerControl,
+) -> Result<Stopped, String> {
     let queue = context.route.queue.clone();
     let permits = Arc::new(Semaphore::new(concurrency));
+    let mut paused = false;
     loop {
         // While the breaker is open, take nothing new: prefetched deliveries
         // stay unacknowledged in the consumer (held, never dead-lettered)
@@ -32,11 +44,13 @@ pub(super) async fn consume_queue(
         tokio::select! {
             biased;
             () = cancel.cancelled() => break,
+            () = control.until_paused(&queue) => { paused = true; break }
             () = context.breaker.closed() => {}
         }
         let next = tokio::select! {
             biased;
             () = cancel.cancelled() => break,
+            () = control.until_paused(&queue) => { paused = true; break }
             next = consumer.next() => next,
         };
         let delivery = match next {
@@ -64,7 +78,20 @@ pub(super) async fn consume_queue(
     {
         tracing::debug!(%queue, %error, "cancelling the consumer failed");
     }
-    Ok(())
+    if !paused {
+        return Ok(Stopped::Cancelled);
+    }
+    // Paused: wait until every handler this consumer started has settled,
+    // so that closing its channel requeues only unstarted deliveries.
+    let all = u32::try_from(concurrency).unwrap_or(u32::MAX);
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => Ok(Stopped::Cancelled),
+        _ = permits.acquire_many(all) => {
+            tracing::info!(%queue, "consumer paused: in-flight messages settled, the others wait in the queue");
+            Ok(Stopped::Paused)
+        }
+    }
 }
 
 /// Runs the handler on one delivery and settles it: ack, retry or dead letter.

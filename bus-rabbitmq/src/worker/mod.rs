@@ -6,6 +6,7 @@
 //! | `session.rs` | connect, declare, consume every queue, reconnect with backoff |
 //! | `consume.rs` | the consume loop of one queue, concurrency, the `delivery` span |
 //! | `settle.rs` | the shared settlement applied to AMQP: ack, delay queue, dead-letter queue |
+//! | `control.rs` | [`WorkerControl`]: pause and resume the consumer of one queue |
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -15,7 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{naming::short, Naming, RabbitConfig, RabbitError, Topology};
 
+pub use control::{QueueState, UnknownQueue, WorkerControl};
+
 mod consume;
+mod control;
 mod session;
 mod settle;
 
@@ -58,12 +62,17 @@ mod settle;
 /// When the connection drops, the worker logs it, waits (the exponential
 /// backoff of [`RabbitConfig::reconnect_policy`]), reconnects,
 /// re-declares the topology and consumes again, without a restart.
+///
+/// The consumer of each queue can be paused and resumed while the worker
+/// runs, through its [`WorkerControl`] ([`RabbitWorker::control`]); a
+/// paused queue stays paused across reconnections.
 #[derive(Debug)]
 pub struct RabbitWorker {
     config: RabbitConfig,
     topology: Topology,
     routes: Vec<Route>,
     breaker: CircuitBreaker,
+    control: WorkerControl,
 }
 
 /// One consumed queue and the handler of its messages.
@@ -132,11 +141,13 @@ impl RabbitWorker {
                 short(&Naming::retry_queue(&route.queue, *delay))?;
             }
         }
+        let control = WorkerControl::new(routes.iter().map(|route| route.queue.clone()));
         Ok(Self {
             config,
             topology,
             routes,
             breaker: CircuitBreaker::default(),
+            control,
         })
     }
 
@@ -157,6 +168,12 @@ impl RabbitWorker {
     /// Why consuming is paused (a dependency down), or `None`.
     pub fn paused(&self) -> Option<String> {
         self.breaker.paused()
+    }
+
+    /// Pauses and resumes the consumers of this worker's queues, before or
+    /// while it runs.
+    pub fn control(&self) -> &WorkerControl {
+        &self.control
     }
 
     /// What this worker declares.

@@ -12,7 +12,10 @@ use lapin::{
 use tokio::time::Instant;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{consume::consume_queue, QueueContext, RabbitWorker, Route};
+use super::{
+    consume::{consume_queue, Stopped},
+    QueueContext, RabbitWorker, Route,
+};
 use crate::{naming::short, RabbitError};
 
 /// How a consuming session ended.
@@ -124,47 +127,40 @@ impl RabbitWorker {
         tracker: &TaskTracker,
     ) -> SessionEnd {
         let session = cancel.child_token();
-        let mut channels = Vec::new();
         let mut loops = FuturesUnordered::new();
         for route in &self.routes {
-            match self.start_consumer(connection, route).await {
-                Ok((consumer, consume_channel, publish_channel)) => {
-                    channels.push(consume_channel.clone());
-                    channels.push(publish_channel.clone());
-                    let context = QueueContext {
-                        route: route.clone(),
-                        policy: self.config.retry,
-                        confirm_timeout: self.config.confirm_timeout,
-                        failure_pause: self.config.reconnect_min_backoff,
-                        publish_channel,
-                        publish_turn: Arc::new(tokio::sync::Mutex::new(())),
-                        breaker: self.breaker.clone(),
-                        stop: session.clone(),
-                    };
-                    loops.push(consume_queue(
-                        context,
-                        consumer,
-                        consume_channel,
-                        self.config.concurrency,
-                        session.clone(),
-                        tracker.clone(),
-                    ));
-                }
+            let publish_channel = match self.open_publish_channel(connection).await {
+                Ok(channel) => channel,
                 Err(error) => {
                     session.cancel();
                     return SessionEnd::Lost(error.to_string());
                 }
-            }
+            };
+            let context = QueueContext {
+                route: route.clone(),
+                policy: self.config.retry,
+                confirm_timeout: self.config.confirm_timeout,
+                failure_pause: self.config.reconnect_min_backoff,
+                publish_channel,
+                publish_turn: Arc::new(tokio::sync::Mutex::new(())),
+                breaker: self.breaker.clone(),
+                stop: session.clone(),
+            };
+            loops.push(self.run_queue(connection, context, session.clone(), tracker.clone()));
         }
         if self.routes.is_empty() {
             cancel.cancelled().await;
         }
         let mut lost = None;
+        let mut channels = Vec::new();
         while let Some(outcome) = loops.next().await {
-            if let Err(reason) = outcome {
-                if lost.is_none() {
-                    lost = Some(reason);
-                    session.cancel();
+            match outcome {
+                Ok(open) => channels.extend(open),
+                Err(reason) => {
+                    if lost.is_none() {
+                        lost = Some(reason);
+                        session.cancel();
+                    }
                 }
             }
         }
@@ -174,25 +170,80 @@ impl RabbitWorker {
         }
     }
 
-    async fn start_consumer(
+    /// Consumes one queue for the session: not while it is paused, again
+    /// on a new channel each time it is resumed. Returns the channels left
+    /// open at shutdown (closed once the handlers have settled).
+    async fn run_queue(
         &self,
         connection: &Connection,
-        route: &Route,
-    ) -> Result<(Consumer, Channel, Channel), RabbitError> {
-        let consume_channel = connection
-            .create_channel()
-            .await
-            .map_err(RabbitError::Channel)?;
-        consume_channel
-            .basic_qos(self.config.prefetch, BasicQosOptions::default())
-            .await
-            .map_err(RabbitError::Channel)?;
+        context: QueueContext,
+        session: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Result<Vec<Channel>, String> {
+        let queue = context.route.queue.clone();
+        loop {
+            if self.control.is_paused(&queue) {
+                tracing::info!(%queue, "consumer paused: messages wait in the queue");
+                tokio::select! {
+                    biased;
+                    () = session.cancelled() => return Ok(vec![context.publish_channel.clone()]),
+                    () = self.control.until_resumed(&queue) => {}
+                }
+                tracing::info!(%queue, "consumer resumed");
+            }
+            let (consumer, consume_channel) = self
+                .open_consumer(connection, &context.route)
+                .await
+                .map_err(|error| error.to_string())?;
+            let stopped = consume_queue(
+                context.clone(),
+                consumer,
+                consume_channel.clone(),
+                self.config.concurrency,
+                session.clone(),
+                tracker.clone(),
+                self.control.clone(),
+            )
+            .await?;
+            match stopped {
+                Stopped::Cancelled => {
+                    return Ok(vec![consume_channel, context.publish_channel.clone()]);
+                }
+                // In-flight handlers have settled: closing the channel gives
+                // the prefetched, unstarted deliveries back to the queue.
+                Stopped::Paused => {
+                    let _ = consume_channel.close(200, "consumer paused".into()).await;
+                }
+            }
+        }
+    }
+
+    /// A confirm-mode channel for the retry and dead-letter copies of one
+    /// queue.
+    async fn open_publish_channel(&self, connection: &Connection) -> Result<Channel, RabbitError> {
         let publish_channel = connection
             .create_channel()
             .await
             .map_err(RabbitError::Channel)?;
         publish_channel
             .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(RabbitError::Channel)?;
+        Ok(publish_channel)
+    }
+
+    /// A consumer of `route`'s queue on a channel of its own.
+    async fn open_consumer(
+        &self,
+        connection: &Connection,
+        route: &Route,
+    ) -> Result<(Consumer, Channel), RabbitError> {
+        let consume_channel = connection
+            .create_channel()
+            .await
+            .map_err(RabbitError::Channel)?;
+        consume_channel
+            .basic_qos(self.config.prefetch, BasicQosOptions::default())
             .await
             .map_err(RabbitError::Channel)?;
         let tag = format!("{}-{}", self.config.connection_name, uuid::Uuid::new_v4());
@@ -209,6 +260,6 @@ impl RabbitWorker {
                 source,
             })?;
         tracing::info!(queue = %route.queue, prefetch = self.config.prefetch, concurrency = self.config.concurrency, "consuming");
-        Ok((consumer, consume_channel, publish_channel))
+        Ok((consumer, consume_channel))
     }
 }

@@ -24,20 +24,22 @@ pub struct SaveBook {
     /// or bidirectional override.
     #[serde(deserialize_with = "trimmed")]
     #[validate(length(min = 1, max = 255), custom(function = "plain_text"))]
+    // The pattern says what the validation accepts: 1 to 255 characters once
+    // trimmed of whitespace, none of them a control character or a
+    // bidirectional override (maxLength would count the whitespace).
     #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*$"
+        pattern = r"^[\u0009-\u000D\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028-\u202F\u205F\u2066-\u2069\u3000](?:[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]{0,253}[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028-\u202F\u205F\u2066-\u2069\u3000])?[\u0009-\u000D\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
     )]
     pub title: String,
     /// Author, 1 to 255 characters once trimmed, with no control character
     /// or bidirectional override.
     #[serde(deserialize_with = "trimmed")]
     #[validate(length(min = 1, max = 255), custom(function = "plain_text"))]
+    // The pattern says what the validation accepts: 1 to 255 characters once
+    // trimmed of whitespace, none of them a control character or a
+    // bidirectional override (maxLength would count the whitespace).
     #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*$"
+        pattern = r"^[\u0009-\u000D\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028-\u202F\u205F\u2066-\u2069\u3000](?:[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]{0,253}[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028-\u202F\u205F\u2066-\u2069\u3000])?[\u0009-\u000D\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
     )]
     pub author: String,
     /// The signed-in user who sent the save: set by the API from the

@@ -24,10 +24,11 @@ pub struct SaveUser {
     /// character or bidirectional override.
     #[serde(deserialize_with = "trimmed")]
     #[validate(length(min = 1, max = 50), custom(function = "plain_text"))]
+    // The pattern says what the validation accepts: 1 to 50 characters once
+    // trimmed of whitespace, none of them a control character or a
+    // bidirectional override (maxLength would count the whitespace).
     #[schema(
-        min_length = 1,
-        max_length = 50,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*$"
+        pattern = r"^[\u0009-\u000D\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028-\u202F\u205F\u2066-\u2069\u3000](?:[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]{0,48}[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028-\u202F\u205F\u2066-\u2069\u3000])?[\u0009-\u000D\u0020\u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
     )]
     pub name: String,
 }

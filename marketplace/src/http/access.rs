@@ -76,7 +76,8 @@ pub async fn authenticate(
     next.run(request).await
 }
 
-enum Bearer<'a> {
+/// What the `Authorization` header of a request holds.
+pub(super) enum Bearer<'a> {
     /// No `Authorization` header, or another scheme than `Bearer`.
     Absent,
     /// `Bearer` with no token, or a header that is not text.
@@ -86,7 +87,7 @@ enum Bearer<'a> {
 
 /// The token of `Authorization: Bearer <token>` (the scheme is
 /// case-insensitive).
-fn bearer_token(headers: &HeaderMap) -> Bearer<'_> {
+pub(super) fn bearer_token(headers: &HeaderMap) -> Bearer<'_> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Bearer::Absent;
     };

@@ -106,6 +106,11 @@ pub enum Challenge {
     /// A bearer token was sent and refused (bad signature, expired, another
     /// issuer or audience, not a user id): `error="invalid_token"`.
     InvalidToken,
+    /// No bearer token on an admin route of a worker.
+    AdminTokenRequired,
+    /// A bearer token that is not the admin token, on an admin route:
+    /// `error="invalid_token"`.
+    InvalidAdminToken,
 }
 
 impl Challenge {
@@ -118,6 +123,10 @@ impl Challenge {
             Self::InvalidToken => {
                 "the bearer token is invalid, expired, or not issued for this API"
             }
+            Self::AdminTokenRequired => {
+                "the admin routes need the admin token: send Authorization: Bearer <token>"
+            }
+            Self::InvalidAdminToken => "the bearer token is not the admin token",
         }
     }
 
@@ -126,6 +135,8 @@ impl Challenge {
         match self {
             Self::TokenRequired => r#"Bearer realm="marketplace""#,
             Self::InvalidToken => r#"Bearer realm="marketplace", error="invalid_token""#,
+            Self::AdminTokenRequired => r#"Bearer realm="marketplace-admin""#,
+            Self::InvalidAdminToken => r#"Bearer realm="marketplace-admin", error="invalid_token""#,
         }
     }
 }

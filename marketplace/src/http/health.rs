@@ -19,10 +19,12 @@ pub async fn live() -> Json<Value> {
 
 /// `200` when the database (and the broker, when used) answer, else `503`.
 /// The body says whether requests are authenticated: `"auth": "on"`, or
-/// `"off"` in open mode (and on a worker, which serves no API).
+/// `"off"` in open mode (and on a worker, which serves no API). A worker
+/// also lists the queues whose consumers are paused (`"pausedQueues"`):
+/// a paused consumer is intentional, so the worker stays ready.
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
     responses(
-        (status = 200, description = "Dependencies answer: `{\"status\": \"ready\", \"auth\": \"on\" | \"off\"}`"),
+        (status = 200, description = "Dependencies answer: `{\"status\": \"ready\", \"auth\": \"on\" | \"off\"}` (a worker adds `\"pausedQueues\": [...]`)"),
         (status = 503, description = "A dependency does not answer", body = super::error::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -38,7 +40,9 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
             }
         }
     }
-    Ok(Json(
-        json!({ "status": "ready", "auth": state.auth.state() }),
-    ))
+    let mut body = json!({ "status": "ready", "auth": state.auth.state() });
+    if let Some(consumers) = &state.consumers {
+        body["pausedQueues"] = json!(consumers.paused());
+    }
+    Ok(Json(body))
 }

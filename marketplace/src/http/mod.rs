@@ -2,6 +2,7 @@
 //! of every error to problem+json ([`error`]); who is asking ([`access`]).
 
 pub mod access;
+pub mod admin;
 pub mod books;
 pub mod edge;
 pub mod error;
@@ -32,7 +33,7 @@ use tower_http::{
 
 use self::{
     access::Authentication,
-    edge::{request_id, EdgeLimits, InFlight, RateLimiter},
+    edge::{client_ip, request_id, EdgeLimits, InFlight, RateLimiter},
     error::ApiError,
     extract::TraceParent,
 };
@@ -57,6 +58,9 @@ pub struct AppState {
     pub readiness: Vec<ReadinessCheck>,
     /// Whether requests are authenticated (bearer tokens) or not (open mode).
     pub auth: Authentication,
+    /// On a worker: its consumers, whose paused queues `/health/ready`
+    /// lists. `None` on the API.
+    pub consumers: Option<bus_rabbitmq::WorkerControl>,
 }
 
 impl AppState {
@@ -90,6 +94,7 @@ pub fn health_router(state: AppState) -> Router {
 /// (see [`edge`]). Needs a Tokio runtime (the rate limiter's cleanup task).
 pub fn router(state: AppState, limits: &EdgeLimits) -> Router {
     let request_timeout = limits.request_timeout;
+    let trusted_proxies = limits.trusted_proxies.clone();
     let mut router = Router::new()
         .route("/user", put(users::save_user))
         .route("/users/{id}", get(users::get_user))
@@ -142,6 +147,7 @@ pub fn router(state: AppState, limits: &EdgeLimits) -> Router {
                     MakeRequestUuid,
                 ))
                 .layer(PropagateRequestIdLayer::new(request_id::header_name()))
+                .map_request(move |request| client_ip::resolve(&trusted_proxies, request))
                 // `log_server_errors` logs the 5xx with their cause; shed
                 // and throttled requests are not logged one by one.
                 .layer(

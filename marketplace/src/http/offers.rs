@@ -37,6 +37,7 @@ pub const MAX_OFFERS_PAGE: u32 = 1000;
         (status = 401, description = "Authentication on: no bearer token, or a token refused (`WWW-Authenticate: Bearer realm=\"marketplace\"`, with `error=\"invalid_token\"` for a refused token)", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Authentication on: `sellerId` is not the signed-in user", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "In-memory sync bus only: the book or seller does not exist, or the offer id is taken by another payload (id-conflict)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is out of range, or a name, title or author holds a control character or a bidirectional override", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Cannot accept commands right now", body = Problem, content_type = "application/problem+json"),

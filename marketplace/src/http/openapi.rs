@@ -2,17 +2,20 @@
 
 use axum::Json;
 use utoipa::{
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    openapi::{
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+        ContentBuilder, Ref, RefOr, ResponseBuilder,
+    },
     Modify, OpenApi,
 };
 
-use super::{books, health, offers, orders, users};
+use super::{books, edge::openapi::EdgeAnswers, health, offers, orders, users};
 
 /// The OpenAPI 3 document of the API.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Books marketplace API", description = "Writes are commands answered 200 once accepted; reads are synchronous. With authentication on, writes and order reads need `Authorization: Bearer <JWT>` (the `bearerAuth` scheme) and act only for the token's user; in open mode (no key configured) nothing is checked."),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &RefusedToken, &EdgeAnswers),
     paths(
         users::save_user, users::get_user,
         books::save_book, books::list_books, books::get_book,
@@ -46,6 +49,48 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// The `401` of a refused token on the routes that need none (authentication
+/// on): a token is checked whenever it is sent, on every route. The routes
+/// that act for a user document their own `401`.
+struct RefusedToken;
+
+const REFUSED_TOKEN: &str = "Authentication on: a bearer token was sent and refused \
+     (`WWW-Authenticate: Bearer realm=\"marketplace\", error=\"invalid_token\"`); \
+     this route needs none, so send a valid token or none";
+
+impl Modify for RefusedToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                operation
+                    .responses
+                    .responses
+                    .entry("401".to_owned())
+                    .or_insert_with(|| {
+                        RefOr::T(
+                            ResponseBuilder::new()
+                                .description(REFUSED_TOKEN)
+                                .content(
+                                    "application/problem+json",
+                                    ContentBuilder::new()
+                                        .schema(Some(Ref::from_schema_name("Problem")))
+                                        .build(),
+                                )
+                                .build(),
+                        )
+                    });
+            }
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! The API's accept loop: HTTP/1.1 connections served by hyper, each held
-//! to a time limit while the server waits for its client, and at most
+//! The accept loop of every HTTP port (the API's, a worker's health
+//! probes'): HTTP/1.1 connections served by hyper, each held to a time
+//! limit while the server waits for its client, and at most
 //! `--max-connections` of them at once.
 //!
 //! - Header-read timeout: a request's line and headers must arrive within
@@ -45,6 +46,8 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt;
 
+use crate::config::ConnectionArgs;
+
 /// How connections are held.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ConnectionLimits {
@@ -54,6 +57,16 @@ pub(super) struct ConnectionLimits {
     pub idle_timeout: Duration,
     /// Open connections at most.
     pub max_connections: usize,
+}
+
+impl From<&ConnectionArgs> for ConnectionLimits {
+    fn from(args: &ConnectionArgs) -> Self {
+        Self {
+            header_read_timeout: args.header_read_timeout,
+            idle_timeout: args.idle_timeout,
+            max_connections: args.max_connections as usize,
+        }
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops

@@ -26,7 +26,7 @@ use crate::{
     http::{
         self,
         access::Authentication,
-        edge::{EdgeLimits, RateLimit},
+        edge::{EdgeLimits, RateLimit, TrustedProxies},
         AppState,
     },
     queries,
@@ -148,6 +148,7 @@ impl App {
             database: database.clone(),
             readiness,
             auth,
+            consumers: None,
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -156,11 +157,7 @@ impl App {
         Ok(Self {
             listener,
             router: http::router(state, &edge_limits(&config.edge)),
-            connections: ConnectionLimits {
-                header_read_timeout: config.edge.header_read_timeout,
-                idle_timeout: config.edge.idle_timeout,
-                max_connections: config.edge.max_connections as usize,
-            },
+            connections: ConnectionLimits::from(&config.edge.connections),
             reads,
             buses,
             relay,
@@ -251,10 +248,18 @@ fn edge_limits(edge: &EdgeArgs) -> EdgeLimits {
         ),
         None => tracing::warn!("no rate limit per client (--rate-limit-per-second 0)"),
     }
+    let trusted_proxies = TrustedProxies::new(edge.trusted_proxies.0.clone());
+    if !trusted_proxies.is_empty() {
+        tracing::info!(
+            trusted_proxies = ?edge.trusted_proxies.0,
+            "clients behind these proxies are told apart by X-Forwarded-For"
+        );
+    }
     EdgeLimits {
         max_in_flight: edge.max_in_flight as usize,
         rate_limit,
         request_timeout: edge.request_timeout,
+        trusted_proxies,
     }
 }
 

@@ -143,14 +143,6 @@ pub(super) fn broker_readiness(publisher: RabbitPublisher) -> ReadinessCheck {
     })
 }
 
-/// Answers leave at once instead of waiting, as Nagle's algorithm would,
-/// for the peer to acknowledge an earlier segment.
-pub(super) fn no_delay(stream: &mut tokio::net::TcpStream) {
-    if let Err(error) = stream.set_nodelay(true) {
-        tracing::debug!(%error, "cannot set TCP_NODELAY");
-    }
-}
-
 pub(super) fn outbox_relay(
     database: &Database,
     events: Arc<dyn EventBus>,

@@ -1,23 +1,33 @@
 //! `marketplace worker`: the RabbitMQ consumers, the outbox relay and the
 //! health probes.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
-use bus_core::outbox::{OutboxRelay, OutboxWaker};
-use bus_rabbitmq::{RabbitPublisher, RabbitWorker};
+use bus_core::{
+    outbox::{OutboxRelay, OutboxWaker},
+    PausedQueues,
+};
+use bus_rabbitmq::{RabbitPublisher, RabbitWorker, WorkerControl};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::wiring::{
-    broker_readiness, consumer_readiness, database_breaker, handlers, is_postgres, no_delay, open,
-    outbox_relay, spawn_relay,
+use super::{
+    connections::{self, ConnectionLimits},
+    wiring::{
+        broker_readiness, consumer_readiness, database_breaker, handlers, is_postgres, open,
+        outbox_relay, spawn_relay,
+    },
 };
 use crate::{
     config::WorkerConfig,
-    http::{self, access::Authentication, AppState},
+    http::{
+        self,
+        access::Authentication,
+        admin::{self, Admin},
+        AppState,
+    },
     queries,
     store::Database,
 };
@@ -32,6 +42,9 @@ pub struct Worker {
     router: axum::Router,
     /// The database whose pool and outbox the metrics sample.
     database: Database,
+    paused_queues: PausedQueues,
+    pause_poll_interval: Duration,
+    connections: ConnectionLimits,
 }
 
 impl Worker {
@@ -47,7 +60,7 @@ impl Worker {
 
     /// Builds the worker on an existing, migrated pool (tests).
     pub async fn build_with_pool(config: &WorkerConfig, pool: PgPool) -> anyhow::Result<Self> {
-        let database = Database::Postgres(pool);
+        let database = Database::Postgres(pool.clone());
         http::metrics::handle();
         let store = database.repositories();
         let waker = OutboxWaker::new();
@@ -56,6 +69,22 @@ impl Worker {
         let publisher = RabbitPublisher::new(&rabbit, rabbit.topology(&handlers))?;
         let breaker = database_breaker(&database);
         let consumer = RabbitWorker::new(&handlers, rabbit)?.with_breaker(breaker.clone());
+        let control = consumer.control().clone();
+        // Paused queues stay paused across a restart: none is consumed
+        // before the recorded set is applied.
+        let paused_queues = PausedQueues::Postgres(pool.clone());
+        let paused = paused_queues
+            .list()
+            .await
+            .context("cannot read the paused queues (bus_paused_queues)")?;
+        control.set_paused(paused.iter().map(|paused| paused.queue.as_str()));
+        if !paused.is_empty() {
+            tracing::info!(paused = ?control.paused(), "consumers paused at start");
+        }
+        let admin_token = config
+            .admin
+            .token()
+            .context("--admin-token / --admin-token-file")?;
         let relay = outbox_relay(&database, Arc::new(publisher.clone()), waker);
         let state = AppState {
             commands: Arc::new(publisher.clone()),
@@ -67,18 +96,33 @@ impl Worker {
             ],
             // A worker serves no API: its readiness says `"auth": "off"`.
             auth: Authentication::Off,
+            consumers: Some(control.clone()),
         };
         let health = TcpListener::bind(config.health_listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.health_listen))?;
-        tracing::info!(health = %health.local_addr()?, "marketplace worker ready");
+        let health_addr = health.local_addr()?;
+        let mut router = http::health_router(state);
+        match admin_token {
+            Some(token) => {
+                let paused_by = format!("admin API of the worker on {health_addr}");
+                let admin = Admin::new(token, control, paused_queues.clone(), &paused_by);
+                router = router.merge(admin::router(admin));
+                tracing::info!("admin routes on: /admin/queues");
+            }
+            None => tracing::info!("admin routes off (no --admin-token)"),
+        }
+        tracing::info!(health = %health_addr, "marketplace worker ready");
         Ok(Self {
             consumer,
             publisher,
             relay,
             health,
-            router: http::health_router(state),
+            router,
             database,
+            paused_queues,
+            pause_poll_interval: config.admin.pause_poll_interval,
+            connections: ConnectionLimits::from(&config.connections),
         })
     }
 
@@ -90,6 +134,11 @@ impl Worker {
     /// Why the consumers are paused (the database away), or `None`.
     pub fn paused(&self) -> Option<String> {
         self.consumer.paused()
+    }
+
+    /// Pauses and resumes the consumers of single queues.
+    pub fn control(&self) -> WorkerControl {
+        self.consumer.control().clone()
     }
 
     /// The address of the health probes.
@@ -109,12 +158,21 @@ impl Worker {
         let queues = super::metrics::Queues::new(self.publisher.clone(), self.consumer.topology());
         let sampler =
             super::metrics::spawn_sampler(self.database.clone(), Some(queues), stop.clone());
+        let following = tokio::spawn(admin::follow(
+            self.paused_queues,
+            self.consumer.control().clone(),
+            self.pause_poll_interval,
+            stop.clone(),
+        ));
         let health_stop = stop.clone();
-        let health = tokio::spawn(async move {
-            axum::serve(self.health.tap_io(no_delay), self.router)
-                .with_graceful_shutdown(async move { health_stop.cancelled().await })
-                .await
-        });
+        // The same accept loop as the API's: header-read and idle
+        // timeouts, a connection cap.
+        let health = tokio::spawn(connections::serve(
+            self.health,
+            self.router,
+            self.connections,
+            async move { health_stop.cancelled().await },
+        ));
         let consumer_stop = stop.clone();
         let consuming = self
             .consumer
@@ -131,8 +189,9 @@ impl Worker {
         stop.cancel();
         relay.await.context("outbox relay panicked")?;
         sampler.await.context("metrics sampler panicked")?;
+        following.await.context("paused-queue poller panicked")?;
         self.publisher.close();
-        health.await.context("health server panicked")??;
+        health.await.context("health server panicked")?;
         result.context("RabbitMQ worker failed")?;
         tracing::info!("stopped");
         Ok(())

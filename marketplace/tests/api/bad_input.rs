@@ -99,6 +99,31 @@ on_every_bus! {
         }
     }
 
+    async fn a_price_just_below_the_upper_bound_is_accepted(app) {
+        // 1000000000.0049999 is the float just below 1000000000.005: read
+        // one unit off, it became that bound and was refused (422).
+        let (seller, book, id) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        assert_eq!(app.put_user(seller, "Ann").await.status(), 200);
+        assert_eq!(app.put_book(book, "Dune").await.status(), 200);
+        for path in [format!("/users/{seller}"), format!("/books/{book}")] {
+            app.eventually(|| async { (app.get(&path).await.status() == 200).then_some(()) })
+                .await;
+        }
+        let body = format!(
+            r#"{{"id": "{id}", "bookId": "{book}", "sellerId": "{seller}", "price": 1000000000.0049999, "stock": 1}}"#
+        );
+        let response = send_raw(app, "POST", "/offer", "application/json", body).await;
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+        let price = app
+            .eventually(|| async {
+                let offers = app.get_json(&format!("/offers/{book}")).await;
+                let offer = offers.as_array()?.iter().find(|o| o["id"] == json!(id))?;
+                offer["price"].as_f64()
+            })
+            .await;
+        assert_eq!(price, 1_000_000_000.0);
+    }
+
     async fn a_malformed_path_id_is_400(app) {
         for path in ["/books/42", "/users/not-a-uuid", "/offers/x", "/orders/%20"] {
             assert_problem(app.get(path).await, 400).await;

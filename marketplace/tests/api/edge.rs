@@ -71,18 +71,11 @@ async fn await_waiting_reads(app: &TestApp, pool: &PgPool, count: i64) {
 mod connections {
     use super::*;
 
-    /// A client trickling its request's headers (slowloris) is disconnected
-    /// once the header-read timeout has passed, without an answer.
-    #[tokio::test]
-    async fn a_client_trickling_its_headers_is_disconnected() {
-        let app = spawn(
-            TestDb::sqlite().await,
-            BusKind::InMemory,
-            &["--header-read-timeout", "1s"],
-        )
-        .await;
-        let mut stream = TcpStream::connect(socket_address(&app)).await.unwrap();
-        let request = b"GET /books HTTP/1.1\r\nHost: marketplace\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    /// Sends a request's head to `address` a byte a second; asserts the
+    /// server disconnects before it is complete, without an answer.
+    async fn assert_a_trickler_is_disconnected(address: &str) {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let request = b"GET /health/live HTTP/1.1\r\nHost: marketplace\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
         let (mut reader, mut writer) = stream.split();
         let trickle = async {
             for byte in request {
@@ -104,7 +97,36 @@ mod connections {
             "no answer: {}",
             String::from_utf8_lossy(&answer)
         );
-        drop(stream);
+    }
+
+    /// A client trickling its request's headers (slowloris) is disconnected
+    /// once the header-read timeout has passed, without an answer.
+    #[tokio::test]
+    async fn a_client_trickling_its_headers_is_disconnected() {
+        let app = spawn(
+            TestDb::sqlite().await,
+            BusKind::InMemory,
+            &["--header-read-timeout", "1s"],
+        )
+        .await;
+        assert_a_trickler_is_disconnected(&socket_address(&app)).await;
+        app.shutdown().await;
+    }
+
+    /// A worker's health port holds its connections as the API does: a
+    /// trickling client is disconnected there too.
+    #[sqlx::test(migrator = "marketplace::MIGRATOR")]
+    async fn the_workers_health_port_disconnects_a_trickling_client(pool: PgPool) {
+        let app = spawn_app_with(pool, BusKind::Rabbitmq, &["--header-read-timeout", "1s"]).await;
+        let health = app.worker_health_address().expect("a worker").to_owned();
+        let live = app
+            .client
+            .get(format!("http://{health}/health/live"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(live.status(), StatusCode::OK);
+        assert_a_trickler_is_disconnected(&health).await;
         app.shutdown().await;
     }
 
@@ -227,6 +249,138 @@ mod load {
             assert_eq!(response.status(), StatusCode::OK, "{exempt}");
             assert!(!response.headers().contains_key("ratelimit"), "{exempt}");
         }
+        app.shutdown().await;
+    }
+}
+
+mod proxies {
+    use super::*;
+
+    /// A GET of `/books` said to be forwarded for `chain` (an
+    /// `X-Forwarded-For` value).
+    async fn forwarded_for(app: &TestApp, chain: &str) -> Response {
+        app.client
+            .get(format!("{}/books", app.address))
+            .header("x-forwarded-for", chain)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Sends requests forwarded for `chain` until one is answered 429.
+    async fn exhaust(app: &TestApp, chain: &str) {
+        for _ in 0..20 {
+            if forwarded_for(app, chain).await.status() == StatusCode::TOO_MANY_REQUESTS {
+                return;
+            }
+        }
+        panic!("a burst of 20 forwarded for {chain} is throttled");
+    }
+
+    const LIMIT: [&str; 4] = ["--rate-limit-per-second", "1", "--rate-limit-burst", "2"];
+
+    /// Behind a trusted proxy, clients told apart by `X-Forwarded-For` each
+    /// have their own bucket: one that is throttled does not throttle the
+    /// other, and it cannot escape its own by forging addresses to the left
+    /// of the one the proxy appended.
+    #[tokio::test]
+    async fn clients_behind_a_trusted_proxy_each_have_their_own_bucket() {
+        let flags = [&["--trusted-proxies", "127.0.0.1/32"][..], &LIMIT].concat();
+        let app = spawn(TestDb::sqlite().await, BusKind::InMemory, &flags).await;
+        exhaust(&app, "203.0.113.1").await;
+        let forged = forwarded_for(&app, "203.0.113.2, 203.0.113.1").await;
+        assert_problem(forged, 429).await;
+
+        let other = forwarded_for(&app, "203.0.113.2").await;
+        assert_eq!(other.status(), StatusCode::OK);
+        assert!(header(&other, "ratelimit").starts_with("\"per-client\";r=1;"));
+        app.shutdown().await;
+    }
+
+    /// Without trusted proxies `X-Forwarded-For` is ignored: a client
+    /// cannot escape its limit by sending it.
+    #[tokio::test]
+    async fn without_trusted_proxies_the_forwarded_address_is_ignored() {
+        let app = spawn(TestDb::sqlite().await, BusKind::InMemory, &LIMIT).await;
+        exhaust(&app, "203.0.113.1").await;
+        assert_problem(forwarded_for(&app, "203.0.113.2").await, 429).await;
+        app.shutdown().await;
+    }
+}
+
+mod openapi {
+    use super::*;
+
+    /// Every operation of `/openapi.json` lists what the edge may answer:
+    /// `429` on rate-limited routes, `503` on routes that can be shed or
+    /// time out, both problem+json with `Retry-After`; every answer lists
+    /// `x-request-id`. The probes list only what they can answer.
+    #[tokio::test]
+    async fn the_openapi_document_lists_the_answers_of_the_edge() {
+        let app = spawn(TestDb::sqlite().await, BusKind::InMemory, &[]).await;
+        let document = app.get_json("/openapi.json").await;
+        let resolve = |response: &Value| -> Value {
+            match response["$ref"].as_str() {
+                Some(reference) => {
+                    let name = reference.trim_start_matches("#/components/responses/");
+                    document["components"]["responses"][name].clone()
+                }
+                None => response.clone(),
+            }
+        };
+        let mut operations = 0;
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let responses = operation["responses"].as_object().unwrap();
+                for (status, response) in responses {
+                    let response = resolve(response);
+                    assert!(
+                        response["headers"].get("x-request-id").is_some(),
+                        "{method} {path} {status}: {response}"
+                    );
+                }
+                if path.starts_with("/health/") {
+                    continue;
+                }
+                operations += 1;
+                let limited = resolve(&responses["429"]);
+                for name in ["Retry-After", "RateLimit-Policy", "RateLimit"] {
+                    assert!(limited["headers"].get(name).is_some(), "{path} 429 {name}");
+                }
+                let unavailable = resolve(&responses["503"]);
+                assert!(
+                    unavailable["headers"].get("Retry-After").is_some(),
+                    "{path}"
+                );
+                let description = unavailable["description"].as_str().unwrap();
+                assert!(description.contains("/problems/overloaded"), "{path}");
+                assert!(description.contains("/problems/timeout"), "{path}");
+                for problem in [limited, unavailable] {
+                    assert_eq!(
+                        problem["content"]["application/problem+json"]["schema"]["$ref"],
+                        "#/components/schemas/Problem",
+                        "{method} {path}"
+                    );
+                }
+                let ok = resolve(&responses["200"]);
+                assert!(ok["headers"].get("RateLimit").is_some(), "{path}");
+            }
+        }
+        assert!(operations >= 9, "{operations} operations");
+
+        let probe = |path: &str| document["paths"][path]["get"]["responses"].clone();
+        let live = probe("/health/live");
+        assert!(
+            live.get("429").is_none() && live.get("503").is_none(),
+            "{live}"
+        );
+        assert!(live["200"]["headers"].get("RateLimit").is_none(), "{live}");
+        let ready = probe("/health/ready");
+        assert!(ready.get("429").is_none(), "{ready}");
+        assert!(
+            ready["503"]["headers"].get("Retry-After").is_some(),
+            "{ready}"
+        );
         app.shutdown().await;
     }
 }

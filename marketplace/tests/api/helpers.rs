@@ -107,18 +107,51 @@ pub struct TestApp {
     pub namespace: String,
     /// The bus the app runs on.
     pub bus: BusKind,
-    /// With `--bus rabbitmq`: the worker's health (and metrics) address.
-    /// Read by the metrics tests, which share these helpers.
-    #[allow(dead_code)]
-    pub worker_address: Option<String>,
 }
 
 struct RunningWorker {
     stop: oneshot::Sender<()>,
     task: JoinHandle<anyhow::Result<()>>,
     topology: Topology,
-    address: String,
+    config: WorkerConfig,
+    /// The `host:port` of its health probes.
+    health: String,
 }
+
+impl RunningWorker {
+    /// Builds and starts a worker on `pool`.
+    async fn start(config: WorkerConfig, pool: PgPool) -> Self {
+        let worker = Worker::build_with_pool(&config, pool)
+            .await
+            .expect("worker builds");
+        let topology = worker.topology();
+        let health = worker.health_addr().expect("health bound").to_string();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(worker.run(async {
+            let _ = stopped.await;
+        }));
+        RunningWorker {
+            stop,
+            task,
+            topology,
+            config,
+            health,
+        }
+    }
+
+    /// Stops it gracefully and waits until it has drained.
+    async fn stop(self) -> (Topology, WorkerConfig) {
+        let _ = self.stop.send(());
+        self.task
+            .await
+            .expect("worker task")
+            .expect("clean worker shutdown");
+        (self.topology, self.config)
+    }
+}
+
+/// Flags of `worker` that `serve` does not take.
+const WORKER_ONLY_FLAGS: &[&str] = &["--admin-token", "--pause-poll-interval"];
 
 /// Flags of `serve` that `worker` does not take (its twin gets the others).
 const API_ONLY_FLAGS: &[&str] = &[
@@ -127,9 +160,7 @@ const API_ONLY_FLAGS: &[&str] = &[
     "--rate-limit-per-second",
     "--rate-limit-burst",
     "--max-in-flight",
-    "--max-connections",
-    "--header-read-timeout",
-    "--idle-timeout",
+    "--trusted-proxies",
     "--request-timeout",
     "--read-statement-timeout",
 ];
@@ -189,31 +220,22 @@ pub async fn spawn(db: TestDb, bus: BusKind, flags: &[&str]) -> TestApp {
         let TestDb::Postgres(pool) = &db else {
             panic!("the RabbitMQ bus runs on PostgreSQL only");
         };
-        let worker = Worker::build_with_pool(&config, pool.clone())
-            .await
-            .expect("worker builds");
-        let topology = worker.topology();
-        let health = worker.health_addr().expect("health bound");
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(worker.run(async {
-            let _ = stopped.await;
-        }));
-        Some(RunningWorker {
-            stop,
-            task,
-            topology,
-            address: format!("http://{health}"),
-        })
+        Some(RunningWorker::start(config, pool.clone()).await)
     } else {
         None
     };
     // Tests send bursts from one address: no per-client rate limit unless
     // a test asks for one.
-    let args = with_defaults(&[
+    let args: Vec<String> = with_defaults(&[
         ("--bus", bus_name),
         ("--listen", "127.0.0.1:0"),
         ("--rate-limit-per-second", "0"),
-    ]);
+    ])
+    .chunks(2)
+    .filter(|pair| !WORKER_ONLY_FLAGS.contains(&pair[0].as_str()))
+    .flatten()
+    .cloned()
+    .collect();
     let config = ServeConfig::from_args(args).expect("valid test flags");
     let app = App::build_with_database(&config, db.database())
         .await
@@ -226,7 +248,6 @@ pub async fn spawn(db: TestDb, bus: BusKind, flags: &[&str]) -> TestApp {
     }));
     TestApp {
         address,
-        worker_address: worker.as_ref().map(|worker| worker.address.clone()),
         client: reqwest::Client::new(),
         db: Some(db),
         dead_letters,
@@ -239,6 +260,11 @@ pub async fn spawn(db: TestDb, bus: BusKind, flags: &[&str]) -> TestApp {
 }
 
 impl TestApp {
+    /// With `--bus rabbitmq`: the `host:port` of the worker's health probes.
+    pub fn worker_health_address(&self) -> Option<&str> {
+        self.worker.as_ref().map(|worker| worker.health.as_str())
+    }
+
     /// A query answering one integer (a count), on whichever database.
     pub async fn count(&self, sql: &str) -> i64 {
         self.try_count(sql)
@@ -486,6 +512,33 @@ impl TestApp {
         reasons
     }
 
+    /// Stops the worker gracefully and starts a new one with the same
+    /// flags on the same database and namespace (a restart).
+    pub async fn restart_worker(&mut self) {
+        let worker = self.worker.take().expect("a RabbitMQ app has a worker");
+        let (_, config) = worker.stop().await;
+        let Some(TestDb::Postgres(pool)) = &self.db else {
+            panic!("the RabbitMQ bus runs on PostgreSQL only");
+        };
+        self.worker = Some(RunningWorker::start(config, pool.clone()).await);
+    }
+
+    /// Messages ready in `queue` (a passive declare).
+    pub async fn queue_depth(&self, queue: &str) -> u32 {
+        let (connection, channel) = broker().await;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let depth = channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await
+            .unwrap_or_else(|error| panic!("queue {queue}: {error}"))
+            .message_count();
+        let _ = connection.close(200, "counted".into()).await;
+        depth
+    }
+
     /// Whether a command is applied before its write is answered (the
     /// in-memory sync bus), so a handler's refusal is the answer's status.
     pub fn is_sync(&self) -> bool {
@@ -502,13 +555,8 @@ impl TestApp {
             server.await.expect("server task").expect("clean shutdown");
         }
         if let Some(worker) = self.worker.take() {
-            let _ = worker.stop.send(());
-            worker
-                .task
-                .await
-                .expect("worker task")
-                .expect("clean worker shutdown");
-            delete_topology(&worker.topology).await;
+            let (topology, _) = worker.stop().await;
+            delete_topology(&topology).await;
         }
         if let Some(db) = self.db.take() {
             db.remove().await;

@@ -15,6 +15,7 @@ mod least_privilege;
 mod offers;
 mod operations;
 mod orders;
+mod pause;
 mod rabbitmq;
 mod reads;
 mod saves;

@@ -25,4 +25,24 @@ on_every_bus! {
         let offer = &doc["components"]["schemas"]["CreateOffer"];
         assert_eq!(offer["required"], json!(["id", "bookId", "sellerId", "price", "stock"]));
     }
+
+    async fn every_operation_documents_the_answers_any_route_may_give(app) {
+        let doc = app.get_json("/openapi.json").await;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let responses = &operation["responses"];
+                let documents = |status: &str| responses.get(status).is_some();
+                assert!(documents("401"), "{method} {path}: a refused token");
+                if !path.starts_with("/health/") {
+                    assert!(documents("429"), "{method} {path}: the rate limit");
+                }
+                if path != "/health/live" {
+                    assert!(documents("503"), "{method} {path}: load shedding, timeout");
+                }
+            }
+        }
+        for (path, method) in [("/user", "put"), ("/book", "put"), ("/offer", "post"), ("/order", "post")] {
+            assert!(doc["paths"][path][method]["responses"].get("413").is_some(), "{method} {path}: 413");
+        }
+    }
 }

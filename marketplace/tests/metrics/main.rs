@@ -165,7 +165,7 @@ async fn scenario(app: &TestApp) {
             &[("messaging_destination_name", "marketplace.CreateOrder")]
         ) >= 1.0
     );
-    if let Some(worker) = &app.worker_address {
+    if let Some(worker) = app.worker_health_address() {
         let published = [
             ("messaging_destination_name", "marketplace.CreateOrder"),
             ("outcome", "sent"),
@@ -174,7 +174,7 @@ async fn scenario(app: &TestApp) {
             delta("messaging_client_sent_messages_total", &published),
             1.0
         );
-        let from_worker = Scrape::of(app, worker).await;
+        let from_worker = Scrape::of(app, &format!("http://{worker}")).await;
         assert!(from_worker.sum(PROCESSED, &dead_lettered) >= 1.0);
     }
 }

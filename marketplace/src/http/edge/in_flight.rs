@@ -29,12 +29,17 @@ impl InFlight {
     }
 }
 
-/// The middleware: a permit for the request's lifetime, or `503`.
-///
-/// `/health/live` is never shed: it does no I/O, and an orchestrator that
-/// saw it fail under load would restart a process that is merely busy.
+/// Whether requests to `path` are never shed: `/health/live` does no I/O,
+/// and an orchestrator that saw it fail under load would restart a process
+/// that is merely busy.
+pub fn is_never_shed(path: &str) -> bool {
+    path == "/health/live"
+}
+
+/// The middleware: a permit for the request's lifetime, or `503` (except
+/// for the routes that are [never shed](is_never_shed)).
 pub async fn limit(State(in_flight): State<InFlight>, request: Request, next: Next) -> Response {
-    if request.uri().path() == "/health/live" {
+    if is_never_shed(request.uri().path()) {
         return next.run(request).await;
     }
     match in_flight.permits.clone().try_acquire_owned() {

@@ -4,6 +4,7 @@
 //! | layer (outermost first) | what it bounds | answer past it |
 //! |---|---|---|
 //! | [`request_id`] | — (every answer carries `x-request-id`, every log line of the request its `request_id`) | — |
+//! | [`client_ip`] | — (the client's address, seen through trusted proxies, `--trusted-proxies`: the request's `client_ip`) | — |
 //! | [`in_flight`] | requests handled at once (`--max-in-flight`) | `503` at once |
 //! | (authentication, when configured) | | |
 //! | [`rate_limit`] | requests per client (`--rate-limit-per-second`, `--rate-limit-burst`) | `429` |
@@ -13,7 +14,9 @@
 //! bounded where they are accepted, in `startup/connections.rs`; a read's
 //! SQL statement by PostgreSQL's `statement_timeout` (`store/database.rs`).
 
+pub mod client_ip;
 pub mod in_flight;
+pub mod openapi;
 pub mod rate_limit;
 pub mod request_id;
 
@@ -21,6 +24,7 @@ use std::time::Duration;
 
 use axum::{extract::Request, middleware::Next, response::Response};
 
+pub use self::client_ip::{ClientIp, TrustedProxies};
 pub use self::in_flight::InFlight;
 pub use self::rate_limit::{RateLimit, RateLimiter};
 pub use self::request_id::REQUEST_ID;
@@ -35,6 +39,8 @@ pub struct EdgeLimits {
     pub rate_limit: Option<RateLimit>,
     /// Longest a request may take.
     pub request_timeout: Duration,
+    /// The reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for EdgeLimits {
@@ -44,6 +50,7 @@ impl Default for EdgeLimits {
             max_in_flight: 1024,
             rate_limit: RateLimit::new(100, 200),
             request_timeout: Duration::from_secs(10),
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }

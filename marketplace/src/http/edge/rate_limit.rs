@@ -2,8 +2,9 @@
 //! crate) of `--rate-limit-burst` requests refilled at
 //! `--rate-limit-per-second`. A client is the signed-in user when the
 //! request carries a verified [`Principal`] (the authentication layer runs
-//! before this one), else the peer's IP address (IPv6: its /64 prefix,
-//! which one subscriber usually holds whole).
+//! before this one), else its [`ClientIp`]: the peer's IP address, or the
+//! one a trusted proxy forwarded (IPv6: its /64 prefix, which one
+//! subscriber usually holds whole).
 //!
 //! Past the limit a request is answered `429` problem+json with
 //! `Retry-After`; every limited answer carries the `RateLimit-Policy` and
@@ -17,14 +18,14 @@
 //! clients seen in the last `burst / rate` seconds plus one period.
 
 use std::{
-    net::{IpAddr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, Ipv6Addr},
     num::NonZeroU32,
     sync::Arc,
     time::Duration,
 };
 
 use axum::{
-    extract::{ConnectInfo, Request, State},
+    extract::{Request, State},
     http::{HeaderName, HeaderValue},
     middleware::Next,
     response::{IntoResponse, Response},
@@ -37,6 +38,7 @@ use governor::{
 };
 use uuid::Uuid;
 
+use super::client_ip::ClientIp;
 use crate::{auth::Principal, http::error::ApiError};
 
 /// How often the buckets of idle clients are dropped.
@@ -92,13 +94,13 @@ enum ClientKey {
 }
 
 impl ClientKey {
-    /// The principal if any, else the peer address (IPv6 as its /64).
+    /// The principal if any, else the client's address (IPv6 as its /64).
     fn of(request: &Request) -> Option<Self> {
         if let Some(principal) = request.extensions().get::<Principal>() {
             return Some(Self::User(principal.user));
         }
-        let ConnectInfo(peer) = request.extensions().get::<ConnectInfo<SocketAddr>>()?;
-        Some(Self::Address(match peer.ip() {
+        let ClientIp(client) = request.extensions().get::<ClientIp>()?;
+        Some(Self::Address(match *client {
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
                 Some(v4) => IpAddr::V4(v4),
                 None => IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !((1u128 << 64) - 1))),
@@ -182,8 +184,8 @@ pub async fn limit(State(limiter): State<RateLimiter>, request: Request, next: N
     if is_exempt(request.uri().path()) {
         return next.run(request).await;
     }
-    // Without a peer address (a router served by something else than the
-    // API's own server) there is no one to hold to a rate.
+    // Without a client address (a router served by something else than
+    // the API's own server) there is no one to hold to a rate.
     let Some(key) = ClientKey::of(&request) else {
         return next.run(request).await;
     };

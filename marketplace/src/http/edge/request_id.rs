@@ -9,6 +9,8 @@ use axum::{
 };
 use tracing::Span;
 
+use super::client_ip::ClientIp;
+
 /// The header carrying the request id.
 pub const REQUEST_ID: &str = "x-request-id";
 
@@ -45,18 +47,24 @@ pub fn drop_insane(mut request: Request) -> Request {
     request
 }
 
-/// The request's span: method, path and request id, at `INFO` so that its
-/// fields are on every line the request logs at the default level.
+/// The request's span: method, path, request id and client address (see
+/// [`client_ip`](super::client_ip)), at `INFO` so that its fields are on
+/// every line the request logs at the default level.
 pub fn span(request: &Request) -> Span {
     let request_id = request
         .headers()
         .get(REQUEST_ID)
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "request",
         method = %request.method(),
         uri = %request.uri(),
         request_id = %request_id,
-    )
+        client_ip = tracing::field::Empty,
+    );
+    if let Some(ClientIp(client)) = request.extensions().get::<ClientIp>() {
+        span.record("client_ip", tracing::field::display(client));
+    }
+    span
 }
