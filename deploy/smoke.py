@@ -246,15 +246,16 @@ def applied(base, state):
         sent = json.load(f)
     book, accepted = sent["book"], set(sent["offers"])
 
+    # Up to 1000 offers in one page (the default page is 100).
     def all_listed():
-        listed = get_json(base, f"/offers/{book}")
+        listed = get_json(base, f"/offers/{book}?limit=1000")
         ids = {o.get("id") for o in listed} if isinstance(listed, list) else set()
         return accepted <= ids and ids
 
     try:
         ids = wait_for(f"all {len(accepted)} offers applied", all_listed)
     except CheckFailed:
-        listed = get_json(base, f"/offers/{book}")
+        listed = get_json(base, f"/offers/{book}?limit=1000")
         have = len({o.get("id") for o in listed}) if isinstance(listed, list) else 0
         print(f"applied: {have} of {len(accepted)} accepted offers")
         raise
