@@ -2,7 +2,7 @@
 
 use std::{future::Future, marker::PhantomData, sync::Arc};
 
-use crate::{error::QueryError, Command, Envelope, Event, HandlerError, Query};
+use crate::{error::QueryError, Command, Envelope, Event, HandlerError, Query, TraceContext};
 
 /// What a handler knows about the message it is handling besides its payload.
 #[derive(Debug, Clone)]
@@ -10,16 +10,39 @@ pub struct MessageContext {
     envelope: Arc<Envelope>,
     attempt: u32,
     max_attempts: u32,
+    trace: TraceContext,
 }
 
 impl MessageContext {
-    /// Context for `envelope` on delivery attempt `attempt` (1-based) of `max_attempts`.
+    /// Context for `envelope` on delivery attempt `attempt` (1-based) of
+    /// `max_attempts`, handled in a new span of the envelope's trace (a new
+    /// trace if the envelope carries none).
     pub fn new(envelope: Arc<Envelope>, attempt: u32, max_attempts: u32) -> Self {
+        let trace = envelope
+            .trace_context()
+            .map(|parent| parent.child())
+            .unwrap_or_else(TraceContext::new_root);
         Self {
             envelope,
             attempt: attempt.max(1),
             max_attempts: max_attempts.max(1),
+            trace,
         }
+    }
+
+    /// The same context, handled in the span `trace` (e.g. the one a bus
+    /// already opened for this delivery).
+    pub fn with_trace(mut self, trace: TraceContext) -> Self {
+        self.trace = trace;
+        self
+    }
+
+    /// The trace context of the handler's span: the envelope's trace id and
+    /// this handling's own span id (its parent is the envelope's
+    /// `traceparent`). Events raised with [`MessageContext::event_envelope`]
+    /// name this span as their parent.
+    pub fn trace(&self) -> TraceContext {
+        self.trace
     }
 
     /// The envelope being handled (id, type, headers...).
@@ -45,9 +68,14 @@ impl MessageContext {
     }
 
     /// Wraps an event raised by this handler in an envelope that carries the
-    /// trace and correlation of the message being handled.
+    /// trace and correlation of the message being handled: same trace id and
+    /// correlation id, the handled message as causation, and this handler's
+    /// span ([`MessageContext::trace`]) as the `traceparent`, so the event's
+    /// subscribers are children of this handling in the trace.
     pub fn event_envelope<E: Event>(&self, event: &E) -> Result<Envelope, crate::EncodeError> {
-        Ok(Envelope::new(event)?.caused_by(&self.envelope))
+        Ok(Envelope::new(event)?
+            .caused_by(&self.envelope)
+            .with_trace_context(&self.trace))
     }
 }
 

@@ -76,20 +76,32 @@ impl RegisteredHandler {
     /// `max_attempts`, inside a `handle` span; a panic is returned as
     /// [`HandlerError::Panicked`]. Pass the result to
     /// [`decide`](crate::transport::decide).
+    ///
+    /// The span carries the envelope's `trace_id`, the handling's own
+    /// `span_id` and the envelope's span as `parent_span_id` (see
+    /// [`MessageContext::trace`]), so every line logged inside the handler
+    /// (its SQL errors included) names the trace of the request that sent
+    /// the message.
     pub async fn invoke(
         &self,
         envelope: Arc<Envelope>,
         attempt: u32,
         max_attempts: u32,
     ) -> Result<(), HandlerError> {
+        let context = MessageContext::new(envelope.clone(), attempt, max_attempts);
+        let trace = context.trace();
         let span = tracing::info_span!(
             "handle",
             message_id = %envelope.id,
             message_type = %envelope.message_type,
             attempt,
             subscriber = self.subscriber.as_deref().unwrap_or("-"),
+            trace_id = %trace.trace_id_hex(),
+            span_id = %trace.span_id_hex(),
+            parent_span_id = envelope
+                .trace_context()
+                .map(|parent| tracing::field::display(parent.span_id_hex())),
         );
-        let context = MessageContext::new(envelope.clone(), attempt, max_attempts);
         let chain = Next::new(&self.middleware, &*self.endpoint).run(context);
         let result = AssertUnwindSafe(chain)
             .catch_unwind()
@@ -100,14 +112,15 @@ impl RegisteredHandler {
                     message: panic_message(panic.as_ref()),
                 })
             });
-        match &result {
+        span.in_scope(|| match &result {
             Ok(()) => {
+                tracing::debug!("message handled");
                 if let Some(hook) = &self.on_success {
                     hook(&envelope);
                 }
             }
-            Err(error) => span.in_scope(|| tracing::debug!(%error, "handler failed")),
-        }
+            Err(error) => tracing::debug!(%error, "handler failed"),
+        });
         result
     }
 
@@ -205,7 +218,8 @@ fn upcast(
         Arc::new(upgraded),
         context.attempt(),
         context.max_attempts(),
-    ))
+    )
+    .with_trace(context.trace()))
 }
 
 /// One named subscriber of one event type.

@@ -28,6 +28,7 @@ pub use postgres::{stage, SCHEMA};
 use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use crate::{BoxFuture, Envelope, EventBus};
 
@@ -47,25 +48,39 @@ pub trait OutboxStore: Send + Sync + 'static {
 
 /// Publishes every `(position, envelope)` concurrently and returns the
 /// positions the bus accepted; refusals are logged and left out.
+///
+/// Each publish runs in a `publish` span carrying the event's `trace_id`
+/// (and its `traceparent` span as `parent_span_id`), so the relay's lines
+/// belong to the trace of the request whose handler staged the event.
 pub async fn publish_each(bus: &dyn EventBus, rows: &[(i64, Envelope)]) -> Vec<i64> {
-    let results = futures::future::join_all(
-        rows.iter()
-            .map(|(_, envelope)| bus.publish_envelope(envelope.clone())),
-    )
-    .await;
-    let mut published = Vec::with_capacity(rows.len());
-    for ((position, envelope), result) in rows.iter().zip(results) {
-        match result {
-            Ok(()) => published.push(*position),
-            Err(error) => tracing::warn!(
-                message_id = %envelope.id,
-                message_type = %envelope.message_type,
-                %error,
-                "outbox event not published yet; will retry"
-            ),
+    let publishes = rows.iter().map(|(position, envelope)| {
+        let trace = envelope.trace_context();
+        let span = tracing::info_span!(
+            "publish",
+            message_id = %envelope.id,
+            message_type = %envelope.message_type,
+            trace_id = trace.map(|trace| tracing::field::display(trace.trace_id_hex())),
+            parent_span_id = trace.map(|trace| tracing::field::display(trace.span_id_hex())),
+        );
+        async move {
+            match bus.publish_envelope(envelope.clone()).await {
+                Ok(()) => {
+                    tracing::debug!("outbox event published");
+                    Some(*position)
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "outbox event not published yet; will retry");
+                    None
+                }
+            }
         }
-    }
-    published
+        .instrument(span)
+    });
+    futures::future::join_all(publishes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// Settings of an [`OutboxRelay`].

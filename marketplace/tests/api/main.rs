@@ -23,4 +23,5 @@ mod seed;
 mod storage;
 mod text;
 mod tls;
+mod trace;
 mod users;
