@@ -35,7 +35,6 @@ use tracing::{
 };
 use tracing_subscriber::{layer::Context as LayerContext, registry::LookupSpan, Layer};
 
-
 /// The variable whose presence turns the export on.
 pub const ENDPOINT_VARIABLE: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
@@ -220,8 +219,7 @@ mod tests {
         let provider = SdkTracerProvider::builder()
             .with_id_generator(OurIds)
             .build();
-        let subscriber =
-            tracing_subscriber::registry().with(export_layer(provider.tracer("test")));
+        let subscriber = tracing_subscriber::registry().with(export_layer(provider.tracer("test")));
         tracing::subscriber::with_default(subscriber, || {
             let child = tracing::info_span!(
                 "handle",

@@ -120,7 +120,9 @@ async fn collector() -> (String, Arc<Mutex<Vec<Bytes>>>) {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }
 
 #[tokio::test]
@@ -159,7 +161,10 @@ async fn with_an_otlp_endpoint_the_spans_of_a_request_are_exported_with_its_trac
                     return;
                 }
             }
-            assert!(tokio::time::Instant::now() < deadline, "the API never got ready");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the API never got ready"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
