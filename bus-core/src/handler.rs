@@ -180,3 +180,30 @@ where
         (self.f)(event, context)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Message, TraceContext};
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Raised;
+    impl Message for Raised {
+        const NAME: &'static str = "test.Raised";
+    }
+    impl Event for Raised {}
+
+    #[test]
+    fn a_raised_event_is_sent_from_the_handler_span_of_the_same_trace() {
+        let request = TraceContext::new_root();
+        let command = Envelope::new(&Raised).unwrap().with_trace_context(&request);
+        let context = MessageContext::new(Arc::new(command), 1, 1);
+        let handling = context.trace();
+        assert_eq!(handling.trace_id, request.trace_id);
+        assert_ne!(handling.span_id, request.span_id);
+
+        let event = context.event_envelope(&Raised).unwrap();
+        let sent_from = event.trace_context().unwrap();
+        assert_eq!(sent_from, handling);
+    }
+}
