@@ -602,9 +602,10 @@ pub struct LogLine {
     pub spans: Vec<&'static str>,
 }
 
-/// The application's `debug` and higher lines, kept for [`logged`]: what a
-/// handler reports is what an operator reads. Tests tell their lines apart
-/// by the ids they chose (order ids, trace ids).
+/// The application's `debug` and higher lines (the marketplace's, the bus's
+/// and the request span's own), with the fields of their spans, kept for
+/// [`logged`]: what a handler reports is what an operator reads. Tests tell
+/// their lines apart by the ids they chose (order ids, trace ids).
 static LOGGED: Mutex<Vec<LogLine>> = Mutex::new(Vec::new());
 
 static LOGGING: LazyLock<()> = LazyLock::new(|| {
