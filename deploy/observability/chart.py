@@ -75,21 +75,27 @@ class Load:
         self.stop = threading.Event()
 
     def pick(self, items):
+        """One of `items` written at least two seconds ago: a write is
+        answered once accepted, and a book must be applied before an offer
+        for it is (offers for books that do not exist are dead-lettered on
+        purpose, below)."""
         with self.lock:
-            return random.choice(items) if items else None
+            settled = time.monotonic() - 2.0
+            ready = [item for written, item in items[-500:] if written < settled]
+            return random.choice(ready) if ready else None
 
     def step(self):
         api, roll = self.api, random.random()
-        if roll < 0.10 or not self.users:
+        if roll < 0.10 or self.pick(self.users) is None:
             user = str(uuid.uuid4())
             fetch(f"{api}/user", "PUT", {"id": user, "name": f"Seller {user[:8]}"})
             with self.lock:
-                self.users.append(user)
-        elif roll < 0.22 or not self.books:
+                self.users.append((time.monotonic(), user))
+        elif roll < 0.22 or self.pick(self.books) is None:
             book = str(uuid.uuid4())
             fetch(f"{api}/book", "PUT", {"id": book, "title": f"Book {book[:8]}", "author": "A. Writer"})
             with self.lock:
-                self.books.append(book)
+                self.books.append((time.monotonic(), book))
         elif roll < 0.36:
             offer, book = str(uuid.uuid4()), self.pick(self.books)
             if random.random() < 0.03:
@@ -98,8 +104,8 @@ class Load:
                     "price": round(random.uniform(3, 40), 2), "stock": random.randint(1, 50)}
             if fetch(f"{api}/offer", "POST", body)[0] == 200:
                 with self.lock:
-                    self.offers.append(offer)
-        elif roll < 0.46 and self.offers:
+                    self.offers.append((time.monotonic(), offer))
+        elif roll < 0.46 and self.pick(self.offers) is not None:
             items = [{"offerId": self.pick(self.offers), "quantity": 1}]
             fetch(f"{api}/order", "POST", {"id": str(uuid.uuid4()), "userId": self.pick(self.users), "items": items})
         elif roll < 0.75:
@@ -244,7 +250,7 @@ def draw(scrapes, window, out):
     axes[4][0].set_ylim(top=max(1.0, max((v for s in paused.values() for _, v in s), default=0) + 1))
     pool = {}
     for role in ("api", "worker"):
-        for key, points in gauges(scrapes, role, "db_client_connection_count",
+        for key, points in gauges(scrapes, role, "db_client_connections_usage",
                                   ("db_client_connection_state",)).items():
             pool[(role, *key)] = points
         for key, points in quantiles(scrapes, 30, role, "db_client_connection_wait_time_seconds", 0.99).items():

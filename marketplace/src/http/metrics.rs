@@ -30,8 +30,10 @@ pub const OUTBOX_BACKLOG: &str = "marketplace_outbox_backlog_rows";
 pub const OUTBOX_OLDEST_AGE: &str = "marketplace_outbox_oldest_age_seconds";
 /// Gauge: connections open in a database pool, by
 /// `db_client_connection_pool_name` and `db_client_connection_state`
-/// (`idle`, `used`).
-pub const POOL_CONNECTIONS: &str = "db_client_connection_count";
+/// (`idle`, `used`). OpenTelemetry now calls it `db.client.connection.count`,
+/// but a Prometheus name ending in `_count` is a histogram's (promtool
+/// refuses it on a gauge): this keeps the convention's previous name.
+pub const POOL_CONNECTIONS: &str = "db_client_connections_usage";
 /// Gauge: the most connections a pool opens, by `db_client_connection_pool_name`.
 pub const POOL_MAX: &str = "db_client_connection_max";
 /// Histogram (seconds): how long a probe waited for a connection of a

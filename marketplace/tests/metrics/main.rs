@@ -82,7 +82,7 @@ impl Scrape {
     }
 }
 
-const POOL_CONNECTIONS: &str = "db_client_connection_count";
+const POOL_CONNECTIONS: &str = "db_client_connections_usage";
 const POOL_MAX: &str = "db_client_connection_max";
 const POOL_WAITS: &str = "db_client_connection_wait_time_seconds_count";
 const POOL_WAITED: &str = "db_client_connection_wait_time_seconds_sum";
