@@ -66,52 +66,80 @@ def fetch(url, method="GET", body=None, timeout=5):
 
 
 class Load:
-    """Writers and readers against the API until `stop` is set."""
+    """Writers and readers against the API until `stop` is set.
+
+    A write is answered once accepted and applied a little later: what a
+    later write refers to (the seller and the book of an offer, the offer of
+    an order) is used only once a read has seen it, as a client would.
+    Only the offers meant for books that never come (3%) are dead-lettered.
+    """
 
     def __init__(self, api):
         self.api = api
-        self.users, self.books, self.offers = [], [], []
+        self.pending = {"user": [], "book": [], "offer": []}
+        self.seen = {"user": [], "book": [], "offer": []}
         self.lock = threading.Lock()
         self.stop = threading.Event()
 
-    def pick(self, items):
-        """One of `items` written at least two seconds ago: a write is
-        answered once accepted, and a book must be applied before an offer
-        for it is (offers for books that do not exist are dead-lettered on
-        purpose, below)."""
+    def pick(self, kind):
         with self.lock:
-            settled = time.monotonic() - 2.0
-            ready = [item for written, item in items[-500:] if written < settled]
-            return random.choice(ready) if ready else None
+            items = self.seen[kind][-500:]
+            return random.choice(items) if items else None
+
+    def wrote(self, kind, item):
+        with self.lock:
+            self.pending[kind].append(item)
+
+    def confirm(self):
+        """Reads one pending item back; once it is there, writes may use it."""
+        with self.lock:
+            kinds = [kind for kind, items in self.pending.items() if items]
+            if not kinds:
+                return False
+            kind = random.choice(kinds)
+            item = self.pending[kind].pop(0)
+        if kind == "user":
+            found = fetch(f"{self.api}/users/{item}")[0] == 200
+        elif kind == "book":
+            found = fetch(f"{self.api}/books/{item}")[0] == 200
+        else:
+            offer, book = item
+            status, body = fetch(f"{self.api}/offers/{book}")
+            found = status == 200 and offer.encode() in body
+        with self.lock:
+            (self.seen if found else self.pending)[kind].append(item)
+        return True
 
     def step(self):
         api, roll = self.api, random.random()
-        if roll < 0.10 or self.pick(self.users) is None:
+        user, book = self.pick("user"), self.pick("book")
+        if (user is None or book is None) and random.random() < 0.5 and self.confirm():
+            return
+        if roll < 0.10 or user is None:
             user = str(uuid.uuid4())
             fetch(f"{api}/user", "PUT", {"id": user, "name": f"Seller {user[:8]}"})
-            with self.lock:
-                self.users.append((time.monotonic(), user))
-        elif roll < 0.22 or self.pick(self.books) is None:
+            self.wrote("user", user)
+        elif roll < 0.22 or book is None:
             book = str(uuid.uuid4())
             fetch(f"{api}/book", "PUT", {"id": book, "title": f"Book {book[:8]}", "author": "A. Writer"})
-            with self.lock:
-                self.books.append((time.monotonic(), book))
+            self.wrote("book", book)
         elif roll < 0.36:
-            offer, book = str(uuid.uuid4()), self.pick(self.books)
-            if random.random() < 0.03:
+            offer, missing = str(uuid.uuid4()), random.random() < 0.03
+            if missing:
                 book = str(uuid.uuid4())  # a book that never comes: dead-lettered
-            body = {"id": offer, "bookId": book, "sellerId": self.pick(self.users),
+            body = {"id": offer, "bookId": book, "sellerId": user,
                     "price": round(random.uniform(3, 40), 2), "stock": random.randint(1, 50)}
-            if fetch(f"{api}/offer", "POST", body)[0] == 200:
-                with self.lock:
-                    self.offers.append((time.monotonic(), offer))
-        elif roll < 0.46 and self.pick(self.offers) is not None:
-            items = [{"offerId": self.pick(self.offers), "quantity": 1}]
-            fetch(f"{api}/order", "POST", {"id": str(uuid.uuid4()), "userId": self.pick(self.users), "items": items})
-        elif roll < 0.75:
-            fetch(f"{api}/books/{self.pick(self.books)}")
-        elif roll < 0.9:
-            fetch(f"{api}/offers/{self.pick(self.books)}")
+            if fetch(f"{api}/offer", "POST", body)[0] == 200 and not missing:
+                self.wrote("offer", (offer, book))
+        elif roll < 0.46 and self.pick("offer") is not None:
+            items = [{"offerId": self.pick("offer")[0], "quantity": 1}]
+            fetch(f"{api}/order", "POST", {"id": str(uuid.uuid4()), "userId": user, "items": items})
+        elif roll < 0.65 and self.confirm():
+            pass
+        elif roll < 0.8:
+            fetch(f"{api}/books/{book}")
+        elif roll < 0.92:
+            fetch(f"{api}/offers/{book}")
         else:
             fetch(f"{api}/books?limit=20")
 
