@@ -4,7 +4,8 @@
 # book, an offer, an order, an unknown route, an offer for a missing book that
 # is dead-lettered), then checks both `GET /metrics` outputs with
 # `promtool check metrics` (Prometheus text format 0.0.4, naming lints), the
-# alert rules with `promtool check rules`, and that every metric the
+# alert rules with `promtool check rules` and their unit tests
+# (`promtool test rules`), and that every metric the
 # dashboard and the rules use is in one of the two outputs
 # (deploy/observability/check-metric-names.py).
 #
@@ -130,6 +131,7 @@ for role in api worker; do
 done
 
 promtool check rules deploy/observability/alerts.yml
+promtool test rules deploy/observability/alerts.test.yml
 python3 deploy/observability/check-metric-names.py "$work/api.prom" "$work/worker.prom"
 
 if [ -n "${METRICS_CHART:-}" ]; then
