@@ -10,7 +10,7 @@ use crate::model::UnknownStatus;
 pub enum StoreError {
     /// The database refused or could not be reached.
     #[error("database error: {0}")]
-    Database(sqlx::Error),
+    Database(#[source] sqlx::Error),
     /// A stored value cannot be represented (e.g. a malformed timestamp).
     #[error("invalid stored value: {0}")]
     Invalid(String),
