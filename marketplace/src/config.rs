@@ -9,7 +9,7 @@ use std::{
 
 use bus_core::{
     dead_letter_ops::{DeadLetterSelector, GroupBy},
-    AsyncBusConfig, RetryPolicy,
+    AsyncBusConfig, DurableBusConfig, RetryPolicy,
 };
 use bus_rabbitmq::{QueueType, RabbitConfig};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -68,8 +68,13 @@ pub enum LogFormat {
 pub enum BusKind {
     /// Handlers run inside the request; a failed handler is the answer.
     InMemory,
-    /// A bounded in-process queue with retries; answers once queued.
+    /// A bounded in-process queue with retries; answers once queued, in
+    /// memory only: a crash loses the commands accepted and not yet applied.
     InMemoryAsync,
+    /// The queue is a table of the database (`bus_messages`): answers once
+    /// the command is committed there, so a crash loses nothing accepted;
+    /// any number of API processes consume it on PostgreSQL.
+    Durable,
     /// RabbitMQ: answers once the broker confirmed the persistent message;
     /// `marketplace worker` processes apply it.
     Rabbitmq,
@@ -622,6 +627,17 @@ impl ServeConfig {
             self.retry.policy(),
             "marketplace-api",
         )
+    }
+
+    /// Settings of the durable bus: the async bus's concurrency, drain
+    /// timeout and retries.
+    pub fn durable_bus_config(&self) -> DurableBusConfig {
+        DurableBusConfig {
+            concurrency: self.async_bus.concurrency,
+            retry: self.retry.policy(),
+            drain_timeout: self.async_bus.drain_timeout,
+            ..DurableBusConfig::default()
+        }
     }
 
     /// Settings of the in-memory async bus.
