@@ -140,7 +140,7 @@ pub struct SeedConfig {
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
     /// Bus for commands and events.
-    #[arg(long, env = "MARKETPLACE_BUS", value_enum, default_value_t = BusKind::InMemoryAsync)]
+    #[arg(long, env = "MARKETPLACE_BUS", value_enum, default_value_t = BusKind::Durable)]
     pub bus: BusKind,
     /// Address the HTTP API listens on.
     #[arg(long, env = "MARKETPLACE_LISTEN", default_value = "0.0.0.0:8080")]
@@ -702,7 +702,7 @@ pub struct DeadLetterStore {
     /// The bus whose dead letters these are: `rabbitmq` reads the `.dlq`
     /// queues of `--namespace` on `--amqp-url`; the in-memory buses keep
     /// theirs in the `bus_dead_letters` table of `--database-url`.
-    #[arg(long, env = "MARKETPLACE_BUS", value_enum, default_value_t = BusKind::InMemoryAsync)]
+    #[arg(long, env = "MARKETPLACE_BUS", value_enum, default_value_t = BusKind::Durable)]
     pub bus: BusKind,
     /// The database (without `--bus rabbitmq`).
     #[command(flatten)]
