@@ -86,7 +86,7 @@ impl Db {
         match self {
             Db::Postgres(pool) => Db::Postgres(
                 sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(8)
+                    .max_connections(4)
                     .connect_with(pool.connect_options().as_ref().clone())
                     .await
                     .unwrap(),
@@ -351,14 +351,15 @@ on_both_databases!(
     a_consumer_that_died_mid_handler_leaves_its_rows_to_the_next_one,
     boxed(|db: Db| async move {
         // The first process: its handler never finishes; it dies with the
-        // runtime it ran on, mid-handler, as a process killed would.
-        let first = db.reopen().await;
+        // runtime it ran on, mid-handler, as a process killed would. Its
+        // connections are its own, opened on its runtime.
         let entered = Arc::new(Notify::new());
         let crashed = {
-            let (first, entered) = (first.clone(), entered.clone());
+            let (db, entered) = (db.clone(), entered.clone());
             std::thread::spawn(move || {
                 let runtime = tokio::runtime::Runtime::new().unwrap();
                 runtime.block_on(async move {
+                    let first = db.reopen().await;
                     let handlers = Handlers::builder()
                         .command(command_fn(move |_: Ship, _: MessageContext| {
                             let entered = entered.clone();
@@ -373,14 +374,17 @@ on_both_databases!(
                     for parcel in 0..5 {
                         bus.send(&Ship { parcel }).await.unwrap();
                     }
-                    std::mem::forget(bus);
+                    // Dropping the handle stops nothing: the consumer
+                    // keeps running, its handlers pending, until the
+                    // runtime goes down with everything it holds.
                 });
                 runtime
             })
         };
         entered.notified().await;
-        let runtime = crashed.join().unwrap();
-        runtime.shutdown_background();
+        tokio::task::spawn_blocking(move || crashed.join().unwrap().shutdown_background())
+            .await
+            .unwrap();
         assert_eq!(db.count("SELECT count(*) FROM bus_messages").await, 5);
         // The next process applies every row the first one left.
         let bus = db.bus(recording(&db).build().unwrap(), fast());
