@@ -29,6 +29,7 @@
 //! | [`InMemoryBus`] | after the handler ran, with its result | none | returned to the caller |
 //! | [`AsyncBus`] | once the message is queued (bounded) | [`RetryPolicy`] | [`DeadLetterSink`] |
 //! | `bus-rabbitmq` | once the broker confirmed it | delay queues | dead-letter queue |
+//! | `DurableBus` (features `postgres`, `sqlite`) | once its row is committed in the database | `not_before` on the row | `bus_dead_letters` table |
 //!
 //! ## One settlement policy
 //!
@@ -90,6 +91,7 @@
 //! | [`transport`] | writers of transports: registered handlers, the shared invocation, the settlement, envelope assembly |
 //! | [`testing`] | tests: a recording bus and a given/when/then harness for handlers |
 //! | `outbox` (features `postgres`, `sqlite`) | a transactional outbox: events staged in the handler's transaction, relayed after commit |
+//! | `durable` (features `postgres`, `sqlite`) | `DurableBus`: the queue as a table of the application's database, no broker needed |
 //!
 //! With the same features, `DatabaseDeadLetters` keeps an [`AsyncBus`]'s
 //! dead letters in a `bus_dead_letters` table instead of in memory, and
@@ -110,6 +112,8 @@ mod dead_letter;
 pub mod dead_letter_ops;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod dead_letter_table;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub mod durable;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod durable_dead_letters;
 mod envelope;
@@ -135,6 +139,8 @@ pub use bus::{BoxFuture, CommandBus, CommandBusExt, EventBus, EventBusExt};
 pub use dead_letter::{DeadLetter, DeadLetterSink, InMemoryDeadLetters};
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub use dead_letter_table::{DeadLetterTable, DeadLetterTableError};
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use durable::{DurableBus, DurableBusBuilder, DurableBusConfig};
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub use durable_dead_letters::DatabaseDeadLetters;
 #[cfg(feature = "postgres")]

@@ -9,7 +9,7 @@ use std::{
 
 use bus_core::{
     dead_letter_ops::{DeadLetterSelector, GroupBy},
-    AsyncBusConfig, RetryPolicy,
+    AsyncBusConfig, DurableBusConfig, RetryPolicy,
 };
 use bus_rabbitmq::{QueueType, RabbitConfig};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -68,8 +68,13 @@ pub enum LogFormat {
 pub enum BusKind {
     /// Handlers run inside the request; a failed handler is the answer.
     InMemory,
-    /// A bounded in-process queue with retries; answers once queued.
+    /// A bounded in-process queue with retries; answers once queued, in
+    /// memory only: a crash loses the commands accepted and not yet applied.
     InMemoryAsync,
+    /// The queue is a table of the database (`bus_messages`): answers once
+    /// the command is committed there, so a crash loses nothing accepted;
+    /// any number of API processes consume it on PostgreSQL.
+    Durable,
     /// RabbitMQ: answers once the broker confirmed the persistent message;
     /// `marketplace worker` processes apply it.
     Rabbitmq,
@@ -135,7 +140,7 @@ pub struct SeedConfig {
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
     /// Bus for commands and events.
-    #[arg(long, env = "MARKETPLACE_BUS", value_enum, default_value_t = BusKind::InMemoryAsync)]
+    #[arg(long, env = "MARKETPLACE_BUS", value_enum, default_value_t = BusKind::Durable)]
     pub bus: BusKind,
     /// Address the HTTP API listens on.
     #[arg(long, env = "MARKETPLACE_LISTEN", default_value = "0.0.0.0:8080")]
@@ -624,6 +629,17 @@ impl ServeConfig {
         )
     }
 
+    /// Settings of the durable bus: the async bus's concurrency, drain
+    /// timeout and retries.
+    pub fn durable_bus_config(&self) -> DurableBusConfig {
+        DurableBusConfig {
+            concurrency: self.async_bus.concurrency,
+            retry: self.retry.policy(),
+            drain_timeout: self.async_bus.drain_timeout,
+            ..DurableBusConfig::default()
+        }
+    }
+
     /// Settings of the in-memory async bus.
     pub fn async_bus_config(&self) -> AsyncBusConfig {
         AsyncBusConfig {
@@ -686,7 +702,7 @@ pub struct DeadLetterStore {
     /// The bus whose dead letters these are: `rabbitmq` reads the `.dlq`
     /// queues of `--namespace` on `--amqp-url`; the in-memory buses keep
     /// theirs in the `bus_dead_letters` table of `--database-url`.
-    #[arg(long, env = "MARKETPLACE_BUS", value_enum, default_value_t = BusKind::InMemoryAsync)]
+    #[arg(long, env = "MARKETPLACE_BUS", value_enum, default_value_t = BusKind::Durable)]
     pub bus: BusKind,
     /// The database (without `--bus rabbitmq`).
     #[command(flatten)]

@@ -2,10 +2,10 @@
 //! buses gave up on.
 //!
 //! With `--bus rabbitmq` they are the messages parked in the `.dlq` queue of
-//! each work queue (bus-rabbitmq's [`DeadLetterQueues`]); with the in-memory
-//! async bus, the rows of the `bus_dead_letters` table (bus-core's
-//! [`DeadLetterTable`]), which a replay hands back to the running API
-//! through the outbox. Every replay and purge, dry runs included, is logged
+//! each work queue (bus-rabbitmq's [`DeadLetterQueues`]); with the durable
+//! and the in-memory async buses, the rows of the `bus_dead_letters` table
+//! (bus-core's [`DeadLetterTable`]), which a replay hands back to the
+//! running API through the outbox. Every replay and purge, dry runs included, is logged
 //! at `INFO` with who asked (`--actor`, else the OS user), the selector and
 //! how many messages it concerned.
 //!

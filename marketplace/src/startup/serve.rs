@@ -6,7 +6,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 use anyhow::Context;
 use bus_core::{
     outbox::{OutboxRelay, OutboxWaker},
-    AsyncBus, CommandBus, InMemoryBus, InMemoryDeadLetters,
+    AsyncBus, CommandBus, DurableBus, InMemoryBus, InMemoryDeadLetters,
 };
 use bus_rabbitmq::RabbitPublisher;
 use tokio::net::TcpListener;
@@ -16,8 +16,8 @@ use super::{
     connections::{self, ConnectionLimits},
     metrics,
     wiring::{
-        broker_readiness, consumer_readiness, database_breaker, handlers, is_postgres, open,
-        outbox_relay, spawn_relay, DurableDeadLetters,
+        broker_readiness, consumer_readiness, database_breaker, durable_bus, handlers, is_postgres,
+        open, outbox_relay, spawn_relay, DurableDeadLetters,
     },
 };
 use crate::{
@@ -42,6 +42,9 @@ enum Buses {
     },
     Rabbit {
         publisher: RabbitPublisher,
+    },
+    Durable {
+        bus: DurableBus,
     },
 }
 
@@ -78,6 +81,12 @@ impl App {
     ) -> anyhow::Result<Self> {
         log_storage(&database, &config.database.database_url);
         tracing::info!(bus = ?config.bus, "bus: {}", describe_bus(config.bus));
+        if config.bus == BusKind::InMemoryAsync {
+            tracing::warn!(
+                "the in-memory async bus keeps accepted commands in memory only: a crash loses \
+                 those not yet applied (--bus durable keeps them in the database)"
+            );
+        }
         if config.bus == BusKind::Rabbitmq {
             database.require_postgres()?;
         }
@@ -122,6 +131,21 @@ impl App {
                         Some(relay),
                         Buses::Async { commands, events },
                     )
+                }
+                BusKind::Durable => {
+                    // One table for commands and events; the relay moves the
+                    // events handlers staged in the outbox into it.
+                    let breaker = database_breaker(&database);
+                    readiness.push(consumer_readiness(breaker.clone()));
+                    let bus = durable_bus(
+                        &database,
+                        handlers,
+                        config.durable_bus_config(),
+                        breaker,
+                        dead_letters.clone(),
+                    );
+                    let relay = outbox_relay(&database, Arc::new(bus.clone()), waker);
+                    (Arc::new(bus.clone()), Some(relay), Buses::Durable { bus })
                 }
                 BusKind::Rabbitmq => {
                     // The API only publishes: workers run the handlers and the
@@ -192,8 +216,12 @@ impl App {
             reads.close().await;
         }
         tracing::info!("HTTP server stopped; draining the bus");
-        if let Buses::Async { commands, .. } = &self.buses {
-            commands.shutdown().await;
+        match &self.buses {
+            Buses::Async { commands, .. } => commands.shutdown().await,
+            // Runs what is due, the events relayed meanwhile included; what
+            // the relay flushes afterwards waits in the table.
+            Buses::Durable { bus } => bus.shutdown().await,
+            _ => {}
         }
         // The relay flushes the outbox once more before it returns.
         stop_relay.cancel();
@@ -204,7 +232,7 @@ impl App {
         match &self.buses {
             Buses::Async { events, .. } => events.shutdown().await,
             Buses::Rabbit { publisher } => publisher.close(),
-            Buses::Sync => {}
+            Buses::Sync | Buses::Durable { .. } => {}
         }
         tracing::info!("stopped");
         Ok(())
@@ -279,7 +307,10 @@ fn describe_bus(bus: BusKind) -> &'static str {
     match bus {
         BusKind::InMemory => "in-memory (handlers run inside each request)",
         BusKind::InMemoryAsync => {
-            "in-memory async (commands queued in this process; --bus rabbitmq for RabbitMQ)"
+            "in-memory async (commands queued in this process's memory; --bus durable keeps them in the database)"
+        }
+        BusKind::Durable => {
+            "durable (commands committed to the database's bus_messages table before a 200)"
         }
         BusKind::Rabbitmq => "RabbitMQ (workers apply the commands)",
     }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use bus_core::{
     outbox::{OutboxRelay, OutboxWaker, RelayConfig},
-    BreakerConfig, CircuitBreaker, DatabaseDeadLetters, DeadLetter, DeadLetterSink, EventBus,
-    Handlers, InMemoryDeadLetters,
+    BreakerConfig, CircuitBreaker, DatabaseDeadLetters, DeadLetter, DeadLetterSink, DurableBus,
+    DurableBusConfig, EventBus, Handlers, InMemoryDeadLetters,
 };
 use bus_rabbitmq::{RabbitConfig, RabbitPublisher, Topology};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -105,6 +105,26 @@ impl DeadLetterSink for DurableDeadLetters {
         self.recent.store(dead_letter.clone());
         self.database.store(dead_letter);
     }
+}
+
+/// The durable bus on `database`'s `bus_messages` table: on SQLite through
+/// the one writing connection the handlers also write with.
+pub(super) fn durable_bus(
+    database: &Database,
+    handlers: Handlers,
+    config: DurableBusConfig,
+    breaker: CircuitBreaker,
+    recent: InMemoryDeadLetters,
+) -> DurableBus {
+    let builder = match database {
+        Database::Postgres(pool) => DurableBus::postgres(pool.clone(), handlers),
+        Database::Sqlite(store) => DurableBus::sqlite(store.writer().clone(), handlers),
+    };
+    builder
+        .config(config)
+        .breaker(breaker)
+        .dead_letters(Arc::new(recent))
+        .start()
 }
 
 /// The breaker consumers pause behind while the database is away: it probes

@@ -1,11 +1,12 @@
-//! The in-memory async bus: bounded, and it loses nothing it accepted.
+//! The in-memory async bus: bounded, and a graceful shutdown loses nothing
+//! it accepted (a crash does: it says so at start).
 
 use futures::future::join_all;
 use marketplace::config::BusKind;
 use sqlx::{Connection, PgPool};
 use uuid::Uuid;
 
-use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
+use crate::helpers::{assert_problem, logged, spawn_app, spawn_app_with};
 
 async fn users_stored(pool: &PgPool, ids: &[Uuid]) -> i64 {
     let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM users WHERE id = ANY($1)")
@@ -100,4 +101,14 @@ async fn shutdown_relays_and_handles_the_events_of_drained_commands(pool: PgPool
         .await
         .unwrap();
     assert_eq!(left, 0);
+}
+
+/// Its one weakness is said at start, where an operator reads it.
+#[sqlx::test(migrator = "marketplace::MIGRATOR")]
+async fn it_warns_at_start_that_a_crash_loses_the_commands_it_accepted(pool: PgPool) {
+    let app = spawn_app(pool, BusKind::InMemoryAsync).await;
+    let warning = "the in-memory async bus keeps accepted commands in memory only: \
+                   a crash loses those not yet applied (--bus durable keeps them in the database)";
+    assert!(!logged(warning, &[]).is_empty(), "a WARN line at start");
+    app.shutdown().await;
 }

@@ -1,7 +1,8 @@
 //! `marketplace dead-letters`: an offer whose book never came is given up
 //! on, listed with its reason, shown, left alone by dry runs, and applied
 //! exactly once when replayed after its book exists; on RabbitMQ's `.dlq`
-//! queues and on the async bus's `bus_dead_letters` table.
+//! queues and on the `bus_dead_letters` table of the async and durable
+//! buses.
 
 use bus_core::dead_letter_ops::DeadLetterSelector;
 use bus_rabbitmq::{DeadLetterQueues, RabbitConfig};
@@ -153,6 +154,18 @@ async fn a_dead_lettered_offer_is_listed_shown_and_replayed_once_from_its_rabbit
 
 #[sqlx::test(migrator = "marketplace::MIGRATOR")]
 async fn a_dead_lettered_offer_is_listed_shown_and_replayed_once_from_the_database(pool: PgPool) {
+    listed_shown_and_replayed_from_the_database(pool, BusKind::InMemoryAsync, "in-memory-async")
+        .await;
+}
+
+#[sqlx::test(migrator = "marketplace::MIGRATOR")]
+async fn a_dead_lettered_offer_of_the_durable_bus_is_listed_shown_and_replayed_once(pool: PgPool) {
+    listed_shown_and_replayed_from_the_database(pool, BusKind::Durable, "durable").await;
+}
+
+/// The `bus_dead_letters` table of a bus that keeps its dead letters in
+/// the database (`bus`, named `flag` on the command line).
+async fn listed_shown_and_replayed_from_the_database(pool: PgPool, bus: BusKind, flag: &str) {
     let options = pool.connect_options();
     let url = format!(
         "postgres://{}@{}:{}/{}",
@@ -161,14 +174,14 @@ async fn a_dead_lettered_offer_is_listed_shown_and_replayed_once_from_the_databa
         options.get_port(),
         options.get_database().expect("a test database")
     );
-    let app = spawn_app_with(pool.clone(), BusKind::InMemoryAsync, FEW_RETRIES).await;
+    let app = spawn_app_with(pool.clone(), bus, FEW_RETRIES).await;
     let (book, offer) = offer_for_a_missing_book(&app).await;
     let stored = "SELECT count(*) FROM bus_dead_letters";
     app.eventually(|| async { (app.count(stored).await == 1).then_some(()) })
         .await;
     let queue = "command.marketplace.CreateOffer";
     let reason = format!("book {book} does not exist (yet)");
-    let store = ["--bus", "in-memory-async", "--database-url", url.as_str()];
+    let store = ["--bus", flag, "--database-url", url.as_str()];
 
     let listed =
         dead_letters(&[&["list", "--group-by", "reason", "--json"], &store[..]].concat()).await;

@@ -188,6 +188,7 @@ pub async fn spawn(db: TestDb, bus: BusKind, flags: &[&str]) -> TestApp {
         BusKind::InMemory => "in-memory",
         BusKind::InMemoryAsync => "in-memory-async",
         BusKind::Rabbitmq => "rabbitmq",
+        BusKind::Durable => "durable",
     };
     // Each test has its own RabbitMQ namespace, deleted at the end.
     let namespace = format!("test-{}", Uuid::new_v4().simple());
@@ -779,6 +780,11 @@ macro_rules! on_every_bus {
             }
 
             #[sqlx::test(migrator = "marketplace::MIGRATOR")]
+            async fn on_the_durable_bus(pool: sqlx::PgPool) {
+                run(pool, marketplace::config::BusKind::Durable).await
+            }
+
+            #[sqlx::test(migrator = "marketplace::MIGRATOR")]
             async fn on_rabbitmq(pool: sqlx::PgPool) {
                 run(pool, marketplace::config::BusKind::Rabbitmq).await
             }
@@ -797,6 +803,11 @@ macro_rules! on_every_bus {
             #[tokio::test]
             async fn on_sqlite_with_the_in_memory_async_bus() {
                 run_on_sqlite(marketplace::config::BusKind::InMemoryAsync).await
+            }
+
+            #[tokio::test]
+            async fn on_sqlite_with_the_durable_bus() {
+                run_on_sqlite(marketplace::config::BusKind::Durable).await
             }
         }
     )*};

@@ -8,6 +8,7 @@ mod books;
 mod compatibility;
 mod concurrency;
 mod dead_letters;
+mod durable_bus;
 mod edge;
 mod helpers;
 mod idempotency;

@@ -172,7 +172,11 @@ async fn with_no_configuration_the_api_runs_on_an_sqlite_file_and_says_so() {
         logs.contains("storage: embedded SQLite database marketplace.db"),
         "{logs}"
     );
-    assert!(logs.contains("bus: in-memory async"), "{logs}");
+    assert!(
+        logs.contains("bus: durable (commands committed to the database"),
+        "{logs}"
+    );
+    assert!(!logs.contains("a crash loses"), "{logs}");
 }
 
 async fn refused(args: &[&str]) -> String {

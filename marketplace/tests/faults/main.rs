@@ -1,5 +1,7 @@
-//! Faults under load with the RabbitMQ bus: real `marketplace serve` and
-//! `marketplace worker` processes, a real broker, a real database.
+//! Faults under load: real `marketplace serve` and `marketplace worker`
+//! processes, a real broker, a real database. Most scenarios run the
+//! RabbitMQ bus; `api_crash.rs` kills the API itself on the durable bus
+//! (the default configuration, and PostgreSQL with two API processes).
 //!
 //! Each scenario sends a stream of one-copy orders against offers with
 //! plenty of stock, injects a fault, and then checks the two numbers that
@@ -26,11 +28,33 @@
 //!     cargo test -p marketplace --all-features --test faults -- --ignored --test-threads=1
 //! ```
 
+mod api_crash;
 mod harness;
 
 use std::time::Duration;
 
+use api_crash::{kill_the_api_mid_load, CrashDb};
 use harness::{Bus, Fault, Report, Scenario};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fault test with real processes under load: run with --ignored"]
+async fn the_api_killed_mid_load_on_the_default_configuration_applies_every_200_after_restart() {
+    let _serial = harness::SERIAL.lock().await;
+    kill_the_api_mid_load(CrashDb::sqlite().await, 1)
+        .await
+        .assert_every_200_applied();
+}
+
+#[sqlx::test(migrator = "marketplace::MIGRATOR")]
+#[ignore = "fault test with real processes under load: run with --ignored"]
+async fn one_of_two_apis_on_postgres_killed_mid_load_on_the_durable_bus_loses_no_200(
+    pool: sqlx::PgPool,
+) {
+    let _serial = harness::SERIAL.lock().await;
+    kill_the_api_mid_load(CrashDb::postgres(pool), 2)
+        .await
+        .assert_every_200_applied();
+}
 
 #[sqlx::test(migrator = "marketplace::MIGRATOR")]
 #[ignore = "stops the local RabbitMQ broker: run with --ignored"]

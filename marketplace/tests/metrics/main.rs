@@ -251,6 +251,11 @@ async fn on_the_in_memory_async_bus(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "marketplace::MIGRATOR")]
+async fn on_the_durable_bus(pool: PgPool) {
+    run(TestDb::Postgres(pool), BusKind::Durable).await
+}
+
+#[sqlx::test(migrator = "marketplace::MIGRATOR")]
 async fn on_rabbitmq(pool: PgPool) {
     run(TestDb::Postgres(pool), BusKind::Rabbitmq).await
 }
@@ -333,4 +338,9 @@ async fn a_saturated_pool_shows_its_waits(pool: PgPool) {
     .await;
     drop(taken);
     app.shutdown().await;
+}
+
+#[tokio::test]
+async fn on_sqlite_with_the_durable_bus() {
+    run(TestDb::sqlite().await, BusKind::Durable).await
 }

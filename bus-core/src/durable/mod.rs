@@ -1,0 +1,753 @@
+//! A bus whose queue is a table of the application's own database
+//! (features `postgres`, `sqlite`): a command accepted is a committed row,
+//! so a crash loses nothing that was accepted, without a broker.
+//!
+//! # The queue table
+//!
+//! `bus_messages` holds one row per message *and handler*: a command is one
+//! row for its one handler; an event is fanned out when it is published, one
+//! row per subscriber (column `subscriber`), so each subscriber is retried
+//! and dead-lettered on its own, as on the other buses. Add the backend's
+//! `SCHEMA` ([`postgres::SCHEMA`], [`sqlite::SCHEMA`]) to your migrations,
+//! beside the outbox's and the dead letters'.
+//!
+//! # Sending
+//!
+//! [`CommandBus::send_envelope`] and [`EventBus::publish_envelope`] return
+//! once the rows are committed. Concurrent sends share one transaction
+//! (group commit): a single writer task takes every send waiting and inserts
+//! them together, so under load one commit (one `fsync` on SQLite) carries
+//! many messages.
+//!
+//! # Consuming
+//!
+//! A consumer task claims a batch of due rows (`not_before` passed), runs
+//! their handlers concurrently (at most `concurrency` at once) through the
+//! shared invocation, settles each result with the one settlement policy
+//! ([`decide`](crate::transport::decide)) and applies the settlements in one
+//! transaction:
+//!
+//! | settlement | the row |
+//! |---|---|
+//! | ack | deleted |
+//! | retry after `d` | `attempt + 1`, `not_before = now + d`, `last_error` kept |
+//! | dead letter | moved to `bus_dead_letters` (the table [`DeadLetterTable`](crate::DeadLetterTable) reads), in the same transaction |
+//! | suspend (infrastructure) | left as it is, attempt not counted; the consumer pauses behind its [`CircuitBreaker`] |
+//!
+//! - **PostgreSQL**: the batch is claimed with `FOR UPDATE SKIP LOCKED` in a
+//!   transaction that stays open while its handlers run, so any number of
+//!   processes consume the same table and each row is run by one of them at
+//!   a time. A process that dies releases its rows at once (PostgreSQL
+//!   rolls its transaction back): another consumer, or the same process
+//!   restarted, takes them. Consumers wake on `LISTEN bus_messages` (each
+//!   send ends with `pg_notify`), with a poll as a safety net.
+//! - **SQLite**: one process owns the file, and its one consumer reads the
+//!   due rows without a lock; it is woken in-process by each send, with a
+//!   poll as a safety net. Run one `DurableBus` per SQLite database.
+//!
+//! # What a handler must do
+//!
+//! The handler commits its own transaction, and the row is deleted after
+//! that, in the consumer's: a crash between the two commits runs the
+//! handler again on restart. Delivery is therefore *at-least-once*; a
+//! handler's effect must be idempotent (by the message id, or by a
+//! client-chosen entity id as the marketplace's are), exactly as on the
+//! other buses. Events a handler raises go through the transactional
+//! [`outbox`](crate::outbox) of the same database, whose relay publishes
+//! them on this bus: into the same table.
+//!
+//! # Shutting down
+//!
+//! [`DurableBus::shutdown`] stops accepting commands, runs what is due
+//! until the queue has nothing due or the drain timeout passes, and stops
+//! consuming. Nothing is
+//! dead-lettered for a shutdown: what is left (a retry scheduled later)
+//! stays in the table for the next start.
+
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use futures::StreamExt;
+use tokio::{
+    sync::{mpsc, oneshot, watch, Mutex, Notify},
+    task::JoinHandle,
+    time::Instant,
+};
+use uuid::Uuid;
+
+use crate::{
+    bus::BoxFuture, dead_letter::dead_letter, dead_letter_ops::Redelivery, settlement::Settlement,
+    transport::RegisteredHandler, CircuitBreaker, CommandBus, DeadLetterSink, DispatchError,
+    Envelope, EventBus, FailureKind, Handlers, InMemoryDeadLetters, RetryPolicy,
+};
+
+/// Settings of a [`DurableBus`].
+#[derive(Debug, Clone)]
+pub struct DurableBusConfig {
+    /// Rows claimed per batch.
+    pub batch_size: usize,
+    /// Handlers running at once, within a batch.
+    pub concurrency: usize,
+    /// Retries of failing handlers.
+    pub retry: RetryPolicy,
+    /// How often the consumer looks for due rows when nothing woke it
+    /// (rows inserted by another process without a notification, retries
+    /// coming due).
+    pub poll_interval: Duration,
+    /// How long [`DurableBus::shutdown`] keeps running due rows before it
+    /// stops (what is left stays in the table).
+    pub drain_timeout: Duration,
+    /// Messages inserted in one transaction at most (group commit).
+    pub max_group_commit: usize,
+}
+
+impl Default for DurableBusConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 64,
+            concurrency: 16,
+            retry: RetryPolicy::default(),
+            poll_interval: Duration::from_millis(500),
+            drain_timeout: Duration::from_secs(30),
+            max_group_commit: 512,
+        }
+    }
+}
+
+/// A message to insert: an envelope for one handler.
+#[derive(Debug, Clone)]
+pub(crate) struct NewMessage {
+    pub(crate) envelope: Arc<Envelope>,
+    /// `None` for a command's handler, else the subscriber's name.
+    pub(crate) subscriber: Option<String>,
+}
+
+/// A row claimed from the queue.
+#[derive(Debug, Clone)]
+pub(crate) struct QueuedMessage {
+    /// The row's id.
+    pub(crate) row: i64,
+    pub(crate) message_id: Uuid,
+    pub(crate) message_type: String,
+    pub(crate) subscriber: Option<String>,
+    /// Delivery attempt this run is (1-based).
+    pub(crate) attempt: u32,
+    /// The envelope, or the stored text when it cannot be read as one.
+    pub(crate) envelope: Result<Arc<Envelope>, String>,
+}
+
+/// What becomes of a claimed row.
+#[derive(Debug, Clone)]
+pub(crate) enum Outcome {
+    /// Delete it.
+    Ack,
+    /// Run it again as the next attempt after `after`.
+    Retry { after: Duration, error: String },
+    /// Move it to `bus_dead_letters`.
+    DeadLetter { reason: String },
+    /// Leave it as it is (a dependency is down).
+    Keep,
+}
+
+/// A claimed row and what becomes of it.
+#[derive(Debug)]
+pub(crate) struct Settled {
+    pub(crate) message: QueuedMessage,
+    pub(crate) outcome: Outcome,
+}
+
+/// A dead letter as the `bus_dead_letters` row stores it.
+pub(crate) struct DeadLetterRow<'a> {
+    pub(crate) message_id: Uuid,
+    pub(crate) message_type: &'a str,
+    pub(crate) subscriber: Option<&'a str>,
+    pub(crate) reason: &'a str,
+    pub(crate) attempts: u32,
+    /// The envelope's JSON text.
+    pub(crate) envelope: String,
+}
+
+impl<'a> DeadLetterRow<'a> {
+    fn of(message: &'a QueuedMessage, reason: &'a str) -> Self {
+        Self {
+            message_id: message.message_id,
+            message_type: &message.message_type,
+            subscriber: message.subscriber.as_deref(),
+            reason,
+            attempts: message.attempt,
+            envelope: match &message.envelope {
+                Ok(envelope) => {
+                    serde_json::to_string(envelope.as_ref()).unwrap_or_else(|_| "null".to_owned())
+                }
+                Err(raw) => raw.clone(),
+            },
+        }
+    }
+}
+
+/// A batch of claimed rows, and how to settle them.
+pub(crate) type Claim = (Vec<QueuedMessage>, Box<dyn Settle>);
+
+/// Applies the settlements of a claimed batch (and releases the claim).
+pub(crate) trait Settle: Send {
+    /// Deletes, reschedules or dead-letters each row, in one transaction.
+    fn settle(
+        self: Box<Self>,
+        settled: Vec<Settled>,
+    ) -> BoxFuture<'static, Result<(), sqlx::Error>>;
+}
+
+/// The queue table on one database.
+pub(crate) trait Queue: Send + Sync + 'static {
+    /// Inserts `messages` in one transaction and tells consumers.
+    fn insert<'a>(&'a self, messages: &'a [NewMessage]) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+    /// Claims up to `limit` due rows, oldest first.
+    fn claim(&self, limit: usize) -> BoxFuture<'_, Result<Claim, sqlx::Error>>;
+    /// Stores a dead letter for a message never queued (a replay to a
+    /// handler this bus does not have).
+    fn dead_letter<'a>(&'a self, row: DeadLetterRow<'a>) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+    /// Wakes `wake` whenever another process inserted rows (PostgreSQL's
+    /// `LISTEN`), until `stop` flips.
+    fn listen(&self, wake: Arc<Notify>, stop: watch::Receiver<bool>) -> Option<JoinHandle<()>>;
+}
+
+/// A group of sends waiting for their commit.
+struct PendingInsert {
+    messages: Vec<NewMessage>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// A bus whose queue is a table of the application's database: see the
+/// [module documentation](self).
+///
+/// Build it with [`DurableBus::postgres`] or [`DurableBus::sqlite`], then
+/// [`DurableBusBuilder::start`].
+#[derive(Clone)]
+pub struct DurableBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    queue: Arc<dyn Queue>,
+    handlers: Handlers,
+    config: DurableBusConfig,
+    breaker: CircuitBreaker,
+    dead_letters: Arc<dyn DeadLetterSink>,
+    inserts: mpsc::Sender<PendingInsert>,
+    closing: AtomicBool,
+    /// Wakes the consumer: a send committed, or shutdown began.
+    wake: Arc<Notify>,
+    /// Flips once the consumer must stop even with rows due.
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for DurableBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableBus")
+            .field("config", &self.inner.config)
+            .field("breaker", &self.inner.breaker)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Assembles a [`DurableBus`].
+pub struct DurableBusBuilder {
+    queue: Arc<dyn Queue>,
+    handlers: Handlers,
+    config: DurableBusConfig,
+    breaker: CircuitBreaker,
+    dead_letters: Option<Arc<dyn DeadLetterSink>>,
+}
+
+impl std::fmt::Debug for DurableBusBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableBusBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DurableBus {
+    /// A bus on the `bus_messages` table of a PostgreSQL database.
+    #[cfg(feature = "postgres")]
+    pub fn postgres(pool: sqlx::PgPool, handlers: Handlers) -> DurableBusBuilder {
+        DurableBusBuilder::new(Arc::new(postgres::PostgresQueue::new(pool)), handlers)
+    }
+
+    /// A bus on the `bus_messages` table of an SQLite database; `pool`
+    /// should be the application's writing pool (one connection).
+    #[cfg(feature = "sqlite")]
+    pub fn sqlite(pool: sqlx::SqlitePool, handlers: Handlers) -> DurableBusBuilder {
+        DurableBusBuilder::new(Arc::new(sqlite::SqliteQueue::new(pool)), handlers)
+    }
+
+    /// The breaker the consumer pauses behind.
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.inner.breaker
+    }
+
+    /// Why the consumer is paused (a dependency down), or `None`.
+    pub fn paused(&self) -> Option<String> {
+        self.inner.breaker.paused()
+    }
+
+    /// Stops accepting commands ([`DispatchError::ShuttingDown`]), runs
+    /// what is due until nothing is (or the drain timeout passes), then
+    /// stops the consumer. Rows left (retries scheduled later) stay for the
+    /// next start. Events are still accepted afterwards (an outbox relay
+    /// flushing at shutdown): they wait in the table for the next start.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.closing.store(true, Ordering::SeqCst);
+        inner.wake.notify_one();
+        let mut tasks = std::mem::take(&mut *inner.tasks.lock().await);
+        let deadline = Instant::now() + inner.config.drain_timeout;
+        if !tasks.is_empty() {
+            let mut consumer = tasks.remove(0);
+            if tokio::time::timeout_at(deadline, &mut consumer)
+                .await
+                .is_err()
+            {
+                tracing::warn!("drain timeout reached; rows still due stay for the next start");
+                inner.stop.send_replace(true);
+                let _ = consumer.await;
+            }
+        }
+        inner.stop.send_replace(true);
+        for task in tasks {
+            let _ = task.await;
+        }
+        tracing::info!("durable bus stopped");
+    }
+
+    async fn enqueue(&self, messages: Vec<NewMessage>) -> Result<(), DispatchError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let (done, committed) = oneshot::channel();
+        self.inner
+            .inserts
+            .send(PendingInsert { messages, done })
+            .await
+            .map_err(|_| DispatchError::ShuttingDown)?;
+        match committed.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(DispatchError::Unavailable {
+                reason,
+                source: None,
+            }),
+            Err(_) => Err(DispatchError::ShuttingDown),
+        }
+    }
+
+    /// A replayed dead letter goes back to the one handler it names; a
+    /// target this bus does not have is dead-lettered again with why.
+    async fn redeliver(
+        &self,
+        envelope: Envelope,
+        target: Result<Redelivery, String>,
+    ) -> Result<(), DispatchError> {
+        let handlers = &self.inner.handlers;
+        let (subscriber, known, reason) = match &target {
+            Ok(Redelivery::Command) => (
+                None,
+                handlers.command(&envelope.message_type).is_some(),
+                "replayed to a command handler this bus does not have",
+            ),
+            Ok(Redelivery::Subscriber(name)) => (
+                Some(name.clone()),
+                handlers
+                    .subscribers(&envelope.message_type)
+                    .iter()
+                    .any(|s| &s.subscriber == name),
+                "replayed to a subscriber this bus does not have",
+            ),
+            Err(_) => (None, false, "replayed with an unreadable redelivery target"),
+        };
+        if known {
+            tracing::info!(
+                message_id = %envelope.id,
+                message_type = %envelope.message_type,
+                subscriber = subscriber.as_deref().unwrap_or("-"),
+                "replayed dead letter queued"
+            );
+            return self
+                .enqueue(vec![NewMessage {
+                    envelope: Arc::new(envelope),
+                    subscriber,
+                }])
+                .await;
+        }
+        let message = QueuedMessage {
+            row: 0,
+            message_id: envelope.id,
+            message_type: envelope.message_type.clone(),
+            subscriber,
+            attempt: 0,
+            envelope: Ok(Arc::new(envelope)),
+        };
+        self.inner
+            .queue
+            .dead_letter(DeadLetterRow::of(&message, reason))
+            .await
+            .map_err(|error| DispatchError::Unavailable {
+                reason: error.to_string(),
+                source: Some(Box::new(error)),
+            })?;
+        report_dead_letter(&self.inner, &message, reason);
+        Ok(())
+    }
+}
+
+impl DurableBusBuilder {
+    fn new(queue: Arc<dyn Queue>, handlers: Handlers) -> Self {
+        Self {
+            queue,
+            handlers,
+            config: DurableBusConfig::default(),
+            breaker: CircuitBreaker::default(),
+            dead_letters: None,
+        }
+    }
+
+    /// Batch size, concurrency, retries, poll interval, drain timeout
+    /// (default: [`DurableBusConfig::default`]).
+    pub fn config(mut self, config: DurableBusConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Told about every dead letter after the bus moved it to the
+    /// `bus_dead_letters` table itself (default: an
+    /// [`InMemoryDeadLetters`]). Give it an in-memory sink, not a
+    /// [`DatabaseDeadLetters`](crate::DatabaseDeadLetters), which would
+    /// store each a second time.
+    pub fn dead_letters(mut self, sink: Arc<dyn DeadLetterSink>) -> Self {
+        self.dead_letters = Some(sink);
+        self
+    }
+
+    /// The breaker the consumer pauses behind on infrastructure failures;
+    /// give it a probe of the database.
+    pub fn breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// Starts the writer, the consumer and (PostgreSQL) the listener on the
+    /// current tokio runtime.
+    pub fn start(self) -> DurableBus {
+        let mut config = self.config;
+        config.batch_size = config.batch_size.max(1);
+        config.concurrency = config.concurrency.max(1);
+        config.max_group_commit = config.max_group_commit.max(1);
+        let (inserts, pending) = mpsc::channel(config.max_group_commit * 4);
+        let wake = Arc::new(Notify::new());
+        let (stop, stopped) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            queue: self.queue,
+            handlers: self.handlers,
+            config,
+            breaker: self.breaker,
+            dead_letters: self
+                .dead_letters
+                .unwrap_or_else(|| Arc::new(InMemoryDeadLetters::default())),
+            inserts,
+            closing: AtomicBool::new(false),
+            wake: wake.clone(),
+            stop,
+            tasks: Mutex::new(Vec::new()),
+        });
+        // The writer lives as long as the bus: events relayed after a
+        // shutdown are still queued, for the next start.
+        tokio::spawn(write(
+            inner.queue.clone(),
+            pending,
+            wake.clone(),
+            inner.config.max_group_commit,
+        ));
+        let mut tasks = vec![tokio::spawn(consume(inner.clone()))];
+        if let Some(listener) = inner.queue.listen(wake, stopped) {
+            tasks.push(listener);
+        }
+        if let Ok(mut slot) = inner.tasks.try_lock() {
+            *slot = tasks;
+        }
+        DurableBus { inner }
+    }
+}
+
+impl CommandBus for DurableBus {
+    fn send_envelope(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
+        Box::pin(async move {
+            let Some(handler) = self.inner.handlers.command(&envelope.message_type) else {
+                return Err(DispatchError::NoHandler {
+                    message_type: envelope.message_type,
+                });
+            };
+            if self.inner.closing.load(Ordering::SeqCst) {
+                return Err(DispatchError::ShuttingDown);
+            }
+            let message_type = handler.message_type();
+            let sent = self
+                .enqueue(vec![NewMessage {
+                    envelope: Arc::new(envelope),
+                    subscriber: None,
+                }])
+                .await;
+            let outcome = if sent.is_ok() { "sent" } else { "unavailable" };
+            crate::metrics::record_sent(message_type, outcome, None);
+            sent
+        })
+    }
+}
+
+impl EventBus for DurableBus {
+    /// Inserts one row per subscriber of the event; a replayed dead letter
+    /// (header [`REDELIVER_TO`](crate::dead_letter_ops::REDELIVER_TO)) gets
+    /// one row for the one handler it names, as a first attempt.
+    fn publish_envelope(&self, mut envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
+        Box::pin(async move {
+            if let Some(target) = Redelivery::take(&mut envelope) {
+                return self.redeliver(envelope, target).await;
+            }
+            let envelope = Arc::new(envelope);
+            let messages = self
+                .inner
+                .handlers
+                .subscribers(&envelope.message_type)
+                .iter()
+                .map(|subscription| NewMessage {
+                    envelope: envelope.clone(),
+                    subscriber: Some(subscription.subscriber.clone()),
+                })
+                .collect();
+            self.enqueue(messages).await
+        })
+    }
+}
+
+/// The writer: inserts every send waiting in one transaction (group
+/// commit), answers each, wakes the consumer.
+async fn write(
+    queue: Arc<dyn Queue>,
+    mut pending: mpsc::Receiver<PendingInsert>,
+    wake: Arc<Notify>,
+    max_group_commit: usize,
+) {
+    while let Some(first) = pending.recv().await {
+        let mut count = first.messages.len();
+        let mut group = vec![first];
+        while count < max_group_commit {
+            match pending.try_recv() {
+                Ok(next) => {
+                    count += next.messages.len();
+                    group.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let messages: Vec<NewMessage> = group
+            .iter()
+            .flat_map(|insert| insert.messages.iter().cloned())
+            .collect();
+        let result = queue
+            .insert(&messages)
+            .await
+            .map_err(|error| error.to_string());
+        if let Err(error) = &result {
+            tracing::warn!(%error, messages = messages.len(), "cannot queue messages");
+        } else {
+            wake.notify_one();
+        }
+        for insert in group {
+            let _ = insert.done.send(result.clone());
+        }
+    }
+}
+
+/// The consumer: claims due rows in batches, runs and settles them, until
+/// the bus shuts down.
+async fn consume(inner: Arc<Inner>) {
+    let mut stop = inner.stop.subscribe();
+    let mut next_retry: Option<Instant> = None;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        tokio::select! {
+            () = inner.breaker.closed() => {}
+            _ = stop.wait_for(|stop| *stop) => break,
+        }
+        let claimed = inner.queue.claim(inner.config.batch_size).await;
+        let (messages, settle) = match claimed {
+            Ok(claim) => claim,
+            Err(error) => {
+                database_failed(&inner, &error, "cannot claim messages");
+                idle(&inner, &mut stop, None).await;
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            drop(settle);
+            if inner.closing.load(Ordering::SeqCst) {
+                break;
+            }
+            let until = next_retry.take().filter(|at| *at > Instant::now());
+            idle(&inner, &mut stop, until).await;
+            continue;
+        }
+        let settled: Vec<Settled> = futures::stream::iter(messages)
+            .map(|message| run(&inner, message))
+            .buffer_unordered(inner.config.concurrency)
+            .collect()
+            .await;
+        let retry_at = settled
+            .iter()
+            .filter_map(|settled| match &settled.outcome {
+                Outcome::Retry { after, .. } => Some(Instant::now() + *after),
+                _ => None,
+            })
+            .min();
+        next_retry = match (next_retry, retry_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let reports: Vec<_> = settled
+            .iter()
+            .filter_map(|settled| match &settled.outcome {
+                Outcome::DeadLetter { reason } => Some((settled.message.clone(), reason.clone())),
+                _ => None,
+            })
+            .collect();
+        match settle.settle(settled).await {
+            Ok(()) => {
+                for (message, reason) in reports {
+                    report_dead_letter(&inner, &message, &reason);
+                }
+            }
+            Err(error) => database_failed(
+                &inner,
+                &error,
+                "cannot settle a batch; its messages run again",
+            ),
+        }
+    }
+}
+
+/// Sleeps until woken, `until` (a retry coming due) or the poll interval.
+async fn idle(inner: &Inner, stop: &mut watch::Receiver<bool>, until: Option<Instant>) {
+    let poll = Instant::now() + inner.config.poll_interval;
+    let wake_at = until.map_or(poll, |until| until.min(poll));
+    tokio::select! {
+        () = inner.wake.notified() => {}
+        () = tokio::time::sleep_until(wake_at) => {}
+        _ = stop.wait_for(|stop| *stop) => {}
+    }
+}
+
+/// Logs a failed claim or settlement; the database being away pauses the
+/// consumer behind its breaker.
+fn database_failed(inner: &Inner, error: &sqlx::Error, what: &str) {
+    if crate::database_failure_kind(error) == FailureKind::Infrastructure {
+        inner.breaker.trip(&error.to_string());
+    } else {
+        tracing::error!(%error, "{what}");
+    }
+}
+
+/// Runs one claimed row's handler and decides what becomes of the row.
+async fn run(inner: &Inner, message: QueuedMessage) -> Settled {
+    let outcome = match (&message.envelope, handler_of(inner, &message)) {
+        (Err(raw), _) => Outcome::DeadLetter {
+            reason: format!("unreadable envelope: {}", truncate(raw)),
+        },
+        (Ok(_), None) => Outcome::DeadLetter {
+            reason: match &message.subscriber {
+                Some(name) => format!("no subscriber {name} of {}", message.message_type),
+                None => format!("no handler registered for {}", message.message_type),
+            },
+        },
+        (Ok(envelope), Some(handler)) => {
+            let (result, settlement) = handler
+                .invoke_and_decide(envelope.clone(), message.attempt, &inner.config.retry)
+                .await;
+            match settlement {
+                Settlement::Ack => Outcome::Ack,
+                Settlement::Retry { after } => {
+                    let error = result.err().map(|e| e.to_string()).unwrap_or_default();
+                    tracing::warn!(
+                        message_id = %message.message_id,
+                        message_type = %message.message_type,
+                        subscriber = message.subscriber.as_deref().unwrap_or("-"),
+                        attempt = message.attempt,
+                        retry_in_ms = after.as_millis() as u64,
+                        %error,
+                        "handler failed, retrying"
+                    );
+                    Outcome::Retry { after, error }
+                }
+                Settlement::Suspend { reason } => {
+                    tracing::warn!(
+                        message_id = %message.message_id,
+                        message_type = %message.message_type,
+                        attempt = message.attempt,
+                        error = %reason,
+                        "dependency unavailable: message kept, attempt not counted"
+                    );
+                    inner.breaker.trip(&reason);
+                    Outcome::Keep
+                }
+                Settlement::DeadLetter { reason } => Outcome::DeadLetter { reason },
+            }
+        }
+    };
+    Settled { message, outcome }
+}
+
+fn handler_of<'a>(inner: &'a Inner, message: &QueuedMessage) -> Option<&'a RegisteredHandler> {
+    let handlers = &inner.handlers;
+    match &message.subscriber {
+        None => handlers.command(&message.message_type),
+        Some(name) => handlers
+            .subscribers(&message.message_type)
+            .iter()
+            .find(|subscription| &subscription.subscriber == name)
+            .map(|subscription| &subscription.handler),
+    }
+}
+
+/// Logs a dead letter (at `ERROR`, with its payload) and tells the sink.
+fn report_dead_letter(inner: &Inner, message: &QueuedMessage, reason: &str) {
+    match &message.envelope {
+        Ok(envelope) => dead_letter(
+            inner.dead_letters.as_ref(),
+            envelope,
+            message.subscriber.as_deref(),
+            reason,
+            message.attempt,
+        ),
+        Err(raw) => tracing::error!(
+            message_id = %message.message_id,
+            message_type = %message.message_type,
+            error = reason,
+            envelope = %raw,
+            "message dead-lettered"
+        ),
+    }
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(200).collect()
+}

@@ -1,0 +1,241 @@
+//! The queue table on PostgreSQL: any number of processes send and consume.
+//!
+//! A consumer claims a batch with `FOR UPDATE SKIP LOCKED` in a
+//! transaction held open while the batch's handlers run, and settles the
+//! batch in that transaction: two consumers never hold the same row, and a
+//! consumer that dies releases its rows as its connection closes. Each
+//! send is followed by `pg_notify('bus_messages', '')`, which wakes the
+//! consumers `LISTEN`ing on that channel.
+
+use std::sync::Arc;
+
+use sqlx::{postgres::PgListener, PgPool, Postgres, Transaction};
+use tokio::{
+    sync::{watch, Notify},
+    task::JoinHandle,
+};
+use uuid::Uuid;
+
+use super::{Claim, DeadLetterRow, NewMessage, Outcome, Queue, QueuedMessage, Settle, Settled};
+use crate::{BoxFuture, Envelope};
+
+/// DDL of the queue table, for your migrations.
+pub const SCHEMA: &str = "\
+CREATE TABLE IF NOT EXISTS bus_messages (
+    id           BIGSERIAL   PRIMARY KEY,
+    message_id   UUID        NOT NULL,
+    message_type TEXT        NOT NULL,
+    subscriber   TEXT,
+    envelope     JSONB       NOT NULL,
+    attempt      INTEGER     NOT NULL DEFAULT 1,
+    not_before   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    enqueued_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    last_error   TEXT
+);
+CREATE INDEX IF NOT EXISTS bus_messages_due ON bus_messages (not_before);";
+
+/// The channel sends notify and consumers listen on.
+const CHANNEL: &str = "bus_messages";
+
+/// The `bus_messages` table of a PostgreSQL database.
+pub(crate) struct PostgresQueue {
+    pool: PgPool,
+}
+
+impl PostgresQueue {
+    pub(crate) fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+type Row = (i64, Uuid, String, Option<String>, i32, String);
+
+impl Queue for PostgresQueue {
+    fn insert<'a>(&'a self, messages: &'a [NewMessage]) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            let mut ids = Vec::with_capacity(messages.len());
+            let mut types = Vec::with_capacity(messages.len());
+            let mut subscribers = Vec::with_capacity(messages.len());
+            let mut envelopes = Vec::with_capacity(messages.len());
+            for message in messages {
+                ids.push(message.envelope.id);
+                types.push(message.envelope.message_type.clone());
+                subscribers.push(message.subscriber.clone());
+                envelopes.push(
+                    serde_json::to_string(message.envelope.as_ref())
+                        .map_err(|error| sqlx::Error::Encode(Box::new(error)))?,
+                );
+            }
+            sqlx::query(
+                "INSERT INTO bus_messages (message_id, message_type, subscriber, envelope)
+                 SELECT m, t, s, e::jsonb
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS x(m, t, s, e)",
+            )
+            .bind(&ids)
+            .bind(&types)
+            .bind(&subscribers)
+            .bind(&envelopes)
+            .execute(&self.pool)
+            .await?;
+            // After the commit: a consumer woken by it sees the rows.
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(CHANNEL)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn claim(&self, limit: usize) -> BoxFuture<'_, Result<Claim, sqlx::Error>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT id, message_id, message_type, subscriber, attempt, envelope::text
+                 FROM bus_messages
+                 WHERE not_before <= now()
+                 ORDER BY id
+                 LIMIT $1
+                 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&mut *tx)
+            .await?;
+            let messages = rows
+                .into_iter()
+                .map(
+                    |(row, message_id, message_type, subscriber, attempt, envelope)| {
+                        QueuedMessage {
+                            row,
+                            message_id,
+                            message_type,
+                            subscriber,
+                            attempt: u32::try_from(attempt).unwrap_or(1).max(1),
+                            envelope: serde_json::from_str::<Envelope>(&envelope)
+                                .map(Arc::new)
+                                .map_err(|_| envelope),
+                        }
+                    },
+                )
+                .collect();
+            let settle: Box<dyn Settle> = Box::new(PostgresClaim { tx });
+            Ok((messages, settle))
+        })
+    }
+
+    fn dead_letter<'a>(&'a self, row: DeadLetterRow<'a>) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            let mut conn = self.pool.acquire().await?;
+            insert_dead_letter(&mut conn, &row).await
+        })
+    }
+
+    fn listen(&self, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
+        let pool = self.pool.clone();
+        Some(tokio::spawn(async move {
+            let mut listener = None;
+            loop {
+                if listener.is_none() {
+                    match PgListener::connect_with(&pool).await {
+                        Ok(mut connected) => match connected.listen(CHANNEL).await {
+                            Ok(()) => listener = Some(connected),
+                            Err(error) => tracing::debug!(%error, "cannot LISTEN yet"),
+                        },
+                        Err(error) => tracing::debug!(%error, "cannot LISTEN yet"),
+                    }
+                }
+                let Some(connected) = listener.as_mut() else {
+                    // The consumer's poll covers the time without a listener.
+                    tokio::select! {
+                        () = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                        _ = stop.wait_for(|stop| *stop) => break,
+                    }
+                };
+                tokio::select! {
+                    received = connected.recv() => match received {
+                        Ok(_) => wake.notify_one(),
+                        Err(error) => {
+                            tracing::debug!(%error, "LISTEN connection lost; reconnecting");
+                            listener = None;
+                        }
+                    },
+                    _ = stop.wait_for(|stop| *stop) => break,
+                }
+            }
+        }))
+    }
+}
+
+/// A claimed batch: its rows stay locked until [`Settle::settle`] commits.
+struct PostgresClaim {
+    tx: Transaction<'static, Postgres>,
+}
+
+impl Settle for PostgresClaim {
+    fn settle(
+        self: Box<Self>,
+        settled: Vec<Settled>,
+    ) -> BoxFuture<'static, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            let mut tx = self.tx;
+            let acked: Vec<i64> = settled
+                .iter()
+                .filter(|settled| matches!(settled.outcome, Outcome::Ack))
+                .map(|settled| settled.message.row)
+                .collect();
+            if !acked.is_empty() {
+                sqlx::query("DELETE FROM bus_messages WHERE id = ANY($1)")
+                    .bind(&acked)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for Settled { message, outcome } in &settled {
+                match outcome {
+                    Outcome::Ack | Outcome::Keep => {}
+                    Outcome::Retry { after, error } => {
+                        sqlx::query(
+                            "UPDATE bus_messages
+                             SET attempt = attempt + 1,
+                                 not_before = now() + $2 * interval '1 millisecond',
+                                 last_error = $3
+                             WHERE id = $1",
+                        )
+                        .bind(message.row)
+                        .bind(after.as_millis() as f64)
+                        .bind(error)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    Outcome::DeadLetter { reason } => {
+                        sqlx::query("DELETE FROM bus_messages WHERE id = $1")
+                            .bind(message.row)
+                            .execute(&mut *tx)
+                            .await?;
+                        insert_dead_letter(&mut tx, &DeadLetterRow::of(message, reason)).await?;
+                    }
+                }
+            }
+            tx.commit().await
+        })
+    }
+}
+
+async fn insert_dead_letter(
+    conn: &mut sqlx::PgConnection,
+    row: &DeadLetterRow<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO bus_dead_letters
+         (id, message_id, message_type, subscriber, reason, attempts, envelope, dead_lettered_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, now())",
+    )
+    .bind(Uuid::new_v4())
+    .bind(row.message_id)
+    .bind(row.message_type)
+    .bind(row.subscriber)
+    .bind(row.reason)
+    .bind(i32::try_from(row.attempts).unwrap_or(i32::MAX))
+    .bind(&row.envelope)
+    .execute(conn)
+    .await
+    .map(drop)
+}

@@ -1,0 +1,203 @@
+//! The queue table on SQLite, for the one process that owns the file.
+//!
+//! SQLite has a single writer and the marketplace's handlers write through
+//! it, so no transaction is held while handlers run: the one consumer of
+//! the process reads due rows, runs them, then settles them in one short
+//! transaction. Nothing else consumes the file, so no claim needs to be
+//! recorded, and rows left by a process that died are simply read again by
+//! the next one. `not_before` is in milliseconds since the Unix epoch.
+
+use std::sync::Arc;
+
+use sqlx::SqlitePool;
+use tokio::{
+    sync::{watch, Notify},
+    task::JoinHandle,
+};
+use uuid::Uuid;
+
+use super::{Claim, DeadLetterRow, NewMessage, Outcome, Queue, QueuedMessage, Settle, Settled};
+use crate::{BoxFuture, Envelope};
+
+/// DDL of the queue table, for your migrations.
+pub const SCHEMA: &str = "\
+CREATE TABLE IF NOT EXISTS bus_messages (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id   TEXT    NOT NULL,
+    message_type TEXT    NOT NULL,
+    subscriber   TEXT,
+    envelope     TEXT    NOT NULL,
+    attempt      INTEGER NOT NULL DEFAULT 1,
+    not_before   INTEGER NOT NULL,
+    enqueued_at  TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    last_error   TEXT
+);
+CREATE INDEX IF NOT EXISTS bus_messages_due ON bus_messages (not_before);";
+
+/// The `bus_messages` table of an SQLite database.
+pub(crate) struct SqliteQueue {
+    pool: SqlitePool,
+}
+
+impl SqliteQueue {
+    pub(crate) fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+}
+
+fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+type Row = (i64, String, String, Option<String>, i64, String);
+
+impl Queue for SqliteQueue {
+    fn insert<'a>(&'a self, messages: &'a [NewMessage]) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            let now = now_millis();
+            let mut tx = self.pool.begin().await?;
+            for message in messages {
+                let envelope = serde_json::to_string(message.envelope.as_ref())
+                    .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+                sqlx::query(
+                    "INSERT INTO bus_messages (message_id, message_type, subscriber, envelope, not_before)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .bind(message.envelope.id.to_string())
+                .bind(&message.envelope.message_type)
+                .bind(&message.subscriber)
+                .bind(envelope)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        })
+    }
+
+    fn claim(&self, limit: usize) -> BoxFuture<'_, Result<Claim, sqlx::Error>> {
+        Box::pin(async move {
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT id, message_id, message_type, subscriber, attempt, envelope
+                 FROM bus_messages
+                 WHERE not_before <= ?1
+                 ORDER BY id
+                 LIMIT ?2",
+            )
+            .bind(now_millis())
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
+            let messages = rows
+                .into_iter()
+                .map(
+                    |(row, message_id, message_type, subscriber, attempt, envelope)| {
+                        QueuedMessage {
+                            row,
+                            message_id: Uuid::parse_str(&message_id).unwrap_or_default(),
+                            message_type,
+                            subscriber,
+                            attempt: u32::try_from(attempt).unwrap_or(1).max(1),
+                            envelope: serde_json::from_str::<Envelope>(&envelope)
+                                .map(Arc::new)
+                                .map_err(|_| envelope),
+                        }
+                    },
+                )
+                .collect();
+            let settle: Box<dyn Settle> = Box::new(SqliteClaim {
+                pool: self.pool.clone(),
+            });
+            Ok((messages, settle))
+        })
+    }
+
+    fn dead_letter<'a>(&'a self, row: DeadLetterRow<'a>) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            let mut conn = self.pool.acquire().await?;
+            insert_dead_letter(&mut conn, &row).await
+        })
+    }
+
+    fn listen(&self, _wake: Arc<Notify>, _stop: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
+        // Every send is made by this process, which wakes its consumer.
+        None
+    }
+}
+
+/// A batch read for settling; nothing is locked meanwhile.
+struct SqliteClaim {
+    pool: SqlitePool,
+}
+
+impl Settle for SqliteClaim {
+    fn settle(
+        self: Box<Self>,
+        settled: Vec<Settled>,
+    ) -> BoxFuture<'static, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            if settled
+                .iter()
+                .all(|settled| matches!(settled.outcome, Outcome::Keep))
+            {
+                return Ok(());
+            }
+            let mut tx = self.pool.begin().await?;
+            for Settled { message, outcome } in &settled {
+                match outcome {
+                    Outcome::Keep => {}
+                    Outcome::Ack => {
+                        sqlx::query("DELETE FROM bus_messages WHERE id = ?1")
+                            .bind(message.row)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    Outcome::Retry { after, error } => {
+                        let not_before = now_millis()
+                            .saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX));
+                        sqlx::query(
+                            "UPDATE bus_messages
+                             SET attempt = attempt + 1, not_before = ?2, last_error = ?3
+                             WHERE id = ?1",
+                        )
+                        .bind(message.row)
+                        .bind(not_before)
+                        .bind(error)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    Outcome::DeadLetter { reason } => {
+                        sqlx::query("DELETE FROM bus_messages WHERE id = ?1")
+                            .bind(message.row)
+                            .execute(&mut *tx)
+                            .await?;
+                        insert_dead_letter(&mut tx, &DeadLetterRow::of(message, reason)).await?;
+                    }
+                }
+            }
+            tx.commit().await
+        })
+    }
+}
+
+async fn insert_dead_letter(
+    conn: &mut sqlx::SqliteConnection,
+    row: &DeadLetterRow<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO bus_dead_letters
+         (id, message_id, message_type, subscriber, reason, attempts, envelope, dead_lettered_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .bind(Uuid::new_v4().to_string())
+    .bind(row.message_id.to_string())
+    .bind(row.message_type)
+    .bind(row.subscriber)
+    .bind(row.reason)
+    .bind(i64::from(row.attempts))
+    .bind(&row.envelope)
+    .bind(chrono::Utc::now().to_rfc3339())
+    .execute(conn)
+    .await
+    .map(drop)
+}
