@@ -33,6 +33,7 @@ pub mod sqlite;
 pub use database::{Database, OutboxBacklog, RABBITMQ_NEEDS_POSTGRES};
 pub use error::StoreError;
 pub use repositories::{
-    BookRepository, ConfirmedEvent, OfferRepository, OrderRepository, Repositories, UserRepository,
+    BookRepository, BookSave, ConfirmedEvent, OfferRepository, OrderRepository, Repositories,
+    UserRepository,
 };
 pub use sqlite::SqliteStore;
