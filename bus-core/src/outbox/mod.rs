@@ -7,7 +7,11 @@
 //! react to a change that never happened. Instead the handler *stages* each
 //! event in the same transaction as its changes ([`postgres::stage`],
 //! [`sqlite::stage`]), and an [`OutboxRelay`] publishes committed events to
-//! an [`EventBus`] and deletes them once the bus accepted them.
+//! an [`EventBus`] and deletes them once the bus accepted them: a batch of
+//! staged events is published at once ([`EventBus::publish_batch`]; on
+//! RabbitMQ with pipelined confirms) and the published ones are deleted in
+//! one statement (`DELETE … WHERE position = ANY($1)` on PostgreSQL, an `IN`
+//! over a JSON array on SQLite).
 //!
 //! On PostgreSQL the relay locks rows with `FOR UPDATE SKIP LOCKED`, so every
 //! worker replica can run one: each batch is taken by exactly one relay at a
@@ -45,14 +49,14 @@ pub trait OutboxStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<usize, sqlx::Error>>;
 }
 
-/// Publishes every `(position, envelope)` concurrently and returns the
-/// positions the bus accepted; refusals are logged and left out.
+/// Publishes every `(position, envelope)` as one batch
+/// ([`EventBus::publish_batch`]: on RabbitMQ, all sent on one channel, then
+/// every confirm awaited) and returns the positions the bus accepted;
+/// refusals are logged and left out.
 pub async fn publish_each(bus: &dyn EventBus, rows: &[(i64, Envelope)]) -> Vec<i64> {
-    let results = futures::future::join_all(
-        rows.iter()
-            .map(|(_, envelope)| bus.publish_envelope(envelope.clone())),
-    )
-    .await;
+    let results = bus
+        .publish_batch(rows.iter().map(|(_, envelope)| envelope.clone()).collect())
+        .await;
     let mut published = Vec::with_capacity(rows.len());
     for ((position, envelope), result) in rows.iter().zip(results) {
         match result {
@@ -71,7 +75,8 @@ pub async fn publish_each(bus: &dyn EventBus, rows: &[(i64, Envelope)]) -> Vec<i
 /// Settings of an [`OutboxRelay`].
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    /// Events taken (and published concurrently) per transaction.
+    /// Events taken per transaction, published as one batch
+    /// ([`EventBus::publish_batch`]) and deleted in one statement.
     pub batch_size: usize,
     /// How often to look for events when nobody woke the relay (events
     /// staged by another process, or left by one that died).
