@@ -857,6 +857,57 @@ mod batches {
     }
 
     #[sqlx::test]
+    async fn a_shutdown_while_a_batch_is_being_collected_gives_its_deliveries_back(pool: PgPool) {
+        let handler = setup(&pool).await;
+        let config = config();
+        let handlers = |size| {
+            Handlers::builder()
+                .command_batch::<DoThing, _>(
+                    handler.clone(),
+                    BatchConfig::new(size, Duration::from_secs(60)),
+                )
+                .build()
+                .unwrap()
+        };
+        let worker = RabbitWorker::new(&handlers(50), config.clone()).unwrap();
+        let topology = worker.topology().clone();
+        let publisher = RabbitPublisher::connect(&config, topology.clone())
+            .await
+            .unwrap();
+        for n in 1..=3 {
+            publisher.send(&DoThing { n }).await.unwrap();
+        }
+        let running = RunningWorker::start(worker);
+        let (connection, channel) = channel().await;
+        let queue = topology.naming().command_queue("test.DoThing");
+        // Delivered to the worker, which waits for 47 more or the linger.
+        eventually(Duration::from_secs(10), || async {
+            (message_count(&channel, &queue).await == 0).then_some(())
+        })
+        .await
+        .expect("the worker took the three deliveries");
+
+        running.stop().await;
+        assert!(handler.calls.list().is_empty(), "the batch never started");
+        assert_eq!(applied(&pool).await, [] as [i32; 0]);
+        assert_eq!(message_count(&channel, &queue).await, 3, "all given back");
+
+        // The next worker applies them.
+        let running = RunningWorker::start(RabbitWorker::new(&handlers(3), config).unwrap());
+        eventually(Duration::from_secs(10), || async {
+            (applied(&pool).await.len() == 3).then_some(())
+        })
+        .await
+        .expect("applied by the next worker");
+        running.stop().await;
+        assert_eq!(applied(&pool).await, [1, 2, 3]);
+        assert_eq!(leftover_messages(&channel, &topology).await, []);
+        publisher.close();
+        let _ = connection.close(200, "OK".into()).await;
+        cleanup(&topology).await;
+    }
+
+    #[sqlx::test]
     async fn a_batch_larger_than_the_prefetch_is_refused_at_start(pool: PgPool) {
         let handler = setup(&pool).await;
         let mut config = config();

@@ -65,16 +65,19 @@ pub(super) async fn consume_queue(
         };
         // A batch handler: keep taking deliveries until the batch is full or
         // its linger has passed since the first. A shutdown or a pause
-        // meanwhile ends the collection; what was collected still runs.
+        // meanwhile stops the collection before the batch started: its
+        // deliveries go back to the broker, like every prefetched delivery
+        // not yet started.
         let mut batch = vec![delivery];
         let mut failed = None;
+        let mut interrupted = None;
         if let Some(config) = batching {
             let deadline = Instant::now() + config.linger;
             while batch.len() < config.max_messages {
                 let next = tokio::select! {
                     biased;
-                    () = cancel.cancelled() => break,
-                    () = control.until_paused(&queue) => break,
+                    () = cancel.cancelled() => { interrupted = Some(Stopped::Cancelled); break }
+                    () = control.until_paused(&queue) => { interrupted = Some(Stopped::Paused); break }
                     () = tokio::time::sleep_until(deadline) => break,
                     next = consumer.next() => next,
                 };
@@ -90,6 +93,11 @@ pub(super) async fn consume_queue(
                     }
                 }
             }
+        }
+        if let Some(stopped) = interrupted {
+            release_all(&batch).await;
+            paused = matches!(stopped, Stopped::Paused);
+            break;
         }
         let permit = tokio::select! {
             biased;

@@ -70,8 +70,9 @@ mod settle;
 /// alone; an infrastructure failure holds the whole batch. Each delivery is
 /// acknowledged on its own (no `multiple` ack: other batches of the same
 /// channel may still be running). A shutdown or a pause while a batch is
-/// being collected runs what was collected; one that finds no free slot
-/// gives the collected deliveries back to the broker (`nack`, requeue).
+/// being collected (or waits for a free slot) stops it before it started:
+/// its deliveries are given back to the broker (`nack`, requeue), like
+/// every prefetched delivery not yet started.
 ///
 /// If a retry or dead-letter publish fails, the delivery is rejected with
 /// `requeue`: it comes back, nothing is lost. A handler may therefore see a
