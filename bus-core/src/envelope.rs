@@ -1,4 +1,14 @@
 //! The transport-neutral message envelope.
+//!
+//! Its [`TRACEPARENT`] header names the span the message was sent from: an
+//! HTTP request's span for a command an API sends
+//! ([`Envelope::with_trace_context`]), the handler's span for an event a
+//! handler raises ([`MessageContext::event_envelope`]). So every message
+//! of one request shares its trace id, and each one's handling (a span of
+//! its own, [`MessageContext::trace`]) is a child of the span that sent it.
+//!
+//! [`MessageContext::event_envelope`]: crate::MessageContext::event_envelope
+//! [`MessageContext::trace`]: crate::MessageContext::trace
 
 use std::collections::BTreeMap;
 
@@ -95,10 +105,20 @@ impl Envelope {
         self
     }
 
-    /// Continues an incoming trace (e.g. an HTTP `traceparent` header).
+    /// Continues an incoming trace (e.g. an HTTP `traceparent` header): the
+    /// same trace id, a new span id.
     pub fn with_trace_parent(mut self, parent: &TraceContext) -> Self {
         self.headers
             .insert(TRACEPARENT.to_owned(), parent.child().to_string());
+        self
+    }
+
+    /// Sets the `traceparent` to `context` as it is: the span this message
+    /// is sent from (e.g. the HTTP request's span, or the handler's span
+    /// that raised an event).
+    pub fn with_trace_context(mut self, context: &TraceContext) -> Self {
+        self.headers
+            .insert(TRACEPARENT.to_owned(), context.to_string());
         self
     }
 
@@ -155,6 +175,11 @@ impl TraceContext {
     /// The trace id as 32 lowercase hex digits.
     pub fn trace_id_hex(&self) -> String {
         format!("{:032x}", self.trace_id)
+    }
+
+    /// The span id as 16 lowercase hex digits.
+    pub fn span_id_hex(&self) -> String {
+        format!("{:016x}", self.span_id)
     }
 }
 

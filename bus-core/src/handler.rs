@@ -2,7 +2,10 @@
 
 use std::{future::Future, marker::PhantomData, sync::Arc};
 
-use crate::{batch::BatchSlot, error::QueryError, Command, Envelope, Event, HandlerError, Query};
+use crate::{
+    batch::BatchSlot, error::QueryError, Command, Envelope, Event, HandlerError, Query,
+    TraceContext,
+};
 
 /// What a handler knows about the message it is handling besides its payload.
 #[derive(Debug, Clone)]
@@ -10,18 +13,26 @@ pub struct MessageContext {
     envelope: Arc<Envelope>,
     attempt: u32,
     max_attempts: u32,
+    trace: TraceContext,
     /// Set while the message runs as part of a batch: where its chain hands
     /// the decoded message to the batch.
     batch: Option<BatchSlot>,
 }
 
 impl MessageContext {
-    /// Context for `envelope` on delivery attempt `attempt` (1-based) of `max_attempts`.
+    /// Context for `envelope` on delivery attempt `attempt` (1-based) of
+    /// `max_attempts`, handled in a new span of the envelope's trace (a new
+    /// trace if the envelope carries none).
     pub fn new(envelope: Arc<Envelope>, attempt: u32, max_attempts: u32) -> Self {
+        let trace = envelope
+            .trace_context()
+            .map(|parent| parent.child())
+            .unwrap_or_else(TraceContext::new_root);
         Self {
             envelope,
             attempt: attempt.max(1),
             max_attempts: max_attempts.max(1),
+            trace,
             batch: None,
         }
     }
@@ -44,6 +55,21 @@ impl MessageContext {
             envelope,
             ..self.clone()
         }
+    }
+
+    /// The same context, handled in the span `trace` (e.g. the one a bus
+    /// already opened for this delivery).
+    pub fn with_trace(mut self, trace: TraceContext) -> Self {
+        self.trace = trace;
+        self
+    }
+
+    /// The trace context of the handler's span: the envelope's trace id and
+    /// this handling's own span id (its parent is the envelope's
+    /// `traceparent`). Events raised with [`MessageContext::event_envelope`]
+    /// name this span as their parent.
+    pub fn trace(&self) -> TraceContext {
+        self.trace
     }
 
     /// The envelope being handled (id, type, headers...).
@@ -74,9 +100,14 @@ impl MessageContext {
     }
 
     /// Wraps an event raised by this handler in an envelope that carries the
-    /// trace and correlation of the message being handled.
+    /// trace and correlation of the message being handled: same trace id and
+    /// correlation id, the handled message as causation, and this handler's
+    /// span ([`MessageContext::trace`]) as the `traceparent`, so the event's
+    /// subscribers are children of this handling in the trace.
     pub fn event_envelope<E: Event>(&self, event: &E) -> Result<Envelope, crate::EncodeError> {
-        Ok(Envelope::new(event)?.caused_by(&self.envelope))
+        Ok(Envelope::new(event)?
+            .caused_by(&self.envelope)
+            .with_trace_context(&self.trace))
     }
 }
 
@@ -179,5 +210,32 @@ where
         context: MessageContext,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send {
         (self.f)(event, context)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Message, TraceContext};
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Raised;
+    impl Message for Raised {
+        const NAME: &'static str = "test.Raised";
+    }
+    impl Event for Raised {}
+
+    #[test]
+    fn a_raised_event_is_sent_from_the_handler_span_of_the_same_trace() {
+        let request = TraceContext::new_root();
+        let command = Envelope::new(&Raised).unwrap().with_trace_context(&request);
+        let context = MessageContext::new(Arc::new(command), 1, 1);
+        let handling = context.trace();
+        assert_eq!(handling.trace_id, request.trace_id);
+        assert_ne!(handling.span_id, request.span_id);
+
+        let event = context.event_envelope(&Raised).unwrap();
+        let sent_from = event.trace_context().unwrap();
+        assert_eq!(sent_from, handling);
     }
 }

@@ -87,6 +87,12 @@ impl RegisteredHandler {
     /// `max_attempts`, inside a `handle` span; a panic is returned as
     /// [`HandlerError::Panicked`]. Pass the result to
     /// [`decide`](crate::transport::decide).
+    ///
+    /// The span carries the envelope's `trace_id`, the handling's own
+    /// `span_id` and the envelope's span as `parent_span_id` (see
+    /// [`MessageContext::trace`]), so every line logged inside the handler
+    /// (its SQL errors included) names the trace of the request that sent
+    /// the message.
     pub async fn invoke(
         &self,
         envelope: Arc<Envelope>,
@@ -102,12 +108,18 @@ impl RegisteredHandler {
     /// a batch, the batch the context belongs to), the success hook.
     pub(crate) async fn run_chain(&self, context: MessageContext) -> Result<(), HandlerError> {
         let envelope = context.envelope_arc();
+        let trace = context.trace();
         let span = tracing::info_span!(
             "handle",
             message_id = %envelope.id,
             message_type = %envelope.message_type,
             attempt = context.attempt(),
             subscriber = self.subscriber.as_deref().unwrap_or("-"),
+            trace_id = %trace.trace_id_hex(),
+            span_id = %trace.span_id_hex(),
+            parent_span_id = envelope
+                .trace_context()
+                .map(|parent| tracing::field::display(parent.span_id_hex())),
         );
         let chain = Next::new(&self.middleware, &*self.endpoint).run(context);
         let result = AssertUnwindSafe(chain)
@@ -119,14 +131,15 @@ impl RegisteredHandler {
                     message: panic_message(panic.as_ref()),
                 })
             });
-        match &result {
+        span.in_scope(|| match &result {
             Ok(()) => {
+                tracing::debug!("message handled");
                 if let Some(hook) = &self.on_success {
                     hook(&envelope);
                 }
             }
-            Err(error) => span.in_scope(|| tracing::debug!(%error, "handler failed")),
-        }
+            Err(error) => tracing::debug!(%error, "handler failed"),
+        });
         result
     }
 
@@ -220,6 +233,7 @@ fn upcast(
     let mut upgraded = envelope.clone();
     upgraded.payload = serde_json::value::to_raw_value(&payload).map_err(decode_error)?;
     upgraded.version = current;
+    // The same context (attempt, trace, batch) for the upgraded envelope.
     Ok(context.with_envelope(Arc::new(upgraded)))
 }
 

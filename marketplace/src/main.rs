@@ -9,10 +9,12 @@ use marketplace::{
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {
+    // Flushes the span exporter (if any) when dropped, an early return
+    // included.
+    let telemetry = match cli.command {
         Some(Command::DeadLetters(_)) => telemetry::init_on_stderr(cli.log_format),
         _ => telemetry::init(cli.log_format),
-    }
+    };
     let command = match cli.command {
         Some(command) => command,
         None => Command::Serve(ServeConfig::from_args(std::iter::empty::<String>())?),
@@ -50,5 +52,6 @@ async fn main() -> anyhow::Result<()> {
             println!("{token}");
         }
     }
+    telemetry.shutdown();
     Ok(())
 }

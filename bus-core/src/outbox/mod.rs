@@ -32,6 +32,7 @@ pub use postgres::{stage, SCHEMA};
 use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use crate::{BoxFuture, Envelope, EventBus};
 
@@ -53,20 +54,33 @@ pub trait OutboxStore: Send + Sync + 'static {
 /// ([`EventBus::publish_batch`]: on RabbitMQ, all sent on one channel, then
 /// every confirm awaited) and returns the positions the bus accepted;
 /// refusals are logged and left out.
+///
+/// Each event's outcome is logged in a `publish` span carrying the event's
+/// `trace_id` (and its `traceparent` span as `parent_span_id`), so the
+/// relay's lines belong to the trace of the request whose handler staged
+/// the event.
 pub async fn publish_each(bus: &dyn EventBus, rows: &[(i64, Envelope)]) -> Vec<i64> {
     let results = bus
         .publish_batch(rows.iter().map(|(_, envelope)| envelope.clone()).collect())
+        .instrument(tracing::info_span!("publish_batch", size = rows.len()))
         .await;
     let mut published = Vec::with_capacity(rows.len());
     for ((position, envelope), result) in rows.iter().zip(results) {
+        let trace = envelope.trace_context();
+        let span = tracing::info_span!(
+            "publish",
+            message_id = %envelope.id,
+            message_type = %envelope.message_type,
+            trace_id = trace.map(|trace| tracing::field::display(trace.trace_id_hex())),
+            parent_span_id = trace.map(|trace| tracing::field::display(trace.span_id_hex())),
+        );
+        let _entered = span.enter();
         match result {
-            Ok(()) => published.push(*position),
-            Err(error) => tracing::warn!(
-                message_id = %envelope.id,
-                message_type = %envelope.message_type,
-                %error,
-                "outbox event not published yet; will retry"
-            ),
+            Ok(()) => {
+                tracing::debug!("outbox event published");
+                published.push(*position);
+            }
+            Err(error) => tracing::warn!(%error, "outbox event not published yet; will retry"),
         }
     }
     published

@@ -7,6 +7,9 @@
 //! | `POST /admin/queues/{queue}/pause` | records the queue as paused and stops its consumer here |
 //! | `POST /admin/queues/{queue}/resume` | records it as running and consumes it again here |
 //!
+//! While the database does not answer, every route is `503` (problem+json,
+//! a fixed detail) and nothing changes.
+//!
 //! `{queue}` is the queue's name as the topology declares it (with the
 //! namespace, e.g. `marketplace.command.CreateOrder`); a queue this worker
 //! does not consume is `404`. Every route needs `Authorization: Bearer
@@ -180,8 +183,10 @@ fn known(
     }
 }
 
+/// The paused set lives in the database: its failure is the database's,
+/// answered `503` with a fixed detail (the cause is logged, never sent).
 fn unavailable(error: PausedQueuesError) -> ApiError {
-    ApiError::Unavailable(error.to_string())
+    ApiError::DatabaseUnavailable(error.to_string())
 }
 
 /// Applies the recorded paused set to `control` every `interval` until

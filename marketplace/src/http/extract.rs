@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 use validator::Validate;
 
-use super::error::ApiError;
+use super::{edge::RequestTrace, error::ApiError};
 
 /// A JSON body, deserialized (`400`/`413`/`415` on failure) then validated
 /// (`422` on failure).
@@ -63,8 +63,9 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
     }
 }
 
-/// The caller's W3C `traceparent` header, when present and well formed, so
-/// the commands a request dispatches continue the caller's trace.
+/// The request's trace context ([`RequestTrace`]): a child of the caller's
+/// W3C `traceparent` when it sent a well-formed one, else a new trace, so
+/// the commands a request dispatches continue the request's trace.
 #[derive(Debug, Clone, Copy)]
 pub struct TraceParent(pub Option<TraceContext>);
 
@@ -72,11 +73,10 @@ impl<S: Send + Sync> FromRequestParts<S> for TraceParent {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let parent = parts
-            .headers
-            .get("traceparent")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.parse().ok());
-        Ok(Self(parent))
+        let trace = match parts.extensions.get::<RequestTrace>() {
+            Some(trace) => *trace,
+            None => RequestTrace::of(&parts.headers),
+        };
+        Ok(Self(Some(trace.context)))
     }
 }

@@ -28,8 +28,25 @@ pub const ACTIVE_REQUESTS: &str = "http_server_active_requests";
 pub const OUTBOX_BACKLOG: &str = "marketplace_outbox_backlog_rows";
 /// Gauge (seconds): age of the oldest outbox row not yet relayed.
 pub const OUTBOX_OLDEST_AGE: &str = "marketplace_outbox_oldest_age_seconds";
-/// Gauge: connections open in a database pool, by `db_client_connection_pool_name`.
-pub const POOL_SIZE: &str = "db_client_connections_usage";
+/// Gauge: connections open in a database pool, by
+/// `db_client_connection_pool_name` and `db_client_connection_state`
+/// (`idle`, `used`). OpenTelemetry now calls it `db.client.connection.count`,
+/// but a Prometheus name ending in `_count` is a histogram's (promtool
+/// refuses it on a gauge): this keeps the convention's previous name.
+pub const POOL_CONNECTIONS: &str = "db_client_connections_usage";
+/// Gauge: the most connections a pool opens, by `db_client_connection_pool_name`.
+pub const POOL_MAX: &str = "db_client_connection_max";
+/// Histogram (seconds): how long a probe waited for a connection of a
+/// saturated pool, by `db_client_connection_pool_name` (see
+/// `startup::metrics`: one sample per pool every few seconds).
+pub const POOL_WAIT: &str = "db_client_connection_wait_time_seconds";
+/// Counter: queries and commands of the store that gave up waiting for a
+/// pooled connection (the pool's acquire timeout).
+pub use crate::store::POOL_TIMEOUTS;
+/// Gauge: 1 while a worker's consumer of a queue is paused, by
+/// `messaging_destination_name` (the queue) and `reason` (`operator`: the
+/// admin API; `breaker`: every consumer waits for the database).
+pub const CONSUMER_PAUSED: &str = "marketplace_consumer_paused";
 /// Gauge: messages ready in a RabbitMQ queue, by `messaging_destination_name`
 /// (the queue) and `queue_kind` (`command`, `event`, `dead_letter`).
 pub const QUEUE_DEPTH: &str = "marketplace_queue_messages";
@@ -75,6 +92,8 @@ pub fn handle() -> &'static PrometheusHandle {
             tracing::warn!(%error, "metrics: another recorder is installed; /metrics stays empty");
         }
         describe();
+        // Exported as 0 from the start, not only after the first timeout.
+        metrics::counter!(POOL_TIMEOUTS).increment(0);
         handle
     })
 }
@@ -113,8 +132,22 @@ fn describe() {
         "Age of the oldest outbox row not yet relayed."
     );
     describe_gauge!(
-        POOL_SIZE,
+        POOL_CONNECTIONS,
         "Database pool connections, by state (idle, used)."
+    );
+    describe_gauge!(POOL_MAX, "The most connections a database pool opens.");
+    describe_histogram!(
+        POOL_WAIT,
+        Unit::Seconds,
+        "Wait of a probe for a connection of the database pool."
+    );
+    describe_counter!(
+        POOL_TIMEOUTS,
+        "Acquires that gave up waiting for a database connection."
+    );
+    describe_gauge!(
+        CONSUMER_PAUSED,
+        "1 while the consumer of a queue is paused, by reason (operator, breaker)."
     );
     describe_gauge!(QUEUE_DEPTH, "Messages ready in a RabbitMQ queue.");
 }

@@ -64,15 +64,16 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Dispatches `command`, continuing the caller's trace if any.
+    /// Dispatches `command` as sent from the request's span (`trace`), so
+    /// its handling continues the request's trace.
     pub async fn dispatch<C: Command>(
         &self,
         command: &C,
         trace: TraceParent,
     ) -> Result<(), ApiError> {
         let mut envelope = Envelope::new(command).map_err(|e| ApiError::Internal(e.to_string()))?;
-        if let TraceParent(Some(parent)) = trace {
-            envelope = envelope.with_trace_parent(&parent);
+        if let TraceParent(Some(context)) = trace {
+            envelope = envelope.with_trace_context(&context);
         }
         self.commands.send_envelope(envelope).await?;
         Ok(())
@@ -148,6 +149,7 @@ pub fn router(state: AppState, limits: &EdgeLimits) -> Router {
                 ))
                 .layer(PropagateRequestIdLayer::new(request_id::header_name()))
                 .map_request(move |request| client_ip::resolve(&trusted_proxies, request))
+                .map_request(edge::trace::start)
                 // `log_server_errors` logs the 5xx with their cause; shed
                 // and throttled requests are not logged one by one.
                 .layer(

@@ -1,17 +1,19 @@
-//! The gauges sampled in the background: the outbox backlog and the
-//! database pools, every [`SAMPLE_EVERY`], with the recorder's upkeep; the
-//! RabbitMQ queues' depths every [`QUEUES_EVERY`] (workers).
+//! The gauges sampled in the background: the outbox backlog, the database
+//! pools (and a probe of their wait, [`NamedPool::connection_wait`]) and a
+//! worker's paused consumers, every [`SAMPLE_EVERY`], with the recorder's
+//! upkeep; the RabbitMQ queues' depths every [`QUEUES_EVERY`] (workers).
 
 use std::time::Duration;
 
-use bus_rabbitmq::{Naming, RabbitPublisher, Topology};
+use bus_core::CircuitBreaker;
+use bus_rabbitmq::{Naming, RabbitPublisher, Topology, WorkerControl};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     http::metrics::{self as names, handle},
-    store::Database,
+    store::{Database, NamedPool},
 };
 
 /// How often the gauges are sampled.
@@ -68,11 +70,49 @@ impl Queues {
     }
 }
 
-/// Samples `database`'s gauges (and, for a worker, the depths of `queues`)
-/// until `stop` is cancelled.
+/// A worker's consumers: which queues an operator paused, and whether the
+/// breaker paused them all.
+pub struct Consumers {
+    /// The per-queue pauses.
+    pub control: WorkerControl,
+    /// The breaker every consumer waits behind while the database is away.
+    pub breaker: CircuitBreaker,
+}
+
+impl Consumers {
+    fn sample(&self) {
+        let broken = if self.breaker.paused().is_some() {
+            1.0
+        } else {
+            0.0
+        };
+        for state in self.control.queues() {
+            let paused = if state.paused { 1.0 } else { 0.0 };
+            metrics::gauge!(names::CONSUMER_PAUSED,
+                "messaging_destination_name" => state.queue.clone(),
+                "reason" => "operator")
+            .set(paused);
+            metrics::gauge!(names::CONSUMER_PAUSED,
+                "messaging_destination_name" => state.queue,
+                "reason" => "breaker")
+            .set(broken);
+        }
+    }
+}
+
+/// The worker's parts the sampler reads besides the database.
+pub struct WorkerParts {
+    /// The queues whose depths it reports.
+    pub queues: Queues,
+    /// The consumers whose pauses it reports.
+    pub consumers: Consumers,
+}
+
+/// Samples `database`'s gauges (and, for a worker, the depths of its
+/// queues and its paused consumers) until `stop` is cancelled.
 pub fn spawn_sampler(
     database: Database,
-    queues: Option<Queues>,
+    worker: Option<WorkerParts>,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -80,9 +120,18 @@ pub fn spawn_sampler(
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut queues_every = tokio::time::interval(QUEUES_EVERY);
         queues_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (queues, consumers) = match worker {
+            Some(parts) => (Some(parts.queues), Some(parts.consumers)),
+            None => (None, None),
+        };
         loop {
             tokio::select! {
-                _ = every.tick() => sample(&database).await,
+                _ = every.tick() => {
+                    if let Some(consumers) = &consumers {
+                        consumers.sample();
+                    }
+                    sample(&database).await;
+                }
                 _ = queues_every.tick(), if queues.is_some() => {
                     if let Some(queues) = &queues {
                         queues.sample().await;
@@ -96,16 +145,8 @@ pub fn spawn_sampler(
 
 /// One sample of every gauge; the histograms' samples are folded in.
 async fn sample(database: &Database) {
-    for (pool, size, idle) in database.pools() {
-        let idle = idle as f64;
-        metrics::gauge!(names::POOL_SIZE,
-            "db_client_connection_pool_name" => pool,
-            "db_client_connection_state" => "idle")
-        .set(idle);
-        metrics::gauge!(names::POOL_SIZE,
-            "db_client_connection_pool_name" => pool,
-            "db_client_connection_state" => "used")
-        .set((f64::from(size) - idle).max(0.0));
+    for pool in database.pools() {
+        sample_pool(&pool).await;
     }
     match tokio::time::timeout(SAMPLE_TIMEOUT, database.outbox_backlog()).await {
         Ok(Ok(backlog)) => {
@@ -116,4 +157,26 @@ async fn sample(database: &Database) {
         Err(_elapsed) => tracing::debug!("metrics: outbox backlog sample timed out"),
     }
     handle().run_upkeep();
+}
+
+/// A pool's connections by state, its maximum, and a probe of the wait for
+/// a connection.
+async fn sample_pool(pool: &NamedPool) {
+    let name = pool.name();
+    let (size, idle) = pool.connections();
+    let idle = idle as f64;
+    metrics::gauge!(names::POOL_CONNECTIONS,
+        "db_client_connection_pool_name" => name,
+        "db_client_connection_state" => "idle")
+    .set(idle);
+    metrics::gauge!(names::POOL_CONNECTIONS,
+        "db_client_connection_pool_name" => name,
+        "db_client_connection_state" => "used")
+    .set((f64::from(size) - idle).max(0.0));
+    metrics::gauge!(names::POOL_MAX, "db_client_connection_pool_name" => name)
+        .set(f64::from(pool.max_connections()));
+    if let Some(waited) = pool.connection_wait(SAMPLE_TIMEOUT).await {
+        metrics::histogram!(names::POOL_WAIT, "db_client_connection_pool_name" => name)
+            .record(waited.as_secs_f64());
+    }
 }

@@ -155,9 +155,15 @@ impl Worker {
     ) -> anyhow::Result<()> {
         let stop = CancellationToken::new();
         let relay = spawn_relay(self.relay, &stop);
-        let queues = super::metrics::Queues::new(self.publisher.clone(), self.consumer.topology());
+        let parts = super::metrics::WorkerParts {
+            queues: super::metrics::Queues::new(self.publisher.clone(), self.consumer.topology()),
+            consumers: super::metrics::Consumers {
+                control: self.consumer.control().clone(),
+                breaker: self.consumer.breaker().clone(),
+            },
+        };
         let sampler =
-            super::metrics::spawn_sampler(self.database.clone(), Some(queues), stop.clone());
+            super::metrics::spawn_sampler(self.database.clone(), Some(parts), stop.clone());
         let following = tokio::spawn(admin::follow(
             self.paused_queues,
             self.consumer.control().clone(),

@@ -1,11 +1,72 @@
 //! The database the marketplace runs on: which one, connected and migrated.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use bus_core::outbox::OutboxStore;
-use sqlx::PgPool;
+use sqlx::{PgPool, SqlitePool};
 
 use super::{postgres, repositories::Repositories, sqlite::SqliteStore};
+
+/// One connection pool of a [`Database`], named for the metrics.
+#[derive(Debug, Clone)]
+pub enum NamedPool {
+    /// A PostgreSQL pool.
+    Postgres(&'static str, PgPool),
+    /// An SQLite pool.
+    Sqlite(&'static str, SqlitePool),
+}
+
+impl NamedPool {
+    /// `main`, or SQLite's `writer` and `reader`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Postgres(name, _) | Self::Sqlite(name, _) => name,
+        }
+    }
+
+    /// Connections open (idle or in use), and idle.
+    pub fn connections(&self) -> (u32, usize) {
+        match self {
+            Self::Postgres(_, pool) => (pool.size(), pool.num_idle()),
+            Self::Sqlite(_, pool) => (pool.size(), pool.num_idle()),
+        }
+    }
+
+    /// The most connections the pool opens.
+    pub fn max_connections(&self) -> u32 {
+        match self {
+            Self::Postgres(_, pool) => pool.options().get_max_connections(),
+            Self::Sqlite(_, pool) => pool.options().get_max_connections(),
+        }
+    }
+
+    /// How long a connection takes to get right now: when the pool is
+    /// saturated (every connection it may open is open and in use), one is
+    /// acquired, timed and given back at once, waiting at most `limit`;
+    /// otherwise zero, since an idle connection is at hand or the pool
+    /// opens one (the time to connect is not counted). `None` when the
+    /// acquire failed for another reason than waiting (the database away).
+    pub async fn connection_wait(&self, limit: Duration) -> Option<Duration> {
+        let (size, idle) = self.connections();
+        if idle > 0 || size < self.max_connections() {
+            return Some(Duration::ZERO);
+        }
+        let started = Instant::now();
+        let acquired = async {
+            match self {
+                Self::Postgres(_, pool) => pool.acquire().await.map(drop),
+                Self::Sqlite(_, pool) => pool.acquire().await.map(drop),
+            }
+        };
+        match tokio::time::timeout(limit, acquired).await {
+            Ok(Ok(()) | Err(sqlx::Error::PoolTimedOut)) | Err(_) => Some(started.elapsed()),
+            Ok(Err(_)) => None,
+        }
+    }
+}
 
 /// The database the marketplace runs on, connected and migrated.
 #[derive(Debug, Clone)]
@@ -133,14 +194,14 @@ impl Database {
         }
     }
 
-    /// The connection pools behind this database, by name, each with its
-    /// open and idle connections.
-    pub fn pools(&self) -> Vec<(&'static str, u32, usize)> {
+    /// The connection pools behind this database, by name (`main`; SQLite:
+    /// `writer`, `reader`), for the metrics.
+    pub fn pools(&self) -> Vec<NamedPool> {
         match self {
-            Self::Postgres(pool) => vec![("main", pool.size(), pool.num_idle())],
+            Self::Postgres(pool) => vec![NamedPool::Postgres("main", pool.clone())],
             Self::Sqlite(store) => vec![
-                ("writer", store.writer().size(), store.writer().num_idle()),
-                ("reader", store.reader().size(), store.reader().num_idle()),
+                NamedPool::Sqlite("writer", store.writer().clone()),
+                NamedPool::Sqlite("reader", store.reader().clone()),
             ],
         }
     }

@@ -10,13 +10,27 @@ use crate::model::UnknownStatus;
 pub enum StoreError {
     /// The database refused or could not be reached.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] sqlx::Error),
     /// A stored value cannot be represented (e.g. a malformed timestamp).
     #[error("invalid stored value: {0}")]
     Invalid(String),
     /// The event to stage could not be encoded.
     #[error("cannot encode event: {0}")]
     Encode(#[from] bus_core::EncodeError),
+}
+
+/// Counter: queries and commands of the store that gave up waiting for a
+/// pooled connection (the pool's acquire timeout).
+pub const POOL_TIMEOUTS: &str = "db_client_connection_timeouts_total";
+
+impl From<sqlx::Error> for StoreError {
+    /// Counts a wait for a connection that ran out ([`POOL_TIMEOUTS`]).
+    fn from(error: sqlx::Error) -> Self {
+        if matches!(error, sqlx::Error::PoolTimedOut) {
+            metrics::counter!(POOL_TIMEOUTS).increment(1);
+        }
+        StoreError::Database(error)
+    }
 }
 
 impl From<UnknownStatus> for StoreError {

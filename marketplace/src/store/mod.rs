@@ -30,8 +30,8 @@ pub mod postgres;
 mod repositories;
 pub mod sqlite;
 
-pub use database::{Database, OutboxBacklog, RABBITMQ_NEEDS_POSTGRES};
-pub use error::StoreError;
+pub use database::{Database, NamedPool, OutboxBacklog, RABBITMQ_NEEDS_POSTGRES};
+pub use error::{StoreError, POOL_TIMEOUTS};
 pub use repositories::{
     BookRepository, BookSave, ConfirmedEvent, OfferRepository, OrderRepository, Repositories,
     UserRepository,

@@ -35,11 +35,12 @@ use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::{sync::oneshot, task::JoinHandle};
-use tracing::{field::Field, Event, Level, Subscriber};
+use tracing::{field::Field, span, Event, Level, Subscriber};
 use tracing_subscriber::{
     filter::Targets,
     fmt,
     layer::{Context, SubscriberExt},
+    registry::LookupSpan,
     util::SubscriberInitExt,
     EnvFilter, Layer,
 };
@@ -591,16 +592,20 @@ async fn delete_topology(topology: &Topology) {
     let _ = connection.close(200, "test done".into()).await;
 }
 
-/// One line the application logged: its message and its fields.
+/// One line the application logged: its message and its fields, those of
+/// the spans it was logged in included (as a JSON log line has them).
 #[derive(Debug, Clone)]
 pub struct LogLine {
     pub message: String,
     pub fields: BTreeMap<&'static str, String>,
+    /// The names of the spans it was logged in, outermost first.
+    pub spans: Vec<&'static str>,
 }
 
-/// The application's `debug` and higher lines, kept for [`logged`]: what a
-/// handler reports is what an operator reads. Tests tell their lines apart
-/// by the ids they chose (order ids, trace ids).
+/// The application's `debug` and higher lines (the marketplace's, the bus's
+/// and the request span's own), with the fields of their spans, kept for
+/// [`logged`]: what a handler reports is what an operator reads. Tests tell
+/// their lines apart by the ids they chose (order ids, trace ids).
 static LOGGED: Mutex<Vec<LogLine>> = Mutex::new(Vec::new());
 
 static LOGGING: LazyLock<()> = LazyLock::new(|| {
@@ -617,7 +622,13 @@ static LOGGING: LazyLock<()> = LazyLock::new(|| {
                 .unwrap_or_else(|error| panic!("TEST_LOG={value} is not a log filter: {error}"));
             fmt::layer().with_test_writer().with_filter(filter)
         });
-    let kept = Targets::new().with_target("marketplace", Level::DEBUG);
+    // The bus's spans (`handle`, `publish`) and lines too: their fields
+    // (the trace id) are on the lines logged inside them.
+    let kept = Targets::new()
+        .with_target("marketplace", Level::DEBUG)
+        .with_target("bus_core", Level::DEBUG)
+        // The request span's own lines (`finished processing request`).
+        .with_target("tower_http", Level::DEBUG);
     tracing_subscriber::registry()
         .with(Keep.with_filter(kept))
         .with(shown)
@@ -648,12 +659,45 @@ pub fn logged(message: &str, fields: &[(&str, &str)]) -> Vec<LogLine> {
 /// The layer filling [`LOGGED`].
 struct Keep;
 
-impl<S: Subscriber> Layer<S> for Keep {
-    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+/// The fields of a span, kept in its extensions for the lines inside it.
+struct SpanFields(LogLine);
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Keep {
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+        let mut fields = LogLine {
+            message: String::new(),
+            fields: BTreeMap::new(),
+            spans: Vec::new(),
+        };
+        attrs.record(&mut fields);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(SpanFields(fields));
+        }
+    }
+
+    fn on_record(&self, id: &span::Id, values: &span::Record<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id) {
+            if let Some(SpanFields(fields)) = span.extensions_mut().get_mut::<SpanFields>() {
+                values.record(fields);
+            }
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let mut line = LogLine {
             message: String::new(),
             fields: BTreeMap::new(),
+            spans: Vec::new(),
         };
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope.from_root() {
+                line.spans.push(span.name());
+                if let Some(SpanFields(fields)) = span.extensions().get::<SpanFields>() {
+                    line.fields
+                        .extend(fields.fields.iter().map(|(k, v)| (*k, v.clone())));
+                }
+            }
+        }
         event.record(&mut line);
         LOGGED.lock().expect("log lines").push(line);
     }

@@ -24,4 +24,5 @@ mod seed;
 mod storage;
 mod text;
 mod tls;
+mod trace;
 mod users;

@@ -5,7 +5,7 @@
 use marketplace::config::BusKind;
 use reqwest::Response;
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::helpers::{assert_problem, spawn_app_with, TestApp};
@@ -197,5 +197,81 @@ async fn a_worker_follows_the_paused_queues_recorded_in_the_database(pool: PgPoo
     })
     .await;
     assert!(paused_in_readiness(&app).await.is_empty());
+    app.shutdown().await;
+}
+
+/// The admin routes keep the paused set in the database: while it does not
+/// answer, they answer `503` with a fixed problem, say nothing of the
+/// cause, and change nothing.
+#[sqlx::test(migrator = "marketplace::MIGRATOR")]
+async fn the_admin_routes_answer_503_while_the_database_is_away(pool: PgPool) {
+    let app = spawn_app_with(pool.clone(), BusKind::Rabbitmq, &["--admin-token", TOKEN]).await;
+    let queue = save_user_queue(&app).await;
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+
+    // The test's own database refuses new connections and loses the open
+    // ones; the shared server keeps running for every other test.
+    let server = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let mut admin = PgConnection::connect(&server).await.unwrap();
+    let quoted = format!("\"{}\"", database.replace('"', "\"\""));
+    sqlx::query(&format!("ALTER DATABASE {quoted} ALLOW_CONNECTIONS false"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&database)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    let answers = [
+        admin_get(&app, "/admin/queues", Some(TOKEN)).await,
+        admin_post(&app, &format!("/admin/queues/{queue}/pause"), Some(TOKEN)).await,
+        admin_post(&app, &format!("/admin/queues/{queue}/resume"), Some(TOKEN)).await,
+    ];
+    for answer in answers {
+        assert!(answer.headers().contains_key("retry-after"));
+        let problem = assert_problem(answer, 503).await;
+        assert_eq!(
+            problem["detail"],
+            "the database does not answer right now; retry shortly"
+        );
+        let text = problem.to_string().to_lowercase();
+        for internal in [
+            database.to_lowercase().as_str(),
+            "sqlx",
+            "postgres",
+            "paused-queue",
+            "bus_paused_queues",
+            "connection",
+        ] {
+            assert!(!text.contains(internal), "{internal:?} leaked: {problem}");
+        }
+    }
+    sqlx::query(&format!("ALTER DATABASE {quoted} ALLOW_CONNECTIONS true"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    // Once it answers again, so do the routes: nothing was recorded.
+    let listed = app
+        .eventually(|| async {
+            let response = admin_get(&app, "/admin/queues", Some(TOKEN)).await;
+            (response.status() == 200).then_some(response)
+        })
+        .await;
+    let listed: Value = listed.json().await.unwrap();
+    let entry = listed["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["queue"] == queue.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(entry["paused"], false, "{entry}");
+    assert_eq!(entry["consuming"], true, "{entry}");
     app.shutdown().await;
 }

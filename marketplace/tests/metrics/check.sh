@@ -3,11 +3,19 @@
 # vhost of their own, removed at the end), plays a small scenario (a user, a
 # book, an offer, an order, an unknown route, an offer for a missing book that
 # is dead-lettered), then checks both `GET /metrics` outputs with
-# `promtool check metrics` (Prometheus text format 0.0.4, naming lints).
+# `promtool check metrics` (Prometheus text format 0.0.4, naming lints), the
+# alert rules with `promtool check rules` and their unit tests
+# (`promtool test rules`), and that every metric the
+# dashboard and the rules use is in one of the two outputs
+# (deploy/observability/check-metric-names.py).
 #
 # Usage: marketplace/tests/metrics/check.sh
 # Environment: DATABASE_URL (a PostgreSQL URL; its server hosts the
-# throwaway database), CARGO_TARGET_DIR.
+# throwaway database), CARGO_TARGET_DIR; METRICS_KEEP=PREFIX keeps the two
+# outputs as PREFIX.api and PREFIX.worker; METRICS_CHART=FILE.png then runs
+# a load for METRICS_CHART_SECONDS (default 90) and draws the dashboard's
+# panels from a scrape every second (deploy/observability/chart.py, needs
+# matplotlib).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 
@@ -114,9 +122,19 @@ eventually has_metric "$worker" 'outcome="dead_letter"'
 # shows in its dead-letter queue's gauge.
 eventually has_metric "$worker" 'queue_kind="dead_letter"} 1'
 
-for endpoint in "$api" "$worker"; do
-    curl -fsS "$endpoint/metrics" >"$work/metrics.txt"
-    echo "$endpoint/metrics: $(grep -cv '^#' "$work/metrics.txt") samples"
-    promtool check metrics <"$work/metrics.txt"
-    if [ -n "${METRICS_KEEP:-}" ]; then cp "$work/metrics.txt" "$METRICS_KEEP.$(basename "$endpoint" | tr : _)"; fi
+for role in api worker; do
+    if [ "$role" = api ]; then endpoint="$api"; else endpoint="$worker"; fi
+    curl -fsS "$endpoint/metrics" >"$work/$role.prom"
+    echo "$endpoint/metrics ($role): $(grep -cv '^#' "$work/$role.prom") samples"
+    promtool check metrics <"$work/$role.prom"
+    if [ -n "${METRICS_KEEP:-}" ]; then cp "$work/$role.prom" "$METRICS_KEEP.$role"; fi
 done
+
+promtool check rules deploy/observability/alerts.yml
+promtool test rules deploy/observability/alerts.test.yml
+python3 deploy/observability/check-metric-names.py "$work/api.prom" "$work/worker.prom"
+
+if [ -n "${METRICS_CHART:-}" ]; then
+    python3 deploy/observability/chart.py --api "$api" --worker "$worker" \
+        --seconds "${METRICS_CHART_SECONDS:-90}" --out "$METRICS_CHART"
+fi

@@ -69,6 +69,53 @@ impl Scrape {
             .map(|(_, value)| value)
             .sum()
     }
+
+    /// Whether a series of `name` carries every label of `labels`.
+    fn has(&self, name: &str, labels: &[(&str, &str)]) -> bool {
+        self.0.keys().any(|series| {
+            let (series_name, rest) = series.split_once('{').unwrap_or((series, ""));
+            series_name == name
+                && labels
+                    .iter()
+                    .all(|(key, value)| rest.contains(&format!("{key}=\"{value}\"")))
+        })
+    }
+}
+
+const POOL_CONNECTIONS: &str = "db_client_connections_usage";
+const POOL_MAX: &str = "db_client_connection_max";
+const POOL_WAITS: &str = "db_client_connection_wait_time_seconds_count";
+const POOL_WAITED: &str = "db_client_connection_wait_time_seconds_sum";
+const POOL_TIMEOUTS: &str = "db_client_connection_timeouts_total";
+const CONSUMER_PAUSED: &str = "marketplace_consumer_paused";
+
+/// The pools of the app's database, by the name its metrics give them.
+fn pools(app: &TestApp) -> &'static [&'static str] {
+    match app.db {
+        Some(TestDb::Sqlite { .. }) => &["writer", "reader"],
+        _ => &["main"],
+    }
+}
+
+/// Every pool shows its connections by state, its maximum and its probed
+/// waits; the timeouts counter is there before the first timeout.
+fn assert_pool_metrics(app: &TestApp, scrape: &Scrape) {
+    for pool in pools(app) {
+        let named = ("db_client_connection_pool_name", *pool);
+        for state in ["idle", "used"] {
+            assert!(
+                scrape.has(
+                    POOL_CONNECTIONS,
+                    &[named, ("db_client_connection_state", state)]
+                ),
+                "{pool} {state}"
+            );
+        }
+        assert!(scrape.sum(POOL_CONNECTIONS, &[named]) >= 1.0, "{pool}");
+        assert!(scrape.sum(POOL_MAX, &[named]) >= 1.0, "{pool}");
+        assert!(scrape.sum(POOL_WAITS, &[named]) >= 1.0, "{pool}");
+    }
+    assert!(scrape.has(POOL_TIMEOUTS, &[]));
 }
 
 const REQUESTS: &str = "http_server_request_duration_seconds_count";
@@ -165,6 +212,8 @@ async fn scenario(app: &TestApp) {
             &[("messaging_destination_name", "marketplace.CreateOrder")]
         ) >= 1.0
     );
+    // Sampled every 5 s: the first sample is taken at start.
+    assert_pool_metrics(app, &after);
     if let Some(worker) = app.worker_health_address() {
         let published = [
             ("messaging_destination_name", "marketplace.CreateOrder"),
@@ -176,6 +225,12 @@ async fn scenario(app: &TestApp) {
         );
         let from_worker = Scrape::of(app, &format!("http://{worker}")).await;
         assert!(from_worker.sum(PROCESSED, &dead_lettered) >= 1.0);
+        assert_pool_metrics(app, &from_worker);
+        // Every consumed queue has both pause gauges, and none is paused.
+        for reason in ["operator", "breaker"] {
+            assert!(from_worker.has(CONSUMER_PAUSED, &[("reason", reason)]));
+            assert_eq!(from_worker.sum(CONSUMER_PAUSED, &[("reason", reason)]), 0.0);
+        }
     }
 }
 
@@ -208,4 +263,74 @@ async fn on_sqlite_with_the_in_memory_bus() {
 #[tokio::test]
 async fn on_sqlite_with_the_in_memory_async_bus() {
     run(TestDb::sqlite().await, BusKind::InMemoryAsync).await
+}
+
+/// A queue paused through the admin API shows as paused (by an operator)
+/// on the worker's `/metrics` until it is resumed.
+#[sqlx::test(migrator = "marketplace::MIGRATOR")]
+async fn a_paused_consumer_shows_on_the_worker(pool: PgPool) {
+    const TOKEN: &str = "an-admin-token-for-the-metrics";
+    let app = spawn(
+        TestDb::Postgres(pool),
+        BusKind::Rabbitmq,
+        &["--admin-token", TOKEN],
+    )
+    .await;
+    let worker = format!("http://{}", app.worker_health_address().expect("a worker"));
+    let _turn = TURN.lock().await;
+    let queue = format!("{}.command.marketplace.SaveUser", app.namespace);
+    let paused = |value: f64| {
+        let (app, worker, queue) = (&app, &worker, &queue);
+        async move {
+            let scrape = Scrape::of(app, worker).await;
+            let labels = [
+                ("messaging_destination_name", queue.as_str()),
+                ("reason", "operator"),
+            ];
+            (scrape.has(CONSUMER_PAUSED, &labels) && scrape.sum(CONSUMER_PAUSED, &labels) == value)
+                .then_some(scrape)
+        }
+    };
+    let admin = |action: &'static str| {
+        app.client
+            .post(format!("{worker}/admin/queues/{queue}/{action}"))
+            .bearer_auth(TOKEN)
+            .send()
+    };
+    app.eventually(|| paused(0.0)).await;
+
+    assert_eq!(admin("pause").await.expect("pause").status(), 200);
+    let scrape = app.eventually(|| paused(1.0)).await;
+    // Only that queue, and not by the breaker.
+    assert_eq!(scrape.sum(CONSUMER_PAUSED, &[("reason", "operator")]), 1.0);
+    assert_eq!(scrape.sum(CONSUMER_PAUSED, &[("reason", "breaker")]), 0.0);
+
+    assert_eq!(admin("resume").await.expect("resume").status(), 200);
+    app.eventually(|| paused(0.0)).await;
+    app.shutdown().await;
+}
+
+/// With every connection of the pool taken, the probe waits for one: the
+/// wait shows in `db_client_connection_wait_time_seconds`.
+#[sqlx::test(migrator = "marketplace::MIGRATOR")]
+async fn a_saturated_pool_shows_its_waits(pool: PgPool) {
+    let app = spawn(TestDb::Postgres(pool.clone()), BusKind::InMemory, &[]).await;
+    let _turn = TURN.lock().await;
+    let main = [("db_client_connection_pool_name", "main")];
+    let before = Scrape::of(&app, &app.address).await;
+
+    let mut taken = Vec::new();
+    for _ in 0..pool.options().get_max_connections() {
+        taken.push(pool.acquire().await.expect("a connection"));
+    }
+    // The other apps of this process record into the same series (their
+    // own pool is called `main` too), but their waits are zero: only this
+    // pool's probe adds seconds.
+    app.eventually(|| async {
+        let now = Scrape::of(&app, &app.address).await;
+        (now.sum(POOL_WAITED, &main) - before.sum(POOL_WAITED, &main) >= 1.0).then_some(())
+    })
+    .await;
+    drop(taken);
+    app.shutdown().await;
 }

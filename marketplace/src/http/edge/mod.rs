@@ -4,6 +4,7 @@
 //! | layer (outermost first) | what it bounds | answer past it |
 //! |---|---|---|
 //! | [`request_id`] | — (every answer carries `x-request-id`, every log line of the request its `request_id`) | — |
+//! | [`trace`] | — (the request's W3C trace: every log line of the request, and the commands it sends, carry its `trace_id`) | — |
 //! | [`client_ip`] | — (the client's address, seen through trusted proxies, `--trusted-proxies`: the request's `client_ip`) | — |
 //! | [`in_flight`] | requests handled at once (`--max-in-flight`) | `503` at once |
 //! | (authentication, when configured) | | |
@@ -19,6 +20,7 @@ pub mod in_flight;
 pub mod openapi;
 pub mod rate_limit;
 pub mod request_id;
+pub mod trace;
 
 use std::time::Duration;
 
@@ -28,6 +30,7 @@ pub use self::client_ip::{ClientIp, TrustedProxies};
 pub use self::in_flight::InFlight;
 pub use self::rate_limit::{RateLimit, RateLimiter};
 pub use self::request_id::REQUEST_ID;
+pub use self::trace::RequestTrace;
 use super::error::ApiError;
 
 /// What the edge lets through, from the `serve` flags.

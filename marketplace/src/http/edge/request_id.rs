@@ -7,9 +7,9 @@ use axum::{
     extract::Request,
     http::{HeaderName, HeaderValue},
 };
-use tracing::Span;
+use tracing::{field::display, Span};
 
-use super::client_ip::ClientIp;
+use super::{client_ip::ClientIp, trace::RequestTrace};
 
 /// The header carrying the request id.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -47,24 +47,33 @@ pub fn drop_insane(mut request: Request) -> Request {
     request
 }
 
-/// The request's span: method, path, request id and client address (see
-/// [`client_ip`](super::client_ip)), at `INFO` so that its fields are on
-/// every line the request logs at the default level.
+/// The request's span: method, path, request id, client address (see
+/// [`client_ip`](super::client_ip)) and trace (`trace_id`, `span_id`,
+/// `parent_span_id`: see [`trace`](super::trace)), at `INFO` so that its
+/// fields are on every line the request logs at the default level.
 pub fn span(request: &Request) -> Span {
     let request_id = request
         .headers()
         .get(REQUEST_ID)
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
+    // The trace's fields are given at creation: an exporter of spans reads
+    // them there (see `telemetry`).
+    let trace = request.extensions().get::<RequestTrace>();
     let span = tracing::info_span!(
         "request",
         method = %request.method(),
         uri = %request.uri(),
         request_id = %request_id,
         client_ip = tracing::field::Empty,
+        trace_id = trace.map(|trace| display(trace.context.trace_id_hex())),
+        span_id = trace.map(|trace| display(trace.context.span_id_hex())),
+        parent_span_id = trace
+            .and_then(|trace| trace.parent)
+            .map(|parent| display(parent.span_id_hex())),
     );
     if let Some(ClientIp(client)) = request.extensions().get::<ClientIp>() {
-        span.record("client_ip", tracing::field::display(client));
+        span.record("client_ip", display(client));
     }
     span
 }
