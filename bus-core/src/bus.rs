@@ -29,6 +29,24 @@ pub trait CommandBus: Send + Sync + 'static {
 pub trait EventBus: Send + Sync + 'static {
     /// Publishes an already-built envelope.
     fn publish_envelope(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>>;
+
+    /// Publishes several envelopes and returns one result per envelope, in
+    /// order (what an outbox relay does with a batch of staged events).
+    ///
+    /// The default publishes them concurrently with
+    /// [`publish_envelope`](Self::publish_envelope); a transport may do
+    /// better (the RabbitMQ publisher sends them all on one channel, then
+    /// awaits every confirm).
+    fn publish_batch(
+        &self,
+        envelopes: Vec<Envelope>,
+    ) -> BoxFuture<'_, Vec<Result<(), DispatchError>>> {
+        Box::pin(futures::future::join_all(
+            envelopes
+                .into_iter()
+                .map(|envelope| self.publish_envelope(envelope)),
+        ))
+    }
 }
 
 /// Typed helpers over [`CommandBus`].
@@ -72,5 +90,12 @@ impl<B: CommandBus + ?Sized> CommandBus for std::sync::Arc<B> {
 impl<B: EventBus + ?Sized> EventBus for std::sync::Arc<B> {
     fn publish_envelope(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
         (**self).publish_envelope(envelope)
+    }
+
+    fn publish_batch(
+        &self,
+        envelopes: Vec<Envelope>,
+    ) -> BoxFuture<'_, Vec<Result<(), DispatchError>>> {
+        (**self).publish_batch(envelopes)
     }
 }

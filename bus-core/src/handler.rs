@@ -2,7 +2,10 @@
 
 use std::{future::Future, marker::PhantomData, sync::Arc};
 
-use crate::{error::QueryError, Command, Envelope, Event, HandlerError, Query, TraceContext};
+use crate::{
+    batch::BatchSlot, error::QueryError, Command, Envelope, Event, HandlerError, Query,
+    TraceContext,
+};
 
 /// What a handler knows about the message it is handling besides its payload.
 #[derive(Debug, Clone)]
@@ -11,6 +14,9 @@ pub struct MessageContext {
     attempt: u32,
     max_attempts: u32,
     trace: TraceContext,
+    /// Set while the message runs as part of a batch: where its chain hands
+    /// the decoded message to the batch.
+    batch: Option<BatchSlot>,
 }
 
 impl MessageContext {
@@ -27,6 +33,27 @@ impl MessageContext {
             attempt: attempt.max(1),
             max_attempts: max_attempts.max(1),
             trace,
+            batch: None,
+        }
+    }
+
+    /// This context as a member of a batch.
+    pub(crate) fn in_batch(mut self, slot: BatchSlot) -> Self {
+        self.batch = Some(slot);
+        self
+    }
+
+    /// Takes the batch membership out of the context (a batch handler's
+    /// endpoint does, before the handler sees the context).
+    pub(crate) fn take_batch_slot(&mut self) -> Option<BatchSlot> {
+        self.batch.take()
+    }
+
+    /// The same context for another version of the envelope (upcasting).
+    pub(crate) fn with_envelope(&self, envelope: Arc<Envelope>) -> Self {
+        Self {
+            envelope,
+            ..self.clone()
         }
     }
 
@@ -48,6 +75,11 @@ impl MessageContext {
     /// The envelope being handled (id, type, headers...).
     pub fn envelope(&self) -> &Envelope {
         &self.envelope
+    }
+
+    /// The envelope, shared.
+    pub(crate) fn envelope_arc(&self) -> Arc<Envelope> {
+        self.envelope.clone()
     }
 
     /// This delivery's attempt number, starting at 1.

@@ -31,6 +31,15 @@
 //! | `bus-rabbitmq` | once the broker confirmed it | delay queues | dead-letter queue |
 //! | `DurableBus` (features `postgres`, `sqlite`) | once its row is committed in the database | `not_before` on the row | `bus_dead_letters` table |
 //!
+//! A handler may also take batches: a [`BatchHandler`], registered with
+//! [`HandlersBuilder::command_batch`] or [`HandlersBuilder::subscribe_batch`]
+//! and a [`BatchConfig`], applies up to `max_messages` messages of one type
+//! in one call (one transaction) and returns one outcome per message, each
+//! settled on its own; a batch that fails as a whole is run again message
+//! by message, so a poison message never takes its neighbours with it. The
+//! [`AsyncBus`] and the RabbitMQ worker feed it batches; other buses, one
+//! message at a time.
+//!
 //! ## One settlement policy
 //!
 //! Every bus runs a handler the same way
@@ -101,11 +110,14 @@
 //! The private modules behind the root, one concept each: `message` (the
 //! traits messages implement), `envelope`, `handler` (what application code
 //! implements), `registry` ([`Handlers`]), `middleware`, `settlement`,
-//! `breaker` ([`CircuitBreaker`]), `retry` ([`RetryPolicy`]), `bus` (the sending traits), `memory` (the
+//! `breaker` ([`CircuitBreaker`]), `retry` ([`RetryPolicy`]), `batch`
+//! ([`BatchHandler`]), `batch_run` (a batch through a registered handler), `bus` (the sending traits), `memory` (the
 //! in-process buses), `dead_letter`, `query` ([`QueryBus`]), `error`.
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod batch;
+mod batch_run;
 mod breaker;
 mod bus;
 mod dead_letter;
@@ -134,6 +146,7 @@ mod settlement;
 pub mod testing;
 pub mod transport;
 
+pub use batch::{BatchConfig, BatchHandler, BatchOutcome};
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Probe};
 pub use bus::{BoxFuture, CommandBus, CommandBusExt, EventBus, EventBusExt};
 pub use dead_letter::{DeadLetter, DeadLetterSink, InMemoryDeadLetters};

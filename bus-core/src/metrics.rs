@@ -23,7 +23,8 @@ pub const CONSUMED_MESSAGES: &str = "messaging_client_consumed_messages_total";
 /// by `messaging_operation_name` (`publish`), `messaging_destination_name`
 /// and `outcome`.
 pub const OPERATION_DURATION: &str = "messaging_client_operation_duration_seconds";
-/// Histogram (seconds): the handler's run (middleware included), by
+/// Histogram (seconds): the handler's run (middleware included; for a
+/// message handled in a batch, the whole batch's run), by
 /// `messaging_destination_name`, `outcome` (`ack`, `retry`, `dead_letter`,
 /// `suspend`) and, on a failure, `error_type` (`retryable`, `permanent`,
 /// `infrastructure`).

@@ -11,6 +11,7 @@ use futures::FutureExt;
 use tracing::Instrument;
 
 use crate::{
+    batch::{BatchConfig, BatchEndpoint, BatchHandler},
     middleware::{Endpoint, Next},
     settlement::{decide, panic_message, Settlement},
     Command, CommandHandler, Envelope, Event, EventHandler, HandlerError, Message, MessageContext,
@@ -42,6 +43,9 @@ pub struct RegisteredHandler {
     version: u32,
     middleware: Arc<[Arc<dyn Middleware>]>,
     on_success: Option<Arc<SuccessHook>>,
+    /// Set for a [`BatchHandler`](crate::BatchHandler): how transports
+    /// collect its batches, and the typed batch runner the endpoint joins.
+    pub(crate) batch: Option<(BatchConfig, Arc<BatchEndpoint>)>,
 }
 
 impl std::fmt::Debug for RegisteredHandler {
@@ -51,6 +55,7 @@ impl std::fmt::Debug for RegisteredHandler {
             .field("version", &self.version)
             .field("subscriber", &self.subscriber)
             .field("middleware", &self.middleware.len())
+            .field("batch", &self.batch.as_ref().map(|(config, _)| config))
             .finish_non_exhaustive()
     }
 }
@@ -64,7 +69,13 @@ impl RegisteredHandler {
             version: M::VERSION,
             middleware: Arc::new([]),
             on_success: None,
+            batch: None,
         }
+    }
+
+    /// Subscriber name, for an event handler; `None` for a command handler.
+    pub fn subscriber(&self) -> Option<&str> {
+        self.subscriber.as_deref()
     }
 
     /// Wire name of the message this handler takes.
@@ -88,13 +99,21 @@ impl RegisteredHandler {
         attempt: u32,
         max_attempts: u32,
     ) -> Result<(), HandlerError> {
-        let context = MessageContext::new(envelope.clone(), attempt, max_attempts);
+        let context = MessageContext::new(envelope, attempt, max_attempts);
+        self.run_chain(context).await
+    }
+
+    /// The shared invocation of one message's chain: its `handle` span,
+    /// panic catching, middleware, upcasting, decoding, the handler (or, in
+    /// a batch, the batch the context belongs to), the success hook.
+    pub(crate) async fn run_chain(&self, context: MessageContext) -> Result<(), HandlerError> {
+        let envelope = context.envelope_arc();
         let trace = context.trace();
         let span = tracing::info_span!(
             "handle",
             message_id = %envelope.id,
             message_type = %envelope.message_type,
-            attempt,
+            attempt = context.attempt(),
             subscriber = self.subscriber.as_deref().unwrap_or("-"),
             trace_id = %trace.trace_id_hex(),
             span_id = %trace.span_id_hex(),
@@ -214,12 +233,8 @@ fn upcast(
     let mut upgraded = envelope.clone();
     upgraded.payload = serde_json::value::to_raw_value(&payload).map_err(decode_error)?;
     upgraded.version = current;
-    Ok(MessageContext::new(
-        Arc::new(upgraded),
-        context.attempt(),
-        context.max_attempts(),
-    )
-    .with_trace(context.trace()))
+    // The same context (attempt, trace, batch) for the upgraded envelope.
+    Ok(context.with_envelope(Arc::new(upgraded)))
 }
 
 /// One named subscriber of one event type.
@@ -294,6 +309,46 @@ impl HandlersBuilder {
             event_type: E::NAME,
             subscriber: subscriber.clone(),
             handler: RegisteredHandler::new::<E>(Some(subscriber), endpoint),
+        });
+        self
+    }
+
+    /// Registers `handler` as the handler of command `C`, taking batches of
+    /// up to `config.max_messages` (see [`BatchHandler`]). It counts as the
+    /// command's one handler: [`build`](Self::build) refuses another.
+    pub fn command_batch<C, H>(mut self, handler: H, config: BatchConfig) -> Self
+    where
+        C: Command,
+        H: BatchHandler<C>,
+    {
+        let batch = crate::batch::batch_endpoint::<C, H>(handler);
+        let mut registered = RegisteredHandler::new::<C>(None, batch_member::<C>(&batch));
+        registered.batch = Some((config, batch));
+        self.commands.push(registered);
+        self
+    }
+
+    /// Subscribes `handler`, named `subscriber`, to event `E`, taking
+    /// batches of up to `config.max_messages` (see [`BatchHandler`]).
+    pub fn subscribe_batch<E, H>(
+        mut self,
+        subscriber: impl Into<String>,
+        handler: H,
+        config: BatchConfig,
+    ) -> Self
+    where
+        E: Event,
+        H: BatchHandler<E>,
+    {
+        let subscriber = subscriber.into();
+        let batch = crate::batch::batch_endpoint::<E, H>(handler);
+        let mut registered =
+            RegisteredHandler::new::<E>(Some(subscriber.clone()), batch_member::<E>(&batch));
+        registered.batch = Some((config, batch));
+        self.subscriptions.push(Subscription {
+            event_type: E::NAME,
+            subscriber,
+            handler: registered,
         });
         self
     }
@@ -383,6 +438,19 @@ impl HandlersBuilder {
             inner: Arc::new(Inner { commands, events }),
         })
     }
+}
+
+/// The end of a batch handler's per-message chain: decode, then join the
+/// message's batch (or run it as a batch of one).
+fn batch_member<M: Message>(batch: &Arc<BatchEndpoint>) -> Arc<Endpoint> {
+    let batch = batch.clone();
+    Arc::new(move |context: MessageContext| {
+        let batch = batch.clone();
+        Box::pin(async move {
+            let message = decode::<M>(context.envelope())?;
+            crate::batch::join(batch, Box::new(message), context).await
+        })
+    })
 }
 
 fn decode<M: Message>(envelope: &Envelope) -> Result<M, HandlerError> {

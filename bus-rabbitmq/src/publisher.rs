@@ -273,6 +273,153 @@ impl RabbitPublisher {
         }
     }
 
+    /// [`EventBus::publish_batch`] without its metrics: every event sent on
+    /// one channel, then every confirm awaited.
+    async fn publish_pipelined(&self, envelopes: &[Envelope]) -> Vec<Result<(), DispatchError>> {
+        let unavailable = |reason: &str| {
+            envelopes
+                .iter()
+                .map(|_| {
+                    Err(DispatchError::Unavailable {
+                        reason: reason.to_owned(),
+                        source: None,
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        if envelopes.is_empty() {
+            return Vec::new();
+        }
+        let deadline = Instant::now() + self.inner.confirm_timeout;
+        let exchange = self.inner.naming.events_exchange();
+        let channel = match tokio::time::timeout_at(deadline, self.inner.channels.get()).await {
+            Ok(Ok(channel)) => channel,
+            Ok(Err(error)) => {
+                self.reset();
+                tracing::warn!(events = envelopes.len(), %error, "batch publish failed: no channel to the broker");
+                return unavailable(&format!("no channel to the broker: {error}"));
+            }
+            Err(_elapsed) => {
+                self.reset();
+                return unavailable("no channel to the broker before the confirm timeout");
+            }
+        };
+        let Ok(exchange_name) = crate::naming::short(&exchange) else {
+            return unavailable("events exchange name too long");
+        };
+        let options = lapin::options::BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
+        // Send everything first; each send waits only for the frame to be
+        // written, not for the broker.
+        let mut pending = Vec::with_capacity(envelopes.len());
+        let mut broken = None;
+        for envelope in envelopes {
+            let (properties, body) = match wire::encode(envelope, 1) {
+                Ok(encoded) => encoded,
+                Err(error) => {
+                    pending.push(Err(DispatchError::Refused {
+                        reason: error.to_string(),
+                    }));
+                    continue;
+                }
+            };
+            let Ok(routing_key) = crate::naming::short(&envelope.message_type) else {
+                pending.push(Err(DispatchError::Refused {
+                    reason: format!("message type {} too long", envelope.message_type),
+                }));
+                continue;
+            };
+            let sent = tokio::time::timeout_at(
+                deadline,
+                channel.channel.basic_publish(
+                    exchange_name.clone(),
+                    routing_key,
+                    options,
+                    &body,
+                    properties,
+                ),
+            )
+            .await;
+            match sent {
+                Ok(Ok(confirm)) => pending.push(Ok(confirm)),
+                Ok(Err(error)) => {
+                    broken = Some(error.to_string());
+                    break;
+                }
+                Err(_elapsed) => {
+                    broken = Some("sending timed out".to_owned());
+                    break;
+                }
+            }
+        }
+        if let Some(reason) = broken {
+            drop(Object::take(channel));
+            self.reset();
+            tracing::warn!(events = envelopes.len(), %reason, "batch publish failed");
+            return unavailable(&reason);
+        }
+        // Then await every confirm.
+        let confirms = futures::future::join_all(pending.into_iter().map(|sent| async move {
+            match sent {
+                Ok(confirm) => Some(tokio::time::timeout_at(deadline, confirm).await),
+                Err(refused) => {
+                    drop(refused);
+                    None
+                }
+            }
+        }));
+        let confirms = confirms.await;
+        let mut returned = false;
+        let mut lost = false;
+        let mut results = Vec::with_capacity(envelopes.len());
+        for confirm in confirms {
+            results.push(match confirm {
+                None => Err(DispatchError::Refused {
+                    reason: "the event could not be encoded".to_owned(),
+                }),
+                Some(Ok(Ok(lapin::Confirmation::Ack(None)))) => Ok(()),
+                Some(Ok(Ok(lapin::Confirmation::Ack(Some(_))))) => {
+                    returned = true;
+                    Ok(())
+                }
+                Some(Ok(Ok(lapin::Confirmation::Nack(_)))) => Err(DispatchError::Refused {
+                    reason: "negative publisher confirm (broker could not store the message)"
+                        .to_owned(),
+                }),
+                Some(Ok(Ok(lapin::Confirmation::NotRequested)))
+                | Some(Ok(Err(_)))
+                | Some(Err(_)) => {
+                    lost = true;
+                    Err(DispatchError::Unavailable {
+                        reason: "no publisher confirm before the deadline".to_owned(),
+                        source: None,
+                    })
+                }
+            });
+        }
+        if lost {
+            drop(Object::take(channel));
+            self.reset();
+        }
+        if returned {
+            tracing::warn!(
+                events = envelopes.len(),
+                "an event of the batch was returned unroutable; the batch is reported refused"
+            );
+            return envelopes
+                .iter()
+                .map(|_| {
+                    Err(DispatchError::Refused {
+                        reason: "an event of its batch was returned unroutable".to_owned(),
+                    })
+                })
+                .collect();
+        }
+        results
+    }
+
     /// Forgets every idle channel and the connection: the next publish
     /// connects anew (and re-declares the topology). Channels in use are
     /// refused when they come back.
@@ -297,6 +444,36 @@ impl EventBus for RabbitPublisher {
     /// subscriber queue, or to `{ns}.events.unrouted` if there is none.
     fn publish_envelope(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), DispatchError>> {
         Box::pin(self.publish_to(self.inner.naming.events_exchange(), envelope))
+    }
+
+    /// Publishes the events to `{ns}.events` with pipelined confirms: all
+    /// sent on one confirm-mode channel, then every confirm awaited, within
+    /// one `confirm_timeout`. Each event's result is its own confirm.
+    ///
+    /// Several unconfirmed publishes share the channel, which is safe for
+    /// events only: the events exchange's alternate exchange routes every
+    /// event somewhere, so the broker returns none. Should it return one
+    /// anyway (the topology damaged), the returned message cannot be told
+    /// apart, so every event of the batch is reported refused: an outbox
+    /// keeps them and publishes them again (subscribers are idempotent).
+    fn publish_batch(
+        &self,
+        envelopes: Vec<Envelope>,
+    ) -> BoxFuture<'_, Vec<Result<(), DispatchError>>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let results = self.publish_pipelined(&envelopes).await;
+            let elapsed = started.elapsed();
+            for (envelope, result) in envelopes.iter().zip(&results) {
+                let outcome = match result {
+                    Ok(()) => "sent",
+                    Err(DispatchError::Refused { .. }) => "refused",
+                    Err(_) => "unavailable",
+                };
+                bus_core::metrics::record_sent(&envelope.message_type, outcome, Some(elapsed));
+            }
+            results
+        })
     }
 }
 

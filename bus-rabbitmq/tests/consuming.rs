@@ -685,3 +685,241 @@ async fn a_paused_queue_stays_paused_across_a_reconnection() {
     let _ = connection.close(200, "OK".into()).await;
     cleanup(&topology).await;
 }
+
+/// Batches: a handler that inserts each batch of `DoThing` in one
+/// transaction of a real PostgreSQL (a fresh database per test from
+/// `#[sqlx::test]`, on the server at `DATABASE_URL`). `n = 13` breaks the
+/// table's check constraint: a poison message the database itself refuses,
+/// aborting the whole transaction it is in.
+mod batches {
+    use std::{
+        sync::{
+            atomic::{AtomicBool, Ordering},
+            Arc,
+        },
+        time::Duration,
+    };
+
+    use bus_core::{
+        BatchConfig, BatchHandler, BatchOutcome, CommandBusExt, HandlerError, Handlers,
+        MessageContext,
+    };
+    use bus_rabbitmq::{wire::headers, RabbitError, RabbitPublisher, RabbitWorker};
+    use sqlx::PgPool;
+
+    use super::common::*;
+
+    const POISON: i32 = 13;
+
+    #[derive(Clone)]
+    struct InsertAll {
+        pool: PgPool,
+        calls: Record<usize>,
+        fail_first_commit: Arc<AtomicBool>,
+    }
+
+    impl BatchHandler<DoThing> for InsertAll {
+        async fn handle_batch(&self, batch: &[(DoThing, MessageContext)]) -> BatchOutcome {
+            self.calls.push(batch.len());
+            let mut tx = self.pool.begin().await?;
+            for (thing, _) in batch {
+                sqlx::query("INSERT INTO things (n) VALUES ($1)")
+                    .bind(i32::try_from(thing.n).unwrap())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if self.fail_first_commit.swap(false, Ordering::SeqCst) {
+                return Err(HandlerError::retryable("could not serialize access"));
+            }
+            tx.commit().await?;
+            Ok(batch.iter().map(|_| Ok(())).collect())
+        }
+    }
+
+    async fn setup(pool: &PgPool) -> InsertAll {
+        sqlx::raw_sql("CREATE TABLE things (n INT PRIMARY KEY CHECK (n <> 13))")
+            .execute(pool)
+            .await
+            .unwrap();
+        InsertAll {
+            pool: pool.clone(),
+            calls: Record::default(),
+            fail_first_commit: Arc::default(),
+        }
+    }
+
+    async fn applied(pool: &PgPool) -> Vec<i32> {
+        sqlx::query_scalar("SELECT n FROM things ORDER BY n")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    }
+
+    /// Publishes `ns` while no worker runs, then starts one taking batches of
+    /// `size` (run when full: the linger is longer than the test), so the
+    /// batches are exactly the published messages in order.
+    async fn run_batches(
+        handler: &InsertAll,
+        size: usize,
+        ns: impl IntoIterator<Item = u32>,
+        settled: impl Fn(&[i32]) -> bool,
+    ) -> bus_rabbitmq::Topology {
+        let config = config();
+        let handlers = Handlers::builder()
+            .command_batch::<DoThing, _>(
+                handler.clone(),
+                BatchConfig::new(size, Duration::from_secs(60)),
+            )
+            .build()
+            .unwrap();
+        let worker = RabbitWorker::new(&handlers, config.clone()).unwrap();
+        let topology = worker.topology().clone();
+        let publisher = RabbitPublisher::connect(&config, topology.clone())
+            .await
+            .unwrap();
+        for n in ns {
+            publisher.send(&DoThing { n }).await.unwrap();
+        }
+        let running = RunningWorker::start(worker);
+        eventually(Duration::from_secs(20), || async {
+            settled(&applied(&handler.pool).await).then_some(())
+        })
+        .await
+        .expect("the batch was applied");
+        running.stop().await;
+        publisher.close();
+        topology
+    }
+
+    #[sqlx::test]
+    async fn a_poison_message_in_the_middle_of_a_batch_is_dead_lettered_alone_with_its_reason(
+        pool: PgPool,
+    ) {
+        let handler = setup(&pool).await;
+        let ns: Vec<u32> = (9..=17).collect();
+        let expected: Vec<i32> = (9..=17).filter(|n| *n != POISON).collect();
+        let topology =
+            run_batches(&handler, ns.len(), ns.clone(), |applied| applied.len() == 8).await;
+
+        assert_eq!(applied(&pool).await, expected, "every neighbour applied");
+        assert_eq!(
+            handler.calls.list(),
+            [vec![9], vec![1; 9]].concat(),
+            "one batch, then each message alone"
+        );
+        let (connection, channel) = channel().await;
+        let queue = topology.naming().command_queue("test.DoThing");
+        let dead =
+            wait_for_message(&channel, &format!("{queue}.dlq"), Duration::from_secs(10)).await;
+        let body: serde_json::Value = serde_json::from_slice(&dead.delivery.data).unwrap();
+        assert_eq!(body["n"], POISON);
+        let error = header(&dead, headers::ERROR).unwrap();
+        assert!(error.contains("things_n_check"), "the reason: {error}");
+        assert_eq!(header_u32(&dead, headers::ATTEMPTS), Some(1));
+        assert_eq!(
+            leftover_messages(&channel, &topology).await,
+            [],
+            "every other delivery acknowledged"
+        );
+        let _ = connection.close(200, "OK".into()).await;
+        cleanup(&topology).await;
+    }
+
+    #[sqlx::test]
+    async fn a_batch_whose_transaction_fails_once_is_applied_exactly_once_per_message(
+        pool: PgPool,
+    ) {
+        let handler = setup(&pool).await;
+        handler.fail_first_commit.store(true, Ordering::SeqCst);
+        let topology = run_batches(&handler, 5, 1..=5, |applied| applied.len() == 5).await;
+
+        // A second application would fail on the primary key and end in
+        // the dead-letter queue, which `leftover_messages` would show.
+        assert_eq!(applied(&pool).await, [1, 2, 3, 4, 5]);
+        assert_eq!(handler.calls.list(), [5, 1, 1, 1, 1, 1]);
+        let (connection, channel) = channel().await;
+        assert_eq!(leftover_messages(&channel, &topology).await, []);
+        let _ = connection.close(200, "OK".into()).await;
+        cleanup(&topology).await;
+    }
+
+    #[sqlx::test]
+    async fn consecutive_full_batches_each_run_in_one_call(pool: PgPool) {
+        let handler = setup(&pool).await;
+        let topology = run_batches(&handler, 4, 100..112, |applied| applied.len() == 12).await;
+
+        assert_eq!(applied(&pool).await, (100..112).collect::<Vec<_>>());
+        assert_eq!(handler.calls.list(), [4, 4, 4]);
+        let (connection, channel) = channel().await;
+        assert_eq!(leftover_messages(&channel, &topology).await, []);
+        let _ = connection.close(200, "OK".into()).await;
+        cleanup(&topology).await;
+    }
+
+    #[sqlx::test]
+    async fn a_shutdown_while_a_batch_is_being_collected_gives_its_deliveries_back(pool: PgPool) {
+        let handler = setup(&pool).await;
+        let config = config();
+        let handlers = |size| {
+            Handlers::builder()
+                .command_batch::<DoThing, _>(
+                    handler.clone(),
+                    BatchConfig::new(size, Duration::from_secs(60)),
+                )
+                .build()
+                .unwrap()
+        };
+        let worker = RabbitWorker::new(&handlers(50), config.clone()).unwrap();
+        let topology = worker.topology().clone();
+        let publisher = RabbitPublisher::connect(&config, topology.clone())
+            .await
+            .unwrap();
+        for n in 1..=3 {
+            publisher.send(&DoThing { n }).await.unwrap();
+        }
+        let running = RunningWorker::start(worker);
+        let (connection, channel) = channel().await;
+        let queue = topology.naming().command_queue("test.DoThing");
+        // Delivered to the worker, which waits for 47 more or the linger.
+        eventually(Duration::from_secs(10), || async {
+            (message_count(&channel, &queue).await == 0).then_some(())
+        })
+        .await
+        .expect("the worker took the three deliveries");
+
+        running.stop().await;
+        assert!(handler.calls.list().is_empty(), "the batch never started");
+        assert_eq!(applied(&pool).await, [] as [i32; 0]);
+        assert_eq!(message_count(&channel, &queue).await, 3, "all given back");
+
+        // The next worker applies them.
+        let running = RunningWorker::start(RabbitWorker::new(&handlers(3), config).unwrap());
+        eventually(Duration::from_secs(10), || async {
+            (applied(&pool).await.len() == 3).then_some(())
+        })
+        .await
+        .expect("applied by the next worker");
+        running.stop().await;
+        assert_eq!(applied(&pool).await, [1, 2, 3]);
+        assert_eq!(leftover_messages(&channel, &topology).await, []);
+        publisher.close();
+        let _ = connection.close(200, "OK".into()).await;
+        cleanup(&topology).await;
+    }
+
+    #[sqlx::test]
+    async fn a_batch_larger_than_the_prefetch_is_refused_at_start(pool: PgPool) {
+        let handler = setup(&pool).await;
+        let mut config = config();
+        config.prefetch = 10;
+        let handlers = Handlers::builder()
+            .command_batch::<DoThing, _>(handler, BatchConfig::new(11, Duration::from_millis(5)))
+            .build()
+            .unwrap();
+        let refused = RabbitWorker::new(&handlers, config).unwrap_err();
+        assert!(
+            matches!(&refused, RabbitError::InvalidConfig(reason) if reason.contains("prefetch")),
+            "{refused}"
+        );
+    }
+}

@@ -353,3 +353,60 @@ async fn a_flood_past_a_command_queues_bound_is_refused_and_the_queue_keeps_what
     let _ = connection.close(200, "OK".into()).await;
     cleanup(&topology).await;
 }
+
+#[tokio::test]
+async fn a_batch_of_events_is_published_with_pipelined_confirms_and_each_reaches_its_queues() {
+    let config = config();
+    let topology = config.topology(&handlers());
+    let publisher = RabbitPublisher::connect(&config, topology.clone())
+        .await
+        .unwrap();
+    // Subscribed and unsubscribed events in one batch: the unsubscribed
+    // ones go to the unrouted-events queue, none is returned.
+    let envelopes: Vec<Envelope> = (0..40)
+        .map(|n| {
+            if n % 4 == 0 {
+                Envelope::new(&NobodyCares { n }).unwrap()
+            } else {
+                Envelope::new(&ThingDone { n }).unwrap()
+            }
+        })
+        .collect();
+    let results = bus_core::EventBus::publish_batch(&publisher, envelopes).await;
+    assert_eq!(results.len(), 40);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+
+    let (connection, channel) = channel().await;
+    let audit = topology
+        .naming()
+        .subscriber_queue("test.ThingDone", "audit");
+    assert_eq!(message_count(&channel, &audit).await, 30);
+    let unrouted = format!("{}.events.unrouted", config.namespace);
+    assert_eq!(message_count(&channel, &unrouted).await, 10);
+
+    publisher.close();
+    let _ = connection.close(200, "OK".into()).await;
+    cleanup(&topology).await;
+}
+
+#[tokio::test]
+async fn a_batch_of_events_to_an_unreachable_broker_fails_fast_with_unavailable() {
+    let mut config = config();
+    config.amqp_url = "amqp://guest:guest@127.0.0.1:1/%2f".to_owned();
+    config.confirm_timeout = Duration::from_millis(500);
+    let topology = config.topology(&handlers());
+    let publisher = RabbitPublisher::new(&config, topology).unwrap();
+    let envelopes = vec![
+        Envelope::new(&ThingDone { n: 1 }).unwrap(),
+        Envelope::new(&ThingDone { n: 2 }).unwrap(),
+    ];
+    let started = Instant::now();
+    let results = bus_core::EventBus::publish_batch(&publisher, envelopes).await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(
+        results
+            .iter()
+            .all(|result| matches!(result, Err(DispatchError::Unavailable { .. }))),
+        "{results:?}"
+    );
+}

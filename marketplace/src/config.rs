@@ -9,7 +9,7 @@ use std::{
 
 use bus_core::{
     dead_letter_ops::{DeadLetterSelector, GroupBy},
-    AsyncBusConfig, DurableBusConfig, RetryPolicy,
+    AsyncBusConfig, BatchConfig, DurableBusConfig, RetryPolicy,
 };
 use bus_rabbitmq::{QueueType, RabbitConfig};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -157,6 +157,9 @@ pub struct ServeConfig {
     /// Retries of failing handlers.
     #[command(flatten)]
     pub retry: RetryArgs,
+    /// Batches of the batch handlers.
+    #[command(flatten)]
+    pub batch: BatchArgs,
     /// RabbitMQ, with `--bus rabbitmq`.
     #[command(flatten)]
     pub rabbitmq: RabbitArgs,
@@ -384,6 +387,9 @@ pub struct WorkerConfig {
     /// Retries of failing handlers.
     #[command(flatten)]
     pub retry: RetryArgs,
+    /// Batches of the batch handlers.
+    #[command(flatten)]
+    pub batch: BatchArgs,
     /// The admin routes (pause and resume consumers).
     #[command(flatten)]
     pub admin: AdminArgs,
@@ -553,6 +559,33 @@ pub struct AsyncBusArgs {
     /// At shutdown, how long retries may keep waiting before they are dead-lettered.
     #[arg(long, env = "MARKETPLACE_DRAIN_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
     pub drain_timeout: Duration,
+}
+
+/// How the asynchronous buses (the in-memory async bus, the RabbitMQ
+/// worker) feed the batch handlers: `SaveUser`, `SaveBook`, `CreateOffer`
+/// and `refresh-cheapest-offer` apply up to `--batch-size` messages in one
+/// transaction, each message still retried or dead-lettered on its own.
+#[derive(Debug, Clone, Args)]
+pub struct BatchArgs {
+    /// Most messages a batch handler applies in one transaction; 1 disables
+    /// batching (one message per transaction). On RabbitMQ it must not
+    /// exceed `--prefetch`.
+    #[arg(long, env = "MARKETPLACE_BATCH_SIZE", default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..))]
+    pub batch_size: u16,
+    /// Longest wait, in milliseconds, after the first message of a batch
+    /// for more to arrive before the batch runs.
+    #[arg(long, env = "MARKETPLACE_BATCH_LINGER_MS", default_value_t = 5)]
+    pub batch_linger_ms: u64,
+}
+
+impl BatchArgs {
+    /// The batches these flags describe.
+    pub fn config(&self) -> BatchConfig {
+        BatchConfig::new(
+            usize::from(self.batch_size),
+            Duration::from_millis(self.batch_linger_ms),
+        )
+    }
 }
 
 /// The retry schedule of failing handlers.
@@ -859,5 +892,19 @@ mod tests {
                 "{wrong}"
             );
         }
+    }
+
+    #[test]
+    fn batches_default_to_50_messages_or_5_ms_and_a_size_of_1_disables_them() {
+        let worker = WorkerConfig::from_args(Vec::<String>::new()).unwrap();
+        assert_eq!(
+            worker.batch.config(),
+            BatchConfig::new(50, Duration::from_millis(5))
+        );
+        let one = WorkerConfig::from_args(["--batch-size", "1", "--batch-linger-ms", "0"]).unwrap();
+        assert!(!one.batch.config().is_batching());
+        let serve = ServeConfig::from_args(["--batch-size", "20"]).unwrap();
+        assert_eq!(serve.batch.config().max_messages, 20);
+        assert!(WorkerConfig::from_args(["--batch-size", "0"]).is_err());
     }
 }

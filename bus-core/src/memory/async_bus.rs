@@ -1,4 +1,5 @@
 use std::{
+    collections::HashMap,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -6,12 +7,15 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::{
+    sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore, TryAcquireError},
+    time::Instant,
+};
 
 use crate::{
     bus::BoxFuture, dead_letter::dead_letter, dead_letter_ops::Redelivery, settlement::Settlement,
-    transport::RegisteredHandler, CircuitBreaker, CommandBus, DeadLetterSink, DispatchError,
-    Envelope, EventBus, Handlers, InMemoryDeadLetters, RetryPolicy,
+    transport::RegisteredHandler, BatchConfig, CircuitBreaker, CommandBus, DeadLetterSink,
+    DispatchError, Envelope, EventBus, Handlers, InMemoryDeadLetters, RetryPolicy,
 };
 
 /// Settings of an [`AsyncBus`].
@@ -55,6 +59,12 @@ impl Default for AsyncBusConfig {
 /// waits, its attempt not counted, and everything resumes once the
 /// breaker's probe answers. Such a message is never dead-lettered, except
 /// by a shutdown whose drain timeout passes first.
+///
+/// A [`BatchHandler`](crate::BatchHandler)'s messages are collected per
+/// handler into batches of up to [`BatchConfig::max_messages`], or what
+/// arrived within its `linger` of the first; a batch takes one of the
+/// `concurrency` slots and each of its messages is settled as above. A
+/// retried message joins a later batch.
 ///
 /// Memory is bounded by `capacity`: a full bus answers
 /// [`DispatchError::Saturated`] at once instead of growing.
@@ -384,18 +394,52 @@ impl AsyncBus {
 async fn run_workers(inner: Arc<Inner>, mut jobs: mpsc::UnboundedReceiver<Job>) {
     let slots = Arc::new(Semaphore::new(inner.config.concurrency));
     let mut abandon = inner.abandon.subscribe();
-    while let Some(job) = jobs.recv().await {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            break;
+    let mut batches = Collecting::default();
+    loop {
+        let job = tokio::select! {
+            job = jobs.recv() => job,
+            () = batches.next_deadline() => {
+                for ready in batches.take_expired() {
+                    dispatch(&inner, &slots, &mut abandon, ready).await;
+                }
+                continue;
+            }
         };
-        // While the dependency is down, start nothing new: the job waits
-        // here, its permit held, until the breaker closes.
-        let abandoned = tokio::select! {
-            () = inner.breaker.closed() => false,
-            _ = abandon.wait_for(|abandon| *abandon) => true,
-        };
-        if abandoned && inner.breaker.paused().is_some() {
-            let reason = inner.breaker.paused().unwrap_or_default();
+        let Some(job) = job else { break };
+        match job.handler.batch_config() {
+            Some(config) => {
+                if let Some(full) = batches.push(job, config) {
+                    dispatch(&inner, &slots, &mut abandon, full).await;
+                }
+            }
+            None => dispatch(&inner, &slots, &mut abandon, vec![job]).await,
+        }
+    }
+    for ready in batches.take_all() {
+        dispatch(&inner, &slots, &mut abandon, ready).await;
+    }
+}
+
+/// Runs `jobs` (one message, or a batch of one handler's messages) in a
+/// task of its own once a concurrency slot is free and the breaker closed.
+async fn dispatch(
+    inner: &Arc<Inner>,
+    slots: &Arc<Semaphore>,
+    abandon: &mut watch::Receiver<bool>,
+    jobs: Vec<Job>,
+) {
+    let Ok(slot) = slots.clone().acquire_owned().await else {
+        return;
+    };
+    // While the dependency is down, start nothing new: the jobs wait
+    // here, their permits held, until the breaker closes.
+    let abandoned = tokio::select! {
+        () = inner.breaker.closed() => false,
+        _ = abandon.wait_for(|abandon| *abandon) => true,
+    };
+    if abandoned && inner.breaker.paused().is_some() {
+        let reason = inner.breaker.paused().unwrap_or_default();
+        for job in jobs {
             dead_letter(
                 inner.dead_letters.as_ref(),
                 &job.envelope,
@@ -403,22 +447,110 @@ async fn run_workers(inner: Arc<Inner>, mut jobs: mpsc::UnboundedReceiver<Job>) 
                 &format!("bus shut down while its consumers were {reason}"),
                 job.attempt,
             );
-            continue;
         }
-        let inner = inner.clone();
-        tokio::spawn(async move {
-            run_job(&inner, job).await;
-            drop(slot);
-        });
+        return;
+    }
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        if jobs.len() == 1 {
+            for job in jobs {
+                run_job(&inner, job).await;
+            }
+        } else {
+            run_batch(&inner, jobs).await;
+        }
+        drop(slot);
+    });
+}
+
+/// The batches being collected, one per batch handler (message type and
+/// subscriber), each with the time it must run by.
+#[derive(Default)]
+struct Collecting {
+    pending: HashMap<HandlerKey, (Vec<Job>, Instant)>,
+}
+
+/// A batch handler: its message type and, for a subscriber, its name.
+type HandlerKey = (&'static str, Option<String>);
+
+impl Collecting {
+    /// Adds `job` to its handler's batch; returns the batch if now full.
+    fn push(&mut self, job: Job, config: BatchConfig) -> Option<Vec<Job>> {
+        let key = (job.handler.message_type(), job.subscriber.clone());
+        let (batch, _) = self
+            .pending
+            .entry(key.clone())
+            .or_insert_with(|| (Vec::new(), Instant::now() + config.linger));
+        batch.push(job);
+        if batch.len() >= config.max_messages {
+            return self.pending.remove(&key).map(|(batch, _)| batch);
+        }
+        None
+    }
+
+    /// Completes when the oldest batch's linger has passed (never if none).
+    async fn next_deadline(&self) {
+        match self.pending.values().map(|(_, deadline)| *deadline).min() {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The batches whose linger has passed.
+    fn take_expired(&mut self) -> Vec<Vec<Job>> {
+        let now = Instant::now();
+        let expired: Vec<_> = self
+            .pending
+            .iter()
+            .filter(|(_, (_, deadline))| *deadline <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        expired
+            .into_iter()
+            .filter_map(|key| self.pending.remove(&key).map(|(batch, _)| batch))
+            .collect()
+    }
+
+    /// Every batch, whatever its linger.
+    fn take_all(&mut self) -> Vec<Vec<Job>> {
+        self.pending.drain().map(|(_, (batch, _))| batch).collect()
     }
 }
 
 async fn run_job(inner: &Arc<Inner>, job: Job) {
-    let policy = &inner.config.retry;
     let (result, settlement) = job
         .handler
-        .invoke_and_decide(job.envelope.clone(), job.attempt, policy)
+        .invoke_and_decide(job.envelope.clone(), job.attempt, &inner.config.retry)
         .await;
+    settle(inner, job, result, settlement);
+}
+
+/// Runs a batch of one handler's jobs in one call and settles each job by
+/// its own outcome.
+async fn run_batch(inner: &Arc<Inner>, jobs: Vec<Job>) {
+    let Some(handler) = jobs.first().map(|job| job.handler.clone()) else {
+        return;
+    };
+    let deliveries: Vec<_> = jobs
+        .iter()
+        .map(|job| (job.envelope.clone(), job.attempt))
+        .collect();
+    let outcomes = handler
+        .invoke_batch_and_decide(&deliveries, &inner.config.retry)
+        .await;
+    for (job, (result, settlement)) in jobs.into_iter().zip(outcomes) {
+        settle(inner, job, result, settlement);
+    }
+}
+
+/// Applies the settlement of one job: done, retried later, kept behind the
+/// breaker or dead-lettered.
+fn settle(
+    inner: &Arc<Inner>,
+    job: Job,
+    result: Result<(), crate::HandlerError>,
+    settlement: Settlement,
+) {
     let delay = match settlement {
         Settlement::Retry { after } => after,
         Settlement::Suspend { reason } => {

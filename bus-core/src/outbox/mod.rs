@@ -7,7 +7,11 @@
 //! react to a change that never happened. Instead the handler *stages* each
 //! event in the same transaction as its changes ([`postgres::stage`],
 //! [`sqlite::stage`]), and an [`OutboxRelay`] publishes committed events to
-//! an [`EventBus`] and deletes them once the bus accepted them.
+//! an [`EventBus`] and deletes them once the bus accepted them: a batch of
+//! staged events is published at once ([`EventBus::publish_batch`]; on
+//! RabbitMQ with pipelined confirms) and the published ones are deleted in
+//! one statement (`DELETE … WHERE position = ANY($1)` on PostgreSQL, an `IN`
+//! over a JSON array on SQLite).
 //!
 //! On PostgreSQL the relay locks rows with `FOR UPDATE SKIP LOCKED`, so every
 //! worker replica can run one: each batch is taken by exactly one relay at a
@@ -46,14 +50,22 @@ pub trait OutboxStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<usize, sqlx::Error>>;
 }
 
-/// Publishes every `(position, envelope)` concurrently and returns the
-/// positions the bus accepted; refusals are logged and left out.
+/// Publishes every `(position, envelope)` as one batch
+/// ([`EventBus::publish_batch`]: on RabbitMQ, all sent on one channel, then
+/// every confirm awaited) and returns the positions the bus accepted;
+/// refusals are logged and left out.
 ///
-/// Each publish runs in a `publish` span carrying the event's `trace_id`
-/// (and its `traceparent` span as `parent_span_id`), so the relay's lines
-/// belong to the trace of the request whose handler staged the event.
+/// Each event's outcome is logged in a `publish` span carrying the event's
+/// `trace_id` (and its `traceparent` span as `parent_span_id`), so the
+/// relay's lines belong to the trace of the request whose handler staged
+/// the event.
 pub async fn publish_each(bus: &dyn EventBus, rows: &[(i64, Envelope)]) -> Vec<i64> {
-    let publishes = rows.iter().map(|(position, envelope)| {
+    let results = bus
+        .publish_batch(rows.iter().map(|(_, envelope)| envelope.clone()).collect())
+        .instrument(tracing::info_span!("publish_batch", size = rows.len()))
+        .await;
+    let mut published = Vec::with_capacity(rows.len());
+    for ((position, envelope), result) in rows.iter().zip(results) {
         let trace = envelope.trace_context();
         let span = tracing::info_span!(
             "publish",
@@ -62,31 +74,23 @@ pub async fn publish_each(bus: &dyn EventBus, rows: &[(i64, Envelope)]) -> Vec<i
             trace_id = trace.map(|trace| tracing::field::display(trace.trace_id_hex())),
             parent_span_id = trace.map(|trace| tracing::field::display(trace.span_id_hex())),
         );
-        async move {
-            match bus.publish_envelope(envelope.clone()).await {
-                Ok(()) => {
-                    tracing::debug!("outbox event published");
-                    Some(*position)
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "outbox event not published yet; will retry");
-                    None
-                }
+        let _entered = span.enter();
+        match result {
+            Ok(()) => {
+                tracing::debug!("outbox event published");
+                published.push(*position);
             }
+            Err(error) => tracing::warn!(%error, "outbox event not published yet; will retry"),
         }
-        .instrument(span)
-    });
-    futures::future::join_all(publishes)
-        .await
-        .into_iter()
-        .flatten()
-        .collect()
+    }
+    published
 }
 
 /// Settings of an [`OutboxRelay`].
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    /// Events taken (and published concurrently) per transaction.
+    /// Events taken per transaction, published as one batch
+    /// ([`EventBus::publish_batch`]) and deleted in one statement.
     pub batch_size: usize,
     /// How often to look for events when nobody woke the relay (events
     /// staged by another process, or left by one that died).

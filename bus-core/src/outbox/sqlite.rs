@@ -53,14 +53,15 @@ impl OutboxStore for SqlitePool {
                 .map(|(position, Json(envelope))| (position, envelope))
                 .collect();
             let published = publish_each(bus, &rows).await;
-            let mut tx = self.begin().await?;
-            for position in &published {
-                sqlx::query("DELETE FROM bus_outbox WHERE position = ?1")
-                    .bind(position)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
+            // One statement: the positions travel as one JSON array.
+            let positions = serde_json::to_string(&published)
+                .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+            sqlx::query(
+                "DELETE FROM bus_outbox WHERE position IN (SELECT value FROM json_each(?1))",
+            )
+            .bind(positions)
+            .execute(self)
+            .await?;
             Ok(published.len())
         })
     }

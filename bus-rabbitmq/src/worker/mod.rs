@@ -55,6 +55,25 @@ mod settle;
 /// answers it runs again and consuming resumes. A shutdown meanwhile gives
 /// it back to the broker as it came. Such a delivery is never dead-lettered.
 ///
+/// A [`bus_core::BatchHandler`] is fed batches: the consume loop takes up
+/// to [`BatchConfig::max_messages`](bus_core::BatchConfig) deliveries, or
+/// as many as arrived within its `linger` of the first, whichever comes
+/// first, and runs them in one call (one concurrency slot, a
+/// `delivery_batch` span naming the message ids). The prefetch must be at
+/// least the batch size ([`RabbitWorker::new`] refuses less), and with
+/// `concurrency` batches running at once, `prefetch` of about
+/// `concurrency × batch size` keeps every slot fed. Each delivery of the
+/// batch is then settled by its own outcome exactly as above, and nothing
+/// is acknowledged, retried or dead-lettered before the batch call
+/// returned (its transaction committed). If the batch fails as a whole it
+/// is run again message by message, so a poison message is dead-lettered
+/// alone; an infrastructure failure holds the whole batch. Each delivery is
+/// acknowledged on its own (no `multiple` ack: other batches of the same
+/// channel may still be running). A shutdown or a pause while a batch is
+/// being collected (or waits for a free slot) stops it before it started:
+/// its deliveries are given back to the broker (`nack`, requeue), like
+/// every prefetched delivery not yet started.
+///
 /// If a retry or dead-letter publish fails, the delivery is rejected with
 /// `requeue`: it comes back, nothing is lost. A handler may therefore see a
 /// message more than once (at-least-once): handlers must be idempotent.
@@ -136,6 +155,16 @@ impl RabbitWorker {
             });
         let routes: Vec<Route> = commands.chain(subscribers).collect();
         for route in &routes {
+            if let Some(batch) = route.handler.batch_config() {
+                if batch.max_messages > usize::from(config.prefetch) {
+                    return Err(RabbitError::InvalidConfig(format!(
+                        "the handler of {} takes batches of up to {} messages, more than the \
+                         prefetch of {}: a batch can never fill; raise prefetch to at least \
+                         the batch size",
+                        route.queue, batch.max_messages, config.prefetch
+                    )));
+                }
+            }
             short(&Naming::dead_letter_queue(&route.queue))?;
             for delay in topology.retry_delays() {
                 short(&Naming::retry_queue(&route.queue, *delay))?;

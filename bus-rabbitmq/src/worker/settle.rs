@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bus_core::{transport::Settlement, HandlerError};
+use bus_core::{transport::Settlement, Envelope, HandlerError};
 use lapin::{
     message::Delivery,
     options::{BasicAckOptions, BasicNackOptions},
@@ -22,24 +22,13 @@ use crate::{
 /// Runs the handler on one delivery and settles it as
 /// [`decide`](bus_core::transport::decide) says.
 pub(super) async fn settle(context: &QueueContext, delivery: Delivery, attempt: u32) {
-    let envelope = match wire::decode(&delivery.properties, &delivery.data) {
+    let envelope = match envelope_of(context, &delivery) {
         Ok(envelope) => envelope,
-        Err(error) => {
-            // Not a message at all, so no handler result to decide on.
-            let reason = format!("undecodable message: {error}");
+        Err(reason) => {
             dead_letter(context, &delivery, &reason, attempt).await;
             return;
         }
     };
-    let expected = context.route.handler.message_type();
-    if envelope.message_type != expected {
-        tracing::warn!(queue = %context.route.queue, %expected, "message of another type on this queue");
-        let error = HandlerError::UnknownType {
-            message_type: envelope.message_type,
-        };
-        dead_letter(context, &delivery, &error.to_string(), attempt).await;
-        return;
-    }
     let envelope = Arc::new(envelope);
     loop {
         let (result, settlement) = context
@@ -72,6 +61,87 @@ pub(super) async fn settle(context: &QueueContext, delivery: Delivery, attempt: 
             _ => requeue(context, &delivery).await,
         }
         return;
+    }
+}
+
+/// The envelope of a delivery of this queue, or why it must be
+/// dead-lettered without running the handler: it cannot be decoded, or it is
+/// of another type than the queue's handler takes.
+fn envelope_of(context: &QueueContext, delivery: &Delivery) -> Result<Envelope, String> {
+    let envelope = match wire::decode(&delivery.properties, &delivery.data) {
+        Ok(envelope) => envelope,
+        // Not a message at all, so no handler result to decide on.
+        Err(error) => return Err(format!("undecodable message: {error}")),
+    };
+    let expected = context.route.handler.message_type();
+    if envelope.message_type != expected {
+        tracing::warn!(queue = %context.route.queue, %expected, "message of another type on this queue");
+        let error = HandlerError::UnknownType {
+            message_type: envelope.message_type,
+        };
+        return Err(error.to_string());
+    }
+    Ok(envelope)
+}
+
+/// Runs the handler on a batch of deliveries in one call and settles each
+/// by its own outcome, as [`settle`] does for one: every acknowledgement,
+/// retry copy or dead-letter copy is made only after the batch call
+/// returned, i.e. after the handler's transaction committed. Deliveries kept
+/// on an infrastructure failure are held unacknowledged and run again, as a
+/// batch, once the breaker closes (or given back if the worker stops).
+pub(super) async fn settle_batch(context: &QueueContext, deliveries: Vec<Delivery>) {
+    let mut runnable = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        let attempt = wire::attempt(&delivery.properties);
+        match envelope_of(context, &delivery) {
+            Ok(envelope) => runnable.push((delivery, Arc::new(envelope), attempt)),
+            Err(reason) => dead_letter(context, &delivery, &reason, attempt).await,
+        }
+    }
+    while !runnable.is_empty() {
+        let inputs: Vec<_> = runnable
+            .iter()
+            .map(|(_, envelope, attempt)| (envelope.clone(), *attempt))
+            .collect();
+        let outcomes = context
+            .route
+            .handler
+            .invoke_batch_and_decide(&inputs, &context.policy)
+            .await;
+        let mut held = Vec::new();
+        let mut suspended = None;
+        for ((delivery, envelope, attempt), (result, settlement)) in
+            runnable.into_iter().zip(outcomes)
+        {
+            match settlement {
+                Settlement::Ack => ack(&delivery, "handled").await,
+                Settlement::Retry { after } => {
+                    let error = result.err().map(|e| e.to_string()).unwrap_or_default();
+                    retry(context, &delivery, &error, attempt, after).await;
+                }
+                Settlement::DeadLetter { reason } => {
+                    dead_letter(context, &delivery, &reason, attempt).await;
+                }
+                Settlement::Suspend { reason } => {
+                    suspended = Some(reason);
+                    held.push((delivery, envelope, attempt));
+                }
+                _ => requeue(context, &delivery).await,
+            }
+        }
+        let Some(reason) = suspended else { return };
+        tracing::warn!(error = %reason, held = held.len(), "dependency unavailable: deliveries held, attempts not counted");
+        context.breaker.trip(&reason);
+        tokio::select! {
+            () = context.breaker.closed() => runnable = held,
+            () = context.stop.cancelled() => {
+                for (delivery, _, _) in &held {
+                    release(delivery).await;
+                }
+                return;
+            }
+        }
     }
 }
 
@@ -201,6 +271,13 @@ async fn ack(delivery: &Delivery, what: &str) {
         Err(error) => {
             tracing::warn!(outcome = what, %error, "ack failed; the broker will redeliver")
         }
+    }
+}
+
+/// Gives every delivery back to the broker at once, unchanged.
+pub(super) async fn release_all(deliveries: &[Delivery]) {
+    for delivery in deliveries {
+        release(delivery).await;
     }
 }
 

@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use bus_core::{Command, CommandHandler, HandlerError, Message, MessageContext};
+use bus_core::{
+    BatchHandler, BatchOutcome, Command, CommandHandler, Envelope, HandlerError, Message,
+    MessageContext,
+};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -81,12 +84,13 @@ impl CreateOfferHandler {
     }
 }
 
-impl CommandHandler<CreateOffer> for CreateOfferHandler {
-    async fn handle(
-        &self,
-        offer: CreateOffer,
-        context: MessageContext,
-    ) -> Result<(), HandlerError> {
+impl CreateOfferHandler {
+    /// The row to insert and the event to stage for `offer`, or why it can
+    /// never be inserted.
+    fn prepare(
+        offer: &CreateOffer,
+        context: &MessageContext,
+    ) -> Result<(NewOffer, Envelope), HandlerError> {
         let event = OfferCreated {
             offer_id: offer.id,
             book_id: offer.book_id,
@@ -103,22 +107,67 @@ impl CommandHandler<CreateOffer> for CreateOfferHandler {
             price: offer.price,
             stock,
         };
-        match self.offers.create_offer(&new_offer, &envelope).await? {
+        Ok((new_offer, envelope))
+    }
+
+    /// The handler's result for what the store did with `new_offer`.
+    fn result(new_offer: &NewOffer, outcome: OfferOutcome) -> Result<(), HandlerError> {
+        match outcome {
             OfferOutcome::Created | OfferOutcome::AlreadyExists => Ok(()),
             OfferOutcome::IdConflict { stored } => Err(id_conflict(IdConflict {
                 kind: "offer",
-                id: offer.id,
+                id: new_offer.id,
                 stored,
                 received: new_offer.fingerprint(),
             })),
             OfferOutcome::BookMissing => Err(HandlerError::retryable(format!(
                 "book {} does not exist (yet)",
-                offer.book_id
+                new_offer.book_id
             ))),
             OfferOutcome::SellerMissing => Err(HandlerError::retryable(format!(
                 "seller {} does not exist (yet)",
-                offer.seller_id
+                new_offer.seller_id
             ))),
         }
+    }
+}
+
+impl CommandHandler<CreateOffer> for CreateOfferHandler {
+    async fn handle(
+        &self,
+        offer: CreateOffer,
+        context: MessageContext,
+    ) -> Result<(), HandlerError> {
+        let (new_offer, envelope) = Self::prepare(&offer, &context)?;
+        let outcome = self.offers.create_offer(&new_offer, &envelope).await?;
+        Self::result(&new_offer, outcome)
+    }
+}
+
+/// A batch of offers in one transaction: one multi-row insert with the
+/// outbox rows of the new ones. Each offer keeps its own outcome (a missing
+/// book retried, a reused id dead-lettered) while the others are applied.
+impl BatchHandler<CreateOffer> for CreateOfferHandler {
+    async fn handle_batch(&self, batch: &[(CreateOffer, MessageContext)]) -> BatchOutcome {
+        let mut results = Vec::with_capacity(batch.len());
+        let mut rows = Vec::with_capacity(batch.len());
+        let mut row_of = Vec::with_capacity(batch.len());
+        for (index, (offer, context)) in batch.iter().enumerate() {
+            match Self::prepare(offer, context) {
+                Ok(row) => {
+                    rows.push(row);
+                    row_of.push(index);
+                    results.push(Ok(()));
+                }
+                Err(error) => results.push(Err(error)),
+            }
+        }
+        if !rows.is_empty() {
+            let outcomes = self.offers.create_offers(&rows).await?;
+            for ((index, (new_offer, _)), outcome) in row_of.into_iter().zip(&rows).zip(outcomes) {
+                results[index] = Self::result(new_offer, outcome);
+            }
+        }
+        Ok(results)
     }
 }

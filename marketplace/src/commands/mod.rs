@@ -18,19 +18,29 @@ pub use save_user::{SaveUser, SaveUserHandler};
 pub(crate) use validation::plain_text;
 pub use validation::Validated;
 
-use bus_core::{HandlerError, HandlersBuilder, MessageContext};
+use bus_core::{BatchConfig, HandlerError, HandlersBuilder, MessageContext};
 
 use crate::{
     model::{IdConflict, Revision},
     store::Repositories,
 };
 
-/// Registers the handler of every command, each behind [`Validated`].
-pub fn register(handlers: HandlersBuilder, store: &Repositories) -> HandlersBuilder {
+/// Registers the handler of every command, each behind [`Validated`]:
+/// `SaveUser`, `SaveBook` and `CreateOffer` take batches as `batch` says
+/// (one transaction per batch); `CreateOrder`, one claim per order, takes
+/// one message at a time.
+pub fn register(
+    handlers: HandlersBuilder,
+    store: &Repositories,
+    batch: BatchConfig,
+) -> HandlersBuilder {
     handlers
-        .command::<SaveUser, _>(Validated(SaveUserHandler::new(store.users.clone())))
-        .command::<SaveBook, _>(Validated(SaveBookHandler::new(store.books.clone())))
-        .command::<CreateOffer, _>(Validated(CreateOfferHandler::new(store.offers.clone())))
+        .command_batch::<SaveUser, _>(Validated(SaveUserHandler::new(store.users.clone())), batch)
+        .command_batch::<SaveBook, _>(Validated(SaveBookHandler::new(store.books.clone())), batch)
+        .command_batch::<CreateOffer, _>(
+            Validated(CreateOfferHandler::new(store.offers.clone())),
+            batch,
+        )
         .command::<CreateOrder, _>(Validated(CreateOrderHandler::new(store.orders.clone())))
 }
 

@@ -1,6 +1,8 @@
 //! `PUT /book`: register a book in the catalogue or edit it.
 
-use bus_core::{Command, CommandHandler, HandlerError, Message, MessageContext};
+use bus_core::{
+    BatchHandler, BatchOutcome, Command, CommandHandler, HandlerError, Message, MessageContext,
+};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -11,7 +13,7 @@ use validator::Validate;
 use crate::{
     commands::{plain_text, revision},
     model::{trimmed, BookSaveOutcome, NotTheOwner},
-    store::BookRepository,
+    store::{BookRepository, BookSave},
 };
 
 /// Create the book `id`, or edit its title and author.
@@ -90,6 +92,34 @@ impl CommandHandler<SaveBook> for SaveBookHandler {
             BookSaveOutcome::Applied => Ok(()),
             BookSaveOutcome::Refused(refusal) => Err(not_the_owner(refusal, command.requested_by)),
         }
+    }
+}
+
+/// A batch of saves in one transaction, in the order they arrived; a save
+/// refused to its sender is dead-lettered alone, the others are applied.
+impl BatchHandler<SaveBook> for SaveBookHandler {
+    async fn handle_batch(&self, batch: &[(SaveBook, MessageContext)]) -> BatchOutcome {
+        let saves: Vec<BookSave> = batch
+            .iter()
+            .map(|(command, context)| BookSave {
+                id: command.id,
+                title: command.title.clone(),
+                author: command.author.clone(),
+                editor: command.requested_by,
+                revision: revision(context),
+            })
+            .collect();
+        let outcomes = self.books.save_books(&saves).await?;
+        Ok(outcomes
+            .into_iter()
+            .zip(batch)
+            .map(|(outcome, (command, _))| match outcome {
+                BookSaveOutcome::Applied => Ok(()),
+                BookSaveOutcome::Refused(refusal) => {
+                    Err(not_the_owner(refusal, command.requested_by))
+                }
+            })
+            .collect())
     }
 }
 

@@ -1,6 +1,8 @@
 //! `PUT /user`: create a user or rename it.
 
-use bus_core::{Command, CommandHandler, HandlerError, Message, MessageContext};
+use bus_core::{
+    BatchHandler, BatchOutcome, Command, CommandHandler, HandlerError, Message, MessageContext,
+};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -61,5 +63,23 @@ impl CommandHandler<SaveUser> for SaveUserHandler {
         };
         self.users.save_user(&user, &revision(&context)).await?;
         Ok(())
+    }
+}
+
+/// A batch of saves in one transaction, in the order they arrived.
+impl BatchHandler<SaveUser> for SaveUserHandler {
+    async fn handle_batch(&self, batch: &[(SaveUser, MessageContext)]) -> BatchOutcome {
+        let users: Vec<_> = batch
+            .iter()
+            .map(|(command, context)| {
+                let user = User {
+                    id: command.id,
+                    name: command.name.clone(),
+                };
+                (user, revision(context))
+            })
+            .collect();
+        self.users.save_users(&users).await?;
+        Ok(batch.iter().map(|_| Ok(())).collect())
     }
 }

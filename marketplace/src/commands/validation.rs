@@ -3,7 +3,7 @@
 //! before a handler runs, because a consumed message may not have come
 //! through the edge (a producer with broker credentials, an older API).
 
-use bus_core::{Command, CommandHandler, HandlerError, MessageContext};
+use bus_core::{BatchHandler, BatchOutcome, Command, CommandHandler, HandlerError, MessageContext};
 use validator::{Validate, ValidationError, ValidationErrors, ValidationErrorsKind};
 
 use crate::model::text_error;
@@ -29,18 +29,66 @@ where
     H: CommandHandler<C>,
 {
     async fn handle(&self, command: C, context: MessageContext) -> Result<(), HandlerError> {
-        if let Err(errors) = command.validate() {
-            let described: Vec<String> = field_errors(&errors)
-                .into_iter()
-                .map(|(field, message)| format!("{field}: {message}"))
-                .collect();
-            return Err(HandlerError::Permanent {
-                message: format!("invalid {}: {}", C::NAME, described.join("; ")),
-                source: Some(Box::new(errors)),
-            });
-        }
+        validate(&command)?;
         self.0.handle(command, context).await
     }
+}
+
+/// In a batch, an invalid command gets its own permanent failure and the
+/// valid ones go on to the handler, as one batch.
+impl<C, H> BatchHandler<C> for Validated<H>
+where
+    C: Command + Validate + Clone,
+    H: BatchHandler<C>,
+{
+    async fn handle_batch(&self, batch: &[(C, MessageContext)]) -> BatchOutcome {
+        let mut results: Vec<Result<(), HandlerError>> = Vec::with_capacity(batch.len());
+        let mut valid = Vec::with_capacity(batch.len());
+        let mut valid_at = Vec::with_capacity(batch.len());
+        for (index, (command, context)) in batch.iter().enumerate() {
+            match validate(command) {
+                Ok(()) => {
+                    valid.push((command.clone(), context.clone()));
+                    valid_at.push(index);
+                    results.push(Ok(()));
+                }
+                Err(error) => results.push(Err(error)),
+            }
+        }
+        if valid.len() == batch.len() {
+            return self.0.handle_batch(batch).await;
+        }
+        if !valid.is_empty() {
+            let outcomes = self.0.handle_batch(&valid).await?;
+            if outcomes.len() != valid.len() {
+                return Err(HandlerError::permanent(format!(
+                    "batch handler of {} returned {} outcomes for {} messages",
+                    C::NAME,
+                    outcomes.len(),
+                    valid.len()
+                )));
+            }
+            for (index, outcome) in valid_at.into_iter().zip(outcomes) {
+                results[index] = outcome;
+            }
+        }
+        Ok(results)
+    }
+}
+
+/// The command's validation as a handler result: an invalid command is a
+/// permanent failure naming every invalid field.
+fn validate<C: Command + Validate>(command: &C) -> Result<(), HandlerError> {
+    command.validate().map_err(|errors| {
+        let described: Vec<String> = field_errors(&errors)
+            .into_iter()
+            .map(|(field, message)| format!("{field}: {message}"))
+            .collect();
+        HandlerError::Permanent {
+            message: format!("invalid {}: {}", C::NAME, described.join("; ")),
+            source: Some(Box::new(errors)),
+        }
+    })
 }
 
 /// Every invalid field as `(JSON path, what is wrong)`, sorted by path; the

@@ -7,7 +7,7 @@
 
 pub mod refresh_cheapest_offer;
 
-use bus_core::{Event, HandlersBuilder, Message};
+use bus_core::{BatchConfig, Event, HandlersBuilder, Message};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -48,10 +48,15 @@ impl Event for StockClaimed {}
 /// Subscriber name of [`RefreshCheapestOffer`] (names its queues).
 pub const REFRESH_CHEAPEST_OFFER: &str = "refresh-cheapest-offer";
 
-/// Subscribes every subscriber to its events.
-pub fn register(handlers: HandlersBuilder, store: &Repositories) -> HandlersBuilder {
+/// Subscribes every subscriber to its events, taking batches as `batch`
+/// says.
+pub fn register(
+    handlers: HandlersBuilder,
+    store: &Repositories,
+    batch: BatchConfig,
+) -> HandlersBuilder {
     let refresh = RefreshCheapestOffer::new(store.books.clone());
     handlers
-        .subscribe::<OfferCreated, _>(REFRESH_CHEAPEST_OFFER, refresh.clone())
-        .subscribe::<StockClaimed, _>(REFRESH_CHEAPEST_OFFER, refresh)
+        .subscribe_batch::<OfferCreated, _>(REFRESH_CHEAPEST_OFFER, refresh.clone(), batch)
+        .subscribe_batch::<StockClaimed, _>(REFRESH_CHEAPEST_OFFER, refresh, batch)
 }

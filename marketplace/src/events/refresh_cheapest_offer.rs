@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use bus_core::{EventHandler, HandlerError, MessageContext};
+use bus_core::{BatchHandler, BatchOutcome, EventHandler, HandlerError, MessageContext};
 use uuid::Uuid;
 
 use super::{OfferCreated, StockClaimed};
@@ -48,5 +48,26 @@ impl EventHandler<OfferCreated> for RefreshCheapestOffer {
 impl EventHandler<StockClaimed> for RefreshCheapestOffer {
     async fn handle(&self, event: StockClaimed, _: MessageContext) -> Result<(), HandlerError> {
         self.refresh(&event.book_ids).await
+    }
+}
+
+/// A batch of events: one recompute per distinct book of the batch.
+impl BatchHandler<OfferCreated> for RefreshCheapestOffer {
+    async fn handle_batch(&self, batch: &[(OfferCreated, MessageContext)]) -> BatchOutcome {
+        let book_ids: Vec<Uuid> = batch.iter().map(|(event, _)| event.book_id).collect();
+        self.refresh(&book_ids).await?;
+        Ok(batch.iter().map(|_| Ok(())).collect())
+    }
+}
+
+/// A batch of events: one recompute per distinct book of the batch.
+impl BatchHandler<StockClaimed> for RefreshCheapestOffer {
+    async fn handle_batch(&self, batch: &[(StockClaimed, MessageContext)]) -> BatchOutcome {
+        let book_ids: Vec<Uuid> = batch
+            .iter()
+            .flat_map(|(event, _)| event.book_ids.iter().copied())
+            .collect();
+        self.refresh(&book_ids).await?;
+        Ok(batch.iter().map(|_| Ok(())).collect())
     }
 }

@@ -93,7 +93,7 @@ impl App {
         let auth = authentication(config).await?;
         let store = database.repositories();
         let waker = OutboxWaker::new();
-        let handlers = handlers(&store, waker.clone())?;
+        let handlers = handlers(&store, waker.clone(), config.batch.config())?;
         let dead_letters = InMemoryDeadLetters::default();
         let mut readiness = Vec::new();
         let (commands, relay, buses): (Arc<dyn CommandBus>, Option<OutboxRelay>, Buses) =

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use bus_core::{
     outbox::{OutboxRelay, OutboxWaker, RelayConfig},
-    BreakerConfig, CircuitBreaker, DatabaseDeadLetters, DeadLetter, DeadLetterSink, DurableBus,
-    DurableBusConfig, EventBus, Handlers, InMemoryDeadLetters,
+    BatchConfig, BreakerConfig, CircuitBreaker, DatabaseDeadLetters, DeadLetter, DeadLetterSink,
+    DurableBus, DurableBusConfig, EventBus, Handlers, InMemoryDeadLetters,
 };
 use bus_rabbitmq::{RabbitConfig, RabbitPublisher, Topology};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -51,10 +51,11 @@ pub(super) async fn open(config: &DatabaseConfig, schema: &SchemaArgs) -> anyhow
 pub(super) fn handlers(
     store: &Repositories,
     waker: OutboxWaker,
+    batch: BatchConfig,
 ) -> Result<Handlers, bus_core::RegistrationError> {
     let builder = Handlers::builder();
-    let builder = commands::register(builder, store);
-    let builder = events::register(builder, store);
+    let builder = commands::register(builder, store, batch);
+    let builder = events::register(builder, store, batch);
     builder
         .on_command_success(move |envelope| {
             tracing::debug!(
@@ -78,7 +79,7 @@ pub(super) fn handlers(
 pub fn rabbit_topology(rabbit: &RabbitConfig) -> anyhow::Result<Topology> {
     let unused = PgPoolOptions::new().connect_lazy_with(PgConnectOptions::new_without_pgpass());
     let store = Database::Postgres(unused).repositories();
-    let handlers = handlers(&store, OutboxWaker::new())?;
+    let handlers = handlers(&store, OutboxWaker::new(), BatchConfig::disabled())?;
     Ok(rabbit.topology(&handlers))
 }
 

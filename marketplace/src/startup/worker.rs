@@ -64,7 +64,7 @@ impl Worker {
         http::metrics::handle();
         let store = database.repositories();
         let waker = OutboxWaker::new();
-        let handlers = handlers(&store, waker.clone())?;
+        let handlers = handlers(&store, waker.clone(), config.batch.config())?;
         let rabbit = config.rabbit_config();
         let publisher = RabbitPublisher::new(&rabbit, rabbit.topology(&handlers))?;
         let breaker = database_breaker(&database);

@@ -33,6 +33,7 @@ pub mod sqlite;
 pub use database::{Database, NamedPool, OutboxBacklog, RABBITMQ_NEEDS_POSTGRES};
 pub use error::{StoreError, POOL_TIMEOUTS};
 pub use repositories::{
-    BookRepository, ConfirmedEvent, OfferRepository, OrderRepository, Repositories, UserRepository,
+    BookRepository, BookSave, ConfirmedEvent, OfferRepository, OrderRepository, Repositories,
+    UserRepository,
 };
 pub use sqlite::SqliteStore;

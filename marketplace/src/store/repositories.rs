@@ -17,12 +17,32 @@ use crate::model::{
 pub type ConfirmedEvent<'a> =
     &'a (dyn Fn(Vec<Uuid>) -> Result<Envelope, bus_core::EncodeError> + Send + Sync);
 
+/// One save of a book, for [`BookRepository::save_books`].
+#[derive(Debug, Clone)]
+pub struct BookSave {
+    /// The book.
+    pub id: Uuid,
+    /// Its title.
+    pub title: String,
+    /// Its author.
+    pub author: String,
+    /// The signed-in user who sent the save, if any.
+    pub editor: Option<Uuid>,
+    /// The save's place in the order the API accepted saves.
+    pub revision: Revision,
+}
+
 /// Users.
 #[async_trait]
 pub trait UserRepository: Send + Sync {
     /// Creates the user or renames it, unless it holds a later save than
     /// `revision` (idempotent; the last save accepted wins).
     async fn save_user(&self, user: &User, revision: &Revision) -> Result<(), StoreError>;
+    /// Saves every `(user, revision)` in order, as [`save_user`] does, in
+    /// one transaction: all or none.
+    ///
+    /// [`save_user`]: UserRepository::save_user
+    async fn save_users(&self, users: &[(User, Revision)]) -> Result<(), StoreError>;
     /// The user `id`.
     async fn get_user(&self, id: Uuid) -> Result<Option<User>, StoreError>;
 }
@@ -46,6 +66,12 @@ pub trait BookRepository: Send + Sync {
         editor: Option<Uuid>,
         revision: &Revision,
     ) -> Result<BookSaveOutcome, StoreError>;
+    /// Saves every book of `saves` in order, as [`save_book`] does, in one
+    /// transaction: all or none; one outcome per save (a refused save
+    /// changes nothing, the others are applied).
+    ///
+    /// [`save_book`]: BookRepository::save_book
+    async fn save_books(&self, saves: &[BookSave]) -> Result<Vec<BookSaveOutcome>, StoreError>;
     /// Who registered the book `id`, if it exists.
     async fn book_registration(&self, id: Uuid) -> Result<Option<BookRegistration>, StoreError>;
     /// The book `id`.
@@ -67,6 +93,14 @@ pub trait OfferRepository: Send + Sync {
         offer: &NewOffer,
         event: &Envelope,
     ) -> Result<OfferOutcome, StoreError>;
+    /// Inserts every `(offer, event)` as [`create_offer`] does, in one
+    /// transaction: all or none; one outcome per offer, in order.
+    ///
+    /// [`create_offer`]: OfferRepository::create_offer
+    async fn create_offers(
+        &self,
+        offers: &[(NewOffer, Envelope)],
+    ) -> Result<Vec<OfferOutcome>, StoreError>;
     /// Up to `limit` offers of a book, cheapest first (ties by offer id),
     /// from the one after offer `after` in that order when given (none if
     /// `after` is not an offer of this book).

@@ -4,6 +4,7 @@
 mod async_bus;
 mod auth;
 mod bad_input;
+mod batches;
 mod books;
 mod compatibility;
 mod concurrency;

@@ -1,12 +1,13 @@
 //! Books and their cheapest in-stock offer on PostgreSQL.
 
 use async_trait::async_trait;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::PgStore;
 use crate::{
     model::{may_save_book, Book, BookRegistration, BookSaveOutcome, Revision},
-    store::{BookRepository, StoreError},
+    store::{BookRepository, BookSave, StoreError},
 };
 
 /// `GET /books`: `$1` books after skipping `$2`, in registration order.
@@ -32,80 +33,36 @@ impl BookRepository for PgStore {
         editor: Option<Uuid>,
         revision: &Revision,
     ) -> Result<BookSaveOutcome, StoreError> {
-        let Some(editor) = editor else {
-            // No owner to check: one statement, as before authentication.
-            sqlx::query(
-                "INSERT INTO books (id, title, author, saved_at, saved_by) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (id) DO UPDATE
-                    SET title = EXCLUDED.title, author = EXCLUDED.author,
-                        saved_at = EXCLUDED.saved_at, saved_by = EXCLUDED.saved_by,
-                        updated_at = CASE WHEN (books.title, books.author)
-                                               IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.author)
-                                          THEN now() ELSE books.updated_at END
-                 WHERE (EXCLUDED.saved_at, EXCLUDED.saved_by) > (books.saved_at, books.saved_by)",
-            )
-            .bind(id)
-            .bind(title)
-            .bind(author)
-            .bind(revision.accepted_at)
-            .bind(revision.envelope_id)
-            .execute(&self.pool)
-            .await?;
-            return Ok(BookSaveOutcome::Applied);
+        let save = BookSave {
+            id,
+            title: title.to_owned(),
+            author: author.to_owned(),
+            editor,
+            revision: *revision,
         };
-        let mut tx = self.pool.begin().await?;
-        // Twice at most: when two users register the same new id at once,
-        // one insert wins and the other finds its row the second time.
-        for _ in 0..2 {
-            let stored: Option<(Option<Uuid>,)> =
-                sqlx::query_as("SELECT registered_by FROM books WHERE id = $1 FOR UPDATE")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let stored = stored.map(|(registered_by,)| BookRegistration { registered_by });
-            if let Err(refusal) = may_save_book(id, stored, Some(editor)) {
-                return Ok(BookSaveOutcome::Refused(refusal));
-            }
-            if stored.is_some() {
-                sqlx::query(
-                    "UPDATE books
-                        SET title = $2, author = $3, saved_at = $4, saved_by = $5,
-                            updated_at = CASE WHEN (title, author) IS DISTINCT FROM ($2, $3)
-                                              THEN now() ELSE updated_at END
-                      WHERE id = $1 AND ($4, $5) > (saved_at, saved_by)",
-                )
-                .bind(id)
-                .bind(title)
-                .bind(author)
-                .bind(revision.accepted_at)
-                .bind(revision.envelope_id)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                return Ok(BookSaveOutcome::Applied);
-            }
-            let inserted = sqlx::query(
-                "INSERT INTO books (id, title, author, saved_at, saved_by, registered_by)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(id)
-            .bind(title)
-            .bind(author)
-            .bind(revision.accepted_at)
-            .bind(revision.envelope_id)
-            .bind(editor)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 1 {
-                tx.commit().await?;
-                return Ok(BookSaveOutcome::Applied);
-            }
+        if editor.is_none() {
+            // No owner to check: one statement, as before authentication.
+            let mut conn = self.pool.acquire().await?;
+            return save_book_on(&mut conn, &save).await;
         }
-        Err(StoreError::Invalid(format!(
-            "book {id} neither inserted nor found while saving"
-        )))
+        let mut tx = self.pool.begin().await?;
+        let outcome = save_book_on(&mut tx, &save).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn save_books(&self, saves: &[BookSave]) -> Result<Vec<BookSaveOutcome>, StoreError> {
+        // In id order (stable: two saves of one book keep theirs), so that
+        // two batches touching the same books lock them in the same order.
+        let mut ordered: Vec<(usize, &BookSave)> = saves.iter().enumerate().collect();
+        ordered.sort_by_key(|(_, save)| save.id);
+        let mut outcomes = vec![BookSaveOutcome::Applied; saves.len()];
+        let mut tx = self.pool.begin().await?;
+        for (index, save) in ordered {
+            outcomes[index] = save_book_on(&mut tx, save).await?;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
     }
 
     async fn book_registration(&self, id: Uuid) -> Result<Option<BookRegistration>, StoreError> {
@@ -151,4 +108,85 @@ impl BookRepository for PgStore {
             .await?;
         Ok(())
     }
+}
+
+/// Saves one book on `conn`, inside the caller's transaction when it has an
+/// editor (the owner check and the write must not interleave with another
+/// save).
+async fn save_book_on(
+    conn: &mut PgConnection,
+    save: &BookSave,
+) -> Result<BookSaveOutcome, StoreError> {
+    let Some(editor) = save.editor else {
+        // No owner to check: one statement, as before authentication.
+        sqlx::query(
+            "INSERT INTO books (id, title, author, saved_at, saved_by) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO UPDATE
+                SET title = EXCLUDED.title, author = EXCLUDED.author,
+                    saved_at = EXCLUDED.saved_at, saved_by = EXCLUDED.saved_by,
+                    updated_at = CASE WHEN (books.title, books.author)
+                                           IS DISTINCT FROM (EXCLUDED.title, EXCLUDED.author)
+                                      THEN now() ELSE books.updated_at END
+             WHERE (EXCLUDED.saved_at, EXCLUDED.saved_by) > (books.saved_at, books.saved_by)",
+        )
+        .bind(save.id)
+        .bind(&save.title)
+        .bind(&save.author)
+        .bind(save.revision.accepted_at)
+        .bind(save.revision.envelope_id)
+        .execute(&mut *conn)
+        .await?;
+        return Ok(BookSaveOutcome::Applied);
+    };
+    // Twice at most: when two users register the same new id at once,
+    // one insert wins and the other finds its row the second time.
+    for _ in 0..2 {
+        let stored: Option<(Option<Uuid>,)> =
+            sqlx::query_as("SELECT registered_by FROM books WHERE id = $1 FOR UPDATE")
+                .bind(save.id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let stored = stored.map(|(registered_by,)| BookRegistration { registered_by });
+        if let Err(refusal) = may_save_book(save.id, stored, Some(editor)) {
+            return Ok(BookSaveOutcome::Refused(refusal));
+        }
+        if stored.is_some() {
+            sqlx::query(
+                "UPDATE books
+                    SET title = $2, author = $3, saved_at = $4, saved_by = $5,
+                        updated_at = CASE WHEN (title, author) IS DISTINCT FROM ($2, $3)
+                                          THEN now() ELSE updated_at END
+                  WHERE id = $1 AND ($4, $5) > (saved_at, saved_by)",
+            )
+            .bind(save.id)
+            .bind(&save.title)
+            .bind(&save.author)
+            .bind(save.revision.accepted_at)
+            .bind(save.revision.envelope_id)
+            .execute(&mut *conn)
+            .await?;
+            return Ok(BookSaveOutcome::Applied);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO books (id, title, author, saved_at, saved_by, registered_by)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(save.id)
+        .bind(&save.title)
+        .bind(&save.author)
+        .bind(save.revision.accepted_at)
+        .bind(save.revision.envelope_id)
+        .bind(editor)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(BookSaveOutcome::Applied);
+        }
+    }
+    Err(StoreError::Invalid(format!(
+        "book {} neither inserted nor found while saving",
+        save.id
+    )))
 }

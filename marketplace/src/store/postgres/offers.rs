@@ -1,8 +1,10 @@
 //! Offers on PostgreSQL.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use bus_core::Envelope;
-use sqlx::types::Json;
+use sqlx::{types::Json, PgConnection};
 use uuid::Uuid;
 
 use super::PgStore;
@@ -39,57 +41,87 @@ impl OfferRepository for PgStore {
         offer: &NewOffer,
         event: &Envelope,
     ) -> Result<OfferOutcome, StoreError> {
-        let fingerprint = offer.fingerprint();
-        // One statement, so one round trip and one implicit transaction: the
-        // offer is inserted only if its book and seller exist and it is new,
-        // and the event is staged in the outbox (the table of
-        // `bus_core::outbox::postgres::SCHEMA`) only if the offer was inserted.
-        let (book_exists, seller_exists, staged): (bool, bool, i64) = sqlx::query_as(
-            "WITH book AS (SELECT EXISTS (SELECT 1 FROM books WHERE id = $2) AS found),
-                  seller AS (SELECT EXISTS (SELECT 1 FROM users WHERE id = $3) AS found),
-                  inserted AS (
-                      INSERT INTO offers (id, book_id, seller_id, price, stock, fingerprint)
-                      SELECT $1, $2, $3, $4, $5, $7
-                      WHERE (SELECT found FROM book) AND (SELECT found FROM seller)
-                      ON CONFLICT (id) DO NOTHING
-                      RETURNING id),
-                  staged AS (
-                      INSERT INTO bus_outbox (envelope) SELECT $6 FROM inserted
-                      RETURNING position)
-             SELECT (SELECT found FROM book), (SELECT found FROM seller),
-                    (SELECT count(*) FROM staged)",
-        )
-        .bind(offer.id)
-        .bind(offer.book_id)
-        .bind(offer.seller_id)
-        .bind(offer.price)
-        .bind(offer.stock)
-        .bind(Json(event))
-        .bind(&fingerprint)
-        .fetch_one(&self.pool)
-        .await?;
-        if !book_exists {
-            return Ok(OfferOutcome::BookMissing);
-        }
-        if !seller_exists {
-            return Ok(OfferOutcome::SellerMissing);
-        }
-        if staged > 0 {
-            return Ok(OfferOutcome::Created);
-        }
-        // Not inserted: the id exists. Which payload wrote it decides
-        // between a redelivery and a conflict.
-        let stored: Option<String> =
-            sqlx::query_scalar("SELECT fingerprint FROM offers WHERE id = $1")
-                .bind(offer.id)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(match stored {
-            Some(stored) if conflicts(Some(&stored), &fingerprint) => {
-                OfferOutcome::IdConflict { stored }
+        let mut conn = self.pool.acquire().await?;
+        create_offer_on(&mut conn, offer, event).await
+    }
+
+    async fn create_offers(
+        &self,
+        offers: &[(NewOffer, Envelope)],
+    ) -> Result<Vec<OfferOutcome>, StoreError> {
+        // Each id once in the multi-row statement; a repeated id (the same
+        // offer sent twice, or an id reused) is decided after it, in the
+        // same transaction, so it sees the first one.
+        let mut seen = HashSet::with_capacity(offers.len());
+        let (first, repeated): (Vec<usize>, Vec<usize>) =
+            (0..offers.len()).partition(|&index| seen.insert(offers[index].0.id));
+        let mut outcomes: Vec<Option<OfferOutcome>> = vec![None; offers.len()];
+        let mut tx = self.pool.begin().await?;
+        if !first.is_empty() {
+            let mut first = first;
+            // In id order, so that concurrent batches take their row locks
+            // in the same order.
+            first.sort_by_key(|&index| offers[index].0.id);
+            let mut positions = Vec::with_capacity(first.len());
+            let mut ids = Vec::with_capacity(first.len());
+            let mut book_ids = Vec::with_capacity(first.len());
+            let mut seller_ids = Vec::with_capacity(first.len());
+            let mut prices = Vec::with_capacity(first.len());
+            let mut stocks = Vec::with_capacity(first.len());
+            let mut fingerprints = Vec::with_capacity(first.len());
+            let mut events = Vec::with_capacity(first.len());
+            for &index in &first {
+                let (offer, event) = &offers[index];
+                positions.push(i32::try_from(index).unwrap_or(i32::MAX));
+                ids.push(offer.id);
+                book_ids.push(offer.book_id);
+                seller_ids.push(offer.seller_id);
+                prices.push(offer.price);
+                stocks.push(offer.stock);
+                fingerprints.push(offer.fingerprint());
+                events.push(Json(event));
             }
-            _ => OfferOutcome::AlreadyExists,
-        })
+            let rows: Vec<(i32, bool, bool, bool, Option<String>)> =
+                sqlx::query_as(CREATE_OFFERS_SQL)
+                    .bind(&positions)
+                    .bind(&ids)
+                    .bind(&book_ids)
+                    .bind(&seller_ids)
+                    .bind(&prices)
+                    .bind(&stocks)
+                    .bind(&fingerprints)
+                    .bind(&events)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            for (position, book_exists, seller_exists, created, stored) in rows {
+                let Some(index) = usize::try_from(position).ok().filter(|i| *i < offers.len())
+                else {
+                    continue;
+                };
+                let fingerprint = offers[index].0.fingerprint();
+                outcomes[index] = Some(offer_outcome(
+                    book_exists,
+                    seller_exists,
+                    created,
+                    stored,
+                    &fingerprint,
+                ));
+            }
+        }
+        for index in repeated {
+            let (offer, event) = &offers[index];
+            outcomes[index] = Some(create_offer_on(&mut tx, offer, event).await?);
+        }
+        tx.commit().await?;
+        outcomes
+            .into_iter()
+            .zip(offers)
+            .map(|(outcome, (offer, _))| {
+                outcome.ok_or_else(|| {
+                    StoreError::Invalid(format!("offer {}: no outcome for its insert", offer.id))
+                })
+            })
+            .collect()
     }
 
     async fn list_offers(
@@ -118,4 +150,126 @@ impl OfferRepository for PgStore {
         };
         Ok(offers)
     }
+}
+
+/// Many offers at once (`create_offers`): `$1` their positions in the
+/// batch, then one array per column, `$8` the events. Offers whose book and
+/// seller exist and whose id is new are inserted, and their events staged
+/// in the outbox (the table of `bus_core::outbox::postgres::SCHEMA`), in
+/// one statement; one row per offer says what happened to it: book found,
+/// seller found, inserted, and the fingerprint of an offer already there.
+/// (`staged`, like every data-modifying `WITH`, runs whether or not the
+/// final `SELECT` reads it.)
+const CREATE_OFFERS_SQL: &str = "
+    WITH input AS (
+             SELECT * FROM unnest($1::int4[], $2::uuid[], $3::uuid[], $4::uuid[],
+                                  $5::numeric[], $6::int4[], $7::text[], $8::jsonb[])
+                 AS t(position, id, book_id, seller_id, price, stock, fingerprint, envelope)),
+         checked AS (
+             SELECT i.*,
+                    EXISTS (SELECT 1 FROM books b WHERE b.id = i.book_id) AS book_found,
+                    EXISTS (SELECT 1 FROM users u WHERE u.id = i.seller_id) AS seller_found
+             FROM input i),
+         inserted AS (
+             INSERT INTO offers (id, book_id, seller_id, price, stock, fingerprint)
+             SELECT id, book_id, seller_id, price, stock, fingerprint FROM checked
+             WHERE book_found AND seller_found
+             ORDER BY id
+             ON CONFLICT (id) DO NOTHING
+             RETURNING id),
+         staged AS (
+             INSERT INTO bus_outbox (envelope)
+             SELECT c.envelope FROM checked c JOIN inserted n ON n.id = c.id
+             ORDER BY c.position
+             RETURNING position)
+    SELECT c.position, c.book_found, c.seller_found,
+           EXISTS (SELECT 1 FROM inserted n WHERE n.id = c.id) AS created,
+           (SELECT o.fingerprint FROM offers o WHERE o.id = c.id) AS stored
+    FROM checked c
+    ORDER BY c.position";
+
+/// What happened to an offer, from what its insert found.
+fn offer_outcome(
+    book_exists: bool,
+    seller_exists: bool,
+    created: bool,
+    stored: Option<String>,
+    fingerprint: &str,
+) -> OfferOutcome {
+    if !book_exists {
+        return OfferOutcome::BookMissing;
+    }
+    if !seller_exists {
+        return OfferOutcome::SellerMissing;
+    }
+    if created {
+        return OfferOutcome::Created;
+    }
+    // Not inserted: the id exists. Which payload wrote it decides between a
+    // redelivery and a conflict.
+    match stored {
+        Some(stored) if conflicts(Some(&stored), fingerprint) => {
+            OfferOutcome::IdConflict { stored }
+        }
+        _ => OfferOutcome::AlreadyExists,
+    }
+}
+
+/// Inserts one offer on `conn` in one statement (its own implicit
+/// transaction, or the caller's).
+async fn create_offer_on(
+    conn: &mut PgConnection,
+    offer: &NewOffer,
+    event: &Envelope,
+) -> Result<OfferOutcome, StoreError> {
+    let fingerprint = offer.fingerprint();
+    // One statement, so one round trip and one implicit transaction: the
+    // offer is inserted only if its book and seller exist and it is new,
+    // and the event is staged in the outbox (the table of
+    // `bus_core::outbox::postgres::SCHEMA`) only if the offer was inserted.
+    let (book_exists, seller_exists, staged): (bool, bool, i64) = sqlx::query_as(
+        "WITH book AS (SELECT EXISTS (SELECT 1 FROM books WHERE id = $2) AS found),
+              seller AS (SELECT EXISTS (SELECT 1 FROM users WHERE id = $3) AS found),
+              inserted AS (
+                  INSERT INTO offers (id, book_id, seller_id, price, stock, fingerprint)
+                  SELECT $1, $2, $3, $4, $5, $7
+                  WHERE (SELECT found FROM book) AND (SELECT found FROM seller)
+                  ON CONFLICT (id) DO NOTHING
+                  RETURNING id),
+              staged AS (
+                  INSERT INTO bus_outbox (envelope) SELECT $6 FROM inserted
+                  RETURNING position)
+         SELECT (SELECT found FROM book), (SELECT found FROM seller),
+                (SELECT count(*) FROM staged)",
+    )
+    .bind(offer.id)
+    .bind(offer.book_id)
+    .bind(offer.seller_id)
+    .bind(offer.price)
+    .bind(offer.stock)
+    .bind(Json(event))
+    .bind(&fingerprint)
+    .fetch_one(&mut *conn)
+    .await?;
+    if !book_exists {
+        return Ok(OfferOutcome::BookMissing);
+    }
+    if !seller_exists {
+        return Ok(OfferOutcome::SellerMissing);
+    }
+    if staged > 0 {
+        return Ok(OfferOutcome::Created);
+    }
+    // Not inserted: the id exists. Which payload wrote it decides
+    // between a redelivery and a conflict.
+    let stored: Option<String> = sqlx::query_scalar("SELECT fingerprint FROM offers WHERE id = $1")
+        .bind(offer.id)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(match stored {
+        Some(stored) if conflicts(Some(&stored), &fingerprint) => {
+            OfferOutcome::IdConflict { stored }
+        }
+        _ => OfferOutcome::AlreadyExists,
+    })
 }

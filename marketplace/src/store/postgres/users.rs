@@ -1,6 +1,7 @@
 //! Users on PostgreSQL.
 
 use async_trait::async_trait;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::PgStore;
@@ -12,20 +13,21 @@ use crate::{
 #[async_trait]
 impl UserRepository for PgStore {
     async fn save_user(&self, user: &User, revision: &Revision) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO users (id, name, saved_at, saved_by) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (id) DO UPDATE
-                SET name = EXCLUDED.name, saved_at = EXCLUDED.saved_at, saved_by = EXCLUDED.saved_by,
-                    updated_at = CASE WHEN users.name IS DISTINCT FROM EXCLUDED.name
-                                      THEN now() ELSE users.updated_at END
-             WHERE (EXCLUDED.saved_at, EXCLUDED.saved_by) > (users.saved_at, users.saved_by)",
-        )
-        .bind(user.id)
-        .bind(&user.name)
-        .bind(revision.accepted_at)
-        .bind(revision.envelope_id)
-        .execute(&self.pool)
-        .await?;
+        let mut conn = self.pool.acquire().await?;
+        save_user_on(&mut conn, user, revision).await
+    }
+
+    async fn save_users(&self, users: &[(User, Revision)]) -> Result<(), StoreError> {
+        // In id order, so that two batches touching the same users lock
+        // them in the same order (no deadlock); the revision check makes
+        // the order of two saves of one user irrelevant.
+        let mut ordered: Vec<_> = users.iter().collect();
+        ordered.sort_by_key(|(user, _)| user.id);
+        let mut tx = self.pool.begin().await?;
+        for (user, revision) in ordered {
+            save_user_on(&mut tx, user, revision).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -36,4 +38,27 @@ impl UserRepository for PgStore {
             .await?;
         Ok(user)
     }
+}
+
+/// Upserts one user on `conn` (a transaction or a connection).
+async fn save_user_on(
+    conn: &mut PgConnection,
+    user: &User,
+    revision: &Revision,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO users (id, name, saved_at, saved_by) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (id) DO UPDATE
+            SET name = EXCLUDED.name, saved_at = EXCLUDED.saved_at, saved_by = EXCLUDED.saved_by,
+                updated_at = CASE WHEN users.name IS DISTINCT FROM EXCLUDED.name
+                                  THEN now() ELSE users.updated_at END
+         WHERE (EXCLUDED.saved_at, EXCLUDED.saved_by) > (users.saved_at, users.saved_by)",
+    )
+    .bind(user.id)
+    .bind(&user.name)
+    .bind(revision.accepted_at)
+    .bind(revision.envelope_id)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

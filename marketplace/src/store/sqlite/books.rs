@@ -1,12 +1,13 @@
 //! Books and their cheapest in-stock offer on SQLite.
 
 use async_trait::async_trait;
+use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use super::{from_cents, saved_at, SqliteStore, NOW};
 use crate::{
     model::{may_save_book, Book, BookRegistration, BookSaveOutcome, Revision},
-    store::{BookRepository, StoreError},
+    store::{BookRepository, BookSave, StoreError},
 };
 
 #[derive(sqlx::FromRow)]
@@ -42,43 +43,29 @@ impl BookRepository for SqliteStore {
         editor: Option<Uuid>,
         revision: &Revision,
     ) -> Result<BookSaveOutcome, StoreError> {
+        let save = BookSave {
+            id,
+            title: title.to_owned(),
+            author: author.to_owned(),
+            editor,
+            revision: *revision,
+        };
+        self.save_books(std::slice::from_ref(&save))
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Invalid(format!("book {id}: no outcome for its save")))
+    }
+
+    async fn save_books(&self, saves: &[BookSave]) -> Result<Vec<BookSaveOutcome>, StoreError> {
         // One writer at a time: the owner read and the write cannot
         // interleave with another save.
         let mut tx = self.writer.begin().await?;
-        if editor.is_some() {
-            let stored: Option<(Option<Uuid>,)> =
-                sqlx::query_as("SELECT registered_by FROM books WHERE id = ?1")
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let stored = stored.map(|(registered_by,)| BookRegistration { registered_by });
-            if let Err(refusal) = may_save_book(id, stored, editor) {
-                return Ok(BookSaveOutcome::Refused(refusal));
-            }
+        let mut outcomes = Vec::with_capacity(saves.len());
+        for save in saves {
+            outcomes.push(save_book_on(&mut tx, save).await?);
         }
-        // `registered_by` is written by the insert only: an edit never
-        // changes who owns the book.
-        sqlx::query(&format!(
-            "INSERT INTO books (id, title, author, saved_at, saved_by, registered_by)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (id) DO UPDATE
-                SET title = excluded.title, author = excluded.author,
-                    saved_at = excluded.saved_at, saved_by = excluded.saved_by,
-                    updated_at = CASE WHEN books.title IS NOT excluded.title
-                                        OR books.author IS NOT excluded.author
-                                      THEN {NOW} ELSE books.updated_at END
-             WHERE (excluded.saved_at, excluded.saved_by) > (books.saved_at, books.saved_by)"
-        ))
-        .bind(id)
-        .bind(title)
-        .bind(author)
-        .bind(saved_at(revision))
-        .bind(revision.envelope_id)
-        .bind(editor)
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
-        Ok(BookSaveOutcome::Applied)
+        Ok(outcomes)
     }
 
     async fn book_registration(&self, id: Uuid) -> Result<Option<BookRegistration>, StoreError> {
@@ -145,4 +132,44 @@ impl BookRepository for SqliteStore {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Saves one book on `conn`, the writer's transaction.
+async fn save_book_on(
+    conn: &mut SqliteConnection,
+    save: &BookSave,
+) -> Result<BookSaveOutcome, StoreError> {
+    if save.editor.is_some() {
+        let stored: Option<(Option<Uuid>,)> =
+            sqlx::query_as("SELECT registered_by FROM books WHERE id = ?1")
+                .bind(save.id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let stored = stored.map(|(registered_by,)| BookRegistration { registered_by });
+        if let Err(refusal) = may_save_book(save.id, stored, save.editor) {
+            return Ok(BookSaveOutcome::Refused(refusal));
+        }
+    }
+    // `registered_by` is written by the insert only: an edit never
+    // changes who owns the book.
+    sqlx::query(&format!(
+        "INSERT INTO books (id, title, author, saved_at, saved_by, registered_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (id) DO UPDATE
+            SET title = excluded.title, author = excluded.author,
+                saved_at = excluded.saved_at, saved_by = excluded.saved_by,
+                updated_at = CASE WHEN books.title IS NOT excluded.title
+                                    OR books.author IS NOT excluded.author
+                                  THEN {NOW} ELSE books.updated_at END
+         WHERE (excluded.saved_at, excluded.saved_by) > (books.saved_at, books.saved_by)"
+    ))
+    .bind(save.id)
+    .bind(&save.title)
+    .bind(&save.author)
+    .bind(saved_at(&save.revision))
+    .bind(save.revision.envelope_id)
+    .bind(save.editor)
+    .execute(&mut *conn)
+    .await?;
+    Ok(BookSaveOutcome::Applied)
 }

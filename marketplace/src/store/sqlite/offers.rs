@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use bus_core::{outbox, Envelope};
+use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use super::{from_cents, to_cents, SqliteStore};
@@ -27,55 +28,23 @@ impl OfferRepository for SqliteStore {
         offer: &NewOffer,
         event: &Envelope,
     ) -> Result<OfferOutcome, StoreError> {
-        let price_cents = to_cents(offer.price)?;
-        let fingerprint = offer.fingerprint();
         let mut tx = self.writer.begin().await?;
-        let (book_exists, seller_exists): (bool, bool) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM books WHERE id = ?1),
-                    EXISTS (SELECT 1 FROM users WHERE id = ?2)",
-        )
-        .bind(offer.book_id)
-        .bind(offer.seller_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        if !book_exists {
-            return Ok(OfferOutcome::BookMissing);
-        }
-        if !seller_exists {
-            return Ok(OfferOutcome::SellerMissing);
-        }
-        let inserted = sqlx::query(
-            "INSERT INTO offers (id, book_id, seller_id, price_cents, stock, fingerprint)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(offer.id)
-        .bind(offer.book_id)
-        .bind(offer.seller_id)
-        .bind(price_cents)
-        .bind(offer.stock)
-        .bind(&fingerprint)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            // The id exists: which payload wrote it decides between a
-            // redelivery and a conflict.
-            let stored: Option<String> =
-                sqlx::query_scalar("SELECT fingerprint FROM offers WHERE id = ?1")
-                    .bind(offer.id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            return Ok(match stored {
-                Some(stored) if conflicts(Some(&stored), &fingerprint) => {
-                    OfferOutcome::IdConflict { stored }
-                }
-                _ => OfferOutcome::AlreadyExists,
-            });
-        }
-        outbox::sqlite::stage(&mut tx, event).await?;
+        let outcome = create_offer_on(&mut tx, offer, event).await?;
         tx.commit().await?;
-        Ok(OfferOutcome::Created)
+        Ok(outcome)
+    }
+
+    async fn create_offers(
+        &self,
+        offers: &[(NewOffer, Envelope)],
+    ) -> Result<Vec<OfferOutcome>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let mut outcomes = Vec::with_capacity(offers.len());
+        for (offer, event) in offers {
+            outcomes.push(create_offer_on(&mut tx, offer, event).await?);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
     }
 
     /// Keyset paging on `(price_cents, id)`, a range of
@@ -112,4 +81,60 @@ impl OfferRepository for SqliteStore {
             })
             .collect())
     }
+}
+
+/// Inserts one offer on `conn`, the writer's transaction, and stages its
+/// event there when it is new.
+async fn create_offer_on(
+    conn: &mut SqliteConnection,
+    offer: &NewOffer,
+    event: &Envelope,
+) -> Result<OfferOutcome, StoreError> {
+    let price_cents = to_cents(offer.price)?;
+    let fingerprint = offer.fingerprint();
+    let (book_exists, seller_exists): (bool, bool) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM books WHERE id = ?1),
+                EXISTS (SELECT 1 FROM users WHERE id = ?2)",
+    )
+    .bind(offer.book_id)
+    .bind(offer.seller_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    if !book_exists {
+        return Ok(OfferOutcome::BookMissing);
+    }
+    if !seller_exists {
+        return Ok(OfferOutcome::SellerMissing);
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO offers (id, book_id, seller_id, price_cents, stock, fingerprint)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(offer.id)
+    .bind(offer.book_id)
+    .bind(offer.seller_id)
+    .bind(price_cents)
+    .bind(offer.stock)
+    .bind(&fingerprint)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        // The id exists: which payload wrote it decides between a
+        // redelivery and a conflict.
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT fingerprint FROM offers WHERE id = ?1")
+                .bind(offer.id)
+                .fetch_one(&mut *conn)
+                .await?;
+        return Ok(match stored {
+            Some(stored) if conflicts(Some(&stored), &fingerprint) => {
+                OfferOutcome::IdConflict { stored }
+            }
+            _ => OfferOutcome::AlreadyExists,
+        });
+    }
+    outbox::sqlite::stage(&mut *conn, event).await?;
+    Ok(OfferOutcome::Created)
 }

@@ -1,6 +1,7 @@
 //! Users on SQLite.
 
 use async_trait::async_trait;
+use sqlx::SqliteConnection;
 use uuid::Uuid;
 
 use super::{saved_at, SqliteStore, NOW};
@@ -12,7 +13,35 @@ use crate::{
 #[async_trait]
 impl UserRepository for SqliteStore {
     async fn save_user(&self, user: &User, revision: &Revision) -> Result<(), StoreError> {
-        sqlx::query(&format!(
+        let mut conn = self.writer.acquire().await?;
+        save_user_on(&mut conn, user, revision).await
+    }
+
+    async fn save_users(&self, users: &[(User, Revision)]) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        for (user, revision) in users {
+            save_user_on(&mut tx, user, revision).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
+        let user = sqlx::query_as("SELECT id, name FROM users WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(user)
+    }
+}
+
+/// Upserts one user on `conn` (a transaction or the writer).
+async fn save_user_on(
+    conn: &mut SqliteConnection,
+    user: &User,
+    revision: &Revision,
+) -> Result<(), StoreError> {
+    sqlx::query(&format!(
             "INSERT INTO users (id, name, saved_at, saved_by) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (id) DO UPDATE
                 SET name = excluded.name, saved_at = excluded.saved_at, saved_by = excluded.saved_by,
@@ -24,16 +53,7 @@ impl UserRepository for SqliteStore {
         .bind(&user.name)
         .bind(saved_at(revision))
         .bind(revision.envelope_id)
-        .execute(&self.writer)
+        .execute(conn)
         .await?;
-        Ok(())
-    }
-
-    async fn get_user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
-        let user = sqlx::query_as("SELECT id, name FROM users WHERE id = ?1")
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(user)
-    }
+    Ok(())
 }
