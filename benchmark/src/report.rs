@@ -15,9 +15,11 @@ use plotters::style::{Color, Palette, Palette99, RGBColor, BLUE, RED};
 use serde::Serialize;
 
 use crate::charts::{self, Chart, Series};
+use crate::phases::applying::Applying;
 use crate::phases::end_to_end::{self, EndToEnd};
 use crate::phases::offers::OfferLevel;
 use crate::phases::reads::{self, ReadReport, Route};
+use crate::raw_two_hop;
 use crate::stats::LevelResult;
 
 /// The templates, compiled into the binary so that it runs from anywhere.
@@ -43,6 +45,9 @@ const WRITE_RATE_TARGET: f64 = 0.8;
 const P99_TARGET_MS: f64 = 10.0;
 /// Offers applied per second end to end.
 const APPLIED_TARGET: f64 = 5_000.0;
+/// Applied end to end, and accepted with the consumers applying, as a
+/// fraction of the raw two hops.
+const RAW_TWO_HOP_TARGET: f64 = 0.8;
 /// Peak RSS of the API and of the worker, in KiB.
 const RSS_TARGET_KIB: u64 = 64 * 1024;
 /// Read rate as a fraction of pgbench's.
@@ -91,6 +96,8 @@ pub(crate) struct WriteReport {
     pub(crate) level_seconds: f64,
     /// Per concurrency: the API's `POST /offer` and the raw confirmed publish.
     pub(crate) levels: Vec<OfferLevel>,
+    /// Accepted offers and raw publishes with their consumers applying.
+    pub(crate) applying: Option<Applying>,
     pub(crate) end_to_end: Option<EndToEnd>,
     /// Peak RSS of the API process, in KiB.
     pub(crate) api_peak_rss_kib: Option<u64>,
@@ -175,10 +182,12 @@ fn writes_context(report: &WriteReport, charts: bool) -> Value {
             .filter(|l| l.api.rate < WRITE_RATE_TARGET * l.raw.rate)
             .collect::<Vec<_>>()),
         rss_met => under(report.api_peak_rss_kib) && under(report.worker_peak_rss_kib),
+        raw_batch => raw_two_hop::BATCH,
         targets => context! {
             rate => WRITE_RATE_TARGET,
             p99_ms => P99_TARGET_MS,
             applied_per_second => APPLIED_TARGET,
+            raw_two_hop => RAW_TWO_HOP_TARGET,
         },
     };
     context! { ..facts, ..Serde(report) }
@@ -412,6 +421,7 @@ mod tests {
     use super::*;
     use crate::cpu::CpuPerMessage;
     use crate::phases::reads::{CatalogueRun, Pair, RouteRun};
+    use crate::raw_two_hop::RawEndToEnd;
 
     fn level(concurrency: usize, rate: f64, p99_ms: f64) -> LevelResult {
         let (ok, seconds) = ((rate * 5.0) as u64, 5.0);
@@ -462,12 +472,26 @@ mod tests {
             accepted_per_second: 1190.0,
             applied_per_second: 1129.0,
             concurrency: 64,
+            raw: Some(RawEndToEnd {
+                messages: 50000,
+                concurrency: 64,
+                publish_seconds: 9.5,
+                applied_seconds: 10.0,
+                published_per_second: 5263.0,
+                applied_per_second: 5000.0,
+            }),
         };
         let writes = WriteReport {
             machine,
             date: "2026-11-23T15:16:04Z".into(),
             level_seconds: 5.0,
             levels: levels.to_vec(),
+            applying: Some(Applying {
+                api: level(64, 1380.0, 170.0),
+                api_applied: 6000,
+                raw: level(64, 4700.0, 30.0),
+                raw_applied: 23000,
+            }),
             end_to_end: Some(end_to_end),
             api_peak_rss_kib: Some(40857),
             worker_peak_rss_kib: None,
@@ -509,6 +533,10 @@ mod tests {
             "RabbitMQ -) against 135 µs per raw publish",
             "- p99 under 10 ms at 64 connections: 50.00 ms, not met",
             "- >= 5,000 offers applied per second end to end: 1129/s, not met.",
+            "| raw two hops, batches of 50 | 50000 | 64 | 9.50 | 5263 | 10.00 | 5000 | |",
+            "- applied end to end >= 80% of the raw two hops: 0.226, not met",
+            "| API/raw | 0.294 | 15.000 | 5.667 | | |",
+            "- accepted `POST /offer` with the worker applying >= 80% of raw publishes with the raw consumers applying: 0.294, not met",
             "- API and worker under 64 MiB peak RSS: 39.9 MiB and n/a, not met.",
             "![p99 latency](performance-p99.png)",
             "\n## Reads: `GET /books` and `GET /offers/{bookId}` beside pgbench\n",
