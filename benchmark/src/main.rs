@@ -4,7 +4,8 @@
 //! build) on a fresh database and namespace and measures, phase by phase
 //! ([`phases`]): accepted `POST /offer` beside raw lapin confirmed publishes
 //! at several concurrencies, the same with the consumers applying meanwhile
-//! beside the raw two hops ([`raw_two_hop`]), the end-to-end applied rate
+//! beside the raw two hops ([`raw_two_hop`]), latency at 25/50/75% of the
+//! maximum rate (open loop), the end-to-end applied rate
 //! beside those raw two hops, then `GET /books`
 //! and `GET /offers/{bookId}` beside the same SQL run by pgbench on
 //! catalogues of 10,000 and 1,000,000 books. [`report`] writes
@@ -49,6 +50,9 @@ enum Phase {
     /// Accepted `POST /offer` with the worker applying meanwhile, beside raw
     /// publishes with the raw two-hop consumers applying meanwhile.
     Applying,
+    /// p50 and p99 of `POST /offer` at 25/50/75% of its maximum rate (open
+    /// loop, the worker applying), beside raw publishes at the same rates.
+    Latency,
     /// Offers applied in PostgreSQL, end to end, beside the raw two hops
     /// (batched consumers straight on lapin and sqlx).
     EndToEnd,
@@ -283,8 +287,9 @@ async fn cleanup(services: &Services, id: &str) {
 }
 
 /// The write phases on one API and one worker: accepted offers per level,
-/// accepted offers with the consumers applying meanwhile, then offers
-/// applied end to end, each beside its raw reference.
+/// accepted offers with the consumers applying meanwhile, latency at fixed
+/// offered rates, then offers applied end to end, each beside its raw
+/// reference.
 async fn run_writes(options: &Options, services: &Services, id: &str) -> Result<WriteReport> {
     let machine = Machine::detect();
     let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -301,7 +306,10 @@ async fn run_writes(options: &Options, services: &Services, id: &str) -> Result<
     };
     // The raw two hops on a scratch database beside the run's, their
     // queues in the run's namespace.
-    let raw = if options.runs(Phase::Applying) || options.runs(Phase::EndToEnd) {
+    let raw = if options.runs(Phase::Applying)
+        || options.runs(Phase::Latency)
+        || options.runs(Phase::EndToEnd)
+    {
         let database = format!("{}_raw", system.database);
         Some(RawTwoHop::start(services, &database, &system.namespace).await?)
     } else {
@@ -310,6 +318,13 @@ async fn run_writes(options: &Options, services: &Services, id: &str) -> Result<
     let applying = match &raw {
         Some(raw) if options.runs(Phase::Applying) => {
             Some(phases::applying::run(&system, &pool, raw, duration).await?)
+        }
+        _ => None,
+    };
+    let latency = match &raw {
+        Some(raw) if options.runs(Phase::Latency) => {
+            let max_rate = applying.map(|applying| applying.api.rate);
+            Some(phases::latency::run(&system, &pool, raw, max_rate, duration).await?)
         }
         _ => None,
     };
@@ -331,6 +346,7 @@ async fn run_writes(options: &Options, services: &Services, id: &str) -> Result<
         level_seconds: duration.as_secs_f64(),
         levels,
         applying,
+        latency,
         end_to_end,
         api_peak_rss_kib,
         worker_peak_rss_kib,

@@ -34,7 +34,7 @@ use sqlx::{PgPool, Postgres};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::load::closed_loop;
+use crate::load::{closed_loop, open_loop};
 use crate::processes::{self, Services};
 use crate::stats::LevelResult;
 
@@ -46,6 +46,10 @@ pub(crate) const BATCH: usize = 50;
 pub(crate) const LINGER: Duration = Duration::from_millis(5);
 /// Unacknowledged deliveries per consumer (the worker's `--prefetch` default).
 const PREFETCH: u16 = 64;
+
+/// Confirm channels of the open-loop publishers (the API's default
+/// `publisher_channels`).
+const OPEN_LOOP_CHANNELS: usize = 64;
 
 /// The table the raw consumers write: the marketplace's `offers` and a flag
 /// the second hop sets.
@@ -311,6 +315,27 @@ impl RawTwoHop {
         let result = closed_loop(concurrency, duration, move |task, n| {
             let (channels, queue) = (Arc::clone(&op_channels), Arc::clone(&queue));
             async move { publish_command(&channels[task], &queue, n).await }
+        })
+        .await;
+        for channel in channels.iter() {
+            let _ = channel.close(200, "OK".into()).await;
+        }
+        Ok(result)
+    }
+
+    /// Open-loop confirmed publishes of commands at `rate` per second for
+    /// `duration`, round robin over [`OPEN_LOOP_CHANNELS`] confirm channels
+    /// (confirms pipelined on each), the consumers applying meanwhile.
+    pub(crate) async fn open_loop(&self, rate: f64, duration: Duration) -> Result<LevelResult> {
+        let channels = Arc::new(self.publishers(OPEN_LOOP_CHANNELS).await?);
+        let queue = Arc::new(self.commands.clone());
+        let op_channels = Arc::clone(&channels);
+        let result = open_loop(rate, duration, move |n| {
+            let (channels, queue) = (Arc::clone(&op_channels), Arc::clone(&queue));
+            async move {
+                let channel = &channels[n as usize % channels.len()];
+                publish_command(channel, &queue, n).await
+            }
         })
         .await;
         for channel in channels.iter() {

@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::charts::{self, Chart, Series};
 use crate::phases::applying::Applying;
 use crate::phases::end_to_end::{self, EndToEnd};
+use crate::phases::latency::Latency;
 use crate::phases::offers::OfferLevel;
 use crate::phases::reads::{self, ReadReport, Route};
 use crate::raw_two_hop;
@@ -48,6 +49,8 @@ const APPLIED_TARGET: f64 = 5_000.0;
 /// Applied end to end, and accepted with the consumers applying, as a
 /// fraction of the raw two hops.
 const RAW_TWO_HOP_TARGET: f64 = 0.8;
+/// p99 at 50% of the maximum rate, as a multiple of the raw reference's.
+const P99_VS_RAW_TARGET: f64 = 2.0;
 /// Peak RSS of the API and of the worker, in KiB.
 const RSS_TARGET_KIB: u64 = 64 * 1024;
 /// Read rate as a fraction of pgbench's.
@@ -98,6 +101,8 @@ pub(crate) struct WriteReport {
     pub(crate) levels: Vec<OfferLevel>,
     /// Accepted offers and raw publishes with their consumers applying.
     pub(crate) applying: Option<Applying>,
+    /// `POST /offer` and raw publishes at fixed offered rates.
+    pub(crate) latency: Option<Latency>,
     pub(crate) end_to_end: Option<EndToEnd>,
     /// Peak RSS of the API process, in KiB.
     pub(crate) api_peak_rss_kib: Option<u64>,
@@ -183,11 +188,15 @@ fn writes_context(report: &WriteReport, charts: bool) -> Value {
             .collect::<Vec<_>>()),
         rss_met => under(report.api_peak_rss_kib) && under(report.worker_peak_rss_kib),
         raw_batch => raw_two_hop::BATCH,
+        at_half => Serde(report.latency.as_ref().and_then(|latency| {
+            latency.levels.iter().find(|l| (l.fraction - 0.5).abs() < 1e-9)
+        })),
         targets => context! {
             rate => WRITE_RATE_TARGET,
             p99_ms => P99_TARGET_MS,
             applied_per_second => APPLIED_TARGET,
             raw_two_hop => RAW_TWO_HOP_TARGET,
+            p99_vs_raw => P99_VS_RAW_TARGET,
         },
     };
     context! { ..facts, ..Serde(report) }
@@ -492,6 +501,15 @@ mod tests {
                 raw: level(64, 4700.0, 30.0),
                 raw_applied: 23000,
             }),
+            latency: Some(Latency {
+                max_rate: 1380.0,
+                levels: vec![crate::phases::latency::RateLevel {
+                    fraction: 0.5,
+                    offered: 690.0,
+                    api: level(12, 690.0, 9.0),
+                    raw: level(3, 690.0, 3.0),
+                }],
+            }),
             end_to_end: Some(end_to_end),
             api_peak_rss_kib: Some(40857),
             worker_peak_rss_kib: None,
@@ -537,6 +555,8 @@ mod tests {
             "- applied end to end >= 80% of the raw two hops (same messages and publishers, batches of 50, measured right after): 0.226, not met (1129/s against 5000/s).",
             "| API/raw | 0.294 | 5.667 | 5.667 | | |",
             "| API/raw | | | | 0.226 | | 0.226 | |",
+            "| 50% | 690 | 3.00 | 1.00 | 9.00 | 3.00 | 3.000 | 12 | 3 | 0 | 0 |",
+            "- at 50% of the maximum rate, p99 of `POST /offer` <= 2x raw confirmed publishes' p99 at that rate: 3.000, not met",
             "- accepted `POST /offer` with the worker applying >= 80% of raw publishes with the raw consumers applying: 0.294, not met",
             "- API and worker under 64 MiB peak RSS: 39.9 MiB and n/a, not met.",
             "![p99 latency](performance-p99.png)",
