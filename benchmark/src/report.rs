@@ -288,6 +288,7 @@ fn reads_context(report: &ReadReport) -> Value {
         growth_rows,
         growth_targets,
         targets => context! {
+            p99_vs_pgbench => P99_VS_RAW_TARGET,
             rate => READ_RATE_TARGET,
             p99_ms => P99_TARGET_MS,
             growth => GROWTH_TARGET,
@@ -530,6 +531,12 @@ mod tests {
                     }],
                 })
                 .to_vec(),
+            rates: vec![crate::phases::reads::RatePair {
+                fraction: 0.5,
+                offered: 1800.0,
+                api: level(9, 1790.0, 6.0),
+                pgbench: level(64, 1800.0, 2.0),
+            }],
         };
         let catalogues = vec![catalogue(10_000, 29.49), catalogue(1_000_000, 32.59)];
         let reads = ReadReport {
@@ -562,6 +569,8 @@ mod tests {
             "![p99 latency](performance-p99.png)",
             "\n## Reads: `GET /books` and `GET /offers/{bookId}` beside pgbench\n",
             "### Growth of the API's latency from 10k to 1M books",
+            "| 50% | 1800 | 1790 | 1800 | 2.00 | 0.67 | 6.00 | 2.00 | 3.00 | 9 | 0 | 0 |",
+            "- at 50% of the maximum rate, p99 of `GET /books` (pages 1..20) <= 2x pgbench's at that rate, 1M books: 3.00, not met (6.00 ms against 2.00 ms at 1800/s offered)",
             "- rate >= 70% of pgbench's for the same SQL: 0 of 2 measurements; below: GET /books (pages 1..20) at 10k books, concurrency 64 (0.52), ",
             "- p99 at 1M books within 1.5x of 10k books, GET /books (pages 1..20) at concurrency 64: 1.11x, met (p50 1.11x)",
             "![read p99 latency](performance-reads-p99.png)",
