@@ -185,6 +185,8 @@ impl RawTwoHop {
                     return;
                 }
             }
+            // Only a failure ends the stream: `delete` aborts the task.
+            fail(&failure, "first hop: the consumer stopped".to_owned());
         }));
         // The second hop: apply a batch of events, ack after commit.
         let (channel, mut consumer) = self.consumer(&self.events).await?;
@@ -206,6 +208,7 @@ impl RawTwoHop {
                     }
                 }
             }
+            fail(&failure, "second hop: the consumer stopped".to_owned());
         }));
         Ok(())
     }
@@ -397,7 +400,8 @@ fn fail(failure: &std::sync::Mutex<Option<String>>, message: String) {
 }
 
 /// Up to [`BATCH`] deliveries: the first as it comes, the others as long as
-/// they arrive within [`LINGER`] of it. `None` when the consumer ended.
+/// they arrive within [`LINGER`] of it. `None` when the consumer ended or
+/// failed.
 async fn next_batch(consumer: &mut bus_rabbitmq::lapin::Consumer) -> Option<Vec<Delivery>> {
     let first = consumer.next().await?.ok()?;
     let mut batch = vec![first];
