@@ -1,6 +1,7 @@
 //! Closed-loop load: N tasks, each sending one request, awaiting its answer,
-//! and sending the next, for a fixed duration; and the offers the write
-//! phases send.
+//! and sending the next, for a fixed duration; open-loop load: requests
+//! started at a fixed rate whatever is still in flight; and the offers the
+//! write phases send.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,6 +55,49 @@ where
     }
     let seconds = start.elapsed().as_secs_f64();
     LevelResult::new(concurrency, &all, errors.load(Ordering::Relaxed), seconds)
+}
+
+/// Starts `op(sequence)` at `rate` per second for `duration` (a tokio
+/// interval that catches up in bursts when it falls behind), however many
+/// calls are still in flight, and measures each call's latency from the
+/// moment it was scheduled, so that a stall counts against every call it
+/// delayed. The result's `concurrency` is the most calls in flight at once.
+pub(crate) async fn open_loop<F, Fut>(rate: f64, duration: Duration, op: F) -> LevelResult
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = Result<()>> + Send + 'static,
+{
+    let period = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let total = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut latencies = Latencies::new();
+    let mut errors = 0u64;
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut most_in_flight = 0;
+    let mut settle = |done: Result<(Result<()>, Duration), tokio::task::JoinError>| match done {
+        Ok((Ok(()), latency)) => latencies.record(latency.as_micros() as u64),
+        _ => errors += 1,
+    };
+    let start = Instant::now();
+    for sequence in 0..total {
+        interval.tick().await;
+        let scheduled = start + period.mul_f64(sequence as f64);
+        let call = op(sequence);
+        in_flight.spawn(async move {
+            let outcome = call.await;
+            (outcome, scheduled.elapsed())
+        });
+        most_in_flight = most_in_flight.max(in_flight.len());
+        while let Some(done) = in_flight.try_join_next() {
+            settle(done);
+        }
+    }
+    while let Some(done) = in_flight.join_next().await {
+        settle(done);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    LevelResult::new(most_in_flight, &latencies, errors, seconds)
 }
 
 /// An HTTP client whose pool keeps `concurrency` idle connections.

@@ -3,7 +3,10 @@
 //! Starts `marketplace serve --bus rabbitmq` and `marketplace worker` (release
 //! build) on a fresh database and namespace and measures, phase by phase
 //! ([`phases`]): accepted `POST /offer` beside raw lapin confirmed publishes
-//! at several concurrencies, the end-to-end applied rate, then `GET /books`
+//! at several concurrencies, the same with the consumers applying meanwhile
+//! beside the raw two hops ([`raw_two_hop`]), latency at 25/50/75% of the
+//! maximum rate (open loop), the end-to-end applied rate
+//! beside those raw two hops, then `GET /books`
 //! and `GET /offers/{bookId}` beside the same SQL run by pgbench on
 //! catalogues of 10,000 and 1,000,000 books. [`report`] writes
 //! `docs/performance.md` from `templates/` and draws its charts.
@@ -23,6 +26,7 @@ mod pgbench;
 mod phases;
 mod processes;
 mod raw_lapin;
+mod raw_two_hop;
 mod report;
 mod stats;
 mod tools;
@@ -35,6 +39,7 @@ use uuid::Uuid;
 
 use phases::reads::{ReadOptions, ReadReport};
 use processes::{Services, System};
+use raw_two_hop::RawTwoHop;
 use report::{Machine, WriteReport};
 
 /// Which phase a partial run measures.
@@ -42,7 +47,14 @@ use report::{Machine, WriteReport};
 enum Phase {
     /// Accepted `POST /offer` beside raw confirmed publishes, per level.
     Offers,
-    /// Offers applied in PostgreSQL, end to end.
+    /// Accepted `POST /offer` with the worker applying meanwhile, beside raw
+    /// publishes with the raw two-hop consumers applying meanwhile.
+    Applying,
+    /// p50 and p99 of `POST /offer` at 25/50/75% of its maximum rate (open
+    /// loop, the worker applying), beside raw publishes at the same rates.
+    Latency,
+    /// Offers applied in PostgreSQL, end to end, beside the raw two hops
+    /// (batched consumers straight on lapin and sqlx).
     EndToEnd,
     /// `GET /books` and `GET /offers/{bookId}` beside the same SQL in pgbench
     /// (needs pgbench); writes its section to a temporary directory.
@@ -261,8 +273,10 @@ async fn run_reads(options: &ReadOptions, id: &str) -> Result<ReadReport> {
 async fn cleanup(services: &Services, id: &str) {
     // Give killed processes a moment to close their connections.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    if let Err(error) = processes::drop_database(services, &format!("bench_{id}")).await {
-        eprintln!("cleanup: {error:#}");
+    for database in [format!("bench_{id}"), format!("bench_{id}_raw")] {
+        if let Err(error) = processes::drop_database(services, &database).await {
+            eprintln!("cleanup: {error:#}");
+        }
     }
     match processes::delete_namespace(services, &format!("bench-{id}")).await {
         Ok((queues, exchanges)) => {
@@ -273,7 +287,9 @@ async fn cleanup(services: &Services, id: &str) {
 }
 
 /// The write phases on one API and one worker: accepted offers per level,
-/// then offers applied end to end.
+/// accepted offers with the consumers applying meanwhile, latency at fixed
+/// offered rates, then offers applied end to end, each beside its raw
+/// reference.
 async fn run_writes(options: &Options, services: &Services, id: &str) -> Result<WriteReport> {
     let machine = Machine::detect();
     let date = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -288,11 +304,39 @@ async fn run_writes(options: &Options, services: &Services, id: &str) -> Result<
     } else {
         Vec::new()
     };
-    let end_to_end = if options.runs(Phase::EndToEnd) {
-        phases::end_to_end::run(&system, &pool, options.offers(), options.books).await?
+    // The raw two hops on a scratch database beside the run's, their
+    // queues in the run's namespace.
+    let raw = if options.runs(Phase::Applying)
+        || options.runs(Phase::Latency)
+        || options.runs(Phase::EndToEnd)
+    {
+        let database = format!("{}_raw", system.database);
+        Some(RawTwoHop::start(services, &database, &system.namespace).await?)
     } else {
         None
     };
+    let applying = match &raw {
+        Some(raw) if options.runs(Phase::Applying) => {
+            Some(phases::applying::run(&system, &pool, raw, duration).await?)
+        }
+        _ => None,
+    };
+    let latency = match &raw {
+        Some(raw) if options.runs(Phase::Latency) => {
+            let max_rate = applying.map(|applying| applying.api.rate);
+            Some(phases::latency::run(&system, &pool, raw, max_rate, duration).await?)
+        }
+        _ => None,
+    };
+    let end_to_end = match &raw {
+        Some(raw) if options.runs(Phase::EndToEnd) => {
+            phases::end_to_end::run(&system, &pool, raw, options.offers(), options.books).await?
+        }
+        _ => None,
+    };
+    if let Some(raw) = raw {
+        raw.delete().await?;
+    }
     let (api_peak_rss_kib, worker_peak_rss_kib) = system.peak_rss_kib();
     pool.close().await;
     system.stop().await;
@@ -301,6 +345,8 @@ async fn run_writes(options: &Options, services: &Services, id: &str) -> Result<
         date,
         level_seconds: duration.as_secs_f64(),
         levels,
+        applying,
+        latency,
         end_to_end,
         api_peak_rss_kib,
         worker_peak_rss_kib,

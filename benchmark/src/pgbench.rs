@@ -14,7 +14,10 @@ use crate::stats::{Latencies, LevelResult};
 
 /// Runs pgbench with `clients` clients for `duration` and reads its rate
 /// (`tps`, without connection time) and, from `--log` (one line per
-/// transaction), the p50 and p99 latency of its transactions.
+/// transaction), the p50 and p99 latency of its transactions. With `rate`,
+/// pgbench schedules that many transactions per second (`--rate`, open
+/// loop) and a latency counts from the scheduled start (the logged time
+/// plus its schedule lag).
 pub(crate) async fn run(
     binary: &Path,
     database_url: &str,
@@ -22,12 +25,23 @@ pub(crate) async fn run(
     work_dir: &Path,
     clients: usize,
     duration: Duration,
+    rate: Option<f64>,
 ) -> Result<LevelResult> {
     // PostgreSQL's connection limit is shared with whatever else runs on
     // the server: when it is reached, wait for connections to be released.
     let mut attempt = 0;
     loop {
-        match run_once(binary, database_url, script, work_dir, clients, duration).await {
+        match run_once(
+            binary,
+            database_url,
+            script,
+            work_dir,
+            clients,
+            duration,
+            rate,
+        )
+        .await
+        {
             Err(error) if attempt < 30 && format!("{error:#}").contains("too many clients") => {
                 attempt += 1;
                 eprintln!("pgbench: PostgreSQL has no connection left for {clients} clients; retrying in 2 s");
@@ -45,9 +59,14 @@ async fn run_once(
     work_dir: &Path,
     clients: usize,
     duration: Duration,
+    rate: Option<f64>,
 ) -> Result<LevelResult> {
     let prefix = format!("c{clients}_{}", Uuid::new_v4().simple());
     let threads = clients.min(2);
+    let rate_args = match rate {
+        Some(rate) => vec!["--rate".to_owned(), format!("{rate:.0}")],
+        None => Vec::new(),
+    };
     let output = Command::new(binary)
         .current_dir(work_dir)
         // The API's driver speaks plain TCP to PostgreSQL (sqlx is built
@@ -65,8 +84,9 @@ async fn run_once(
             &duration.as_secs().max(1).to_string(),
             "--log",
             &format!("--log-prefix={prefix}"),
-            "-f",
         ])
+        .args(&rate_args)
+        .arg("-f")
         .arg(script)
         // libpq takes a connection URI where the database name goes.
         .arg(database_url)
@@ -101,10 +121,14 @@ async fn run_once(
         }
         let log = std::fs::read_to_string(&path)?;
         // client_id transaction_no time_us script_no epoch epoch_us
-        log.lines()
-            .filter_map(|line| line.split_whitespace().nth(2))
-            .filter_map(|time| time.parse::<u64>().ok())
-            .for_each(|micros| latencies.record(micros));
+        // [schedule_lag_us, with --rate]
+        for line in log.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let micro = |n: usize| fields.get(n).and_then(|f| f.parse::<u64>().ok());
+            if let Some(time) = micro(2) {
+                latencies.record(time + micro(6).unwrap_or(0));
+            }
+        }
         std::fs::remove_file(&path)?;
     }
     if latencies.count() == 0 {

@@ -15,9 +15,12 @@ use plotters::style::{Color, Palette, Palette99, RGBColor, BLUE, RED};
 use serde::Serialize;
 
 use crate::charts::{self, Chart, Series};
+use crate::phases::applying::Applying;
 use crate::phases::end_to_end::{self, EndToEnd};
+use crate::phases::latency::Latency;
 use crate::phases::offers::OfferLevel;
 use crate::phases::reads::{self, ReadReport, Route};
+use crate::raw_two_hop;
 use crate::stats::LevelResult;
 
 /// The templates, compiled into the binary so that it runs from anywhere.
@@ -43,6 +46,11 @@ const WRITE_RATE_TARGET: f64 = 0.8;
 const P99_TARGET_MS: f64 = 10.0;
 /// Offers applied per second end to end.
 const APPLIED_TARGET: f64 = 5_000.0;
+/// Applied end to end, and accepted with the consumers applying, as a
+/// fraction of the raw two hops.
+const RAW_TWO_HOP_TARGET: f64 = 0.8;
+/// p99 at 50% of the maximum rate, as a multiple of the raw reference's.
+const P99_VS_RAW_TARGET: f64 = 2.0;
 /// Peak RSS of the API and of the worker, in KiB.
 const RSS_TARGET_KIB: u64 = 64 * 1024;
 /// Read rate as a fraction of pgbench's.
@@ -91,6 +99,10 @@ pub(crate) struct WriteReport {
     pub(crate) level_seconds: f64,
     /// Per concurrency: the API's `POST /offer` and the raw confirmed publish.
     pub(crate) levels: Vec<OfferLevel>,
+    /// Accepted offers and raw publishes with their consumers applying.
+    pub(crate) applying: Option<Applying>,
+    /// `POST /offer` and raw publishes at fixed offered rates.
+    pub(crate) latency: Option<Latency>,
     pub(crate) end_to_end: Option<EndToEnd>,
     /// Peak RSS of the API process, in KiB.
     pub(crate) api_peak_rss_kib: Option<u64>,
@@ -159,7 +171,7 @@ fn writes_context(report: &WriteReport, charts: bool) -> Value {
     let under = |kib: Option<u64>| kib.is_some_and(|kib| kib < RSS_TARGET_KIB);
     let facts = context! {
         charts,
-        raw_at_end_to_end => at(end_to_end::CONCURRENCY).map_or(f64::NAN, |l| l.raw.rate),
+        raw_at_end_to_end => at(end_to_end::CONCURRENCY).map(|l| l.raw.rate),
         api_peak => Serde(levels.iter().max_by(|a, b| a.api.rate.total_cmp(&b.api.rate))),
         raw_peak => Serde(levels.iter().max_by(|a, b| a.raw.rate.total_cmp(&b.raw.rate))),
         first => Serde(levels.first()),
@@ -175,10 +187,16 @@ fn writes_context(report: &WriteReport, charts: bool) -> Value {
             .filter(|l| l.api.rate < WRITE_RATE_TARGET * l.raw.rate)
             .collect::<Vec<_>>()),
         rss_met => under(report.api_peak_rss_kib) && under(report.worker_peak_rss_kib),
+        raw_batch => raw_two_hop::BATCH,
+        at_half => Serde(report.latency.as_ref().and_then(|latency| {
+            latency.levels.iter().find(|l| (l.fraction - 0.5).abs() < 1e-9)
+        })),
         targets => context! {
             rate => WRITE_RATE_TARGET,
             p99_ms => P99_TARGET_MS,
             applied_per_second => APPLIED_TARGET,
+            raw_two_hop => RAW_TWO_HOP_TARGET,
+            p99_vs_raw => P99_VS_RAW_TARGET,
         },
     };
     context! { ..facts, ..Serde(report) }
@@ -270,6 +288,7 @@ fn reads_context(report: &ReadReport) -> Value {
         growth_rows,
         growth_targets,
         targets => context! {
+            p99_vs_pgbench => P99_VS_RAW_TARGET,
             rate => READ_RATE_TARGET,
             p99_ms => P99_TARGET_MS,
             growth => GROWTH_TARGET,
@@ -412,6 +431,7 @@ mod tests {
     use super::*;
     use crate::cpu::CpuPerMessage;
     use crate::phases::reads::{CatalogueRun, Pair, RouteRun};
+    use crate::raw_two_hop::RawEndToEnd;
 
     fn level(concurrency: usize, rate: f64, p99_ms: f64) -> LevelResult {
         let (ok, seconds) = ((rate * 5.0) as u64, 5.0);
@@ -462,12 +482,35 @@ mod tests {
             accepted_per_second: 1190.0,
             applied_per_second: 1129.0,
             concurrency: 64,
+            raw: Some(RawEndToEnd {
+                messages: 50000,
+                concurrency: 64,
+                publish_seconds: 9.5,
+                applied_seconds: 10.0,
+                published_per_second: 5263.0,
+                applied_per_second: 5000.0,
+            }),
         };
         let writes = WriteReport {
             machine,
             date: "2026-11-23T15:16:04Z".into(),
             level_seconds: 5.0,
             levels: levels.to_vec(),
+            applying: Some(Applying {
+                api: level(64, 1380.0, 170.0),
+                api_applied: 6000,
+                raw: level(64, 4700.0, 30.0),
+                raw_applied: 23000,
+            }),
+            latency: Some(Latency {
+                max_rate: 1380.0,
+                levels: vec![crate::phases::latency::RateLevel {
+                    fraction: 0.5,
+                    offered: 690.0,
+                    api: level(12, 690.0, 9.0),
+                    raw: level(3, 690.0, 3.0),
+                }],
+            }),
             end_to_end: Some(end_to_end),
             api_peak_rss_kib: Some(40857),
             worker_peak_rss_kib: None,
@@ -488,6 +531,12 @@ mod tests {
                     }],
                 })
                 .to_vec(),
+            rates: vec![crate::phases::reads::RatePair {
+                fraction: 0.5,
+                offered: 1800.0,
+                api: level(9, 1790.0, 6.0),
+                pgbench: level(64, 1800.0, 2.0),
+            }],
         };
         let catalogues = vec![catalogue(10_000, 29.49), catalogue(1_000_000, 32.59)];
         let reads = ReadReport {
@@ -509,10 +558,20 @@ mod tests {
             "RabbitMQ -) against 135 µs per raw publish",
             "- p99 under 10 ms at 64 connections: 50.00 ms, not met",
             "- >= 5,000 offers applied per second end to end: 1129/s, not met.",
+            "| raw two hops, batches of 50 | 50000 | 64 | 9.50 | 5263 | 10.00 | 5000 | |",
+            "- applied end to end >= 80% of the raw two hops (same messages and publishers, batches of 50, measured right after): 0.226, not met (1129/s against 5000/s).",
+            "| API/raw | 0.294 | 5.667 | 5.667 | | |",
+            "| API/raw | | | | 0.226 | | 0.226 | |",
+            "Raw confirmed publishes alone at concurrency 64: 9806 msg/s (applied/raw publishes 0.115).",
+            "| 50% | 690 | 3.00 | 1.00 | 9.00 | 3.00 | 3.000 | 12 | 3 | 0 | 0 |",
+            "- at 50% of the maximum rate, p99 of `POST /offer` <= 2x raw confirmed publishes' p99 at that rate: 3.000, not met",
+            "- accepted `POST /offer` with the worker applying >= 80% of raw publishes with the raw consumers applying: 0.294, not met",
             "- API and worker under 64 MiB peak RSS: 39.9 MiB and n/a, not met.",
             "![p99 latency](performance-p99.png)",
             "\n## Reads: `GET /books` and `GET /offers/{bookId}` beside pgbench\n",
             "### Growth of the API's latency from 10k to 1M books",
+            "| 50% | 1800 | 1790 | 1800 | 2.00 | 0.67 | 6.00 | 2.00 | 3.00 | 9 | 0 | 0 |",
+            "- at 50% of the maximum rate, p99 of `GET /books` (pages 1..20) <= 2x pgbench's at that rate, 1M books: 3.00, not met (6.00 ms against 2.00 ms at 1800/s offered)",
             "- rate >= 70% of pgbench's for the same SQL: 0 of 2 measurements; below: GET /books (pages 1..20) at 10k books, concurrency 64 (0.52), ",
             "- p99 at 1M books within 1.5x of 10k books, GET /books (pages 1..20) at concurrency 64: 1.11x, met (p50 1.11x)",
             "![read p99 latency](performance-reads-p99.png)",
@@ -520,6 +579,11 @@ mod tests {
             assert!(markdown.contains(expected), "{expected:?} missing from:\n{markdown}");
         }
         assert!(!markdown.contains("{{") && !markdown.contains("{%"));
+        let mut partial = writes.clone();
+        partial.levels.clear();
+        let tables = writes_tables(&partial).unwrap();
+        assert!(tables.contains("| raw two hops, batches of 50 |"));
+        assert!(!tables.contains("Raw confirmed publishes alone") && !tables.contains("NaN"));
         let alone = reads_markdown(&reads, "cargo run", false).unwrap();
         assert!(alone.starts_with("## Reads") && !alone.contains(".png"));
     }

@@ -1,6 +1,8 @@
 //! Offers applied end to end: a fixed number of offers spread over the
 //! books of a `marketplace seed` catalogue, timed from the first send until
-//! PostgreSQL shows every one of them and every book its cheapest offer.
+//! PostgreSQL shows every one of them and every book its cheapest offer;
+//! then, in the same run, as many messages through the raw two hops
+//! ([`crate::raw_two_hop`]) from as many publishers, the reference.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use uuid::Uuid;
 
 use crate::load::{http_client, offer_body, post_offer};
 use crate::processes::System;
+use crate::raw_two_hop::{RawEndToEnd, RawTwoHop};
 
 /// Concurrency of the end-to-end run.
 pub(crate) const CONCURRENCY: usize = 64;
@@ -35,6 +38,9 @@ pub(crate) struct EndToEnd {
     /// Applied commands per second, end to end.
     pub(crate) applied_per_second: f64,
     pub(crate) concurrency: usize,
+    /// The raw two hops with the same messages and publishers, measured
+    /// right after; `None` when they failed.
+    pub(crate) raw: Option<RawEndToEnd>,
 }
 
 /// Seeds `books` books, then sends `offers` offers over them and waits until
@@ -42,6 +48,7 @@ pub(crate) struct EndToEnd {
 pub(crate) async fn run(
     system: &System,
     pool: &PgPool,
+    raw: &RawTwoHop,
     offers: usize,
     books: i64,
 ) -> Result<Option<EndToEnd>> {
@@ -54,11 +61,28 @@ pub(crate) async fn run(
     );
     let timeout = Duration::from_secs(900);
     match send_and_wait(&system.api_url, pool, targets, offers, CONCURRENCY, timeout).await {
-        Ok(e2e) => {
+        Ok(mut e2e) => {
             println!(
                 "end to end: accepted in {:.2} s, applied in {:.2} s ({:.0}/s)",
                 e2e.accept_seconds, e2e.applied_seconds, e2e.applied_per_second
             );
+            // The worker's follow-up events (relay, cheapest-offer refresh)
+            // done before the reference starts.
+            system.wait_worker_idle().await?;
+            println!("raw two hops: {offers} messages at concurrency {CONCURRENCY}");
+            match raw.end_to_end(offers, CONCURRENCY, timeout).await {
+                Ok(reference) => {
+                    println!(
+                        "raw two hops: published in {:.2} s, applied in {:.2} s ({:.0}/s) | end to end API/raw {:.3}",
+                        reference.publish_seconds,
+                        reference.applied_seconds,
+                        reference.applied_per_second,
+                        e2e.applied_per_second / reference.applied_per_second
+                    );
+                    e2e.raw = Some(reference);
+                }
+                Err(error) => eprintln!("raw two hops failed: {error:#}"),
+            }
             Ok(Some(e2e))
         }
         Err(error) => {
@@ -206,5 +230,6 @@ async fn send_and_wait(
         accepted_per_second: total as f64 / accept_seconds,
         applied_per_second: total as f64 / applied_seconds,
         concurrency,
+        raw: None,
     })
 }

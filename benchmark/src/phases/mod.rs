@@ -1,8 +1,12 @@
 //! One module per phase, in the order a full run measures them: accepted
-//! offers beside raw publishes ([`offers`]), offers applied end to end
-//! ([`end_to_end`]), then reads beside pgbench ([`reads`]). Each returns
+//! offers beside raw publishes ([`offers`]), the same with the consumers
+//! applying meanwhile ([`applying`]), latency at fixed offered rates
+//! ([`latency`]), offers applied end to end beside the
+//! raw two hops ([`end_to_end`]), then reads beside pgbench ([`reads`]). Each returns
 //! its figures; [`crate::report`] turns them into `docs/performance.md`.
 
+pub(crate) mod applying;
 pub(crate) mod end_to_end;
+pub(crate) mod latency;
 pub(crate) mod offers;
 pub(crate) mod reads;

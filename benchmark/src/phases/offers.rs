@@ -98,7 +98,7 @@ pub(crate) async fn run(
     Ok(measured)
 }
 
-async fn measure_api(
+pub(crate) async fn measure_api(
     api_url: &str,
     seller: Uuid,
     book: Uuid,
@@ -116,7 +116,7 @@ async fn measure_api(
 
 /// Waits until the book's offers in PostgreSQL reach `expected`, so that the
 /// worker's backlog does not compete with the next measurement.
-async fn drain(pool: &PgPool, book: Uuid, expected: u64) -> Result<()> {
+pub(crate) async fn drain(pool: &PgPool, book: Uuid, expected: u64) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM offers WHERE book_id = $1")
@@ -136,7 +136,12 @@ async fn drain(pool: &PgPool, book: Uuid, expected: u64) -> Result<()> {
 
 /// Creates seller `seller` and book `book` through the API and waits until
 /// both are visible through its queries.
-async fn seed(client: &reqwest::Client, api: &str, seller: Uuid, book: Uuid) -> Result<()> {
+pub(crate) async fn seed(
+    client: &reqwest::Client,
+    api: &str,
+    seller: Uuid,
+    book: Uuid,
+) -> Result<()> {
     let user = client
         .put(format!("{api}/user"))
         .json(&serde_json::json!({"id": seller, "name": "Bench Seller"}))

@@ -21,13 +21,19 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::cpu::{CpuMeter, CpuPerMessage, CpuSource};
-use crate::load::{closed_loop, http_client};
+use crate::load::{closed_loop, http_client, open_loop};
 use crate::pgbench;
 use crate::processes::{drop_database, free_port, seed, start, Services};
 use crate::stats::LevelResult;
 
 /// Catalogue sizes, in books (two offers each).
 pub(crate) const CATALOGUES: [i64; 2] = [10_000, 1_000_000];
+/// Offered rates of `GET /books` (pages 1..20), as fractions of the API's
+/// highest closed-loop rate on that route.
+pub(crate) const RATE_FRACTIONS: [f64; 3] = [0.25, 0.50, 0.75];
+/// pgbench clients (and idle HTTP connections kept) at an offered rate:
+/// enough that a scheduled transaction seldom waits for a free client.
+const RATE_CLIENTS: usize = 64;
 /// Concurrency levels of the realistic routes.
 pub(crate) const LEVELS: [usize; 4] = [1, 4, 16, 64];
 /// Concurrency levels of the deep-page run (slow by construction).
@@ -157,6 +163,22 @@ pub(crate) struct CatalogueRun {
     pub(crate) seed_seconds: f64,
     /// Per route, in the order of [`ROUTES`].
     pub(crate) routes: Vec<RouteRun>,
+    /// `GET /books` (pages 1..20) at fixed offered rates.
+    pub(crate) rates: Vec<RatePair>,
+}
+
+/// API against pgbench `--rate` at one offered rate of `GET /books` (pages
+/// 1..20), both open loop.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct RatePair {
+    /// Fraction of the API's highest closed-loop rate on the route.
+    pub(crate) fraction: f64,
+    /// Requests (transactions) started per second.
+    pub(crate) offered: f64,
+    /// `concurrency`: the most requests in flight at once.
+    pub(crate) api: LevelResult,
+    /// `concurrency`: pgbench's clients.
+    pub(crate) pgbench: LevelResult,
 }
 
 /// Everything the read phase measured.
@@ -288,6 +310,7 @@ async fn run_catalogue(options: &ReadOptions, database: &str, books: i64) -> Res
     let work_dir = log_dir.join("pgbench");
     std::fs::create_dir_all(&work_dir)?;
     let mut routes = Vec::new();
+    let mut rates = Vec::new();
     for route in ROUTES {
         let script = work_dir.join(format!("{route:?}.sql"));
         std::fs::write(&script, route.script(books)).context("writing the pgbench script")?;
@@ -302,6 +325,7 @@ async fn run_catalogue(options: &ReadOptions, database: &str, books: i64) -> Res
                 &work_dir,
                 clients,
                 duration,
+                None,
             )
         };
         reference(4, Duration::from_secs(1)).await?;
@@ -348,6 +372,41 @@ async fn run_catalogue(options: &ReadOptions, database: &str, books: i64) -> Res
                 pgbench_cpu,
             });
         }
+        if route == Route::FirstPages {
+            let max = pairs.iter().map(|pair| pair.api.rate).fold(0.0, f64::max);
+            for fraction in RATE_FRACTIONS {
+                let offered = (max * fraction).max(1.0);
+                let api = open_loop_api(&api_url, route, books, offered, duration).await?;
+                let pgbench = pgbench::run(
+                    &options.pgbench,
+                    &url,
+                    &script,
+                    &work_dir,
+                    RATE_CLIENTS,
+                    duration,
+                    Some(offered),
+                )
+                .await?;
+                println!(
+                    "{books:>8} books  {:<26} offered {offered:>6.0}/s ({:.0}% of max)  API p50 {:>7.2} ms p99 {:>7.2} ms ({} errors, {} in flight at most) | pgbench p50 {:>7.2} ms p99 {:>7.2} ms | p99 API/pgbench {:.3}",
+                    route.label(),
+                    fraction * 100.0,
+                    api.p50_ms,
+                    api.p99_ms,
+                    api.errors,
+                    api.concurrency,
+                    pgbench.p50_ms,
+                    pgbench.p99_ms,
+                    api.p99_ms / pgbench.p99_ms,
+                );
+                rates.push(RatePair {
+                    fraction,
+                    offered,
+                    api,
+                    pgbench,
+                });
+            }
+        }
         routes.push(RouteRun {
             route,
             label: route.label(),
@@ -359,6 +418,7 @@ async fn run_catalogue(options: &ReadOptions, database: &str, books: i64) -> Res
         offers,
         seed_seconds,
         routes,
+        rates,
     })
 }
 
@@ -388,6 +448,38 @@ async fn prepare(pool: &PgPool) -> Result<Vec<Uuid>> {
         .await
         .context("loading the book ids")?;
     Ok(ids)
+}
+
+/// `GET` requests of `route` started at `offered` per second for
+/// `duration` (open loop), latency from each one's scheduled start.
+async fn open_loop_api(
+    api_url: &str,
+    route: Route,
+    books: i64,
+    offered: f64,
+    duration: Duration,
+) -> Result<LevelResult> {
+    let client = http_client(RATE_CLIENTS)?;
+    let base = api_url.to_owned();
+    let pages = u64::from(route.pages(books));
+    let salt = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    Ok(open_loop(offered, duration, move |sequence| {
+        let page = Rng(salt ^ sequence).between_1_and(pages);
+        let url = format!("{base}/books?page={page}&pageSize={PAGE_SIZE}");
+        let client = client.clone();
+        async move {
+            let response = client.get(&url).send().await?;
+            if !response.status().is_success() {
+                bail!("GET {url} answered {}", response.status());
+            }
+            response.bytes().await?;
+            Ok(())
+        }
+    })
+    .await)
 }
 
 async fn measure_api(
