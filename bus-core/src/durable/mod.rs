@@ -25,7 +25,12 @@
 //! their handlers concurrently (at most `concurrency` at once) through the
 //! shared invocation, settles each result with the one settlement policy
 //! ([`decide`](crate::transport::decide)) and applies the settlements in one
-//! transaction:
+//! transaction. The claimed rows of a [`BatchHandler`](crate::BatchHandler)
+//! run together, in calls of at most its
+//! [`BatchConfig::max_messages`](crate::BatchConfig::max_messages), through
+//! the same batch invocation as on the other buses (a batch that fails as a
+//! whole is split, message by message); the rows are already there, so no
+//! linger is waited for. Every row is settled on its own:
 //!
 //! | settlement | the row |
 //! |---|---|
@@ -70,6 +75,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use std::{
+    collections::HashMap,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -88,7 +94,7 @@ use uuid::Uuid;
 use crate::{
     bus::BoxFuture, dead_letter::dead_letter, dead_letter_ops::Redelivery, settlement::Settlement,
     transport::RegisteredHandler, CircuitBreaker, CommandBus, DeadLetterSink, DispatchError,
-    Envelope, EventBus, FailureKind, Handlers, InMemoryDeadLetters, RetryPolicy,
+    Envelope, EventBus, FailureKind, HandlerError, Handlers, InMemoryDeadLetters, RetryPolicy,
 };
 
 /// Settings of a [`DurableBus`].
@@ -608,9 +614,10 @@ async fn consume(inner: Arc<Inner>) {
             idle(&inner, &mut stop, until).await;
             continue;
         }
-        let settled: Vec<Settled> = futures::stream::iter(messages)
-            .map(|message| run(&inner, message))
+        let settled: Vec<Settled> = futures::stream::iter(group(&inner, messages))
+            .map(|unit| run(&inner, unit))
             .buffer_unordered(inner.config.concurrency)
+            .flat_map(futures::stream::iter)
             .collect()
             .await;
         let retry_at = settled
@@ -667,8 +674,73 @@ fn database_failed(inner: &Inner, error: &sqlx::Error, what: &str) {
     }
 }
 
+/// Splits a claimed batch into what runs as one unit: the rows of a
+/// [`BatchHandler`](crate::BatchHandler) together (per handler, at most its
+/// [`BatchConfig::max_messages`](crate::BatchConfig::max_messages) each), every
+/// other row alone. Rows keep their claimed order within a unit.
+fn group(inner: &Inner, messages: Vec<QueuedMessage>) -> Vec<Vec<QueuedMessage>> {
+    let mut units: Vec<Vec<QueuedMessage>> = Vec::with_capacity(messages.len());
+    // The unit each batch handler is filling, by message type and subscriber.
+    let mut filling: HashMap<(String, Option<String>), usize> = HashMap::new();
+    for message in messages {
+        let config = match (&message.envelope, handler_of(inner, &message)) {
+            (Ok(_), Some(handler)) => handler.batch_config(),
+            _ => None,
+        };
+        let Some(config) = config else {
+            units.push(vec![message]);
+            continue;
+        };
+        let key = (message.message_type.clone(), message.subscriber.clone());
+        match filling.get(&key) {
+            Some(&unit) if units[unit].len() < config.max_messages => units[unit].push(message),
+            _ => {
+                filling.insert(key, units.len());
+                units.push(vec![message]);
+            }
+        }
+    }
+    units
+}
+
+/// Runs one unit of claimed rows (one row, or a batch handler's rows in one
+/// call through [`RegisteredHandler::invoke_batch_and_decide`]) and decides
+/// what becomes of each row.
+async fn run(inner: &Inner, unit: Vec<QueuedMessage>) -> Vec<Settled> {
+    if unit.len() > 1 {
+        if let Some(handler) = unit.first().and_then(|first| handler_of(inner, first)) {
+            let deliveries: Vec<_> = unit
+                .iter()
+                .filter_map(|message| {
+                    let envelope = message.envelope.as_ref().ok()?;
+                    Some((envelope.clone(), message.attempt))
+                })
+                .collect();
+            // `group` only batches readable rows of one handler.
+            if deliveries.len() == unit.len() {
+                let decided = handler
+                    .invoke_batch_and_decide(&deliveries, &inner.config.retry)
+                    .await;
+                return unit
+                    .into_iter()
+                    .zip(decided)
+                    .map(|(message, (result, settlement))| {
+                        let outcome = outcome_of(inner, &message, result, settlement);
+                        Settled { message, outcome }
+                    })
+                    .collect();
+            }
+        }
+    }
+    let mut settled = Vec::with_capacity(unit.len());
+    for message in unit {
+        settled.push(run_one(inner, message).await);
+    }
+    settled
+}
+
 /// Runs one claimed row's handler and decides what becomes of the row.
-async fn run(inner: &Inner, message: QueuedMessage) -> Settled {
+async fn run_one(inner: &Inner, message: QueuedMessage) -> Settled {
     let outcome = match (&message.envelope, handler_of(inner, &message)) {
         (Err(raw), _) => Outcome::DeadLetter {
             reason: format!("unreadable envelope: {}", truncate(raw)),
@@ -683,37 +755,47 @@ async fn run(inner: &Inner, message: QueuedMessage) -> Settled {
             let (result, settlement) = handler
                 .invoke_and_decide(envelope.clone(), message.attempt, &inner.config.retry)
                 .await;
-            match settlement {
-                Settlement::Ack => Outcome::Ack,
-                Settlement::Retry { after } => {
-                    let error = result.err().map(|e| e.to_string()).unwrap_or_default();
-                    tracing::warn!(
-                        message_id = %message.message_id,
-                        message_type = %message.message_type,
-                        subscriber = message.subscriber.as_deref().unwrap_or("-"),
-                        attempt = message.attempt,
-                        retry_in_ms = after.as_millis() as u64,
-                        %error,
-                        "handler failed, retrying"
-                    );
-                    Outcome::Retry { after, error }
-                }
-                Settlement::Suspend { reason } => {
-                    tracing::warn!(
-                        message_id = %message.message_id,
-                        message_type = %message.message_type,
-                        attempt = message.attempt,
-                        error = %reason,
-                        "dependency unavailable: message kept, attempt not counted"
-                    );
-                    inner.breaker.trip(&reason);
-                    Outcome::Keep
-                }
-                Settlement::DeadLetter { reason } => Outcome::DeadLetter { reason },
-            }
+            outcome_of(inner, &message, result, settlement)
         }
     };
     Settled { message, outcome }
+}
+
+/// What the settlement of a row's run does to its row.
+fn outcome_of(
+    inner: &Inner,
+    message: &QueuedMessage,
+    result: Result<(), HandlerError>,
+    settlement: Settlement,
+) -> Outcome {
+    match settlement {
+        Settlement::Ack => Outcome::Ack,
+        Settlement::Retry { after } => {
+            let error = result.err().map(|e| e.to_string()).unwrap_or_default();
+            tracing::warn!(
+                message_id = %message.message_id,
+                message_type = %message.message_type,
+                subscriber = message.subscriber.as_deref().unwrap_or("-"),
+                attempt = message.attempt,
+                retry_in_ms = after.as_millis() as u64,
+                %error,
+                "handler failed, retrying"
+            );
+            Outcome::Retry { after, error }
+        }
+        Settlement::Suspend { reason } => {
+            tracing::warn!(
+                message_id = %message.message_id,
+                message_type = %message.message_type,
+                attempt = message.attempt,
+                error = %reason,
+                "dependency unavailable: message kept, attempt not counted"
+            );
+            inner.breaker.trip(&reason);
+            Outcome::Keep
+        }
+        Settlement::DeadLetter { reason } => Outcome::DeadLetter { reason },
+    }
 }
 
 fn handler_of<'a>(inner: &'a Inner, message: &QueuedMessage) -> Option<&'a RegisteredHandler> {
