@@ -12,7 +12,8 @@ use bus_core::{
     durable::{postgres, sqlite},
     event_fn, BatchConfig, BatchHandler, BatchOutcome, CommandBusExt, DeadLetterTable, DurableBus,
     DurableBusConfig, Envelope, EventBusExt, HandlerError, Handlers, HandlersBuilder, Message,
-    MessageContext, RetryPolicy, DEAD_LETTERS_POSTGRES_SCHEMA, DEAD_LETTERS_SQLITE_SCHEMA,
+    MessageContext, PausedQueues, RetryPolicy, DEAD_LETTERS_POSTGRES_SCHEMA,
+    DEAD_LETTERS_SQLITE_SCHEMA,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::{sqlite::SqliteConnectOptions, PgPool, SqlitePool};
@@ -597,5 +598,39 @@ on_both_databases!(
             [vec![parcels.len()], vec![1; parcels.len()]].concat(),
             "one batch of every claimed row, then each message alone"
         );
+    })
+);
+
+on_both_databases!(
+    a_paused_queue_keeps_its_rows_until_it_is_resumed,
+    boxed(|db: Db| async move {
+        let paused = match &db {
+            Db::Postgres(pool) => PausedQueues::Postgres(pool.clone()),
+            Db::Sqlite(pool, _) => PausedQueues::Sqlite(pool.clone()),
+        };
+        let ships = DurableBus::queue_name(Ship::NAME, None);
+        assert_eq!(ships, "command.test.Ship");
+        assert!(paused.pause(&ships, "an operator").await.unwrap());
+        let bus = db.bus(recording(&db).build().unwrap(), fast());
+        assert!(bus.queues().contains(&ships));
+        for parcel in 0..3 {
+            bus.send(&Ship { parcel }).await.unwrap();
+        }
+        // Sent after the commands, in a queue still running: once it is
+        // applied, the consumer has claimed past the paused rows.
+        bus.publish(&Shipped { parcel: 100 }).await.unwrap();
+        eventually(&db, "SELECT count(*) FROM applied WHERE parcel = 100", 2).await;
+        assert_eq!(
+            db.count("SELECT count(*) FROM applied WHERE label = 'ship'")
+                .await,
+            0,
+            "nothing of the paused queue applied"
+        );
+        assert_eq!(db.count("SELECT count(*) FROM bus_messages").await, 3);
+
+        assert!(paused.resume(&ships).await.unwrap());
+        eventually(&db, "SELECT count(*) FROM applied WHERE label = 'ship'", 3).await;
+        eventually(&db, "SELECT count(*) FROM bus_messages", 0).await;
+        bus.shutdown().await;
     })
 );

@@ -1,8 +1,10 @@
 //! One module per phase, in the order a full run measures them: accepted
 //! offers beside raw publishes ([`offers`]), offers applied end to end
-//! ([`end_to_end`]), then reads beside pgbench ([`reads`]). Each returns
+//! ([`end_to_end`]), accepted offers on the default durable bus beside raw
+//! batched inserts ([`durable`]), then reads beside pgbench ([`reads`]). Each returns
 //! its figures; [`crate::report`] turns them into `docs/performance.md`.
 
+pub(crate) mod durable;
 pub(crate) mod end_to_end;
 pub(crate) mod offers;
 pub(crate) mod reads;

@@ -136,7 +136,12 @@ async fn drain(pool: &PgPool, book: Uuid, expected: u64) -> Result<()> {
 
 /// Creates seller `seller` and book `book` through the API and waits until
 /// both are visible through its queries.
-async fn seed(client: &reqwest::Client, api: &str, seller: Uuid, book: Uuid) -> Result<()> {
+pub(crate) async fn seed(
+    client: &reqwest::Client,
+    api: &str,
+    seller: Uuid,
+    book: Uuid,
+) -> Result<()> {
     let user = client
         .put(format!("{api}/user"))
         .json(&serde_json::json!({"id": seller, "name": "Bench Seller"}))

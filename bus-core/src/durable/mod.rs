@@ -50,6 +50,16 @@
 //!   due rows without a lock; it is woken in-process by each send, with a
 //!   poll as a safety net. Run one `DurableBus` per SQLite database.
 //!
+//! # Pausing a queue
+//!
+//! An operator pause recorded in `bus_paused_queues`
+//! ([`PausedQueues`](crate::PausedQueues)) is honoured at every claim: the
+//! rows of a paused queue are not claimed, and stay in the table, due, until
+//! it is resumed (within a poll interval). The queue of a command is
+//! `command.{message_type}`, that of an event's subscriber
+//! `event.{message_type}.{subscriber}` ([`DurableBus::queue_name`]), the
+//! names the dead-letter tooling shows. A shutdown leaves them there too.
+//!
 //! # What a handler must do
 //!
 //! The handler commits its own transaction, and the row is deleted after
@@ -296,6 +306,31 @@ impl DurableBus {
     #[cfg(feature = "sqlite")]
     pub fn sqlite(pool: sqlx::SqlitePool, handlers: Handlers) -> DurableBusBuilder {
         DurableBusBuilder::new(Arc::new(sqlite::SqliteQueue::new(pool)), handlers)
+    }
+
+    /// The name of the queue of `message_type`'s command handler
+    /// (`subscriber: None`) or of one of its subscribers, as
+    /// [`PausedQueues`](crate::PausedQueues) and the dead-letter tooling
+    /// name it: `command.{message_type}`, `event.{message_type}.{subscriber}`.
+    pub fn queue_name(message_type: &str, subscriber: Option<&str>) -> String {
+        crate::dead_letter_table::queue_label(message_type, subscriber)
+    }
+
+    /// The queues this bus consumes, one per command handler and per
+    /// event subscriber, named as [`queue_name`](Self::queue_name) does.
+    pub fn queues(&self) -> Vec<String> {
+        let handlers = &self.inner.handlers;
+        let commands = handlers
+            .commands()
+            .into_iter()
+            .map(|handler| Self::queue_name(handler.message_type(), None));
+        let subscribers = handlers.subscriptions().into_iter().map(|subscription| {
+            Self::queue_name(
+                subscription.handler.message_type(),
+                Some(&subscription.subscriber),
+            )
+        });
+        commands.chain(subscribers).collect()
     }
 
     /// The breaker the consumer pauses behind.
