@@ -3,7 +3,9 @@
 //! Starts `marketplace serve --bus rabbitmq` and `marketplace worker` (release
 //! build) on a fresh database and namespace and measures, phase by phase
 //! ([`phases`]): accepted `POST /offer` beside raw lapin confirmed publishes
-//! at several concurrencies, the end-to-end applied rate, then `GET /books`
+//! at several concurrencies, the end-to-end applied rate, accepted offers on
+//! the default durable bus (SQLite, PostgreSQL) beside raw batched inserts
+//! into `bus_messages`, then `GET /books`
 //! and `GET /offers/{bookId}` beside the same SQL run by pgbench on
 //! catalogues of 10,000 and 1,000,000 books. [`report`] writes
 //! `docs/performance.md` from `templates/` and draws its charts.
