@@ -181,6 +181,18 @@ impl TraceContext {
     pub fn span_id_hex(&self) -> String {
         format!("{:016x}", self.span_id)
     }
+
+    /// The flags as 2 lowercase hex digits (`01`: sampled), as a span's
+    /// `trace_flags` field carries them for an exporter.
+    pub fn flags_hex(&self) -> String {
+        format!("{:02x}", self.flags)
+    }
+
+    /// Whether the trace is sampled (flag bit 0): a span exporter drops the
+    /// spans of a trace that is not.
+    pub fn is_sampled(&self) -> bool {
+        self.flags & 1 == 1
+    }
 }
 
 impl std::fmt::Display for TraceContext {

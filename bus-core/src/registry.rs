@@ -120,6 +120,7 @@ impl RegisteredHandler {
             parent_span_id = envelope
                 .trace_context()
                 .map(|parent| tracing::field::display(parent.span_id_hex())),
+            trace_flags = %trace.flags_hex(),
         );
         let chain = Next::new(&self.middleware, &*self.endpoint).run(context);
         let result = AssertUnwindSafe(chain)

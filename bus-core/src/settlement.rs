@@ -9,10 +9,15 @@
 //! dead-letter queue; the async bus drops, re-queues after a sleep or hands
 //! to its [`DeadLetterSink`](crate::DeadLetterSink); the sync bus, which has
 //! no one to retry for, returns a failed command's error to its caller.
+//!
+//! Each bus applies the settlement inside the message's [`settle_span`], so
+//! that its lines (a retry scheduled, a dead letter, a message kept behind
+//! the breaker) carry the trace of the request that sent the message, as
+//! the handler's own lines do.
 
 use std::time::Duration;
 
-use crate::{FailureKind, HandlerError, RetryPolicy};
+use crate::{Envelope, FailureKind, HandlerError, RetryPolicy};
 
 /// What to do with a message once its handler has run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +78,27 @@ pub fn decide(result: &Result<(), HandlerError>, attempt: u32, policy: &RetryPol
             reason: error.to_string(),
         },
     }
+}
+
+/// The `settle` span of a delivery of `envelope`, for the lines a bus logs
+/// while applying its [`Settlement`] (after the handler's `handle` span has
+/// closed): the message's id and type, the envelope's `trace_id`, a span id
+/// of its own (`span_id`), the span that sent the message as
+/// `parent_span_id`, and the trace's `trace_flags` (see
+/// [`TraceContext::flags_hex`](crate::TraceContext::flags_hex)). Without a
+/// `traceparent` on the envelope, only the message's id and type.
+pub fn settle_span(envelope: &Envelope) -> tracing::Span {
+    let parent = envelope.trace_context();
+    let own = parent.map(|parent| parent.child());
+    tracing::info_span!(
+        "settle",
+        message_id = %envelope.id,
+        message_type = %envelope.message_type,
+        trace_id = own.map(|own| tracing::field::display(own.trace_id_hex())),
+        span_id = own.map(|own| tracing::field::display(own.span_id_hex())),
+        parent_span_id = parent.map(|parent| tracing::field::display(parent.span_id_hex())),
+        trace_flags = parent.map(|parent| tracing::field::display(parent.flags_hex())),
+    )
 }
 
 /// The text of a panic payload (what `panic!` was given, when a string).

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::Envelope;
 
 pub use crate::registry::{RegisteredHandler, Subscription};
-pub use crate::settlement::{decide, Settlement};
+pub use crate::settlement::{decide, settle_span, Settlement};
 
 /// Builds an envelope from parts received from a transport, as they were
 /// sent: no new id, no new trace context.

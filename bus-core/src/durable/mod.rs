@@ -102,9 +102,13 @@ use tokio::{
 use uuid::Uuid;
 
 use crate::{
-    bus::BoxFuture, dead_letter::dead_letter, dead_letter_ops::Redelivery, settlement::Settlement,
-    transport::RegisteredHandler, CircuitBreaker, CommandBus, DeadLetterSink, DispatchError,
-    Envelope, EventBus, FailureKind, HandlerError, Handlers, InMemoryDeadLetters, RetryPolicy,
+    bus::BoxFuture,
+    dead_letter::dead_letter,
+    dead_letter_ops::Redelivery,
+    settlement::Settlement,
+    transport::{settle_span, RegisteredHandler},
+    CircuitBreaker, CommandBus, DeadLetterSink, DispatchError, Envelope, EventBus, FailureKind,
+    HandlerError, Handlers, InMemoryDeadLetters, RetryPolicy,
 };
 
 /// Settings of a [`DurableBus`].
@@ -803,6 +807,12 @@ fn outcome_of(
     result: Result<(), HandlerError>,
     settlement: Settlement,
 ) -> Outcome {
+    // Only rows with a readable envelope reach a handler and come here.
+    let _settling = message
+        .envelope
+        .as_ref()
+        .ok()
+        .map(|envelope| settle_span(envelope).entered());
     match settlement {
         Settlement::Ack => Outcome::Ack,
         Settlement::Retry { after } => {
@@ -848,13 +858,15 @@ fn handler_of<'a>(inner: &'a Inner, message: &QueuedMessage) -> Option<&'a Regis
 /// Logs a dead letter (at `ERROR`, with its payload) and tells the sink.
 fn report_dead_letter(inner: &Inner, message: &QueuedMessage, reason: &str) {
     match &message.envelope {
-        Ok(envelope) => dead_letter(
-            inner.dead_letters.as_ref(),
-            envelope,
-            message.subscriber.as_deref(),
-            reason,
-            message.attempt,
-        ),
+        Ok(envelope) => settle_span(envelope).in_scope(|| {
+            dead_letter(
+                inner.dead_letters.as_ref(),
+                envelope,
+                message.subscriber.as_deref(),
+                reason,
+                message.attempt,
+            )
+        }),
         Err(raw) => tracing::error!(
             message_id = %message.message_id,
             message_type = %message.message_type,

@@ -11,11 +11,16 @@ use tokio::{
     sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore, TryAcquireError},
     time::Instant,
 };
+use tracing::Instrument;
 
 use crate::{
-    bus::BoxFuture, dead_letter::dead_letter, dead_letter_ops::Redelivery, settlement::Settlement,
-    transport::RegisteredHandler, BatchConfig, CircuitBreaker, CommandBus, DeadLetterSink,
-    DispatchError, Envelope, EventBus, Handlers, InMemoryDeadLetters, RetryPolicy,
+    bus::BoxFuture,
+    dead_letter::dead_letter,
+    dead_letter_ops::Redelivery,
+    settlement::Settlement,
+    transport::{settle_span, RegisteredHandler},
+    BatchConfig, CircuitBreaker, CommandBus, DeadLetterSink, DispatchError, Envelope, EventBus,
+    Handlers, InMemoryDeadLetters, RetryPolicy,
 };
 
 /// Settings of an [`AsyncBus`].
@@ -551,6 +556,8 @@ fn settle(
     result: Result<(), crate::HandlerError>,
     settlement: Settlement,
 ) {
+    let span = settle_span(&job.envelope);
+    let _entered = span.enter();
     let delay = match settlement {
         Settlement::Retry { after } => after,
         Settlement::Suspend { reason } => {
@@ -612,7 +619,10 @@ enum Until {
 /// dropped silently.
 fn requeue(inner: &Arc<Inner>, job: Job, until: Until, last_error: String) {
     let inner = inner.clone();
-    tokio::spawn(async move {
+    // Called in the job's `settle` span: a dead letter on shutdown is
+    // logged in it too.
+    let span = tracing::Span::current();
+    let wait = async move {
         let (waiting_for, next_attempt) = match until {
             Until::Elapsed(_) => ("before retry", job.attempt + 1),
             Until::BreakerClosed => ("while a dependency was unavailable", job.attempt),
@@ -649,5 +659,6 @@ fn requeue(inner: &Arc<Inner>, job: Job, until: Until, last_error: String) {
                 job.attempt,
             );
         }
-    });
+    };
+    tokio::spawn(wait.instrument(span));
 }

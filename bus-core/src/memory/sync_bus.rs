@@ -1,8 +1,11 @@
 use std::sync::Arc;
 
 use crate::{
-    bus::BoxFuture, dead_letter::dead_letter, settlement::Settlement, CommandBus, DeadLetterSink,
-    DispatchError, Envelope, EventBus, Handlers, InMemoryDeadLetters, RetryPolicy,
+    bus::BoxFuture,
+    dead_letter::dead_letter,
+    settlement::{settle_span, Settlement},
+    CommandBus, DeadLetterSink, DispatchError, Envelope, EventBus, Handlers, InMemoryDeadLetters,
+    RetryPolicy,
 };
 
 /// One attempt: a caller waiting on its command cannot wait for retries.
@@ -90,13 +93,15 @@ impl EventBus for InMemoryBus {
                     .invoke_and_decide(envelope.clone(), 1, &SINGLE_ATTEMPT)
                     .await;
                 match settlement {
-                    Settlement::DeadLetter { reason } => dead_letter(
-                        self.dead_letters.as_ref(),
-                        &envelope,
-                        Some(&subscription.subscriber),
-                        &reason,
-                        1,
-                    ),
+                    Settlement::DeadLetter { reason } => settle_span(&envelope).in_scope(|| {
+                        dead_letter(
+                            self.dead_letters.as_ref(),
+                            &envelope,
+                            Some(&subscription.subscriber),
+                            &reason,
+                            1,
+                        )
+                    }),
                     // No one here to keep it: the publisher (the outbox
                     // relay) keeps the event and publishes it again later.
                     Settlement::Suspend { reason } => suspended = Some(reason),

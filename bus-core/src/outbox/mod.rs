@@ -73,6 +73,7 @@ pub async fn publish_each(bus: &dyn EventBus, rows: &[(i64, Envelope)]) -> Vec<i
             message_type = %envelope.message_type,
             trace_id = trace.map(|trace| tracing::field::display(trace.trace_id_hex())),
             parent_span_id = trace.map(|trace| tracing::field::display(trace.span_id_hex())),
+            trace_flags = trace.map(|trace| tracing::field::display(trace.flags_hex())),
         );
         let _entered = span.enter();
         match result {

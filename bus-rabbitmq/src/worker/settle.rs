@@ -4,13 +4,17 @@
 
 use std::{sync::Arc, time::Duration};
 
-use bus_core::{transport::Settlement, Envelope, HandlerError};
+use bus_core::{
+    transport::{settle_span, Settlement},
+    Envelope, HandlerError,
+};
 use lapin::{
     message::Delivery,
     options::{BasicAckOptions, BasicNackOptions},
     types::{AMQPValue, FieldTable, LongString},
 };
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::QueueContext;
 use crate::{
@@ -36,32 +40,49 @@ pub(super) async fn settle(context: &QueueContext, delivery: Delivery, attempt: 
             .handler
             .invoke_and_decide(envelope.clone(), attempt, &context.policy)
             .await;
-        match settlement {
-            Settlement::Ack => ack(&delivery, "handled").await,
-            Settlement::Retry { after } => {
-                let error = result.err().map(|e| e.to_string()).unwrap_or_default();
-                retry(context, &delivery, &error, attempt, after).await;
-            }
-            Settlement::DeadLetter { reason } => {
-                dead_letter(context, &delivery, &reason, attempt).await;
-            }
-            Settlement::Suspend { reason } => {
-                // Held unacknowledged, attempt not counted: run it again once
-                // the dependency answers, or give it back to the broker as it
-                // came if the worker stops first.
-                tracing::warn!(error = %reason, "dependency unavailable: delivery held, attempt not counted");
-                context.breaker.trip(&reason);
-                tokio::select! {
-                    () = context.breaker.closed() => continue,
-                    () = context.stop.cancelled() => release(&delivery).await,
-                }
-            }
-            // A settlement this worker does not know yet: give the message
-            // back rather than lose it.
-            _ => requeue(context, &delivery).await,
+        let again = apply(context, &delivery, result, settlement, attempt)
+            .instrument(settle_span(&envelope))
+            .await;
+        if !again {
+            return;
         }
-        return;
     }
+}
+
+/// Applies one delivery's settlement; `true` when it must run again (it
+/// was held behind the breaker, which has closed).
+async fn apply(
+    context: &QueueContext,
+    delivery: &Delivery,
+    result: Result<(), HandlerError>,
+    settlement: Settlement,
+    attempt: u32,
+) -> bool {
+    match settlement {
+        Settlement::Ack => ack(delivery, "handled").await,
+        Settlement::Retry { after } => {
+            let error = result.err().map(|e| e.to_string()).unwrap_or_default();
+            retry(context, delivery, &error, attempt, after).await;
+        }
+        Settlement::DeadLetter { reason } => {
+            dead_letter(context, delivery, &reason, attempt).await;
+        }
+        Settlement::Suspend { reason } => {
+            // Held unacknowledged, attempt not counted: run it again once
+            // the dependency answers, or give it back to the broker as it
+            // came if the worker stops first.
+            tracing::warn!(error = %reason, "dependency unavailable: delivery held, attempt not counted");
+            context.breaker.trip(&reason);
+            tokio::select! {
+                () = context.breaker.closed() => return true,
+                () = context.stop.cancelled() => release(delivery).await,
+            }
+        }
+        // A settlement this worker does not know yet: give the message
+        // back rather than lose it.
+        _ => requeue(context, delivery).await,
+    }
+    false
 }
 
 /// The envelope of a delivery of this queue, or why it must be
@@ -114,20 +135,28 @@ pub(super) async fn settle_batch(context: &QueueContext, deliveries: Vec<Deliver
         for ((delivery, envelope, attempt), (result, settlement)) in
             runnable.into_iter().zip(outcomes)
         {
+            let span = settle_span(&envelope);
             match settlement {
-                Settlement::Ack => ack(&delivery, "handled").await,
+                Settlement::Ack => ack(&delivery, "handled").instrument(span).await,
                 Settlement::Retry { after } => {
                     let error = result.err().map(|e| e.to_string()).unwrap_or_default();
-                    retry(context, &delivery, &error, attempt, after).await;
+                    retry(context, &delivery, &error, attempt, after)
+                        .instrument(span)
+                        .await;
                 }
                 Settlement::DeadLetter { reason } => {
-                    dead_letter(context, &delivery, &reason, attempt).await;
+                    dead_letter(context, &delivery, &reason, attempt)
+                        .instrument(span)
+                        .await;
                 }
                 Settlement::Suspend { reason } => {
+                    span.in_scope(|| {
+                        tracing::warn!(error = %reason, "dependency unavailable: delivery held, attempt not counted");
+                    });
                     suspended = Some(reason);
                     held.push((delivery, envelope, attempt));
                 }
-                _ => requeue(context, &delivery).await,
+                _ => requeue(context, &delivery).instrument(span).await,
             }
         }
         let Some(reason) = suspended else { return };

@@ -11,7 +11,9 @@
 //! span that sent the message for a handler. So one request's trace, from
 //! the API through the command's handler to the subscribers of its events,
 //! is one trace in the collector, with the trace id of the request's
-//! `traceparent`.
+//! `traceparent`. A `trace_flags` field without the sampled bit (a
+//! `traceparent` ending in `-00`) marks that parent as not sampled, and the
+//! SDK's parent-based sampler drops the span and its children.
 
 use std::{
     cell::{Cell, RefCell},
@@ -109,6 +111,7 @@ struct SpanIds {
     trace_id: Option<u128>,
     span_id: Option<u64>,
     parent_span_id: Option<u64>,
+    trace_flags: Option<u8>,
 }
 
 impl Visit for SpanIds {
@@ -117,12 +120,16 @@ impl Visit for SpanIds {
             "trace_id" => self.trace_id = u128::from_str_radix(value, 16).ok(),
             "span_id" => self.span_id = u64::from_str_radix(value, 16).ok(),
             "parent_span_id" => self.parent_span_id = u64::from_str_radix(value, 16).ok(),
+            "trace_flags" => self.trace_flags = u8::from_str_radix(value, 16).ok(),
             _ => {}
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if matches!(field.name(), "trace_id" | "span_id" | "parent_span_id") {
+        if matches!(
+            field.name(),
+            "trace_id" | "span_id" | "parent_span_id" | "trace_flags"
+        ) {
             self.record_str(field, &format!("{value:?}"));
         }
     }
@@ -167,11 +174,13 @@ impl<S: Subscriber> Layer<S> for AttachIds {
         let Some(trace_id) = ids.trace_id else {
             return;
         };
+        // Sampled unless the flags say otherwise.
+        let flags = TraceFlags::new(ids.trace_flags.unwrap_or(1)) & TraceFlags::SAMPLED;
         let parent = match ids.parent_span_id {
             Some(parent) => Context::new().with_remote_span_context(SpanContext::new(
                 TraceId::from(trace_id),
                 SpanId::from(parent),
-                TraceFlags::SAMPLED,
+                flags,
                 true,
                 TraceState::default(),
             )),
@@ -250,6 +259,31 @@ mod tests {
                 "0af7651916cd43dd8448eb211c80319c"
             );
             assert_ne!(ids.span_id().to_string(), "b7ad6b7169203331");
+        });
+    }
+
+    #[test]
+    fn spans_of_a_trace_that_is_not_sampled_are_not_sampled() {
+        let provider = SdkTracerProvider::builder()
+            .with_id_generator(OurIds)
+            .build();
+        let subscriber = tracing_subscriber::registry().with(export_layer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let sampled = |flags: &str| {
+                let span = tracing::info_span!(
+                    "handle",
+                    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736",
+                    span_id = "00f067aa0ba902b7",
+                    parent_span_id = "0102030405060708",
+                    trace_flags = flags,
+                );
+                let inner = span.in_scope(|| tracing::info_span!("query"));
+                let outer = span.context().span().span_context().is_sampled();
+                let inner = inner.context().span().span_context().is_sampled();
+                (outer, inner)
+            };
+            assert_eq!(sampled("01"), (true, true));
+            assert_eq!(sampled("00"), (false, false));
         });
     }
 }

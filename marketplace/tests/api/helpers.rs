@@ -623,11 +623,13 @@ static LOGGING: LazyLock<()> = LazyLock::new(|| {
                 .unwrap_or_else(|error| panic!("TEST_LOG={value} is not a log filter: {error}"));
             fmt::layer().with_test_writer().with_filter(filter)
         });
-    // The bus's spans (`handle`, `publish`) and lines too: their fields
+    // The bus's spans (`handle`, `publish`, `settle`) and lines too, the
+    // RabbitMQ worker's included: their fields
     // (the trace id) are on the lines logged inside them.
     let kept = Targets::new()
         .with_target("marketplace", Level::DEBUG)
         .with_target("bus_core", Level::DEBUG)
+        .with_target("bus_rabbitmq", Level::DEBUG)
         // The request span's own lines (`finished processing request`).
         .with_target("tower_http", Level::DEBUG);
     tracing_subscriber::registry()

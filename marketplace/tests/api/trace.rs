@@ -1,7 +1,8 @@
 //! One trace per request: the request's `traceparent` reaches the lines of
-//! its command's handler, of the relay that publishes its event and of the
-//! event's subscriber; and with `OTEL_EXPORTER_OTLP_ENDPOINT` set, the
-//! spans are exported over OTLP with that trace id.
+//! its command's handler, of the relay that publishes its event, of the
+//! event's subscriber and of the settlement of a command that fails (its
+//! retries, its dead letter); and with `OTEL_EXPORTER_OTLP_ENDPOINT` set,
+//! the spans are exported over OTLP with that trace id.
 
 use std::{
     net::TcpListener,
@@ -12,7 +13,7 @@ use std::{
 
 use axum::{body::Bytes, extract::State, routing::post, Router};
 use bus_core::{Message, TraceContext};
-use marketplace::{commands::CreateOffer, events::REFRESH_CHEAPEST_OFFER};
+use marketplace::{commands::CreateOffer, config::BusKind, events::REFRESH_CHEAPEST_OFFER};
 use serde_json::json;
 use tokio::process::Command;
 use uuid::Uuid;
@@ -93,6 +94,55 @@ on_every_bus! {
         .await;
         assert_eq!(subscriber.fields["parent_span_id"], command.fields["span_id"]);
         assert_ne!(subscriber.fields["span_id"], command.fields["span_id"]);
+    }
+}
+
+on_every_bus! {
+    async fn the_retries_and_the_dead_letter_of_a_failing_command_carry_its_trace(app) {
+        let (seller, offer) = (Uuid::new_v4(), Uuid::new_v4());
+        assert_eq!(app.put_user(seller, "Seller").await.status(), 200);
+        app.eventually(|| async {
+            (app.get(&format!("/users/{seller}")).await.status() == 200).then_some(())
+        })
+        .await;
+
+        // An offer for a book that never comes.
+        let trace = TraceContext::new_root();
+        let trace_id = trace.trace_id_hex();
+        let response = app
+            .post_traced(
+                "/offer",
+                &json!({ "id": offer, "bookId": Uuid::new_v4(), "sellerId": seller, "price": 3.5, "stock": 1 }),
+                &trace,
+            )
+            .await;
+        let handled = &[("trace_id", trace_id.as_str()), ("message_type", CreateOffer::NAME)];
+        if app.bus == BusKind::InMemory {
+            // No one to retry for: the failure is the request's answer, and
+            // the handler's line is in the request's trace.
+            assert_ne!(response.status(), 200);
+            await_line(app, "handler failed", handled).await;
+            return;
+        }
+        assert_eq!(response.status(), 200);
+
+        // Each retry and the dead letter are logged after the handler's
+        // span closed, in a `settle` span of the same trace whose parent is
+        // the request's span, as the handler's.
+        let failed = await_line(app, "handler failed", handled).await;
+        let retrying = app
+            .eventually(|| async {
+                ["handler failed, retrying", "handler failed, retry scheduled"]
+                    .into_iter()
+                    .find_map(|message| logged(message, handled).into_iter().next())
+            })
+            .await;
+        let dead_lettered = await_line(app, "message dead-lettered", handled).await;
+        for line in [&retrying, &dead_lettered] {
+            assert!(line.spans.contains(&"settle"), "{line:?}");
+            assert_eq!(line.fields["parent_span_id"], failed.fields["parent_span_id"], "{line:?}");
+            assert_eq!(line.fields["trace_flags"], "01", "{line:?}");
+        }
     }
 }
 

@@ -71,6 +71,7 @@ pub fn span(request: &Request) -> Span {
         parent_span_id = trace
             .and_then(|trace| trace.parent)
             .map(|parent| display(parent.span_id_hex())),
+        trace_flags = trace.map(|trace| display(trace.context.flags_hex())),
     );
     if let Some(ClientIp(client)) = request.extensions().get::<ClientIp>() {
         span.record("client_ip", display(client));
