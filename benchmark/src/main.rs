@@ -6,7 +6,9 @@
 //! at several concurrencies, the same with the consumers applying meanwhile
 //! beside the raw two hops ([`raw_two_hop`]), latency at 25/50/75% of the
 //! maximum rate (open loop), the end-to-end applied rate
-//! beside those raw two hops, then `GET /books`
+//! beside those raw two hops, accepted offers on the default durable bus
+//! (SQLite, PostgreSQL) beside raw batched inserts into `bus_messages`,
+//! then `GET /books`
 //! and `GET /offers/{bookId}` beside the same SQL run by pgbench on
 //! catalogues of 10,000 and 1,000,000 books. [`report`] writes
 //! `docs/performance.md` from `templates/` and draws its charts.
@@ -56,6 +58,9 @@ enum Phase {
     /// Offers applied in PostgreSQL, end to end, beside the raw two hops
     /// (batched consumers straight on lapin and sqlx).
     EndToEnd,
+    /// Accepted `POST /offer` on the default durable bus (SQLite, then
+    /// PostgreSQL) beside raw batched inserts of the same rows.
+    Durable,
     /// `GET /books` and `GET /offers/{bookId}` beside the same SQL in pgbench
     /// (needs pgbench); writes its section to a temporary directory.
     Reads,
@@ -82,6 +87,10 @@ struct Options {
     /// Offers sent end to end.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     offers: Option<u64>,
+    /// Rows per transaction of the raw inserts the durable phase compares
+    /// with.
+    #[arg(long, default_value_t = phases::durable::ROWS_PER_TRANSACTION as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    raw_rows_per_transaction: u64,
     /// Seeded books the end-to-end offers are spread over.
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(i64).range(1..))]
     books: i64,
@@ -212,6 +221,15 @@ async fn main() -> Result<()> {
         println!("\n{markdown}\nwrote {}", dir.join("reads.md").display());
         return Ok(());
     }
+    if options.only == Some(Phase::Durable) {
+        let runs = run_durable(&options, &services, &id).await?;
+        println!(
+            "\n{}",
+            report::durable_tables(&runs, options.level_duration().as_secs_f64())?
+        );
+        println!("partial run (--only): docs/performance.md left as it is");
+        return Ok(());
+    }
     let outcome = tokio::select! {
         outcome = run_writes(&options, &services, &id) => outcome,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
@@ -221,6 +239,13 @@ async fn main() -> Result<()> {
     cleanup(&services, &id).await;
     let writes = outcome?;
     println!("\n{}", report::writes_tables(&writes)?);
+    if options.runs(Phase::Durable) {
+        let runs = run_durable(&options, &services, &id).await?;
+        println!(
+            "\n{}",
+            report::durable_tables(&runs, options.level_duration().as_secs_f64())?
+        );
+    }
     let Some(read_options) = read_options else {
         println!("partial run (--only or --levels): docs/performance.md left as it is");
         return Ok(());
@@ -255,6 +280,32 @@ fn written(charts: Result<()>, what: &str) -> bool {
         Err(error) => {
             eprintln!("{what} not written: {error:#}");
             false
+        }
+    }
+}
+
+/// The durable-bus phase, its database dropped even when interrupted.
+async fn run_durable(
+    options: &Options,
+    services: &Services,
+    id: &str,
+) -> Result<Vec<phases::durable::DurableRun>> {
+    let levels = options.levels();
+    let run = phases::durable::run(
+        services,
+        id,
+        &levels,
+        options.level_duration(),
+        options.raw_rows_per_transaction as usize,
+    );
+    tokio::select! {
+        runs = run => runs,
+        _ = tokio::signal::ctrl_c() => {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if let Err(error) = processes::drop_database(services, &format!("bench_durable_{id}")).await {
+                eprintln!("cleanup: {error:#}");
+            }
+            Err(anyhow::anyhow!("interrupted"))
         }
     }
 }

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::charts::{self, Chart, Series};
 use crate::phases::applying::Applying;
+use crate::phases::durable::DurableRun;
 use crate::phases::end_to_end::{self, EndToEnd};
 use crate::phases::latency::Latency;
 use crate::phases::offers::OfferLevel;
@@ -24,7 +25,7 @@ use crate::raw_two_hop;
 use crate::stats::LevelResult;
 
 /// The templates, compiled into the binary so that it runs from anywhere.
-const TEMPLATES: [(&str, &str); 4] = [
+const TEMPLATES: [(&str, &str); 5] = [
     (
         "performance.md.j2",
         include_str!("../templates/performance.md.j2"),
@@ -34,6 +35,10 @@ const TEMPLATES: [(&str, &str); 4] = [
         include_str!("../templates/writes-tables.md.j2"),
     ),
     ("reads.md.j2", include_str!("../templates/reads.md.j2")),
+    (
+        "durable-tables.md.j2",
+        include_str!("../templates/durable-tables.md.j2"),
+    ),
     (
         "reads-tables.md.j2",
         include_str!("../templates/reads-tables.md.j2"),
@@ -299,6 +304,21 @@ fn reads_context(report: &ReadReport) -> Value {
 /// The write phases' tables (Markdown, also readable as plain text).
 pub(crate) fn writes_tables(report: &WriteReport) -> Result<String> {
     render("writes-tables.md.j2", writes_context(report, false))
+}
+
+/// The durable-bus phase's table: accepted offers beside raw batched
+/// inserts, per database and level.
+pub(crate) fn durable_tables(runs: &[DurableRun], level_seconds: f64) -> Result<String> {
+    let rows_per_transaction = runs
+        .iter()
+        .flat_map(|run| run.levels.first())
+        .map(|level| level.rows_per_transaction)
+        .next()
+        .unwrap_or(0);
+    render(
+        "durable-tables.md.j2",
+        context! { runs => Serde(runs), level_seconds, rows_per_transaction },
+    )
 }
 
 /// The read phase's tables.

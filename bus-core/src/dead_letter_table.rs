@@ -68,7 +68,7 @@ struct Row {
 }
 
 /// The queue label of a dead letter of `message_type` for `subscriber`.
-fn queue_label(message_type: &str, subscriber: Option<&str>) -> String {
+pub(crate) fn queue_label(message_type: &str, subscriber: Option<&str>) -> String {
     match subscriber {
         Some(subscriber) => format!("event.{message_type}.{subscriber}"),
         None => format!("command.{message_type}"),

@@ -10,9 +10,10 @@ use bus_core::{
     command_fn,
     dead_letter_ops::DeadLetterSelector,
     durable::{postgres, sqlite},
-    event_fn, CommandBusExt, DeadLetterTable, DurableBus, DurableBusConfig, EventBusExt,
-    HandlerError, Handlers, HandlersBuilder, Message, MessageContext, RetryPolicy,
-    DEAD_LETTERS_POSTGRES_SCHEMA, DEAD_LETTERS_SQLITE_SCHEMA,
+    event_fn, BatchConfig, BatchHandler, BatchOutcome, CommandBusExt, DeadLetterTable, DurableBus,
+    DurableBusConfig, Envelope, EventBusExt, HandlerError, Handlers, HandlersBuilder, Message,
+    MessageContext, PausedQueues, RetryPolicy, DEAD_LETTERS_POSTGRES_SCHEMA,
+    DEAD_LETTERS_SQLITE_SCHEMA,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::{sqlite::SqliteConnectOptions, PgPool, SqlitePool};
@@ -122,6 +123,67 @@ impl Db {
             }
         }
         Ok(())
+    }
+
+    /// Records every parcel in one transaction, or none: a parcel the
+    /// table's check refuses aborts the whole transaction.
+    async fn record_all(&self, parcels: &[u32], label: &str) -> Result<(), HandlerError> {
+        match self {
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                for parcel in parcels {
+                    sqlx::query("INSERT INTO shipments (parcel, label) VALUES ($1, $2)")
+                        .bind(i64::from(*parcel))
+                        .bind(label)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+            }
+            Db::Sqlite(pool, _) => {
+                let mut tx = pool.begin().await?;
+                for parcel in parcels {
+                    sqlx::query("INSERT INTO shipments (parcel, label) VALUES (?1, ?2)")
+                        .bind(i64::from(*parcel))
+                        .bind(label)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts a queue row as a sender (another process) commits it.
+    async fn insert_row(&self, envelope: &Envelope) {
+        let text = serde_json::to_string(envelope).unwrap();
+        match self {
+            Db::Postgres(pool) => {
+                sqlx::query(
+                    "INSERT INTO bus_messages (message_id, message_type, envelope)
+                     VALUES ($1, $2, $3::jsonb)",
+                )
+                .bind(envelope.id)
+                .bind(&envelope.message_type)
+                .bind(text)
+                .execute(pool)
+                .await
+                .unwrap();
+            }
+            Db::Sqlite(pool, _) => {
+                sqlx::query(
+                    "INSERT INTO bus_messages (message_id, message_type, envelope, not_before)
+                     VALUES (?1, ?2, ?3, 0)",
+                )
+                .bind(envelope.id.to_string())
+                .bind(&envelope.message_type)
+                .bind(text)
+                .execute(pool)
+                .await
+                .unwrap();
+            }
+        }
     }
 
     async fn count(&self, sql: &str) -> i64 {
@@ -441,3 +503,134 @@ async fn every_concurrent_send_is_committed_when_it_returns() {
     assert_eq!(db.count("SELECT count(*) FROM bus_messages").await, 300);
     db.remove().await;
 }
+
+/// Parcel 13 breaks the `shipments` check: a poison message the database
+/// itself refuses, aborting the whole transaction it is in.
+const POISON: u32 = 13;
+
+/// Ships a batch in one transaction; records the size of every call.
+#[derive(Clone)]
+struct ShipAll {
+    db: Db,
+    calls: Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl BatchHandler<Ship> for ShipAll {
+    async fn handle_batch(&self, batch: &[(Ship, MessageContext)]) -> BatchOutcome {
+        self.calls.lock().unwrap().push(batch.len());
+        let parcels: Vec<u32> = batch.iter().map(|(ship, _)| ship.parcel).collect();
+        self.db.record_all(&parcels, "batch").await?;
+        Ok(batch.iter().map(|_| Ok(())).collect())
+    }
+}
+
+on_both_databases!(
+    a_poison_message_in_the_middle_of_a_claimed_batch_is_dead_lettered_alone,
+    boxed(|db: Db| async move {
+        let schema = "CREATE TABLE shipments (
+            parcel BIGINT NOT NULL PRIMARY KEY CHECK (parcel <> 13),
+            label TEXT NOT NULL
+        )";
+        match &db {
+            Db::Postgres(pool) => sqlx::raw_sql(schema).execute(pool).await.map(drop),
+            Db::Sqlite(pool, _) => sqlx::raw_sql(schema).execute(pool).await.map(drop),
+        }
+        .unwrap();
+        // The rows are in the table before the consumer starts, so its
+        // first claim takes them together.
+        let parcels: Vec<u32> = (10..=16).collect();
+        for parcel in &parcels {
+            db.insert_row(&Envelope::new(&Ship { parcel: *parcel }).unwrap())
+                .await;
+        }
+        let handler = ShipAll {
+            db: db.clone(),
+            calls: Arc::default(),
+        };
+        let handlers = Handlers::builder()
+            .command_batch::<Ship, _>(
+                handler.clone(),
+                BatchConfig::new(50, Duration::from_millis(5)),
+            )
+            .build()
+            .unwrap();
+        let bus = db.bus(handlers, fast());
+        eventually(&db, "SELECT count(*) FROM bus_messages", 0).await;
+        bus.shutdown().await;
+
+        let applied = parcels.len() as i64 - 1;
+        assert_eq!(
+            db.count("SELECT count(*) FROM shipments").await,
+            applied,
+            "every neighbour applied"
+        );
+        assert_eq!(
+            db.count("SELECT count(*) FROM shipments WHERE parcel = 13")
+                .await,
+            0
+        );
+        let found = db
+            .dead_letters()
+            .find(&DeadLetterSelector::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            found.len(),
+            1,
+            "only the poison is dead-lettered: {found:?}"
+        );
+        assert_eq!(
+            found[0].payload,
+            Some(serde_json::json!({ "parcel": POISON }))
+        );
+        assert!(
+            found[0].reason.to_lowercase().contains("check"),
+            "the dead letter says why: {}",
+            found[0].reason
+        );
+        assert_eq!(
+            found[0].attempts,
+            Some(1),
+            "a constraint violation is not retried"
+        );
+        assert_eq!(
+            *handler.calls.lock().unwrap(),
+            [vec![parcels.len()], vec![1; parcels.len()]].concat(),
+            "one batch of every claimed row, then each message alone"
+        );
+    })
+);
+
+on_both_databases!(
+    a_paused_queue_keeps_its_rows_until_it_is_resumed,
+    boxed(|db: Db| async move {
+        let paused = match &db {
+            Db::Postgres(pool) => PausedQueues::Postgres(pool.clone()),
+            Db::Sqlite(pool, _) => PausedQueues::Sqlite(pool.clone()),
+        };
+        let ships = DurableBus::queue_name(Ship::NAME, None);
+        assert_eq!(ships, "command.test.Ship");
+        assert!(paused.pause(&ships, "an operator").await.unwrap());
+        let bus = db.bus(recording(&db).build().unwrap(), fast());
+        assert!(bus.queues().contains(&ships));
+        for parcel in 0..3 {
+            bus.send(&Ship { parcel }).await.unwrap();
+        }
+        // Sent after the commands, in a queue still running: once it is
+        // applied, the consumer has claimed past the paused rows.
+        bus.publish(&Shipped { parcel: 100 }).await.unwrap();
+        eventually(&db, "SELECT count(*) FROM applied WHERE parcel = 100", 2).await;
+        assert_eq!(
+            db.count("SELECT count(*) FROM applied WHERE label = 'ship'")
+                .await,
+            0,
+            "nothing of the paused queue applied"
+        );
+        assert_eq!(db.count("SELECT count(*) FROM bus_messages").await, 3);
+
+        assert!(paused.resume(&ships).await.unwrap());
+        eventually(&db, "SELECT count(*) FROM applied WHERE label = 'ship'", 3).await;
+        eventually(&db, "SELECT count(*) FROM bus_messages", 0).await;
+        bus.shutdown().await;
+    })
+);

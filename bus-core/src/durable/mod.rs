@@ -25,7 +25,12 @@
 //! their handlers concurrently (at most `concurrency` at once) through the
 //! shared invocation, settles each result with the one settlement policy
 //! ([`decide`](crate::transport::decide)) and applies the settlements in one
-//! transaction:
+//! transaction. The claimed rows of a [`BatchHandler`](crate::BatchHandler)
+//! run together, in calls of at most its
+//! [`BatchConfig::max_messages`](crate::BatchConfig::max_messages), through
+//! the same batch invocation as on the other buses (a batch that fails as a
+//! whole is split, message by message); the rows are already there, so no
+//! linger is waited for. Every row is settled on its own:
 //!
 //! | settlement | the row |
 //! |---|---|
@@ -44,6 +49,16 @@
 //! - **SQLite**: one process owns the file, and its one consumer reads the
 //!   due rows without a lock; it is woken in-process by each send, with a
 //!   poll as a safety net. Run one `DurableBus` per SQLite database.
+//!
+//! # Pausing a queue
+//!
+//! An operator pause recorded in `bus_paused_queues`
+//! ([`PausedQueues`](crate::PausedQueues)) is honoured at every claim: the
+//! rows of a paused queue are not claimed, and stay in the table, due, until
+//! it is resumed (within a poll interval). The queue of a command is
+//! `command.{message_type}`, that of an event's subscriber
+//! `event.{message_type}.{subscriber}` ([`DurableBus::queue_name`]), the
+//! names the dead-letter tooling shows. A shutdown leaves them there too.
 //!
 //! # What a handler must do
 //!
@@ -70,6 +85,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use std::{
+    collections::HashMap,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -92,7 +108,7 @@ use crate::{
     settlement::Settlement,
     transport::{settle_span, RegisteredHandler},
     CircuitBreaker, CommandBus, DeadLetterSink, DispatchError, Envelope, EventBus, FailureKind,
-    Handlers, InMemoryDeadLetters, RetryPolicy,
+    HandlerError, Handlers, InMemoryDeadLetters, RetryPolicy,
 };
 
 /// Settings of a [`DurableBus`].
@@ -294,6 +310,31 @@ impl DurableBus {
     #[cfg(feature = "sqlite")]
     pub fn sqlite(pool: sqlx::SqlitePool, handlers: Handlers) -> DurableBusBuilder {
         DurableBusBuilder::new(Arc::new(sqlite::SqliteQueue::new(pool)), handlers)
+    }
+
+    /// The name of the queue of `message_type`'s command handler
+    /// (`subscriber: None`) or of one of its subscribers, as
+    /// [`PausedQueues`](crate::PausedQueues) and the dead-letter tooling
+    /// name it: `command.{message_type}`, `event.{message_type}.{subscriber}`.
+    pub fn queue_name(message_type: &str, subscriber: Option<&str>) -> String {
+        crate::dead_letter_table::queue_label(message_type, subscriber)
+    }
+
+    /// The queues this bus consumes, one per command handler and per
+    /// event subscriber, named as [`queue_name`](Self::queue_name) does.
+    pub fn queues(&self) -> Vec<String> {
+        let handlers = &self.inner.handlers;
+        let commands = handlers
+            .commands()
+            .into_iter()
+            .map(|handler| Self::queue_name(handler.message_type(), None));
+        let subscribers = handlers.subscriptions().into_iter().map(|subscription| {
+            Self::queue_name(
+                subscription.handler.message_type(),
+                Some(&subscription.subscriber),
+            )
+        });
+        commands.chain(subscribers).collect()
     }
 
     /// The breaker the consumer pauses behind.
@@ -612,9 +653,10 @@ async fn consume(inner: Arc<Inner>) {
             idle(&inner, &mut stop, until).await;
             continue;
         }
-        let settled: Vec<Settled> = futures::stream::iter(messages)
-            .map(|message| run(&inner, message))
+        let settled: Vec<Settled> = futures::stream::iter(group(&inner, messages))
+            .map(|unit| run(&inner, unit))
             .buffer_unordered(inner.config.concurrency)
+            .flat_map(futures::stream::iter)
             .collect()
             .await;
         let retry_at = settled
@@ -671,8 +713,73 @@ fn database_failed(inner: &Inner, error: &sqlx::Error, what: &str) {
     }
 }
 
+/// Splits a claimed batch into what runs as one unit: the rows of a
+/// [`BatchHandler`](crate::BatchHandler) together (per handler, at most its
+/// [`BatchConfig::max_messages`](crate::BatchConfig::max_messages) each), every
+/// other row alone. Rows keep their claimed order within a unit.
+fn group(inner: &Inner, messages: Vec<QueuedMessage>) -> Vec<Vec<QueuedMessage>> {
+    let mut units: Vec<Vec<QueuedMessage>> = Vec::with_capacity(messages.len());
+    // The unit each batch handler is filling, by message type and subscriber.
+    let mut filling: HashMap<(String, Option<String>), usize> = HashMap::new();
+    for message in messages {
+        let config = match (&message.envelope, handler_of(inner, &message)) {
+            (Ok(_), Some(handler)) => handler.batch_config(),
+            _ => None,
+        };
+        let Some(config) = config else {
+            units.push(vec![message]);
+            continue;
+        };
+        let key = (message.message_type.clone(), message.subscriber.clone());
+        match filling.get(&key) {
+            Some(&unit) if units[unit].len() < config.max_messages => units[unit].push(message),
+            _ => {
+                filling.insert(key, units.len());
+                units.push(vec![message]);
+            }
+        }
+    }
+    units
+}
+
+/// Runs one unit of claimed rows (one row, or a batch handler's rows in one
+/// call through [`RegisteredHandler::invoke_batch_and_decide`]) and decides
+/// what becomes of each row.
+async fn run(inner: &Inner, unit: Vec<QueuedMessage>) -> Vec<Settled> {
+    if unit.len() > 1 {
+        if let Some(handler) = unit.first().and_then(|first| handler_of(inner, first)) {
+            let deliveries: Vec<_> = unit
+                .iter()
+                .filter_map(|message| {
+                    let envelope = message.envelope.as_ref().ok()?;
+                    Some((envelope.clone(), message.attempt))
+                })
+                .collect();
+            // `group` only batches readable rows of one handler.
+            if deliveries.len() == unit.len() {
+                let decided = handler
+                    .invoke_batch_and_decide(&deliveries, &inner.config.retry)
+                    .await;
+                return unit
+                    .into_iter()
+                    .zip(decided)
+                    .map(|(message, (result, settlement))| {
+                        let outcome = outcome_of(inner, &message, result, settlement);
+                        Settled { message, outcome }
+                    })
+                    .collect();
+            }
+        }
+    }
+    let mut settled = Vec::with_capacity(unit.len());
+    for message in unit {
+        settled.push(run_one(inner, message).await);
+    }
+    settled
+}
+
 /// Runs one claimed row's handler and decides what becomes of the row.
-async fn run(inner: &Inner, message: QueuedMessage) -> Settled {
+async fn run_one(inner: &Inner, message: QueuedMessage) -> Settled {
     let outcome = match (&message.envelope, handler_of(inner, &message)) {
         (Err(raw), _) => Outcome::DeadLetter {
             reason: format!("unreadable envelope: {}", truncate(raw)),
@@ -687,38 +794,53 @@ async fn run(inner: &Inner, message: QueuedMessage) -> Settled {
             let (result, settlement) = handler
                 .invoke_and_decide(envelope.clone(), message.attempt, &inner.config.retry)
                 .await;
-            let _settling = settle_span(envelope).entered();
-            match settlement {
-                Settlement::Ack => Outcome::Ack,
-                Settlement::Retry { after } => {
-                    let error = result.err().map(|e| e.to_string()).unwrap_or_default();
-                    tracing::warn!(
-                        message_id = %message.message_id,
-                        message_type = %message.message_type,
-                        subscriber = message.subscriber.as_deref().unwrap_or("-"),
-                        attempt = message.attempt,
-                        retry_in_ms = after.as_millis() as u64,
-                        %error,
-                        "handler failed, retrying"
-                    );
-                    Outcome::Retry { after, error }
-                }
-                Settlement::Suspend { reason } => {
-                    tracing::warn!(
-                        message_id = %message.message_id,
-                        message_type = %message.message_type,
-                        attempt = message.attempt,
-                        error = %reason,
-                        "dependency unavailable: message kept, attempt not counted"
-                    );
-                    inner.breaker.trip(&reason);
-                    Outcome::Keep
-                }
-                Settlement::DeadLetter { reason } => Outcome::DeadLetter { reason },
-            }
+            outcome_of(inner, &message, result, settlement)
         }
     };
     Settled { message, outcome }
+}
+
+/// What the settlement of a row's run does to its row.
+fn outcome_of(
+    inner: &Inner,
+    message: &QueuedMessage,
+    result: Result<(), HandlerError>,
+    settlement: Settlement,
+) -> Outcome {
+    // Only rows with a readable envelope reach a handler and come here.
+    let _settling = message
+        .envelope
+        .as_ref()
+        .ok()
+        .map(|envelope| settle_span(envelope).entered());
+    match settlement {
+        Settlement::Ack => Outcome::Ack,
+        Settlement::Retry { after } => {
+            let error = result.err().map(|e| e.to_string()).unwrap_or_default();
+            tracing::warn!(
+                message_id = %message.message_id,
+                message_type = %message.message_type,
+                subscriber = message.subscriber.as_deref().unwrap_or("-"),
+                attempt = message.attempt,
+                retry_in_ms = after.as_millis() as u64,
+                %error,
+                "handler failed, retrying"
+            );
+            Outcome::Retry { after, error }
+        }
+        Settlement::Suspend { reason } => {
+            tracing::warn!(
+                message_id = %message.message_id,
+                message_type = %message.message_type,
+                attempt = message.attempt,
+                error = %reason,
+                "dependency unavailable: message kept, attempt not counted"
+            );
+            inner.breaker.trip(&reason);
+            Outcome::Keep
+        }
+        Settlement::DeadLetter { reason } => Outcome::DeadLetter { reason },
+    }
 }
 
 fn handler_of<'a>(inner: &'a Inner, message: &QueuedMessage) -> Option<&'a RegisteredHandler> {

@@ -19,7 +19,8 @@ use uuid::Uuid;
 use super::{Claim, DeadLetterRow, NewMessage, Outcome, Queue, QueuedMessage, Settle, Settled};
 use crate::{BoxFuture, Envelope};
 
-/// DDL of the queue table, for your migrations.
+/// DDL of the queue table and of the paused-queue table it honours, for
+/// your migrations.
 pub const SCHEMA: &str = "\
 CREATE TABLE IF NOT EXISTS bus_messages (
     id           BIGSERIAL   PRIMARY KEY,
@@ -32,7 +33,12 @@ CREATE TABLE IF NOT EXISTS bus_messages (
     enqueued_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
     last_error   TEXT
 );
-CREATE INDEX IF NOT EXISTS bus_messages_due ON bus_messages (not_before);";
+CREATE INDEX IF NOT EXISTS bus_messages_due ON bus_messages (not_before);
+CREATE TABLE IF NOT EXISTS bus_paused_queues (
+    queue     TEXT        PRIMARY KEY,
+    paused_at TIMESTAMPTZ NOT NULL,
+    paused_by TEXT
+);";
 
 /// The channel sends notify and consumers listen on.
 const CHANNEL: &str = "bus_messages";
@@ -90,12 +96,17 @@ impl Queue for PostgresQueue {
         Box::pin(async move {
             let mut tx = self.pool.begin().await?;
             let rows: Vec<Row> = sqlx::query_as(
-                "SELECT id, message_id, message_type, subscriber, attempt, envelope::text
-                 FROM bus_messages
-                 WHERE not_before <= now()
-                 ORDER BY id
+                "SELECT m.id, m.message_id, m.message_type, m.subscriber, m.attempt, m.envelope::text
+                 FROM bus_messages m
+                 WHERE m.not_before <= now()
+                   AND NOT EXISTS (
+                     SELECT 1 FROM bus_paused_queues p
+                     WHERE p.queue = CASE WHEN m.subscriber IS NULL
+                                          THEN 'command.' || m.message_type
+                                          ELSE 'event.' || m.message_type || '.' || m.subscriber END)
+                 ORDER BY m.id
                  LIMIT $1
-                 FOR UPDATE SKIP LOCKED",
+                 FOR UPDATE OF m SKIP LOCKED",
             )
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&mut *tx)

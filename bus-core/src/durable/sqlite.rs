@@ -19,7 +19,8 @@ use uuid::Uuid;
 use super::{Claim, DeadLetterRow, NewMessage, Outcome, Queue, QueuedMessage, Settle, Settled};
 use crate::{BoxFuture, Envelope};
 
-/// DDL of the queue table, for your migrations.
+/// DDL of the queue table and of the paused-queue table it honours, for
+/// your migrations.
 pub const SCHEMA: &str = "\
 CREATE TABLE IF NOT EXISTS bus_messages (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -32,7 +33,12 @@ CREATE TABLE IF NOT EXISTS bus_messages (
     enqueued_at  TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     last_error   TEXT
 );
-CREATE INDEX IF NOT EXISTS bus_messages_due ON bus_messages (not_before);";
+CREATE INDEX IF NOT EXISTS bus_messages_due ON bus_messages (not_before);
+CREATE TABLE IF NOT EXISTS bus_paused_queues (
+    queue     TEXT        PRIMARY KEY,
+    paused_at TEXT        NOT NULL,
+    paused_by TEXT
+);";
 
 /// The `bus_messages` table of an SQLite database.
 pub(crate) struct SqliteQueue {
@@ -78,10 +84,15 @@ impl Queue for SqliteQueue {
     fn claim(&self, limit: usize) -> BoxFuture<'_, Result<Claim, sqlx::Error>> {
         Box::pin(async move {
             let rows: Vec<Row> = sqlx::query_as(
-                "SELECT id, message_id, message_type, subscriber, attempt, envelope
-                 FROM bus_messages
-                 WHERE not_before <= ?1
-                 ORDER BY id
+                "SELECT m.id, m.message_id, m.message_type, m.subscriber, m.attempt, m.envelope
+                 FROM bus_messages m
+                 WHERE m.not_before <= ?1
+                   AND NOT EXISTS (
+                     SELECT 1 FROM bus_paused_queues p
+                     WHERE p.queue = CASE WHEN m.subscriber IS NULL
+                                          THEN 'command.' || m.message_type
+                                          ELSE 'event.' || m.message_type || '.' || m.subscriber END)
+                 ORDER BY m.id
                  LIMIT ?2",
             )
             .bind(now_millis())
