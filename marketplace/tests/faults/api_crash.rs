@@ -22,7 +22,7 @@ use sqlx::{PgPool, SqlitePool};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
-/// Concurrent clients, as in the issue that asked for this guarantee.
+/// Concurrent clients: a small API's load.
 const CLIENTS: usize = 16;
 /// Load before the kill.
 const BEFORE_KILL: Duration = Duration::from_millis(2_500);
