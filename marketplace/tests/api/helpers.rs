@@ -374,12 +374,22 @@ impl TestApp {
                 .status(),
             200
         );
-        self.eventually(|| async {
-            let book = self.get_json(&format!("/books/{}", seeded.book)).await;
-            (book["offerId"] == json!(seeded.offer)).then_some(())
-        })
-        .await;
+        self.await_listed(seeded.book, seeded.offer).await;
         seeded
+    }
+
+    /// Waits until `book` lists `offer` as its offer (a book not registered
+    /// yet counts as not listing it); returns the book as read.
+    pub async fn await_listed(&self, book: Uuid, offer: Uuid) -> Value {
+        self.eventually(|| async {
+            let response = self.get(&format!("/books/{book}")).await;
+            if response.status() != StatusCode::OK {
+                return None;
+            }
+            let listed: Value = response.json().await.ok()?;
+            (listed["offerId"] == json!(offer)).then_some(listed)
+        })
+        .await
     }
 
     /// Polls `check` until it returns `Some`, for effects applied
