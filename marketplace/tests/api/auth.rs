@@ -164,7 +164,8 @@ async fn readable(app: &TestApp, path: &str) {
 }
 
 /// Runs each scenario with authentication on (a random HS256 secret), once
-/// per bus and store, as `on_every_bus!`.
+/// per bus and store ([`tests_on_every_bus!`](crate::tests_on_every_bus)),
+/// as `on_every_bus!`.
 macro_rules! signed_in_on_every_bus {
     ($(async fn $name:ident($app:ident, $tokens:ident) $body:block)*) => {$(
         mod $name {
@@ -180,30 +181,7 @@ macro_rules! signed_in_on_every_bus {
                 app.shutdown().await;
             }
 
-            #[sqlx::test(migrator = "marketplace::MIGRATOR")]
-            async fn on_the_in_memory_bus(pool: sqlx::PgPool) {
-                run(TestDb::Postgres(pool), BusKind::InMemory).await
-            }
-
-            #[sqlx::test(migrator = "marketplace::MIGRATOR")]
-            async fn on_the_in_memory_async_bus(pool: sqlx::PgPool) {
-                run(TestDb::Postgres(pool), BusKind::InMemoryAsync).await
-            }
-
-            #[sqlx::test(migrator = "marketplace::MIGRATOR")]
-            async fn on_rabbitmq(pool: sqlx::PgPool) {
-                run(TestDb::Postgres(pool), BusKind::Rabbitmq).await
-            }
-
-            #[tokio::test]
-            async fn on_sqlite_with_the_in_memory_bus() {
-                run(TestDb::sqlite().await, BusKind::InMemory).await
-            }
-
-            #[tokio::test]
-            async fn on_sqlite_with_the_in_memory_async_bus() {
-                run(TestDb::sqlite().await, BusKind::InMemoryAsync).await
-            }
+            $crate::tests_on_every_bus!(run);
         }
     )*};
 }

@@ -761,11 +761,83 @@ pub async fn assert_problem(response: Response, status: u16) -> Value {
     body
 }
 
+/// One test per bus and store, each calling `$run(db, bus)` (an async fn of
+/// a [`TestDb`] and a [`BusKind`]) on its own database:
+/// `on_the_in_memory_bus`, `on_the_in_memory_async_bus`, `on_the_durable_bus`
+/// and `on_rabbitmq` on PostgreSQL, `on_sqlite_with_the_in_memory_bus`,
+/// `on_sqlite_with_the_in_memory_async_bus` and
+/// `on_sqlite_with_the_durable_bus` on an SQLite file.
+#[macro_export]
+macro_rules! tests_on_every_bus {
+    ($run:ident) => {
+        #[sqlx::test(migrator = "marketplace::MIGRATOR")]
+        async fn on_the_in_memory_bus(pool: sqlx::PgPool) {
+            $run(
+                $crate::helpers::TestDb::Postgres(pool),
+                marketplace::config::BusKind::InMemory,
+            )
+            .await
+        }
+
+        #[sqlx::test(migrator = "marketplace::MIGRATOR")]
+        async fn on_the_in_memory_async_bus(pool: sqlx::PgPool) {
+            $run(
+                $crate::helpers::TestDb::Postgres(pool),
+                marketplace::config::BusKind::InMemoryAsync,
+            )
+            .await
+        }
+
+        #[sqlx::test(migrator = "marketplace::MIGRATOR")]
+        async fn on_the_durable_bus(pool: sqlx::PgPool) {
+            $run(
+                $crate::helpers::TestDb::Postgres(pool),
+                marketplace::config::BusKind::Durable,
+            )
+            .await
+        }
+
+        #[sqlx::test(migrator = "marketplace::MIGRATOR")]
+        async fn on_rabbitmq(pool: sqlx::PgPool) {
+            $run(
+                $crate::helpers::TestDb::Postgres(pool),
+                marketplace::config::BusKind::Rabbitmq,
+            )
+            .await
+        }
+
+        #[tokio::test]
+        async fn on_sqlite_with_the_in_memory_bus() {
+            $run(
+                $crate::helpers::TestDb::sqlite().await,
+                marketplace::config::BusKind::InMemory,
+            )
+            .await
+        }
+
+        #[tokio::test]
+        async fn on_sqlite_with_the_in_memory_async_bus() {
+            $run(
+                $crate::helpers::TestDb::sqlite().await,
+                marketplace::config::BusKind::InMemoryAsync,
+            )
+            .await
+        }
+
+        #[tokio::test]
+        async fn on_sqlite_with_the_durable_bus() {
+            $run(
+                $crate::helpers::TestDb::sqlite().await,
+                marketplace::config::BusKind::Durable,
+            )
+            .await
+        }
+    };
+}
+
 /// Runs each scenario once per bus and store, each on its own database (and,
-/// for RabbitMQ, its own namespace): `scenario::on_the_in_memory_bus`,
-/// `scenario::on_the_in_memory_async_bus` and `scenario::on_rabbitmq` on
-/// PostgreSQL, `scenario::on_sqlite_with_the_in_memory_bus` and
-/// `scenario::on_sqlite_with_the_in_memory_async_bus` on an SQLite file.
+/// for RabbitMQ, its own namespace), as the tests of
+/// [`tests_on_every_bus!`] in a module named after the scenario.
 #[macro_export]
 macro_rules! on_every_bus {
     ($(async fn $name:ident($app:ident) $body:block)*) => {$(
@@ -775,52 +847,13 @@ macro_rules! on_every_bus {
 
             async fn scenario($app: &$crate::helpers::TestApp) $body
 
-            async fn run(pool: sqlx::PgPool, bus: marketplace::config::BusKind) {
-                let app = $crate::helpers::spawn_app(pool, bus).await;
+            async fn run(db: $crate::helpers::TestDb, bus: marketplace::config::BusKind) {
+                let app = $crate::helpers::spawn(db, bus, &[]).await;
                 scenario(&app).await;
                 app.shutdown().await;
             }
 
-            #[sqlx::test(migrator = "marketplace::MIGRATOR")]
-            async fn on_the_in_memory_bus(pool: sqlx::PgPool) {
-                run(pool, marketplace::config::BusKind::InMemory).await
-            }
-
-            #[sqlx::test(migrator = "marketplace::MIGRATOR")]
-            async fn on_the_in_memory_async_bus(pool: sqlx::PgPool) {
-                run(pool, marketplace::config::BusKind::InMemoryAsync).await
-            }
-
-            #[sqlx::test(migrator = "marketplace::MIGRATOR")]
-            async fn on_the_durable_bus(pool: sqlx::PgPool) {
-                run(pool, marketplace::config::BusKind::Durable).await
-            }
-
-            #[sqlx::test(migrator = "marketplace::MIGRATOR")]
-            async fn on_rabbitmq(pool: sqlx::PgPool) {
-                run(pool, marketplace::config::BusKind::Rabbitmq).await
-            }
-
-            async fn run_on_sqlite(bus: marketplace::config::BusKind) {
-                let app = $crate::helpers::spawn_app_on_sqlite(bus).await;
-                scenario(&app).await;
-                app.shutdown().await;
-            }
-
-            #[tokio::test]
-            async fn on_sqlite_with_the_in_memory_bus() {
-                run_on_sqlite(marketplace::config::BusKind::InMemory).await
-            }
-
-            #[tokio::test]
-            async fn on_sqlite_with_the_in_memory_async_bus() {
-                run_on_sqlite(marketplace::config::BusKind::InMemoryAsync).await
-            }
-
-            #[tokio::test]
-            async fn on_sqlite_with_the_durable_bus() {
-                run_on_sqlite(marketplace::config::BusKind::Durable).await
-            }
+            $crate::tests_on_every_bus!(run);
         }
     )*};
 }
