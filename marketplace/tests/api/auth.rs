@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::{
-    helpers::{assert_problem, spawn, TestApp, TestDb},
+    helpers::{assert_problem, header, spawn, TestApp, TestDb},
     on_every_bus,
 };
 
@@ -118,12 +118,7 @@ async fn send(
 
 /// Asserts a `401` problem with its `WWW-Authenticate` challenge.
 async fn assert_unauthorized(response: Response, invalid_token: bool) -> Value {
-    let challenge = response
-        .headers()
-        .get("www-authenticate")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let challenge = header(&response, "www-authenticate");
     let expected = if invalid_token {
         r#"Bearer realm="marketplace", error="invalid_token""#
     } else {

@@ -743,16 +743,24 @@ pub struct Seeded {
     pub offer: Uuid,
 }
 
+/// The value of header `name` of `response` as text (empty if absent or
+/// not text).
+pub fn header(response: &Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// Asserts an RFC 9457 problem answer with `status`; returns its body.
 pub async fn assert_problem(response: Response, status: u16) -> Value {
     assert_eq!(response.status().as_u16(), status, "status");
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    assert_eq!(content_type, "application/problem+json");
+    assert_eq!(
+        header(&response, "content-type"),
+        "application/problem+json"
+    );
     let body: Value = response.json().await.expect("problem body");
     assert_eq!(body["status"], status);
     for member in ["type", "title", "detail"] {

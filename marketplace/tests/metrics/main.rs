@@ -10,7 +10,7 @@ mod helpers;
 
 use std::collections::BTreeMap;
 
-use helpers::{spawn, TestApp, TestDb};
+use helpers::{header, spawn, TestApp, TestDb};
 use marketplace::config::BusKind;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -33,12 +33,7 @@ impl Scrape {
             .await
             .expect("GET /metrics");
         assert_eq!(response.status(), 200);
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let content_type = header(&response, "content-type");
         assert!(
             content_type.starts_with("text/plain; version=0.0.4"),
             "{content_type}"
