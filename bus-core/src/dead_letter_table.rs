@@ -67,6 +67,11 @@ struct Row {
     record: DeadLetterRecord,
 }
 
+/// Every dead letter, oldest first, in the columns [`row`] takes (the same
+/// statement on PostgreSQL and SQLite).
+const LIST_ROWS: &str = "SELECT id, message_id, message_type, subscriber, reason, attempts, \
+                         dead_lettered_at FROM bus_dead_letters ORDER BY dead_lettered_at, id";
+
 /// The queue label of a dead letter of `message_type` for `subscriber`.
 pub(crate) fn queue_label(message_type: &str, subscriber: Option<&str>) -> String {
     match subscriber {
@@ -201,12 +206,7 @@ impl DeadLetterTable {
                     i32,
                     DateTime<Utc>,
                 );
-                let rows: Vec<PgRow> = sqlx::query_as(
-                    "SELECT id, message_id, message_type, subscriber, reason, attempts, dead_lettered_at
-                     FROM bus_dead_letters ORDER BY dead_lettered_at, id",
-                )
-                .fetch_all(pool)
-                .await?;
+                let rows: Vec<PgRow> = sqlx::query_as(LIST_ROWS).fetch_all(pool).await?;
                 Ok(rows
                     .into_iter()
                     .map(
@@ -227,12 +227,7 @@ impl DeadLetterTable {
             #[cfg(feature = "sqlite")]
             Self::Sqlite(pool) => {
                 type LiteRow = (String, String, String, Option<String>, String, i64, String);
-                let rows: Vec<LiteRow> = sqlx::query_as(
-                    "SELECT id, message_id, message_type, subscriber, reason, attempts, dead_lettered_at
-                     FROM bus_dead_letters ORDER BY dead_lettered_at, id",
-                )
-                .fetch_all(pool)
-                .await?;
+                let rows: Vec<LiteRow> = sqlx::query_as(LIST_ROWS).fetch_all(pool).await?;
                 Ok(rows
                     .into_iter()
                     .map(

@@ -5,7 +5,10 @@
 
 use std::sync::Arc;
 
-use bus_core::{testing::TestFramework, FailureKind};
+use bus_core::{
+    testing::{TestFramework, Then},
+    FailureKind,
+};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -162,6 +165,26 @@ fn book(id: Uuid, title: &str, sender: Option<Uuid>) -> SaveBook {
     }
 }
 
+/// Runs the `SaveBook` handler once for book `id` titled `title`, as sent
+/// by `sender` (`None`: accepted in open mode).
+async fn save_book_as(store: &Repositories, id: Uuid, title: &str, sender: Option<Uuid>) -> Then {
+    let books = store.books.clone();
+    TestFramework::new(|_| Validated(SaveBookHandler::new(books)))
+        .when(book(id, title, sender))
+        .await
+}
+
+/// The title book `id` is saved with.
+async fn saved_title(store: &Repositories, id: Uuid) -> String {
+    store
+        .books
+        .get_book(id)
+        .await
+        .expect("read")
+        .expect("saved")
+        .title
+}
+
 /// Two users register the same new id at once: both pass the API's check
 /// (the book does not exist yet for either), and the handler, checking in
 /// its transaction, registers the book to the first one applied and
@@ -170,26 +193,16 @@ fn book(id: Uuid, title: &str, sender: Option<Uuid>) -> SaveBook {
 async fn of_two_users_registering_the_same_new_book_the_second_is_refused_for_good() {
     let store = store().await;
     let (id, ann, bob) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-    let handler = |books| move |_| Validated(SaveBookHandler::new(books));
 
-    let first = TestFramework::new(handler(store.books.clone()))
-        .when(book(id, "Dune", Some(ann)))
-        .await;
+    let first = save_book_as(&store, id, "Dune", Some(ann)).await;
     assert!(first.result().is_ok(), "{:?}", first.result());
-    let error = TestFramework::new(handler(store.books.clone()))
-        .when(book(id, "Not Dune", Some(bob)))
+    let error = save_book_as(&store, id, "Not Dune", Some(bob))
         .await
         .then_expect_error();
 
     assert_eq!(error.kind(), FailureKind::Permanent);
     assert!(error.to_string().starts_with("not-the-owner"), "{error}");
-    let saved = store
-        .books
-        .get_book(id)
-        .await
-        .expect("read")
-        .expect("saved");
-    assert_eq!(saved.title, "Dune");
+    assert_eq!(saved_title(&store, id).await, "Dune");
     assert_eq!(
         store.books.book_registration(id).await.expect("read"),
         Some(crate::model::BookRegistration {
@@ -199,17 +212,9 @@ async fn of_two_users_registering_the_same_new_book_the_second_is_refused_for_go
 
     // The owner edits it; a save accepted in open mode is not checked.
     for (title, sender) in [("Dune (revised)", Some(ann)), ("Dune (open)", None)] {
-        let then = TestFramework::new(handler(store.books.clone()))
-            .when(book(id, title, sender))
-            .await;
+        let then = save_book_as(&store, id, title, sender).await;
         assert!(then.result().is_ok(), "{:?}", then.result());
-        let saved = store
-            .books
-            .get_book(id)
-            .await
-            .expect("read")
-            .expect("saved");
-        assert_eq!(saved.title, title);
+        assert_eq!(saved_title(&store, id).await, title);
     }
 }
 
@@ -217,23 +222,13 @@ async fn of_two_users_registering_the_same_new_book_the_second_is_refused_for_go
 async fn a_book_registered_in_open_mode_is_edited_by_no_signed_in_user() {
     let store = store().await;
     let id = Uuid::new_v4();
-    let handler = |books| move |_| Validated(SaveBookHandler::new(books));
-    let open = TestFramework::new(handler(store.books.clone()))
-        .when(book(id, "Dune", None))
-        .await;
+    let open = save_book_as(&store, id, "Dune", None).await;
     assert!(open.result().is_ok(), "{:?}", open.result());
 
-    let error = TestFramework::new(handler(store.books.clone()))
-        .when(book(id, "Mine now", Some(Uuid::new_v4())))
+    let error = save_book_as(&store, id, "Mine now", Some(Uuid::new_v4()))
         .await
         .then_expect_error();
 
     assert_eq!(error.kind(), FailureKind::Permanent);
-    let saved = store
-        .books
-        .get_book(id)
-        .await
-        .expect("read")
-        .expect("saved");
-    assert_eq!(saved.title, "Dune");
+    assert_eq!(saved_title(&store, id).await, "Dune");
 }

@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::{
-    helpers::{assert_problem, spawn, TestApp, TestDb},
+    helpers::{assert_problem, header, spawn, TestApp, TestDb},
     on_every_bus,
 };
 
@@ -118,12 +118,7 @@ async fn send(
 
 /// Asserts a `401` problem with its `WWW-Authenticate` challenge.
 async fn assert_unauthorized(response: Response, invalid_token: bool) -> Value {
-    let challenge = response
-        .headers()
-        .get("www-authenticate")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let challenge = header(&response, "www-authenticate");
     let expected = if invalid_token {
         r#"Bearer realm="marketplace", error="invalid_token""#
     } else {
@@ -164,7 +159,8 @@ async fn readable(app: &TestApp, path: &str) {
 }
 
 /// Runs each scenario with authentication on (a random HS256 secret), once
-/// per bus and store, as `on_every_bus!`.
+/// per bus and store ([`tests_on_every_bus!`](crate::tests_on_every_bus)),
+/// as `on_every_bus!`.
 macro_rules! signed_in_on_every_bus {
     ($(async fn $name:ident($app:ident, $tokens:ident) $body:block)*) => {$(
         mod $name {
@@ -180,30 +176,7 @@ macro_rules! signed_in_on_every_bus {
                 app.shutdown().await;
             }
 
-            #[sqlx::test(migrator = "marketplace::MIGRATOR")]
-            async fn on_the_in_memory_bus(pool: sqlx::PgPool) {
-                run(TestDb::Postgres(pool), BusKind::InMemory).await
-            }
-
-            #[sqlx::test(migrator = "marketplace::MIGRATOR")]
-            async fn on_the_in_memory_async_bus(pool: sqlx::PgPool) {
-                run(TestDb::Postgres(pool), BusKind::InMemoryAsync).await
-            }
-
-            #[sqlx::test(migrator = "marketplace::MIGRATOR")]
-            async fn on_rabbitmq(pool: sqlx::PgPool) {
-                run(TestDb::Postgres(pool), BusKind::Rabbitmq).await
-            }
-
-            #[tokio::test]
-            async fn on_sqlite_with_the_in_memory_bus() {
-                run(TestDb::sqlite().await, BusKind::InMemory).await
-            }
-
-            #[tokio::test]
-            async fn on_sqlite_with_the_in_memory_async_bus() {
-                run(TestDb::sqlite().await, BusKind::InMemoryAsync).await
-            }
+            $crate::tests_on_every_bus!(run);
         }
     )*};
 }

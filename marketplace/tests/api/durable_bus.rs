@@ -3,7 +3,6 @@
 //! until applied, on both databases.
 
 use marketplace::config::BusKind;
-use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -27,13 +26,7 @@ async fn an_offer_sent_before_its_book_and_seller_is_listed_once_they_arrive(app
     .await;
     app.put_book(book, "Late book").await;
     app.put_user(seller, "Late seller").await;
-    let listed: Value = app
-        .eventually(|| async {
-            let response = app.get(&format!("/books/{book}")).await;
-            let book: Value = response.json().await.ok()?;
-            (book["offerId"] == json!(offer)).then_some(book)
-        })
-        .await;
+    let listed = app.await_listed(book, offer).await;
     assert_eq!(listed["stock"], 2);
     app.eventually(|| async {
         (app.count("SELECT count(*) FROM bus_messages").await == 0).then_some(())

@@ -374,12 +374,22 @@ impl TestApp {
                 .status(),
             200
         );
-        self.eventually(|| async {
-            let book = self.get_json(&format!("/books/{}", seeded.book)).await;
-            (book["offerId"] == json!(seeded.offer)).then_some(())
-        })
-        .await;
+        self.await_listed(seeded.book, seeded.offer).await;
         seeded
+    }
+
+    /// Waits until `book` lists `offer` as its offer (a book not registered
+    /// yet counts as not listing it); returns the book as read.
+    pub async fn await_listed(&self, book: Uuid, offer: Uuid) -> Value {
+        self.eventually(|| async {
+            let response = self.get(&format!("/books/{book}")).await;
+            if response.status() != StatusCode::OK {
+                return None;
+            }
+            let listed: Value = response.json().await.ok()?;
+            (listed["offerId"] == json!(offer)).then_some(listed)
+        })
+        .await
     }
 
     /// Polls `check` until it returns `Some`, for effects applied
@@ -733,16 +743,24 @@ pub struct Seeded {
     pub offer: Uuid,
 }
 
+/// The value of header `name` of `response` as text (empty if absent or
+/// not text).
+pub fn header(response: &Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// Asserts an RFC 9457 problem answer with `status`; returns its body.
 pub async fn assert_problem(response: Response, status: u16) -> Value {
     assert_eq!(response.status().as_u16(), status, "status");
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    assert_eq!(content_type, "application/problem+json");
+    assert_eq!(
+        header(&response, "content-type"),
+        "application/problem+json"
+    );
     let body: Value = response.json().await.expect("problem body");
     assert_eq!(body["status"], status);
     for member in ["type", "title", "detail"] {
@@ -751,11 +769,83 @@ pub async fn assert_problem(response: Response, status: u16) -> Value {
     body
 }
 
+/// One test per bus and store, each calling `$run(db, bus)` (an async fn of
+/// a [`TestDb`] and a [`BusKind`]) on its own database:
+/// `on_the_in_memory_bus`, `on_the_in_memory_async_bus`, `on_the_durable_bus`
+/// and `on_rabbitmq` on PostgreSQL, `on_sqlite_with_the_in_memory_bus`,
+/// `on_sqlite_with_the_in_memory_async_bus` and
+/// `on_sqlite_with_the_durable_bus` on an SQLite file.
+#[macro_export]
+macro_rules! tests_on_every_bus {
+    ($run:ident) => {
+        #[sqlx::test(migrator = "marketplace::MIGRATOR")]
+        async fn on_the_in_memory_bus(pool: sqlx::PgPool) {
+            $run(
+                $crate::helpers::TestDb::Postgres(pool),
+                marketplace::config::BusKind::InMemory,
+            )
+            .await
+        }
+
+        #[sqlx::test(migrator = "marketplace::MIGRATOR")]
+        async fn on_the_in_memory_async_bus(pool: sqlx::PgPool) {
+            $run(
+                $crate::helpers::TestDb::Postgres(pool),
+                marketplace::config::BusKind::InMemoryAsync,
+            )
+            .await
+        }
+
+        #[sqlx::test(migrator = "marketplace::MIGRATOR")]
+        async fn on_the_durable_bus(pool: sqlx::PgPool) {
+            $run(
+                $crate::helpers::TestDb::Postgres(pool),
+                marketplace::config::BusKind::Durable,
+            )
+            .await
+        }
+
+        #[sqlx::test(migrator = "marketplace::MIGRATOR")]
+        async fn on_rabbitmq(pool: sqlx::PgPool) {
+            $run(
+                $crate::helpers::TestDb::Postgres(pool),
+                marketplace::config::BusKind::Rabbitmq,
+            )
+            .await
+        }
+
+        #[tokio::test]
+        async fn on_sqlite_with_the_in_memory_bus() {
+            $run(
+                $crate::helpers::TestDb::sqlite().await,
+                marketplace::config::BusKind::InMemory,
+            )
+            .await
+        }
+
+        #[tokio::test]
+        async fn on_sqlite_with_the_in_memory_async_bus() {
+            $run(
+                $crate::helpers::TestDb::sqlite().await,
+                marketplace::config::BusKind::InMemoryAsync,
+            )
+            .await
+        }
+
+        #[tokio::test]
+        async fn on_sqlite_with_the_durable_bus() {
+            $run(
+                $crate::helpers::TestDb::sqlite().await,
+                marketplace::config::BusKind::Durable,
+            )
+            .await
+        }
+    };
+}
+
 /// Runs each scenario once per bus and store, each on its own database (and,
-/// for RabbitMQ, its own namespace): `scenario::on_the_in_memory_bus`,
-/// `scenario::on_the_in_memory_async_bus` and `scenario::on_rabbitmq` on
-/// PostgreSQL, `scenario::on_sqlite_with_the_in_memory_bus` and
-/// `scenario::on_sqlite_with_the_in_memory_async_bus` on an SQLite file.
+/// for RabbitMQ, its own namespace), as the tests of
+/// [`tests_on_every_bus!`] in a module named after the scenario.
 #[macro_export]
 macro_rules! on_every_bus {
     ($(async fn $name:ident($app:ident) $body:block)*) => {$(
@@ -765,52 +855,13 @@ macro_rules! on_every_bus {
 
             async fn scenario($app: &$crate::helpers::TestApp) $body
 
-            async fn run(pool: sqlx::PgPool, bus: marketplace::config::BusKind) {
-                let app = $crate::helpers::spawn_app(pool, bus).await;
+            async fn run(db: $crate::helpers::TestDb, bus: marketplace::config::BusKind) {
+                let app = $crate::helpers::spawn(db, bus, &[]).await;
                 scenario(&app).await;
                 app.shutdown().await;
             }
 
-            #[sqlx::test(migrator = "marketplace::MIGRATOR")]
-            async fn on_the_in_memory_bus(pool: sqlx::PgPool) {
-                run(pool, marketplace::config::BusKind::InMemory).await
-            }
-
-            #[sqlx::test(migrator = "marketplace::MIGRATOR")]
-            async fn on_the_in_memory_async_bus(pool: sqlx::PgPool) {
-                run(pool, marketplace::config::BusKind::InMemoryAsync).await
-            }
-
-            #[sqlx::test(migrator = "marketplace::MIGRATOR")]
-            async fn on_the_durable_bus(pool: sqlx::PgPool) {
-                run(pool, marketplace::config::BusKind::Durable).await
-            }
-
-            #[sqlx::test(migrator = "marketplace::MIGRATOR")]
-            async fn on_rabbitmq(pool: sqlx::PgPool) {
-                run(pool, marketplace::config::BusKind::Rabbitmq).await
-            }
-
-            async fn run_on_sqlite(bus: marketplace::config::BusKind) {
-                let app = $crate::helpers::spawn_app_on_sqlite(bus).await;
-                scenario(&app).await;
-                app.shutdown().await;
-            }
-
-            #[tokio::test]
-            async fn on_sqlite_with_the_in_memory_bus() {
-                run_on_sqlite(marketplace::config::BusKind::InMemory).await
-            }
-
-            #[tokio::test]
-            async fn on_sqlite_with_the_in_memory_async_bus() {
-                run_on_sqlite(marketplace::config::BusKind::InMemoryAsync).await
-            }
-
-            #[tokio::test]
-            async fn on_sqlite_with_the_durable_bus() {
-                run_on_sqlite(marketplace::config::BusKind::Durable).await
-            }
+            $crate::tests_on_every_bus!(run);
         }
     )*};
 }

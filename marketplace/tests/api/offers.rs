@@ -20,12 +20,7 @@ on_every_bus! {
         let seeded = app.seed_offer(20.0, 1).await;
         let cheaper = Uuid::new_v4();
         app.post_offer(cheaper, seeded.book, seeded.user, 7.25, 2).await;
-        let book = app
-            .eventually(|| async {
-                let book = app.get_json(&format!("/books/{}", seeded.book)).await;
-                (book["offerId"] == json!(cheaper)).then_some(book)
-            })
-            .await;
+        let book = app.await_listed(seeded.book, cheaper).await;
         assert_eq!((book["price"].clone(), book["stock"].clone()), (json!(7.25), json!(2)));
         let offers = app.get_json(&format!("/offers/{}", seeded.book)).await;
         let prices: Vec<Value> = offers.as_array().unwrap().iter().map(|o| o["price"].clone()).collect();
@@ -68,16 +63,7 @@ mod an_offer_sent_before_its_book_and_seller {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         app.put_book(book, "Late book").await;
         app.put_user(seller, "Late seller").await;
-        let listed = app
-            .eventually(|| async {
-                let book = app.get(&format!("/books/{book}")).await;
-                if book.status() != 200 {
-                    return None;
-                }
-                let book: Value = book.json().await.ok()?;
-                (book["offerId"] == json!(offer)).then_some(book)
-            })
-            .await;
+        let listed = app.await_listed(book, offer).await;
         assert_eq!(listed["stock"], json!(1));
         assert_eq!(
             app.get_json(&format!("/offers/{book}"))

@@ -49,12 +49,7 @@ on_every_bus! {
         let order = Uuid::new_v4();
         app.post_order(order, seeded.user, &[(seeded.offer, 1)]).await;
         assert_eq!(app.settled_order(order).await["status"], "confirmed");
-        let book = app
-            .eventually(|| async {
-                let book = app.get_json(&format!("/books/{}", seeded.book)).await;
-                (book["offerId"] == json!(dearer)).then_some(book)
-            })
-            .await;
+        let book = app.await_listed(seeded.book, dearer).await;
         assert_eq!((book["price"].clone(), book["stock"].clone()), (json!(8.0), json!(4)));
     }
 

@@ -14,6 +14,7 @@ use std::{
 use axum::{body::Bytes, extract::State, routing::post, Router};
 use bus_core::{Message, TraceContext};
 use marketplace::{commands::CreateOffer, config::BusKind, events::REFRESH_CHEAPEST_OFFER};
+use reqwest::Response;
 use serde_json::json;
 use tokio::process::Command;
 use uuid::Uuid;
@@ -25,6 +26,20 @@ use crate::on_every_bus;
 async fn await_line(app: &TestApp, message: &str, fields: &[(&str, &str)]) -> LogLine {
     app.eventually(|| async { logged(message, fields).into_iter().next() })
         .await
+}
+
+/// Posts offer `offer` of `book` by `seller` with the `traceparent` of a
+/// new root trace; returns that trace and the answer.
+async fn post_offer_in_a_new_trace(
+    app: &TestApp,
+    offer: Uuid,
+    book: Uuid,
+    seller: Uuid,
+) -> (TraceContext, Response) {
+    let trace = TraceContext::new_root();
+    let body = json!({ "id": offer, "bookId": book, "sellerId": seller, "price": 9.5, "stock": 2 });
+    let response = app.post_traced("/offer", &body, &trace).await;
+    (trace, response)
 }
 
 on_every_bus! {
@@ -39,15 +54,8 @@ on_every_bus! {
         })
         .await;
 
-        let trace = TraceContext::new_root();
+        let (trace, response) = post_offer_in_a_new_trace(app, offer, book, seller).await;
         let trace_id = trace.trace_id_hex();
-        let response = app
-            .post_traced(
-                "/offer",
-                &json!({ "id": offer, "bookId": book, "sellerId": seller, "price": 9.5, "stock": 2 }),
-                &trace,
-            )
-            .await;
         assert_eq!(response.status(), 200);
         let request_id = response
             .headers()
@@ -107,15 +115,9 @@ on_every_bus! {
         .await;
 
         // An offer for a book that never comes.
-        let trace = TraceContext::new_root();
+        let (trace, response) =
+            post_offer_in_a_new_trace(app, offer, Uuid::new_v4(), seller).await;
         let trace_id = trace.trace_id_hex();
-        let response = app
-            .post_traced(
-                "/offer",
-                &json!({ "id": offer, "bookId": Uuid::new_v4(), "sellerId": seller, "price": 3.5, "stock": 1 }),
-                &trace,
-            )
-            .await;
         let handled = &[("trace_id", trace_id.as_str()), ("message_type", CreateOffer::NAME)];
         if app.bus == BusKind::InMemory {
             // No one to retry for: the failure is the request's answer, and

@@ -10,7 +10,7 @@ mod helpers;
 
 use std::collections::BTreeMap;
 
-use helpers::{spawn, TestApp, TestDb};
+use helpers::{header, spawn, TestApp, TestDb};
 use marketplace::config::BusKind;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -33,12 +33,7 @@ impl Scrape {
             .await
             .expect("GET /metrics");
         assert_eq!(response.status(), 200);
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let content_type = header(&response, "content-type");
         assert!(
             content_type.starts_with("text/plain; version=0.0.4"),
             "{content_type}"
@@ -240,35 +235,7 @@ async fn run(db: TestDb, bus: BusKind) {
     app.shutdown().await;
 }
 
-#[sqlx::test(migrator = "marketplace::MIGRATOR")]
-async fn on_the_in_memory_bus(pool: PgPool) {
-    run(TestDb::Postgres(pool), BusKind::InMemory).await
-}
-
-#[sqlx::test(migrator = "marketplace::MIGRATOR")]
-async fn on_the_in_memory_async_bus(pool: PgPool) {
-    run(TestDb::Postgres(pool), BusKind::InMemoryAsync).await
-}
-
-#[sqlx::test(migrator = "marketplace::MIGRATOR")]
-async fn on_the_durable_bus(pool: PgPool) {
-    run(TestDb::Postgres(pool), BusKind::Durable).await
-}
-
-#[sqlx::test(migrator = "marketplace::MIGRATOR")]
-async fn on_rabbitmq(pool: PgPool) {
-    run(TestDb::Postgres(pool), BusKind::Rabbitmq).await
-}
-
-#[tokio::test]
-async fn on_sqlite_with_the_in_memory_bus() {
-    run(TestDb::sqlite().await, BusKind::InMemory).await
-}
-
-#[tokio::test]
-async fn on_sqlite_with_the_in_memory_async_bus() {
-    run(TestDb::sqlite().await, BusKind::InMemoryAsync).await
-}
+crate::tests_on_every_bus!(run);
 
 /// A queue paused through the admin API shows as paused (by an operator)
 /// on the worker's `/metrics` until it is resumed.
@@ -338,9 +305,4 @@ async fn a_saturated_pool_shows_its_waits(pool: PgPool) {
     .await;
     drop(taken);
     app.shutdown().await;
-}
-
-#[tokio::test]
-async fn on_sqlite_with_the_durable_bus() {
-    run(TestDb::sqlite().await, BusKind::Durable).await
 }
