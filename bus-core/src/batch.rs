@@ -64,7 +64,7 @@ impl Default for BatchConfig {
 /// worker) collect up to [`BatchConfig::max_messages`] messages of its
 /// queue, or as many as arrived within [`BatchConfig::linger`] of the first,
 /// whichever comes first, and run them in one call; the
-/// [`DurableBus`](crate::DurableBus) runs the rows of its queue it claimed
+/// durable bus (`DurableBus`, features `postgres` and `sqlite`) runs the rows of its queue it claimed
 /// together (up to `max_messages` per call, no linger). Any other bus (the
 /// sync bus, a transport that does not batch) calls it with batches of one,
 /// so a batch handler works everywhere.
