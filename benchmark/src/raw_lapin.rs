@@ -72,27 +72,7 @@ impl RawTarget {
         let op_channels = Arc::clone(&channels);
         let result = closed_loop(concurrency, duration, move |task, _| {
             let (channels, queue) = (Arc::clone(&op_channels), Arc::clone(&queue));
-            async move {
-                let confirmation = channels[task]
-                    .basic_publish(
-                        "".into(),
-                        queue.as_str().into(),
-                        BasicPublishOptions {
-                            mandatory: true,
-                            ..BasicPublishOptions::default()
-                        },
-                        BODY,
-                        BasicProperties::default()
-                            .with_delivery_mode(2)
-                            .with_content_type("application/json".into()),
-                    )
-                    .await?
-                    .await?;
-                match confirmation {
-                    Confirmation::Ack(None) => Ok(()),
-                    other => bail!("publish not confirmed: {other:?}"),
-                }
-            }
+            async move { publish(&channels[task], &queue, BODY).await }
         })
         .await;
         for channel in channels.iter() {
@@ -116,5 +96,28 @@ impl RawTarget {
             .context("deleting the raw queue")?;
         let _ = self.connection.close(200, "OK".into()).await;
         Ok(())
+    }
+}
+
+/// One persistent, mandatory, confirmed publish to `queue` of `body`.
+pub(crate) async fn publish(channel: &Channel, queue: &str, body: &[u8]) -> Result<()> {
+    let confirmation = channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            body,
+            BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into()),
+        )
+        .await?
+        .await?;
+    match confirmation {
+        Confirmation::Ack(None) => Ok(()),
+        other => bail!("publish not confirmed: {other:?}"),
     }
 }

@@ -36,6 +36,7 @@ use uuid::Uuid;
 
 use crate::load::{closed_loop, open_loop};
 use crate::processes::{self, Services};
+use crate::raw_lapin::publish;
 use crate::stats::LevelResult;
 
 /// Most deliveries a consumer applies in one transaction (the worker's
@@ -416,29 +417,6 @@ async fn next_batch(consumer: &mut bus_rabbitmq::lapin::Consumer) -> Option<Vec<
         }
     }
     Some(batch)
-}
-
-/// One persistent, mandatory, confirmed publish to `queue` of `body`.
-async fn publish(channel: &Channel, queue: &str, body: &[u8]) -> Result<()> {
-    let confirmation = channel
-        .basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            body,
-            BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type("application/json".into()),
-        )
-        .await?
-        .await?;
-    match confirmation {
-        Confirmation::Ack(None) => Ok(()),
-        other => bail!("publish not confirmed: {other:?}"),
-    }
 }
 
 /// Command number `n`: a fresh offer over 1,000 books, priced as the API's

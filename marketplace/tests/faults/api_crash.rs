@@ -53,14 +53,7 @@ impl CrashDb {
     }
 
     pub fn postgres(pool: PgPool) -> Self {
-        let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for tests");
-        let database = pool
-            .connect_options()
-            .get_database()
-            .expect("test database")
-            .to_owned();
-        let (server, _) = base.rsplit_once('/').expect("URL with a database");
-        let url = format!("{server}/{database}");
+        let url = crate::harness::database_url(&pool);
         CrashDb::Postgres { pool, url }
     }
 

@@ -176,7 +176,7 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn database_url(pool: &PgPool) -> String {
+pub fn database_url(pool: &PgPool) -> String {
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for tests");
     let database = pool
         .connect_options()
