@@ -23,8 +23,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 use uuid::Uuid;
 
-use crate::load::{closed_loop, http_client, offer_body, post_offer};
-use crate::phases::offers::seed;
+use crate::load::{closed_loop, http_client, offer_body};
+use crate::phases::offers::{measure_api, seed};
 use crate::processes::{drop_database, free_port, start, Services};
 use crate::stats::LevelResult;
 
@@ -325,22 +325,6 @@ async fn measure(
         });
     }
     Ok(measured)
-}
-
-async fn measure_api(
-    api_url: &str,
-    seller: Uuid,
-    book: Uuid,
-    concurrency: usize,
-    duration: Duration,
-) -> Result<LevelResult> {
-    let client = http_client(concurrency)?;
-    let url = format!("{api_url}/offer");
-    Ok(closed_loop(concurrency, duration, move |_, n| {
-        let (client, url) = (client.clone(), url.clone());
-        async move { post_offer(&client, &url, &offer_body(Uuid::new_v4(), book, seller, n)).await }
-    })
-    .await)
 }
 
 /// `concurrency` clients inserting `rows` envelopes of `CreateOffer` per
