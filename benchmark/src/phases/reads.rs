@@ -462,22 +462,12 @@ async fn open_loop_api(
     let client = http_client(RATE_CLIENTS)?;
     let base = api_url.to_owned();
     let pages = u64::from(route.pages(books));
-    let salt = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    let salt = salt();
     Ok(open_loop(offered, duration, move |sequence| {
         let page = Rng(salt ^ sequence).between_1_and(pages);
         let url = format!("{base}/books?page={page}&pageSize={PAGE_SIZE}");
         let client = client.clone();
-        async move {
-            let response = client.get(&url).send().await?;
-            if !response.status().is_success() {
-                bail!("GET {url} answered {}", response.status());
-            }
-            response.bytes().await?;
-            Ok(())
-        }
+        async move { get_ok(&client, &url).await }
     })
     .await)
 }
@@ -494,10 +484,7 @@ async fn measure_api(
     let base = api_url.to_owned();
     let ids = Arc::clone(ids);
     let pages = u64::from(route.pages(books));
-    let salt = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    let salt = salt();
     Ok(closed_loop(concurrency, duration, move |task, sequence| {
         let mut rng = Rng(salt ^ ((task as u64) << 40) ^ sequence);
         let url = match route {
@@ -511,14 +498,25 @@ async fn measure_api(
             }
         };
         let client = client.clone();
-        async move {
-            let response = client.get(&url).send().await?;
-            if !response.status().is_success() {
-                bail!("GET {url} answered {}", response.status());
-            }
-            response.bytes().await?;
-            Ok(())
-        }
+        async move { get_ok(&client, &url).await }
     })
     .await)
+}
+
+/// A seed for the load's random pages, different at each run.
+fn salt() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// `GET url`, its whole body read; an error unless it answered 2xx.
+async fn get_ok(client: &reqwest::Client, url: &str) -> Result<()> {
+    let response = client.get(url).send().await?;
+    if !response.status().is_success() {
+        bail!("GET {url} answered {}", response.status());
+    }
+    response.bytes().await?;
+    Ok(())
 }
