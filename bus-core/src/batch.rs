@@ -99,7 +99,9 @@ impl Default for BatchConfig {
 /// `Err` outcome while the others are applied; an error that breaks the
 /// transaction is returned as the whole call's `Err`, and the split runs the
 /// messages again one by one. As with every handler, a message may be seen
-/// more than once (a redelivered batch): make the effect idempotent.
+/// more than once (a redelivered batch): make the effect idempotent, or, on
+/// the durable bus, record the receipts of the messages the transaction
+/// completes ([`MessageContext::durable_receipt`]) in it, in one statement.
 ///
 /// [`HandlersBuilder::command_batch`]: crate::HandlersBuilder::command_batch
 /// [`HandlersBuilder::subscribe_batch`]: crate::HandlersBuilder::subscribe_batch

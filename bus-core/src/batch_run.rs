@@ -13,7 +13,7 @@ use crate::{
     batch::{run_arrivals, Arrival, BatchConfig, BatchSlot},
     registry::RegisteredHandler,
     settlement::{decide, Settlement},
-    Envelope, HandlerError, MessageContext, RetryPolicy,
+    Envelope, HandlerError, MessageContext, Receipt, RetryPolicy,
 };
 
 impl RegisteredHandler {
@@ -41,12 +41,34 @@ impl RegisteredHandler {
         deliveries: &[(Arc<Envelope>, u32)],
         max_attempts: u32,
     ) -> Vec<Result<(), HandlerError>> {
+        self.invoke_batch_receipted(deliveries, &[], max_attempts)
+            .await
+    }
+
+    /// [`invoke_batch`](Self::invoke_batch) for deliveries whose contexts
+    /// carry `receipts[i]` (the durable bus's rows; none past the end of
+    /// `receipts`).
+    pub(crate) async fn invoke_batch_receipted(
+        &self,
+        deliveries: &[(Arc<Envelope>, u32)],
+        receipts: &[Option<Receipt>],
+        max_attempts: u32,
+    ) -> Vec<Result<(), HandlerError>> {
+        let receipt = |index: usize| receipts.get(index).copied().flatten();
         let batch = match &self.batch {
             Some((_, batch)) if deliveries.len() > 1 => batch.clone(),
             _ => {
                 let mut results = Vec::with_capacity(deliveries.len());
-                for (envelope, attempt) in deliveries {
-                    results.push(self.invoke(envelope.clone(), *attempt, max_attempts).await);
+                for (index, (envelope, attempt)) in deliveries.iter().enumerate() {
+                    results.push(
+                        self.invoke_receipted(
+                            envelope.clone(),
+                            *attempt,
+                            max_attempts,
+                            receipt(index),
+                        )
+                        .await,
+                    );
                 }
                 return results;
             }
@@ -73,8 +95,9 @@ impl RegisteredHandler {
                     index,
                     arrivals: arrivals_tx.clone(),
                 };
-                let context =
-                    MessageContext::new(envelope.clone(), *attempt, max_attempts).in_batch(slot);
+                let context = MessageContext::new(envelope.clone(), *attempt, max_attempts)
+                    .with_receipt(receipt(index))
+                    .in_batch(slot);
                 self.run_chain(context).map(move |result| (index, result))
             })
             .collect();
@@ -152,9 +175,22 @@ impl RegisteredHandler {
         deliveries: &[(Arc<Envelope>, u32)],
         policy: &RetryPolicy,
     ) -> Vec<(Result<(), HandlerError>, Settlement)> {
+        self.invoke_batch_and_decide_receipted(deliveries, &[], policy)
+            .await
+    }
+
+    /// [`invoke_batch_and_decide`](Self::invoke_batch_and_decide) for
+    /// deliveries whose contexts carry `receipts[i]` (the durable bus's
+    /// rows).
+    pub(crate) async fn invoke_batch_and_decide_receipted(
+        &self,
+        deliveries: &[(Arc<Envelope>, u32)],
+        receipts: &[Option<Receipt>],
+        policy: &RetryPolicy,
+    ) -> Vec<(Result<(), HandlerError>, Settlement)> {
         let started = std::time::Instant::now();
         let results = self
-            .invoke_batch(deliveries, policy.max_attempts.max(1))
+            .invoke_batch_receipted(deliveries, receipts, policy.max_attempts.max(1))
             .await;
         let elapsed = started.elapsed();
         deliveries

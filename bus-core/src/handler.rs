@@ -17,6 +17,37 @@ pub struct MessageContext {
     /// Set while the message runs as part of a batch: where its chain hands
     /// the decoded message to the batch.
     batch: Option<BatchSlot>,
+    /// Set on the durable bus: the queue row being delivered.
+    receipt: Option<Receipt>,
+}
+
+/// The acknowledgement of one message delivered by the durable bus
+/// (`DurableBus`, features `postgres` and `sqlite`): the id of its
+/// `bus_messages` row, for the handler to record in the transaction of its
+/// effect (`durable::postgres::record_receipts`,
+/// `durable::sqlite::record_receipts`), so that the effect and the
+/// acknowledgement commit together.
+///
+/// A row whose receipt is committed is done: the bus deletes it (and the
+/// receipt) without running its handler again, even when the handler
+/// returned an error after recording it, or the process died before it
+/// could delete the row. See [`MessageContext::durable_receipt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Receipt {
+    row: i64,
+}
+
+impl Receipt {
+    /// The receipt of the queue row `row`.
+    #[cfg_attr(not(any(feature = "postgres", feature = "sqlite")), allow(dead_code))]
+    pub(crate) fn new(row: i64) -> Self {
+        Self { row }
+    }
+
+    /// The id of the `bus_messages` row this receipt acknowledges.
+    pub fn row(&self) -> i64 {
+        self.row
+    }
 }
 
 impl MessageContext {
@@ -34,7 +65,28 @@ impl MessageContext {
             max_attempts: max_attempts.max(1),
             trace,
             batch: None,
+            receipt: None,
         }
+    }
+
+    /// This context for a delivery of the durable bus's queue row `receipt`.
+    pub(crate) fn with_receipt(mut self, receipt: Option<Receipt>) -> Self {
+        self.receipt = receipt;
+        self
+    }
+
+    /// The receipt of this delivery on the durable bus (`DurableBus`), to
+    /// record in the transaction of the handler's effect for an
+    /// exactly-once effect (`durable::postgres::record_receipts`,
+    /// `durable::sqlite::record_receipts`); `None` on every other bus,
+    /// where recording is not needed and the functions do nothing.
+    ///
+    /// Record it only in a transaction whose commit means the message is
+    /// done: once committed, the message is acknowledged whatever the
+    /// handler returns, so a message to retry or to dead-letter must not
+    /// have its receipt recorded.
+    pub fn durable_receipt(&self) -> Option<Receipt> {
+        self.receipt
     }
 
     /// This context as a member of a batch.
@@ -116,7 +168,9 @@ impl MessageContext {
 /// Return [`HandlerError::Retryable`] for failures that may pass (a missing
 /// prerequisite, a database hiccup) and [`HandlerError::Permanent`] for the
 /// rest. A handler may be called more than once for the same message
-/// (at-least-once delivery): make its effect idempotent.
+/// (at-least-once delivery): make its effect idempotent. On the durable bus,
+/// recording [`MessageContext::durable_receipt`] in the transaction of the
+/// effect makes the effect exactly-once instead.
 pub trait CommandHandler<C: Command>: Send + Sync + 'static {
     /// Applies `command`.
     fn handle(

@@ -170,7 +170,7 @@ pub use error::{
 };
 pub use handler::{
     command_fn, event_fn, CommandFn, CommandHandler, EventFn, EventHandler, MessageContext,
-    QueryHandler,
+    QueryHandler, Receipt,
 };
 pub use memory::{AsyncBus, AsyncBusBuilder, AsyncBusConfig, InMemoryBus};
 pub use message::{Command, Event, Message, Query};

@@ -15,7 +15,7 @@ use crate::{
     middleware::{Endpoint, Next},
     settlement::{decide, panic_message, Settlement},
     Command, CommandHandler, Envelope, Event, EventHandler, HandlerError, Message, MessageContext,
-    Middleware, RegistrationError, RetryPolicy,
+    Middleware, Receipt, RegistrationError, RetryPolicy,
 };
 
 /// Called after a handler succeeded, with the envelope it handled.
@@ -99,7 +99,20 @@ impl RegisteredHandler {
         attempt: u32,
         max_attempts: u32,
     ) -> Result<(), HandlerError> {
-        let context = MessageContext::new(envelope, attempt, max_attempts);
+        self.invoke_receipted(envelope, attempt, max_attempts, None)
+            .await
+    }
+
+    /// [`invoke`](Self::invoke) for a delivery whose context carries
+    /// `receipt` (the durable bus's row).
+    pub(crate) async fn invoke_receipted(
+        &self,
+        envelope: Arc<Envelope>,
+        attempt: u32,
+        max_attempts: u32,
+        receipt: Option<Receipt>,
+    ) -> Result<(), HandlerError> {
+        let context = MessageContext::new(envelope, attempt, max_attempts).with_receipt(receipt);
         self.run_chain(context).await
     }
 
@@ -156,10 +169,23 @@ impl RegisteredHandler {
         attempt: u32,
         policy: &RetryPolicy,
     ) -> (Result<(), HandlerError>, Settlement) {
+        self.invoke_and_decide_receipted(envelope, attempt, policy, None)
+            .await
+    }
+
+    /// [`invoke_and_decide`](Self::invoke_and_decide) for a delivery whose
+    /// context carries `receipt` (the durable bus's row).
+    pub(crate) async fn invoke_and_decide_receipted(
+        &self,
+        envelope: Arc<Envelope>,
+        attempt: u32,
+        policy: &RetryPolicy,
+        receipt: Option<Receipt>,
+    ) -> (Result<(), HandlerError>, Settlement) {
         let started = std::time::Instant::now();
         let created = envelope.timestamp;
         let result = self
-            .invoke(envelope, attempt, policy.max_attempts.max(1))
+            .invoke_receipted(envelope, attempt, policy.max_attempts.max(1), receipt)
             .await;
         let settlement = decide(&result, attempt, policy);
         crate::metrics::record_settled(

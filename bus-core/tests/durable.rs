@@ -12,7 +12,7 @@ use bus_core::{
     durable::{postgres, sqlite},
     event_fn, BatchConfig, BatchHandler, BatchOutcome, CommandBusExt, DeadLetterTable, DurableBus,
     DurableBusConfig, Envelope, EventBusExt, HandlerError, Handlers, HandlersBuilder, Message,
-    MessageContext, PausedQueues, RetryPolicy, DEAD_LETTERS_POSTGRES_SCHEMA,
+    MessageContext, PausedQueues, Receipt, RetryPolicy, DEAD_LETTERS_POSTGRES_SCHEMA,
     DEAD_LETTERS_SQLITE_SCHEMA,
 };
 use serde::{Deserialize, Serialize};
@@ -153,6 +153,74 @@ impl Db {
             }
         }
         Ok(())
+    }
+
+    /// Records every parcel and the `receipts` of their messages in one
+    /// transaction: an effect that is not idempotent (a repeat adds a row
+    /// and bumps the counter), acknowledged with it.
+    async fn record_with_receipts(
+        &self,
+        parcels: &[u32],
+        label: &str,
+        receipts: Vec<Receipt>,
+    ) -> Result<(), HandlerError> {
+        match self {
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                for parcel in parcels {
+                    sqlx::query("INSERT INTO applied (parcel, label) VALUES ($1, $2)")
+                        .bind(i64::from(*parcel))
+                        .bind(label)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query("UPDATE counter SET n = n + $1")
+                    .bind(parcels.len() as i64)
+                    .execute(&mut *tx)
+                    .await?;
+                postgres::record_receipts(&mut tx, receipts).await?;
+                tx.commit().await?;
+            }
+            Db::Sqlite(pool, _) => {
+                let mut tx = pool.begin().await?;
+                for parcel in parcels {
+                    sqlx::query("INSERT INTO applied (parcel, label) VALUES (?1, ?2)")
+                        .bind(i64::from(*parcel))
+                        .bind(label)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query("UPDATE counter SET n = n + ?1")
+                    .bind(parcels.len() as i64)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlite::record_receipts(&mut tx, receipts).await?;
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the one-row `counter` table the receipt tests bump.
+    async fn create_counter(&self) {
+        let sql = "CREATE TABLE counter (n BIGINT NOT NULL); INSERT INTO counter (n) VALUES (0)";
+        match self {
+            Db::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+            Db::Sqlite(pool, _) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+        }
+        .unwrap();
+    }
+
+    /// Inserts a queue row and its receipt, as a handler's committed
+    /// transaction leaves them when its process dies before settling.
+    async fn insert_receipted_row(&self, envelope: &Envelope) {
+        self.insert_row(envelope).await;
+        let sql = "INSERT INTO bus_receipts (message_row) SELECT max(id) FROM bus_messages";
+        match self {
+            Db::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+            Db::Sqlite(pool, _) => sqlx::query(sql).execute(pool).await.map(drop),
+        }
+        .unwrap();
     }
 
     /// Inserts a queue row as a sender (another process) commits it.
@@ -634,3 +702,242 @@ on_both_databases!(
         bus.shutdown().await;
     })
 );
+
+/// Counts its calls, and records each parcel with its receipt in one
+/// transaction.
+#[derive(Clone)]
+struct ShipWithReceipt {
+    db: Db,
+    calls: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl ShipWithReceipt {
+    fn new(db: &Db) -> Self {
+        Self {
+            db: db.clone(),
+            calls: Arc::default(),
+        }
+    }
+
+    fn calls(&self) -> u32 {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl bus_core::CommandHandler<Ship> for ShipWithReceipt {
+    async fn handle(&self, ship: Ship, context: MessageContext) -> Result<(), HandlerError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.db
+            .record_with_receipts(
+                &[ship.parcel],
+                "ship",
+                context.durable_receipt().into_iter().collect(),
+            )
+            .await
+    }
+}
+
+impl BatchHandler<Ship> for ShipWithReceipt {
+    async fn handle_batch(&self, batch: &[(Ship, MessageContext)]) -> BatchOutcome {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let parcels: Vec<u32> = batch.iter().map(|(ship, _)| ship.parcel).collect();
+        let receipts = batch
+            .iter()
+            .filter_map(|(_, context)| context.durable_receipt())
+            .collect();
+        self.db
+            .record_with_receipts(&parcels, "batch", receipts)
+            .await?;
+        Ok(batch.iter().map(|_| Ok(())).collect())
+    }
+}
+
+on_both_databases!(
+    a_message_whose_receipt_was_committed_before_a_crash_is_not_handled_again,
+    boxed(|db: Db| async move {
+        db.create_counter().await;
+        // What a process that died between its handler's commit and its
+        // settlement leaves: the row, and the receipt the handler's
+        // transaction recorded with its effect. Then one row never run.
+        db.insert_receipted_row(&Envelope::new(&Ship { parcel: 1 }).unwrap())
+            .await;
+        db.insert_row(&Envelope::new(&Ship { parcel: 2 }).unwrap())
+            .await;
+        let handler = ShipWithReceipt::new(&db);
+        let handlers = Handlers::builder()
+            .command::<Ship, _>(handler.clone())
+            .build()
+            .unwrap();
+        let bus = db.bus(handlers, fast());
+        eventually(&db, "SELECT count(*) FROM bus_messages", 0).await;
+        bus.shutdown().await;
+
+        assert_eq!(handler.calls(), 1, "only the message never handled runs");
+        assert_eq!(db.count("SELECT n FROM counter").await, 1);
+        assert_eq!(
+            db.count("SELECT count(*) FROM applied WHERE parcel = 1")
+                .await,
+            0,
+            "the handled message is not applied a second time"
+        );
+        assert_eq!(db.count("SELECT count(*) FROM bus_receipts").await, 0);
+        assert_eq!(db.count("SELECT count(*) FROM bus_dead_letters").await, 0);
+    })
+);
+
+on_both_databases!(
+    a_handler_recording_its_receipt_applies_every_message_exactly_once,
+    boxed(|db: Db| async move {
+        db.create_counter().await;
+        let handler = ShipWithReceipt::new(&db);
+        let handlers = Handlers::builder()
+            .command::<Ship, _>(handler.clone())
+            .build()
+            .unwrap();
+        let bus = db.bus(handlers, fast());
+        let sends = (0..200u32).map(|parcel| {
+            let bus = &bus;
+            async move { bus.send(&Ship { parcel }).await }
+        });
+        for sent in futures::future::join_all(sends).await {
+            sent.unwrap();
+        }
+        eventually(&db, "SELECT count(*) FROM bus_messages", 0).await;
+        bus.shutdown().await;
+
+        assert_eq!(db.count("SELECT n FROM counter").await, 200);
+        assert_eq!(
+            db.count("SELECT count(DISTINCT parcel) FROM applied").await,
+            200
+        );
+        assert_eq!(db.count("SELECT count(*) FROM applied").await, 200);
+        assert_eq!(handler.calls(), 200);
+        assert_eq!(db.count("SELECT count(*) FROM bus_receipts").await, 0);
+    })
+);
+
+on_both_databases!(
+    a_batch_handler_recording_the_receipts_of_its_batch_applies_every_message_exactly_once,
+    boxed(|db: Db| async move {
+        db.create_counter().await;
+        // Rows already handled before a crash are among the claimed ones.
+        for parcel in 0..5u32 {
+            db.insert_receipted_row(&Envelope::new(&Ship { parcel }).unwrap())
+                .await;
+        }
+        for parcel in 5..60u32 {
+            db.insert_row(&Envelope::new(&Ship { parcel }).unwrap())
+                .await;
+        }
+        let handler = ShipWithReceipt::new(&db);
+        let handlers = Handlers::builder()
+            .command_batch::<Ship, _>(
+                handler.clone(),
+                BatchConfig::new(20, Duration::from_millis(5)),
+            )
+            .build()
+            .unwrap();
+        let bus = db.bus(handlers, fast());
+        eventually(&db, "SELECT count(*) FROM bus_messages", 0).await;
+        bus.shutdown().await;
+
+        assert_eq!(db.count("SELECT n FROM counter").await, 55);
+        assert_eq!(db.count("SELECT count(*) FROM applied").await, 55);
+        assert_eq!(
+            db.count("SELECT count(*) FROM applied WHERE parcel < 5")
+                .await,
+            0,
+            "messages handled before the crash are not applied again"
+        );
+        assert_eq!(
+            db.count("SELECT count(DISTINCT parcel) FROM applied").await,
+            55
+        );
+        assert!(
+            handler.calls() < 55,
+            "the rows ran in batches: {}",
+            handler.calls()
+        );
+        assert_eq!(db.count("SELECT count(*) FROM bus_receipts").await, 0);
+    })
+);
+
+on_both_databases!(
+    a_handler_that_fails_after_committing_its_receipt_is_acknowledged_not_retried,
+    boxed(|db: Db| async move {
+        db.create_counter().await;
+        let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let handlers = {
+            let (db, calls) = (db.clone(), calls.clone());
+            Handlers::builder()
+                .command(command_fn(move |ship: Ship, context: MessageContext| {
+                    let (db, calls) = (db.clone(), calls.clone());
+                    async move {
+                        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let receipts = context.durable_receipt().into_iter().collect();
+                        db.record_with_receipts(&[ship.parcel], "ship", receipts)
+                            .await?;
+                        Err(HandlerError::permanent("failed after its commit"))
+                    }
+                }))
+                .build()
+                .unwrap()
+        };
+        let bus = db.bus(handlers, fast());
+        bus.send(&Ship { parcel: 3 }).await.unwrap();
+        eventually(&db, "SELECT count(*) FROM bus_messages", 0).await;
+        bus.shutdown().await;
+
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(db.count("SELECT n FROM counter").await, 1);
+        assert_eq!(
+            db.count("SELECT count(*) FROM bus_dead_letters").await,
+            0,
+            "its effect is committed: the message is done, not dead-lettered"
+        );
+        assert_eq!(db.count("SELECT count(*) FROM bus_receipts").await, 0);
+    })
+);
+
+/// A consumer that lost its claim (its connection closed while its handler
+/// still ran) cannot commit the effect of a message another consumer
+/// already handled: its receipt fails, and its transaction rolls back.
+#[sqlx::test]
+async fn a_receipt_for_a_message_already_handled_fails(pool: PgPool) {
+    let db = Db::postgres(pool.clone()).await;
+    db.insert_row(&Envelope::new(&Ship { parcel: 1 }).unwrap())
+        .await;
+    let row: i64 = sqlx::query_scalar("SELECT id FROM bus_messages")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let receipt = {
+        let mut tx = pool.begin().await.unwrap();
+        // The handler of the consumer holding the claim records it.
+        sqlx::query("INSERT INTO bus_receipts (message_row) VALUES ($1)")
+            .bind(row)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        // The late one tries again, then after the row was settled.
+        let mut late = pool.begin().await.unwrap();
+        let again = sqlx::query("INSERT INTO bus_receipts (message_row) VALUES ($1)")
+            .bind(row)
+            .execute(&mut *late)
+            .await;
+        assert!(again.is_err(), "a second receipt of one message is refused");
+        row
+    };
+    sqlx::query("DELETE FROM bus_messages WHERE id = $1")
+        .bind(receipt)
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(db.count("SELECT count(*) FROM bus_receipts").await, 0);
+    let gone = sqlx::query("INSERT INTO bus_receipts (message_row) VALUES ($1)")
+        .bind(receipt)
+        .execute(&pool)
+        .await;
+    assert!(gone.is_err(), "no receipt for a row already settled");
+}

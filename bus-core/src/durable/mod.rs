@@ -7,7 +7,8 @@
 //! `bus_messages` holds one row per message *and handler*: a command is one
 //! row for its one handler; an event is fanned out when it is published, one
 //! row per subscriber (column `subscriber`), so each subscriber is retried
-//! and dead-lettered on its own, as on the other buses. Add the backend's
+//! and dead-lettered on its own, as on the other buses. `bus_receipts`
+//! holds the receipts handlers record (see below). Add the backend's
 //! `SCHEMA` ([`postgres::SCHEMA`], [`sqlite::SCHEMA`]) to your migrations,
 //! beside the outbox's and the dead letters'.
 //!
@@ -34,13 +35,18 @@
 //!
 //! | settlement | the row |
 //! |---|---|
-//! | ack | deleted |
+//! | ack | deleted, with its receipt |
 //! | retry after `d` | `attempt + 1`, `not_before = now + d`, `last_error` kept |
 //! | dead letter | moved to `bus_dead_letters` (the table [`DeadLetterTable`](crate::DeadLetterTable) reads), in the same transaction |
 //! | suspend (infrastructure) | left as it is, attempt not counted; the consumer pauses behind its [`CircuitBreaker`] |
 //!
-//! - **PostgreSQL**: the batch is claimed with `FOR UPDATE SKIP LOCKED` in a
-//!   transaction that stays open while its handlers run, so any number of
+//! A row whose receipt is recorded is acknowledged whatever its handler
+//! returned, and a row claimed with its receipt already there is
+//! acknowledged without running its handler (see below).
+//!
+//! - **PostgreSQL**: the batch is claimed with `FOR NO KEY UPDATE SKIP
+//!   LOCKED` in a transaction that stays open while its handlers run (the
+//!   lock lets a handler's receipt reference the row), so any number of
 //!   processes consume the same table and each row is run by one of them at
 //!   a time. A process that dies releases its rows at once (PostgreSQL
 //!   rolls its transaction back): another consumer, or the same process
@@ -63,11 +69,35 @@
 //! # What a handler must do
 //!
 //! The handler commits its own transaction, and the row is deleted after
-//! that, in the consumer's: a crash between the two commits runs the
-//! handler again on restart. Delivery is therefore *at-least-once*; a
+//! that, in the consumer's: by default a crash between the two commits runs
+//! the handler again on restart. Delivery is *at-least-once*, and a
 //! handler's effect must be idempotent (by the message id, or by a
 //! client-chosen entity id as the marketplace's are), exactly as on the
-//! other buses. Events a handler raises go through the transactional
+//! other buses.
+//!
+//! **Exactly-once effect.** A handler that records its message's
+//! [`Receipt`] ([`MessageContext::durable_receipt`](crate::MessageContext::durable_receipt))
+//! in the transaction of its effect ([`postgres::record_receipts`],
+//! [`sqlite::record_receipts`]; one statement for a whole batch) commits the
+//! effect and the acknowledgement together, and needs no idempotency of its
+//! own for this bus:
+//!
+//! | what happens | the message |
+//! |---|---|
+//! | the handler's transaction rolls back | no receipt: retried or dead-lettered as usual |
+//! | it commits, the handler returns `Ok` | row and receipt deleted in the settlement's transaction |
+//! | it commits, the handler returns an error | a receipt means done: acknowledged (logged at `WARN`), never retried nor dead-lettered |
+//! | it commits, the process dies before the settlement | the next claim finds the receipt: row and receipt deleted, the handler **not** run again |
+//! | (PostgreSQL) a consumer lost its claim while its handler ran, and another handled the row | the late receipt fails (one receipt per row, and it references a row still there): its transaction rolls back with its effect |
+//!
+//! Record a receipt only for a message whose effect the transaction
+//! commits: once it is committed the message is done, so a message to
+//! retry (a prerequisite missing) or to dead-letter must not record it. On
+//! the other buses [`MessageContext::durable_receipt`](crate::MessageContext::durable_receipt)
+//! is `None` and recording does nothing, so the same handler runs
+//! everywhere (idempotent there, as before).
+//!
+//! Events a handler raises go through the transactional
 //! [`outbox`](crate::outbox) of the same database, whose relay publishes
 //! them on this bus: into the same table.
 //!
@@ -108,7 +138,7 @@ use crate::{
     settlement::Settlement,
     transport::{settle_span, RegisteredHandler},
     CircuitBreaker, CommandBus, DeadLetterSink, DispatchError, Envelope, EventBus, FailureKind,
-    HandlerError, Handlers, InMemoryDeadLetters, RetryPolicy,
+    HandlerError, Handlers, InMemoryDeadLetters, Receipt, RetryPolicy,
 };
 
 /// Settings of a [`DurableBus`].
@@ -162,6 +192,9 @@ pub(crate) struct QueuedMessage {
     pub(crate) subscriber: Option<String>,
     /// Delivery attempt this run is (1-based).
     pub(crate) attempt: u32,
+    /// Whether a handler's transaction recorded the row's receipt: the
+    /// message is done, and its row only waits to be deleted.
+    pub(crate) receipted: bool,
     /// The envelope, or the stored text when it cannot be read as one.
     pub(crate) envelope: Result<Arc<Envelope>, String>,
 }
@@ -220,11 +253,14 @@ pub(crate) type Claim = (Vec<QueuedMessage>, Box<dyn Settle>);
 
 /// Applies the settlements of a claimed batch (and releases the claim).
 pub(crate) trait Settle: Send {
-    /// Deletes, reschedules or dead-letters each row, in one transaction.
+    /// Deletes, reschedules or dead-letters each row, in one transaction,
+    /// and deletes the receipts of the rows settled. A row whose receipt
+    /// was recorded is deleted (acknowledged) whatever its outcome: its
+    /// handler's transaction committed the effect. Answers those rows.
     fn settle(
         self: Box<Self>,
         settled: Vec<Settled>,
-    ) -> BoxFuture<'static, Result<(), sqlx::Error>>;
+    ) -> BoxFuture<'static, Result<Vec<i64>, sqlx::Error>>;
 }
 
 /// The queue table on one database.
@@ -440,6 +476,7 @@ impl DurableBus {
             message_type: envelope.message_type.clone(),
             subscriber,
             attempt: 0,
+            receipted: false,
             envelope: Ok(Arc::new(envelope)),
         };
         self.inner
@@ -653,12 +690,33 @@ async fn consume(inner: Arc<Inner>) {
             idle(&inner, &mut stop, until).await;
             continue;
         }
-        let settled: Vec<Settled> = futures::stream::iter(group(&inner, messages))
+        // A row whose receipt is committed was handled: its handler's
+        // transaction committed, the process died before the row was
+        // deleted. It is acknowledged without running the handler again.
+        let (done, due): (Vec<QueuedMessage>, Vec<QueuedMessage>) =
+            messages.into_iter().partition(|message| message.receipted);
+        let mut settled: Vec<Settled> = done
+            .into_iter()
+            .map(|message| {
+                tracing::info!(
+                    message_id = %message.message_id,
+                    message_type = %message.message_type,
+                    subscriber = message.subscriber.as_deref().unwrap_or("-"),
+                    "message already handled (its receipt is committed): acknowledged, not run again"
+                );
+                Settled {
+                    message,
+                    outcome: Outcome::Ack,
+                }
+            })
+            .collect();
+        let ran: Vec<Settled> = futures::stream::iter(group(&inner, due))
             .map(|unit| run(&inner, unit))
             .buffer_unordered(inner.config.concurrency)
             .flat_map(futures::stream::iter)
             .collect()
             .await;
+        settled.extend(ran);
         let retry_at = settled
             .iter()
             .filter_map(|settled| match &settled.outcome {
@@ -678,9 +736,19 @@ async fn consume(inner: Arc<Inner>) {
             })
             .collect();
         match settle.settle(settled).await {
-            Ok(()) => {
+            Ok(receipted) => {
                 for (message, reason) in reports {
-                    report_dead_letter(&inner, &message, &reason);
+                    if receipted.contains(&message.row) {
+                        tracing::warn!(
+                            message_id = %message.message_id,
+                            message_type = %message.message_type,
+                            error = %reason,
+                            "handler failed after its transaction recorded the receipt: \
+                             its effect is committed, so the message is acknowledged, not dead-lettered"
+                        );
+                    } else {
+                        report_dead_letter(&inner, &message, &reason);
+                    }
                 }
             }
             Err(error) => database_failed(
@@ -755,10 +823,14 @@ async fn run(inner: &Inner, unit: Vec<QueuedMessage>) -> Vec<Settled> {
                     Some((envelope.clone(), message.attempt))
                 })
                 .collect();
+            let receipts: Vec<_> = unit
+                .iter()
+                .map(|message| Some(Receipt::new(message.row)))
+                .collect();
             // `group` only batches readable rows of one handler.
             if deliveries.len() == unit.len() {
                 let decided = handler
-                    .invoke_batch_and_decide(&deliveries, &inner.config.retry)
+                    .invoke_batch_and_decide_receipted(&deliveries, &receipts, &inner.config.retry)
                     .await;
                 return unit
                     .into_iter()
@@ -792,7 +864,12 @@ async fn run_one(inner: &Inner, message: QueuedMessage) -> Settled {
         },
         (Ok(envelope), Some(handler)) => {
             let (result, settlement) = handler
-                .invoke_and_decide(envelope.clone(), message.attempt, &inner.config.retry)
+                .invoke_and_decide_receipted(
+                    envelope.clone(),
+                    message.attempt,
+                    &inner.config.retry,
+                    Some(Receipt::new(message.row)),
+                )
                 .await;
             outcome_of(inner, &message, result, settlement)
         }

@@ -1,15 +1,24 @@
 //! The queue table on PostgreSQL: any number of processes send and consume.
 //!
-//! A consumer claims a batch with `FOR UPDATE SKIP LOCKED` in a
+//! A consumer claims a batch with `FOR NO KEY UPDATE SKIP LOCKED` in a
 //! transaction held open while the batch's handlers run, and settles the
 //! batch in that transaction: two consumers never hold the same row, and a
 //! consumer that dies releases its rows as its connection closes. Each
 //! send is followed by `pg_notify('bus_messages', '')`, which wakes the
 //! consumers `LISTEN`ing on that channel.
+//!
+//! A handler records its message's receipt ([`record_receipts`]) in the
+//! transaction of its effect: a `bus_receipts` row referencing the claimed
+//! row. The reference takes a `KEY SHARE` lock on that row, which the
+//! claim's `NO KEY UPDATE` lock lets through (a `FOR UPDATE` claim would
+//! make the handler wait for its own consumer). It also fences a consumer
+//! whose claim was lost (its connection closed while its handler still
+//! ran): once another consumer recorded the receipt, or settled the row,
+//! its receipt fails and its transaction rolls back with the effect.
 
 use std::sync::Arc;
 
-use sqlx::{postgres::PgListener, PgPool, Postgres, Transaction};
+use sqlx::{postgres::PgListener, PgConnection, PgPool, Postgres, Transaction};
 use tokio::{
     sync::{watch, Notify},
     task::JoinHandle,
@@ -17,10 +26,10 @@ use tokio::{
 use uuid::Uuid;
 
 use super::{Claim, DeadLetterRow, NewMessage, Outcome, Queue, QueuedMessage, Settle, Settled};
-use crate::{BoxFuture, Envelope};
+use crate::{BoxFuture, Envelope, Receipt};
 
-/// DDL of the queue table and of the paused-queue table it honours, for
-/// your migrations.
+/// DDL of the queue table, of its receipts and of the paused-queue table
+/// it honours, for your migrations.
 pub const SCHEMA: &str = "\
 CREATE TABLE IF NOT EXISTS bus_messages (
     id           BIGSERIAL   PRIMARY KEY,
@@ -34,6 +43,10 @@ CREATE TABLE IF NOT EXISTS bus_messages (
     last_error   TEXT
 );
 CREATE INDEX IF NOT EXISTS bus_messages_due ON bus_messages (not_before);
+CREATE TABLE IF NOT EXISTS bus_receipts (
+    message_row BIGINT      PRIMARY KEY REFERENCES bus_messages (id) ON DELETE CASCADE,
+    recorded_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
 CREATE TABLE IF NOT EXISTS bus_paused_queues (
     queue     TEXT        PRIMARY KEY,
     paused_at TIMESTAMPTZ NOT NULL,
@@ -54,7 +67,7 @@ impl PostgresQueue {
     }
 }
 
-type Row = (i64, Uuid, String, Option<String>, i32, String);
+type Row = (i64, Uuid, String, Option<String>, i32, String, bool);
 
 impl Queue for PostgresQueue {
     fn insert<'a>(&'a self, messages: &'a [NewMessage]) -> BoxFuture<'a, Result<(), sqlx::Error>> {
@@ -96,7 +109,8 @@ impl Queue for PostgresQueue {
         Box::pin(async move {
             let mut tx = self.pool.begin().await?;
             let rows: Vec<Row> = sqlx::query_as(
-                "SELECT m.id, m.message_id, m.message_type, m.subscriber, m.attempt, m.envelope::text
+                "SELECT m.id, m.message_id, m.message_type, m.subscriber, m.attempt, m.envelope::text,
+                        EXISTS (SELECT 1 FROM bus_receipts r WHERE r.message_row = m.id)
                  FROM bus_messages m
                  WHERE m.not_before <= now()
                    AND NOT EXISTS (
@@ -106,7 +120,7 @@ impl Queue for PostgresQueue {
                                           ELSE 'event.' || m.message_type || '.' || m.subscriber END)
                  ORDER BY m.id
                  LIMIT $1
-                 FOR UPDATE OF m SKIP LOCKED",
+                 FOR NO KEY UPDATE OF m SKIP LOCKED",
             )
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&mut *tx)
@@ -114,13 +128,14 @@ impl Queue for PostgresQueue {
             let messages = rows
                 .into_iter()
                 .map(
-                    |(row, message_id, message_type, subscriber, attempt, envelope)| {
+                    |(row, message_id, message_type, subscriber, attempt, envelope, receipted)| {
                         QueuedMessage {
                             row,
                             message_id,
                             message_type,
                             subscriber,
                             attempt: u32::try_from(attempt).unwrap_or(1).max(1),
+                            receipted,
                             envelope: serde_json::from_str::<Envelope>(&envelope)
                                 .map(Arc::new)
                                 .map_err(|_| envelope),
@@ -185,12 +200,28 @@ impl Settle for PostgresClaim {
     fn settle(
         self: Box<Self>,
         settled: Vec<Settled>,
-    ) -> BoxFuture<'static, Result<(), sqlx::Error>> {
+    ) -> BoxFuture<'static, Result<Vec<i64>, sqlx::Error>> {
         Box::pin(async move {
             let mut tx = self.tx;
+            let rows: Vec<i64> = settled.iter().map(|settled| settled.message.row).collect();
+            // The receipts of the batch: a row with one is done, whatever
+            // its handler answered.
+            let receipted: Vec<i64> = if rows.is_empty() {
+                Vec::new()
+            } else {
+                sqlx::query_scalar(
+                    "DELETE FROM bus_receipts WHERE message_row = ANY($1) RETURNING message_row",
+                )
+                .bind(&rows)
+                .fetch_all(&mut *tx)
+                .await?
+            };
+            let done = |settled: &Settled| {
+                matches!(settled.outcome, Outcome::Ack) || receipted.contains(&settled.message.row)
+            };
             let acked: Vec<i64> = settled
                 .iter()
-                .filter(|settled| matches!(settled.outcome, Outcome::Ack))
+                .filter(|settled| done(settled))
                 .map(|settled| settled.message.row)
                 .collect();
             if !acked.is_empty() {
@@ -199,7 +230,8 @@ impl Settle for PostgresClaim {
                     .execute(&mut *tx)
                     .await?;
             }
-            for Settled { message, outcome } in &settled {
+            for settled in settled.iter().filter(|settled| !done(*settled)) {
+                let Settled { message, outcome } = settled;
                 match outcome {
                     Outcome::Ack | Outcome::Keep => {}
                     Outcome::Retry { after, error } => {
@@ -225,9 +257,51 @@ impl Settle for PostgresClaim {
                     }
                 }
             }
-            tx.commit().await
+            tx.commit().await?;
+            Ok(receipted)
         })
     }
+}
+
+/// Records the receipts of the messages a handler applied, on `conn`: the
+/// connection of the transaction that commits their effect
+/// (`&mut *transaction`), in one statement. Receipts come from
+/// [`MessageContext::durable_receipt`]; with none (the message came from
+/// another bus) it does nothing, so a handler calls it whatever bus runs it.
+///
+/// Once that transaction commits, each message is done: the durable bus
+/// deletes its row and receipt without running its handler again, whatever
+/// the handler returns and even if the process dies first. Record only the
+/// receipts of messages whose effect the transaction holds, not of those
+/// to retry or to dead-letter.
+///
+/// It fails (and the transaction must roll back with its effect) when a
+/// receipt of the same message is already recorded, or its row is gone:
+/// another consumer handled the message after this one lost its claim.
+///
+/// ```no_run
+/// # async fn handle(pool: sqlx::PgPool, context: bus_core::MessageContext) -> Result<(), sqlx::Error> {
+/// let mut tx = pool.begin().await?;
+/// // ... the handler's effect, on `&mut *tx` ...
+/// bus_core::durable::postgres::record_receipts(&mut tx, context.durable_receipt()).await?;
+/// tx.commit().await
+/// # }
+/// ```
+///
+/// [`MessageContext::durable_receipt`]: crate::MessageContext::durable_receipt
+pub async fn record_receipts(
+    conn: &mut PgConnection,
+    receipts: impl IntoIterator<Item = Receipt>,
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<i64> = receipts.into_iter().map(|receipt| receipt.row()).collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("INSERT INTO bus_receipts (message_row) SELECT UNNEST($1::bigint[])")
+        .bind(&rows)
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 async fn insert_dead_letter(

@@ -6,10 +6,14 @@
 //! transaction. Nothing else consumes the file, so no claim needs to be
 //! recorded, and rows left by a process that died are simply read again by
 //! the next one. `not_before` is in milliseconds since the Unix epoch.
+//!
+//! A handler records its message's receipt ([`record_receipts`]) in the
+//! transaction of its effect: a `bus_receipts` row naming the queue row,
+//! which the next read finds if the process died before settling it.
 
 use std::sync::Arc;
 
-use sqlx::SqlitePool;
+use sqlx::{SqliteConnection, SqlitePool};
 use tokio::{
     sync::{watch, Notify},
     task::JoinHandle,
@@ -17,10 +21,10 @@ use tokio::{
 use uuid::Uuid;
 
 use super::{Claim, DeadLetterRow, NewMessage, Outcome, Queue, QueuedMessage, Settle, Settled};
-use crate::{BoxFuture, Envelope};
+use crate::{BoxFuture, Envelope, Receipt};
 
-/// DDL of the queue table and of the paused-queue table it honours, for
-/// your migrations.
+/// DDL of the queue table, of its receipts and of the paused-queue table
+/// it honours, for your migrations.
 pub const SCHEMA: &str = "\
 CREATE TABLE IF NOT EXISTS bus_messages (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -34,6 +38,10 @@ CREATE TABLE IF NOT EXISTS bus_messages (
     last_error   TEXT
 );
 CREATE INDEX IF NOT EXISTS bus_messages_due ON bus_messages (not_before);
+CREATE TABLE IF NOT EXISTS bus_receipts (
+    message_row INTEGER PRIMARY KEY REFERENCES bus_messages (id) ON DELETE CASCADE,
+    recorded_at TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);
 CREATE TABLE IF NOT EXISTS bus_paused_queues (
     queue     TEXT        PRIMARY KEY,
     paused_at TEXT        NOT NULL,
@@ -55,7 +63,7 @@ fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-type Row = (i64, String, String, Option<String>, i64, String);
+type Row = (i64, String, String, Option<String>, i64, String, bool);
 
 impl Queue for SqliteQueue {
     fn insert<'a>(&'a self, messages: &'a [NewMessage]) -> BoxFuture<'a, Result<(), sqlx::Error>> {
@@ -84,7 +92,8 @@ impl Queue for SqliteQueue {
     fn claim(&self, limit: usize) -> BoxFuture<'_, Result<Claim, sqlx::Error>> {
         Box::pin(async move {
             let rows: Vec<Row> = sqlx::query_as(
-                "SELECT m.id, m.message_id, m.message_type, m.subscriber, m.attempt, m.envelope
+                "SELECT m.id, m.message_id, m.message_type, m.subscriber, m.attempt, m.envelope,
+                        EXISTS (SELECT 1 FROM bus_receipts r WHERE r.message_row = m.id)
                  FROM bus_messages m
                  WHERE m.not_before <= ?1
                    AND NOT EXISTS (
@@ -102,13 +111,14 @@ impl Queue for SqliteQueue {
             let messages = rows
                 .into_iter()
                 .map(
-                    |(row, message_id, message_type, subscriber, attempt, envelope)| {
+                    |(row, message_id, message_type, subscriber, attempt, envelope, receipted)| {
                         QueuedMessage {
                             row,
                             message_id: Uuid::parse_str(&message_id).unwrap_or_default(),
                             message_type,
                             subscriber,
                             attempt: u32::try_from(attempt).unwrap_or(1).max(1),
+                            receipted,
                             envelope: serde_json::from_str::<Envelope>(&envelope)
                                 .map(Arc::new)
                                 .map_err(|_| envelope),
@@ -145,24 +155,40 @@ impl Settle for SqliteClaim {
     fn settle(
         self: Box<Self>,
         settled: Vec<Settled>,
-    ) -> BoxFuture<'static, Result<(), sqlx::Error>> {
+    ) -> BoxFuture<'static, Result<Vec<i64>, sqlx::Error>> {
         Box::pin(async move {
             if settled
                 .iter()
                 .all(|settled| matches!(settled.outcome, Outcome::Keep))
             {
-                return Ok(());
+                // Kept rows are read again; a receipt is found then.
+                return Ok(Vec::new());
             }
             let mut tx = self.pool.begin().await?;
+            // The receipts of the batch: a row with one is done, whatever
+            // its handler answered.
+            let rows: Vec<i64> = settled.iter().map(|settled| settled.message.row).collect();
+            let receipted: Vec<i64> = sqlx::query_scalar(
+                "DELETE FROM bus_receipts
+                 WHERE message_row IN (SELECT value FROM json_each(?1))
+                 RETURNING message_row",
+            )
+            .bind(
+                serde_json::to_string(&rows)
+                    .map_err(|error| sqlx::Error::Encode(Box::new(error)))?,
+            )
+            .fetch_all(&mut *tx)
+            .await?;
             for Settled { message, outcome } in &settled {
+                let done = matches!(outcome, Outcome::Ack) || receipted.contains(&message.row);
                 match outcome {
-                    Outcome::Keep => {}
-                    Outcome::Ack => {
+                    _ if done => {
                         sqlx::query("DELETE FROM bus_messages WHERE id = ?1")
                             .bind(message.row)
                             .execute(&mut *tx)
                             .await?;
                     }
+                    Outcome::Ack | Outcome::Keep => {}
                     Outcome::Retry { after, error } => {
                         let not_before = now_millis()
                             .saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX));
@@ -186,9 +212,53 @@ impl Settle for SqliteClaim {
                     }
                 }
             }
-            tx.commit().await
+            tx.commit().await?;
+            Ok(receipted)
         })
     }
+}
+
+/// Records the receipts of the messages a handler applied, on `conn`: the
+/// connection of the transaction that commits their effect
+/// (`&mut *transaction`), in one statement. Receipts come from
+/// [`MessageContext::durable_receipt`]; with none (the message came from
+/// another bus) it does nothing, so a handler calls it whatever bus runs it.
+///
+/// Once that transaction commits, each message is done: the durable bus
+/// deletes its row and receipt without running its handler again, whatever
+/// the handler returns and even if the process dies first. Record only the
+/// receipts of messages whose effect the transaction holds, not of those
+/// to retry or to dead-letter.
+///
+/// It fails (and the transaction must roll back with its effect) when a
+/// receipt of the same message is already recorded, or (with foreign keys
+/// on, sqlx's default) its row is gone.
+///
+/// ```no_run
+/// # async fn handle(pool: sqlx::SqlitePool, context: bus_core::MessageContext) -> Result<(), sqlx::Error> {
+/// let mut tx = pool.begin().await?;
+/// // ... the handler's effect, on `&mut *tx` ...
+/// bus_core::durable::sqlite::record_receipts(&mut tx, context.durable_receipt()).await?;
+/// tx.commit().await
+/// # }
+/// ```
+///
+/// [`MessageContext::durable_receipt`]: crate::MessageContext::durable_receipt
+pub async fn record_receipts(
+    conn: &mut SqliteConnection,
+    receipts: impl IntoIterator<Item = Receipt>,
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<i64> = receipts.into_iter().map(|receipt| receipt.row()).collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let rows =
+        serde_json::to_string(&rows).map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+    sqlx::query("INSERT INTO bus_receipts (message_row) SELECT value FROM json_each(?1)")
+        .bind(rows)
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 async fn insert_dead_letter(
