@@ -63,7 +63,8 @@ impl Message for CreateOffer {
 impl Command for CreateOffer {}
 
 /// Inserts the offer once its book and seller exist, and raises
-/// [`OfferCreated`] in the same transaction (outbox).
+/// [`OfferCreated`] in the same transaction (outbox), with the durable
+/// bus's receipt of the command when the offer is there.
 ///
 /// An offer id reused with another payload is refused as a permanent
 /// [`IdConflict`], leaving the first offer as it was.
@@ -139,13 +140,16 @@ impl CommandHandler<CreateOffer> for CreateOfferHandler {
         context: MessageContext,
     ) -> Result<(), HandlerError> {
         let (new_offer, envelope) = Self::prepare(&offer, &context)?;
-        let outcome = self.offers.create_offer(&new_offer, &envelope).await?;
+        let outcome = self
+            .offers
+            .create_offer(&new_offer, &envelope, context.durable_receipt())
+            .await?;
         Self::result(&new_offer, outcome)
     }
 }
 
 /// A batch of offers in one transaction: one multi-row insert with the
-/// outbox rows of the new ones. Each offer keeps its own outcome (a missing
+/// outbox rows of the new ones, and the receipts of the offers done. Each offer keeps its own outcome (a missing
 /// book retried, a reused id dead-lettered) while the others are applied.
 impl BatchHandler<CreateOffer> for CreateOfferHandler {
     async fn handle_batch(&self, batch: &[(CreateOffer, MessageContext)]) -> BatchOutcome {
@@ -154,8 +158,8 @@ impl BatchHandler<CreateOffer> for CreateOfferHandler {
         let mut row_of = Vec::with_capacity(batch.len());
         for (index, (offer, context)) in batch.iter().enumerate() {
             match Self::prepare(offer, context) {
-                Ok(row) => {
-                    rows.push(row);
+                Ok((new_offer, envelope)) => {
+                    rows.push((new_offer, envelope, context.durable_receipt()));
                     row_of.push(index);
                     results.push(Ok(()));
                 }
@@ -164,7 +168,8 @@ impl BatchHandler<CreateOffer> for CreateOfferHandler {
         }
         if !rows.is_empty() {
             let outcomes = self.offers.create_offers(&rows).await?;
-            for ((index, (new_offer, _)), outcome) in row_of.into_iter().zip(&rows).zip(outcomes) {
+            for ((index, (new_offer, _, _)), outcome) in row_of.into_iter().zip(&rows).zip(outcomes)
+            {
                 results[index] = Self::result(new_offer, outcome);
             }
         }

@@ -52,7 +52,9 @@ impl Command for CreateOrder {}
 ///
 /// Exactly-once effect on at-least-once delivery: the repository records the
 /// order first; a redelivered command finds it `confirmed` or `rejected`
-/// and changes nothing, so stock is never claimed twice. The same id with
+/// and changes nothing, so stock is never claimed twice. On the durable bus
+/// the settled order also commits the command's receipt, so the command is
+/// not run again at all. The same id with
 /// another payload is refused as a permanent [`IdConflict`], even while the
 /// order is `pending`: its items are never replaced. Stock is claimed
 /// with conditional updates (`stock >= quantity`), in offer-id order, all or
@@ -97,7 +99,11 @@ impl CommandHandler<CreateOrder> for CreateOrderHandler {
                 book_ids,
             })
         };
-        match self.orders.apply_order(&new_order, &confirmed).await? {
+        let applied = self
+            .orders
+            .apply_order(&new_order, &confirmed, context.durable_receipt())
+            .await?;
+        match applied {
             OrderOutcome::AlreadyApplied => {
                 tracing::debug!(order_id = %order.id, "order already applied");
                 Ok(())

@@ -86,6 +86,7 @@ impl CommandHandler<SaveBook> for SaveBookHandler {
                 &command.author,
                 command.requested_by,
                 &revision(&context),
+                context.durable_receipt(),
             )
             .await?;
         match outcome {
@@ -96,7 +97,8 @@ impl CommandHandler<SaveBook> for SaveBookHandler {
 }
 
 /// A batch of saves in one transaction, in the order they arrived; a save
-/// refused to its sender is dead-lettered alone, the others are applied.
+/// refused to its sender is dead-lettered alone, the others are applied
+/// with their durable bus's receipts.
 impl BatchHandler<SaveBook> for SaveBookHandler {
     async fn handle_batch(&self, batch: &[(SaveBook, MessageContext)]) -> BatchOutcome {
         let saves: Vec<BookSave> = batch
@@ -107,6 +109,7 @@ impl BatchHandler<SaveBook> for SaveBookHandler {
                 author: command.author.clone(),
                 editor: command.requested_by,
                 revision: revision(context),
+                receipt: context.durable_receipt(),
             })
             .collect();
         let outcomes = self.books.save_books(&saves).await?;

@@ -61,12 +61,15 @@ impl CommandHandler<SaveUser> for SaveUserHandler {
             id: command.id,
             name: command.name,
         };
-        self.users.save_user(&user, &revision(&context)).await?;
+        self.users
+            .save_user(&user, &revision(&context), context.durable_receipt())
+            .await?;
         Ok(())
     }
 }
 
-/// A batch of saves in one transaction, in the order they arrived.
+/// A batch of saves in one transaction, in the order they arrived, with
+/// the durable bus's receipts of the batch.
 impl BatchHandler<SaveUser> for SaveUserHandler {
     async fn handle_batch(&self, batch: &[(SaveUser, MessageContext)]) -> BatchOutcome {
         let users: Vec<_> = batch
@@ -79,7 +82,11 @@ impl BatchHandler<SaveUser> for SaveUserHandler {
                 (user, revision(context))
             })
             .collect();
-        self.users.save_users(&users).await?;
+        let receipts: Vec<_> = batch
+            .iter()
+            .filter_map(|(_, context)| context.durable_receipt())
+            .collect();
+        self.users.save_users(&users, &receipts).await?;
         Ok(batch.iter().map(|_| Ok(())).collect())
     }
 }

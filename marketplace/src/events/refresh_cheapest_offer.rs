@@ -15,7 +15,8 @@ use crate::store::BookRepository;
 /// insensitive to event order: whichever delivery runs last writes the
 /// current truth. Each store serialises refreshes of one book (a row lock
 /// on PostgreSQL, the single writer on SQLite), so the last one reads every
-/// offer committed before it.
+/// offer committed before it. On the durable bus the refresh commits the
+/// events' receipts with it.
 #[derive(Clone)]
 pub struct RefreshCheapestOffer {
     books: Arc<dyn BookRepository>,
@@ -27,27 +28,41 @@ impl RefreshCheapestOffer {
         Self { books }
     }
 
-    /// Brings each book of `book_ids` up to date, one transaction per book.
-    pub async fn refresh(&self, book_ids: &[Uuid]) -> Result<(), HandlerError> {
-        let mut book_ids = book_ids.to_vec();
-        book_ids.sort_unstable();
-        book_ids.dedup();
-        for book_id in book_ids {
-            self.books.refresh_cheapest_offer(book_id).await?;
-        }
+    /// Brings each book of `book_ids` up to date, in one transaction that
+    /// records the durable bus's receipts of the events of `contexts`.
+    pub async fn refresh(
+        &self,
+        book_ids: &[Uuid],
+        contexts: &[&MessageContext],
+    ) -> Result<(), HandlerError> {
+        let receipts: Vec<_> = contexts
+            .iter()
+            .filter_map(|context| context.durable_receipt())
+            .collect();
+        self.books
+            .refresh_cheapest_offers(book_ids, &receipts)
+            .await?;
         Ok(())
     }
 }
 
 impl EventHandler<OfferCreated> for RefreshCheapestOffer {
-    async fn handle(&self, event: OfferCreated, _: MessageContext) -> Result<(), HandlerError> {
-        self.refresh(&[event.book_id]).await
+    async fn handle(
+        &self,
+        event: OfferCreated,
+        context: MessageContext,
+    ) -> Result<(), HandlerError> {
+        self.refresh(&[event.book_id], &[&context]).await
     }
 }
 
 impl EventHandler<StockClaimed> for RefreshCheapestOffer {
-    async fn handle(&self, event: StockClaimed, _: MessageContext) -> Result<(), HandlerError> {
-        self.refresh(&event.book_ids).await
+    async fn handle(
+        &self,
+        event: StockClaimed,
+        context: MessageContext,
+    ) -> Result<(), HandlerError> {
+        self.refresh(&event.book_ids, &[&context]).await
     }
 }
 
@@ -55,7 +70,8 @@ impl EventHandler<StockClaimed> for RefreshCheapestOffer {
 impl BatchHandler<OfferCreated> for RefreshCheapestOffer {
     async fn handle_batch(&self, batch: &[(OfferCreated, MessageContext)]) -> BatchOutcome {
         let book_ids: Vec<Uuid> = batch.iter().map(|(event, _)| event.book_id).collect();
-        self.refresh(&book_ids).await?;
+        let contexts: Vec<_> = batch.iter().map(|(_, context)| context).collect();
+        self.refresh(&book_ids, &contexts).await?;
         Ok(batch.iter().map(|_| Ok(())).collect())
     }
 }
@@ -67,7 +83,8 @@ impl BatchHandler<StockClaimed> for RefreshCheapestOffer {
             .iter()
             .flat_map(|(event, _)| event.book_ids.iter().copied())
             .collect();
-        self.refresh(&book_ids).await?;
+        let contexts: Vec<_> = batch.iter().map(|(_, context)| context).collect();
+        self.refresh(&book_ids, &contexts).await?;
         Ok(batch.iter().map(|_| Ok(())).collect())
     }
 }

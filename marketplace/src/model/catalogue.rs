@@ -91,6 +91,15 @@ pub enum OfferOutcome {
     SellerMissing,
 }
 
+impl OfferOutcome {
+    /// Whether the command is done: the offer is there (created now or
+    /// before). A missing book or seller is retried, a conflict
+    /// dead-lettered.
+    pub fn is_done(&self) -> bool {
+        matches!(self, Self::Created | Self::AlreadyExists)
+    }
+}
+
 /// Where a save of a user or a book stands in the order the API accepted
 /// saves: the last write wins by this order, not by the order consumers
 /// happen to apply them in.

@@ -13,7 +13,7 @@
 //! [`Claim::settle`].
 
 use async_trait::async_trait;
-use bus_core::Envelope;
+use bus_core::{Envelope, Receipt};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
@@ -48,6 +48,8 @@ pub(crate) trait OrderStatements: Send {
     async fn stage(&mut self, event: &Envelope) -> Result<(), StoreError>;
     /// Records the settled order: its lines, status, reason and total.
     async fn record(&mut self, order_id: Uuid, settlement: &Settlement) -> Result<(), StoreError>;
+    /// Records the durable bus's receipt of the command, if any.
+    async fn record_receipt(&mut self, receipt: Option<Receipt>) -> Result<(), StoreError>;
 }
 
 /// Applies `order` once on `pool` (see the module documentation).
@@ -55,6 +57,7 @@ pub(crate) async fn apply_order<DB>(
     pool: &sqlx::Pool<DB>,
     order: &NewOrder,
     confirmed: ConfirmedEvent<'_>,
+    receipt: Option<Receipt>,
 ) -> Result<OrderOutcome, StoreError>
 where
     DB: sqlx::Database,
@@ -68,6 +71,11 @@ where
         return Ok(OrderOutcome::IdConflict { stored });
     }
     if status != OrderStatus::Pending {
+        if receipt.is_some() {
+            // Settled before: the command is done.
+            tx.record_receipt(receipt).await?;
+            tx.commit().await?;
+        }
         return Ok(OrderOutcome::AlreadyApplied);
     }
     let mut claims = sqlx::Connection::begin(&mut *tx).await?;
@@ -92,6 +100,7 @@ where
         _ => claims.rollback().await?,
     }
     tx.record(order.id, &settlement).await?;
+    tx.record_receipt(receipt).await?;
     tx.commit().await?;
     Ok(settlement.outcome)
 }

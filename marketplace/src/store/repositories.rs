@@ -1,9 +1,16 @@
 //! The repository traits handlers and queries see, whatever the database.
+//!
+//! The write methods take the durable bus's receipts of the messages they
+//! apply ([`bus_core::MessageContext::durable_receipt`]) and record them in
+//! the transaction of the effect, for the messages whose effect it commits
+//! (not those refused or to retry): the effect and the acknowledgement
+//! commit together (exactly-once effect). Without receipts (the other
+//! buses) nothing is recorded.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bus_core::Envelope;
+use bus_core::{Envelope, Receipt};
 use uuid::Uuid;
 
 use super::error::StoreError;
@@ -30,19 +37,47 @@ pub struct BookSave {
     pub editor: Option<Uuid>,
     /// The save's place in the order the API accepted saves.
     pub revision: Revision,
+    /// The durable bus's receipt of the message, recorded in the save's
+    /// transaction when it is applied (not when it is refused).
+    pub receipt: Option<Receipt>,
+}
+
+impl BookSave {
+    /// The receipts of the saves of `saves` applied, by their `outcomes`
+    /// (a refused save is dead-lettered: its message is not done).
+    pub(crate) fn applied_receipts<'a>(
+        saves: &'a [BookSave],
+        outcomes: &'a [BookSaveOutcome],
+    ) -> impl Iterator<Item = Receipt> + 'a {
+        saves
+            .iter()
+            .zip(outcomes)
+            .filter(|(_, outcome)| **outcome == BookSaveOutcome::Applied)
+            .filter_map(|(save, _)| save.receipt)
+    }
 }
 
 /// Users.
 #[async_trait]
 pub trait UserRepository: Send + Sync {
     /// Creates the user or renames it, unless it holds a later save than
-    /// `revision` (idempotent; the last save accepted wins).
-    async fn save_user(&self, user: &User, revision: &Revision) -> Result<(), StoreError>;
+    /// `revision` (idempotent; the last save accepted wins), recording
+    /// `receipt` with it.
+    async fn save_user(
+        &self,
+        user: &User,
+        revision: &Revision,
+        receipt: Option<Receipt>,
+    ) -> Result<(), StoreError>;
     /// Saves every `(user, revision)` in order, as [`save_user`] does, in
-    /// one transaction: all or none.
+    /// one transaction with `receipts`: all or none.
     ///
     /// [`save_user`]: UserRepository::save_user
-    async fn save_users(&self, users: &[(User, Revision)]) -> Result<(), StoreError>;
+    async fn save_users(
+        &self,
+        users: &[(User, Revision)],
+        receipts: &[Receipt],
+    ) -> Result<(), StoreError>;
     /// The user `id`.
     async fn get_user(&self, id: Uuid) -> Result<Option<User>, StoreError>;
 }
@@ -57,7 +92,8 @@ pub trait BookRepository: Send + Sync {
     /// With an `editor` (a signed-in user), the book's owner is checked in
     /// the same transaction ([`crate::model::may_save_book`]): a new book
     /// is registered by `editor`, and a book someone else registered is
-    /// left as it was and the save `Refused`.
+    /// left as it was and the save `Refused`. `receipt` is recorded with a
+    /// save applied.
     async fn save_book(
         &self,
         id: Uuid,
@@ -65,10 +101,11 @@ pub trait BookRepository: Send + Sync {
         author: &str,
         editor: Option<Uuid>,
         revision: &Revision,
+        receipt: Option<Receipt>,
     ) -> Result<BookSaveOutcome, StoreError>;
     /// Saves every book of `saves` in order, as [`save_book`] does, in one
     /// transaction: all or none; one outcome per save (a refused save
-    /// changes nothing, the others are applied).
+    /// changes nothing, the others are applied with their receipts).
     ///
     /// [`save_book`]: BookRepository::save_book
     async fn save_books(&self, saves: &[BookSave]) -> Result<Vec<BookSaveOutcome>, StoreError>;
@@ -78,28 +115,36 @@ pub trait BookRepository: Send + Sync {
     async fn get_book(&self, id: Uuid) -> Result<Option<Book>, StoreError>;
     /// Page `page` (from 1) of `page_size` books, in registration order.
     async fn list_books(&self, page: u32, page_size: u32) -> Result<Vec<Book>, StoreError>;
-    /// Recomputes the book's cheapest in-stock offer from its offers
-    /// (idempotent, insensitive to event order).
-    async fn refresh_cheapest_offer(&self, book_id: Uuid) -> Result<(), StoreError>;
+    /// Recomputes the cheapest in-stock offer of each book of `book_ids`
+    /// from its offers (idempotent, insensitive to event order), in one
+    /// transaction with `receipts`.
+    async fn refresh_cheapest_offers(
+        &self,
+        book_ids: &[Uuid],
+        receipts: &[Receipt],
+    ) -> Result<(), StoreError>;
 }
 
 /// Offers.
 #[async_trait]
 pub trait OfferRepository: Send + Sync {
     /// Inserts the offer if its book and seller exist, staging `event` in
-    /// the same transaction when it is new.
+    /// the same transaction when it is new; records `receipt` when the offer
+    /// is there (created now or before), not when it waits for its book or
+    /// seller or its id is taken.
     async fn create_offer(
         &self,
         offer: &NewOffer,
         event: &Envelope,
+        receipt: Option<Receipt>,
     ) -> Result<OfferOutcome, StoreError>;
-    /// Inserts every `(offer, event)` as [`create_offer`] does, in one
-    /// transaction: all or none; one outcome per offer, in order.
+    /// Inserts every `(offer, event, receipt)` as [`create_offer`] does, in
+    /// one transaction: all or none; one outcome per offer, in order.
     ///
     /// [`create_offer`]: OfferRepository::create_offer
     async fn create_offers(
         &self,
-        offers: &[(NewOffer, Envelope)],
+        offers: &[(NewOffer, Envelope, Option<Receipt>)],
     ) -> Result<Vec<OfferOutcome>, StoreError>;
     /// Up to `limit` offers of a book, cheapest first (ties by offer id),
     /// from the one after offer `after` in that order when given (none if
@@ -117,11 +162,14 @@ pub trait OfferRepository: Send + Sync {
 pub trait OrderRepository: Send + Sync {
     /// Applies the order once: claims the stock of every item or none,
     /// records the outcome and what was charged and, when confirmed, stages
-    /// the event built by `confirmed` in the same transaction.
+    /// the event built by `confirmed` in the same transaction, with
+    /// `receipt` once the order is settled (confirmed, rejected, or found
+    /// settled before).
     async fn apply_order(
         &self,
         order: &NewOrder,
         confirmed: ConfirmedEvent<'_>,
+        receipt: Option<Receipt>,
     ) -> Result<OrderOutcome, StoreError>;
     /// The order `id` with its items.
     async fn get_order(&self, id: Uuid) -> Result<Option<Order>, StoreError>;

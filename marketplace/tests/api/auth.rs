@@ -577,7 +577,7 @@ async fn racing_registrations_of_a_new_book_leave_it_to_one_owner(pool: sqlx::Pg
                     envelope_id: Uuid::new_v4(),
                 };
                 books
-                    .save_book(id, title, "Frank Herbert", Some(user), &revision)
+                    .save_book(id, title, "Frank Herbert", Some(user), &revision, None)
                     .await
                     .expect("saved or refused")
             })

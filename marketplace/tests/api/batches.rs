@@ -65,12 +65,13 @@ async fn catalogue(store: &Repositories) -> (Uuid, Uuid) {
                 name: "Ann".into(),
             },
             &revision,
+            None,
         )
         .await
         .unwrap();
     store
         .books
-        .save_book(book, "Dune", "Frank Herbert", None, &revision)
+        .save_book(book, "Dune", "Frank Herbert", None, &revision, None)
         .await
         .unwrap();
     (seller, book)

@@ -1,6 +1,7 @@
 //! Books and their cheapest in-stock offer on PostgreSQL.
 
 use async_trait::async_trait;
+use bus_core::{durable::postgres::record_receipts, Receipt};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -32,6 +33,7 @@ impl BookRepository for PgStore {
         author: &str,
         editor: Option<Uuid>,
         revision: &Revision,
+        receipt: Option<Receipt>,
     ) -> Result<BookSaveOutcome, StoreError> {
         let save = BookSave {
             id,
@@ -39,14 +41,19 @@ impl BookRepository for PgStore {
             author: author.to_owned(),
             editor,
             revision: *revision,
+            receipt,
         };
-        if editor.is_none() {
-            // No owner to check: one statement, as before authentication.
+        if editor.is_none() && receipt.is_none() {
+            // No owner to check, nothing to record: one statement, as
+            // before authentication.
             let mut conn = self.pool.acquire().await?;
             return save_book_on(&mut conn, &save).await;
         }
         let mut tx = self.pool.begin().await?;
         let outcome = save_book_on(&mut tx, &save).await?;
+        if outcome == BookSaveOutcome::Applied {
+            record_receipts(&mut tx, receipt).await?;
+        }
         tx.commit().await?;
         Ok(outcome)
     }
@@ -61,6 +68,7 @@ impl BookRepository for PgStore {
         for (index, save) in ordered {
             outcomes[index] = save_book_on(&mut tx, save).await?;
         }
+        record_receipts(&mut tx, BookSave::applied_receipts(saves, &outcomes)).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
@@ -95,17 +103,36 @@ impl BookRepository for PgStore {
         Ok(books)
     }
 
-    /// The book row is locked first so that the recomputation reads offers
+    /// Each book row is locked first so that the recomputation reads offers
     /// *after* any concurrent refresh of the same book committed.
-    async fn refresh_cheapest_offer(&self, book_id: Uuid) -> Result<(), StoreError> {
-        // One round trip: the function (migration
+    async fn refresh_cheapest_offers(
+        &self,
+        book_ids: &[Uuid],
+        receipts: &[Receipt],
+    ) -> Result<(), StoreError> {
+        // In id order, once each, so that concurrent refreshes lock books
+        // in the same order.
+        let mut book_ids = book_ids.to_vec();
+        book_ids.sort_unstable();
+        book_ids.dedup();
+        // One round trip per book: the function (migration
         // `20261123120000_refresh_cheapest_offer.sql`) locks the row, then
-        // updates it from a snapshot taken after the lock, in the implicit
-        // transaction of this statement.
-        sqlx::query("SELECT refresh_cheapest_offer($1)")
-            .bind(book_id)
-            .execute(&self.pool)
-            .await?;
+        // updates it from a snapshot taken after the lock.
+        let refresh = "SELECT refresh_cheapest_offer($1)";
+        if let ([book_id], []) = (book_ids.as_slice(), receipts) {
+            // One statement, in its implicit transaction.
+            sqlx::query(refresh)
+                .bind(book_id)
+                .execute(&self.pool)
+                .await?;
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for book_id in book_ids {
+            sqlx::query(refresh).bind(book_id).execute(&mut *tx).await?;
+        }
+        record_receipts(&mut tx, receipts.iter().copied()).await?;
+        tx.commit().await?;
         Ok(())
     }
 }

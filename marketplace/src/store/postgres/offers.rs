@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use bus_core::Envelope;
+use bus_core::{durable::postgres::record_receipts, Envelope, Receipt};
 use sqlx::{types::Json, PgConnection};
 use uuid::Uuid;
 
@@ -40,14 +40,25 @@ impl OfferRepository for PgStore {
         &self,
         offer: &NewOffer,
         event: &Envelope,
+        receipt: Option<Receipt>,
     ) -> Result<OfferOutcome, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        create_offer_on(&mut conn, offer, event).await
+        if receipt.is_none() {
+            // Nothing to record with it: one statement.
+            let mut conn = self.pool.acquire().await?;
+            return create_offer_on(&mut conn, offer, event).await;
+        }
+        let mut tx = self.pool.begin().await?;
+        let outcome = create_offer_on(&mut tx, offer, event).await?;
+        if outcome.is_done() {
+            record_receipts(&mut tx, receipt).await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
     }
 
     async fn create_offers(
         &self,
-        offers: &[(NewOffer, Envelope)],
+        offers: &[(NewOffer, Envelope, Option<Receipt>)],
     ) -> Result<Vec<OfferOutcome>, StoreError> {
         // Each id once in the multi-row statement; a repeated id (the same
         // offer sent twice, or an id reused) is decided after it, in the
@@ -71,7 +82,7 @@ impl OfferRepository for PgStore {
             let mut fingerprints = Vec::with_capacity(first.len());
             let mut events = Vec::with_capacity(first.len());
             for &index in &first {
-                let (offer, event) = &offers[index];
+                let (offer, event, _) = &offers[index];
                 positions.push(i32::try_from(index).unwrap_or(i32::MAX));
                 ids.push(offer.id);
                 book_ids.push(offer.book_id);
@@ -109,19 +120,26 @@ impl OfferRepository for PgStore {
             }
         }
         for index in repeated {
-            let (offer, event) = &offers[index];
+            let (offer, event, _) = &offers[index];
             outcomes[index] = Some(create_offer_on(&mut tx, offer, event).await?);
         }
-        tx.commit().await?;
-        outcomes
+        let outcomes = outcomes
             .into_iter()
             .zip(offers)
-            .map(|(outcome, (offer, _))| {
+            .map(|(outcome, (offer, _, _))| {
                 outcome.ok_or_else(|| {
                     StoreError::Invalid(format!("offer {}: no outcome for its insert", offer.id))
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        let done = offers
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| outcome.is_done())
+            .filter_map(|((_, _, receipt), _)| *receipt);
+        record_receipts(&mut tx, done).await?;
+        tx.commit().await?;
+        Ok(outcomes)
     }
 
     async fn list_offers(

@@ -2,7 +2,7 @@
 //! reading an order back.
 
 use async_trait::async_trait;
-use bus_core::{outbox, Envelope};
+use bus_core::{durable::postgres::record_receipts, outbox, Envelope, Receipt};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgConnection;
@@ -33,8 +33,9 @@ impl OrderRepository for PgStore {
         &self,
         order: &NewOrder,
         confirmed: ConfirmedEvent<'_>,
+        receipt: Option<Receipt>,
     ) -> Result<OrderOutcome, StoreError> {
-        orders::apply_order(&self.pool, order, confirmed).await
+        orders::apply_order(&self.pool, order, confirmed, receipt).await
     }
 
     async fn get_order(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
@@ -126,6 +127,11 @@ impl OrderStatements for PgConnection {
 
     async fn stage(&mut self, event: &Envelope) -> Result<(), StoreError> {
         outbox::postgres::stage(self, event).await?;
+        Ok(())
+    }
+
+    async fn record_receipt(&mut self, receipt: Option<Receipt>) -> Result<(), StoreError> {
+        record_receipts(self, receipt).await?;
         Ok(())
     }
 

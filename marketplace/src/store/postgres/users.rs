@@ -1,6 +1,7 @@
 //! Users on PostgreSQL.
 
 use async_trait::async_trait;
+use bus_core::{durable::postgres::record_receipts, Receipt};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -12,12 +13,29 @@ use crate::{
 
 #[async_trait]
 impl UserRepository for PgStore {
-    async fn save_user(&self, user: &User, revision: &Revision) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        save_user_on(&mut conn, user, revision).await
+    async fn save_user(
+        &self,
+        user: &User,
+        revision: &Revision,
+        receipt: Option<Receipt>,
+    ) -> Result<(), StoreError> {
+        if receipt.is_none() {
+            // Nothing to record with it: one statement.
+            let mut conn = self.pool.acquire().await?;
+            return save_user_on(&mut conn, user, revision).await;
+        }
+        let mut tx = self.pool.begin().await?;
+        save_user_on(&mut tx, user, revision).await?;
+        record_receipts(&mut tx, receipt).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
-    async fn save_users(&self, users: &[(User, Revision)]) -> Result<(), StoreError> {
+    async fn save_users(
+        &self,
+        users: &[(User, Revision)],
+        receipts: &[Receipt],
+    ) -> Result<(), StoreError> {
         // In id order, so that two batches touching the same users lock
         // them in the same order (no deadlock); the revision check makes
         // the order of two saves of one user irrelevant.
@@ -27,6 +45,7 @@ impl UserRepository for PgStore {
         for (user, revision) in ordered {
             save_user_on(&mut tx, user, revision).await?;
         }
+        record_receipts(&mut tx, receipts.iter().copied()).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Books and their cheapest in-stock offer on SQLite.
 
 use async_trait::async_trait;
+use bus_core::{durable::sqlite::record_receipts, Receipt};
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
@@ -42,6 +43,7 @@ impl BookRepository for SqliteStore {
         author: &str,
         editor: Option<Uuid>,
         revision: &Revision,
+        receipt: Option<Receipt>,
     ) -> Result<BookSaveOutcome, StoreError> {
         let save = BookSave {
             id,
@@ -49,6 +51,7 @@ impl BookRepository for SqliteStore {
             author: author.to_owned(),
             editor,
             revision: *revision,
+            receipt,
         };
         self.save_books(std::slice::from_ref(&save))
             .await?
@@ -64,6 +67,7 @@ impl BookRepository for SqliteStore {
         for save in saves {
             outcomes.push(save_book_on(&mut tx, save).await?);
         }
+        record_receipts(&mut tx, BookSave::applied_receipts(saves, &outcomes)).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
@@ -102,36 +106,56 @@ impl BookRepository for SqliteStore {
         Ok(books.into_iter().map(Book::from).collect())
     }
 
-    /// One writer at a time: the read and the update cannot interleave with
-    /// another refresh.
-    async fn refresh_cheapest_offer(&self, book_id: Uuid) -> Result<(), StoreError> {
+    /// One writer at a time: the reads and the updates cannot interleave
+    /// with another refresh.
+    async fn refresh_cheapest_offers(
+        &self,
+        book_ids: &[Uuid],
+        receipts: &[Receipt],
+    ) -> Result<(), StoreError> {
+        let mut book_ids = book_ids.to_vec();
+        book_ids.sort_unstable();
+        book_ids.dedup();
         let mut tx = self.writer.begin().await?;
-        let cheapest: Option<(Uuid, i64, i32)> = sqlx::query_as(
-            "SELECT id, price_cents, stock FROM offers
-             WHERE book_id = ?1 AND stock > 0
-             ORDER BY price_cents, id LIMIT 1",
-        )
-        .bind(book_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let (offer_id, price_cents, stock) = match cheapest {
-            Some((id, price_cents, stock)) => (Some(id), price_cents, stock),
-            None => (None, 0, 0),
-        };
-        sqlx::query(&format!(
-            "UPDATE books SET offer_id = ?2, price_cents = ?3, stock = ?4, updated_at = {NOW}
-             WHERE id = ?1
-               AND (offer_id IS NOT ?2 OR price_cents IS NOT ?3 OR stock IS NOT ?4)"
-        ))
-        .bind(book_id)
-        .bind(offer_id)
-        .bind(price_cents)
-        .bind(stock)
-        .execute(&mut *tx)
-        .await?;
+        for book_id in book_ids {
+            refresh_cheapest_offer_on(&mut tx, book_id).await?;
+        }
+        record_receipts(&mut tx, receipts.iter().copied()).await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Recomputes the book's cheapest in-stock offer on `conn`, the writer's
+/// transaction.
+async fn refresh_cheapest_offer_on(
+    conn: &mut SqliteConnection,
+    book_id: Uuid,
+) -> Result<(), StoreError> {
+    let cheapest: Option<(Uuid, i64, i32)> = sqlx::query_as(
+        "SELECT id, price_cents, stock FROM offers
+         WHERE book_id = ?1 AND stock > 0
+         ORDER BY price_cents, id LIMIT 1",
+    )
+    .bind(book_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let (offer_id, price_cents, stock) = match cheapest {
+        Some((id, price_cents, stock)) => (Some(id), price_cents, stock),
+        None => (None, 0, 0),
+    };
+    sqlx::query(&format!(
+        "UPDATE books SET offer_id = ?2, price_cents = ?3, stock = ?4, updated_at = {NOW}
+         WHERE id = ?1
+           AND (offer_id IS NOT ?2 OR price_cents IS NOT ?3 OR stock IS NOT ?4)"
+    ))
+    .bind(book_id)
+    .bind(offer_id)
+    .bind(price_cents)
+    .bind(stock)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Saves one book on `conn`, the writer's transaction.

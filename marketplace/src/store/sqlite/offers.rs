@@ -1,7 +1,7 @@
 //! Offers on SQLite.
 
 use async_trait::async_trait;
-use bus_core::{outbox, Envelope};
+use bus_core::{durable::sqlite::record_receipts, outbox, Envelope, Receipt};
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
@@ -27,22 +27,32 @@ impl OfferRepository for SqliteStore {
         &self,
         offer: &NewOffer,
         event: &Envelope,
+        receipt: Option<Receipt>,
     ) -> Result<OfferOutcome, StoreError> {
         let mut tx = self.writer.begin().await?;
         let outcome = create_offer_on(&mut tx, offer, event).await?;
+        if outcome.is_done() {
+            record_receipts(&mut tx, receipt).await?;
+        }
         tx.commit().await?;
         Ok(outcome)
     }
 
     async fn create_offers(
         &self,
-        offers: &[(NewOffer, Envelope)],
+        offers: &[(NewOffer, Envelope, Option<Receipt>)],
     ) -> Result<Vec<OfferOutcome>, StoreError> {
         let mut tx = self.writer.begin().await?;
         let mut outcomes = Vec::with_capacity(offers.len());
-        for (offer, event) in offers {
-            outcomes.push(create_offer_on(&mut tx, offer, event).await?);
+        let mut done = Vec::with_capacity(offers.len());
+        for (offer, event, receipt) in offers {
+            let outcome = create_offer_on(&mut tx, offer, event).await?;
+            if outcome.is_done() {
+                done.extend(*receipt);
+            }
+            outcomes.push(outcome);
         }
+        record_receipts(&mut tx, done).await?;
         tx.commit().await?;
         Ok(outcomes)
     }

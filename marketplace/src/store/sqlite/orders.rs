@@ -2,7 +2,7 @@
 //! reading an order back. Prices and totals are cents.
 
 use async_trait::async_trait;
-use bus_core::{outbox, Envelope};
+use bus_core::{durable::sqlite::record_receipts, outbox, Envelope, Receipt};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::SqliteConnection;
@@ -41,8 +41,9 @@ impl OrderRepository for SqliteStore {
         &self,
         order: &NewOrder,
         confirmed: ConfirmedEvent<'_>,
+        receipt: Option<Receipt>,
     ) -> Result<OrderOutcome, StoreError> {
-        orders::apply_order(&self.writer, order, confirmed).await
+        orders::apply_order(&self.writer, order, confirmed, receipt).await
     }
 
     async fn get_order(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
@@ -148,6 +149,11 @@ impl OrderStatements for SqliteConnection {
 
     async fn stage(&mut self, event: &Envelope) -> Result<(), StoreError> {
         outbox::sqlite::stage(self, event).await?;
+        Ok(())
+    }
+
+    async fn record_receipt(&mut self, receipt: Option<Receipt>) -> Result<(), StoreError> {
+        record_receipts(self, receipt).await?;
         Ok(())
     }
 

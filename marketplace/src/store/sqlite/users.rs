@@ -1,6 +1,7 @@
 //! Users on SQLite.
 
 use async_trait::async_trait;
+use bus_core::{durable::sqlite::record_receipts, Receipt};
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
@@ -12,16 +13,34 @@ use crate::{
 
 #[async_trait]
 impl UserRepository for SqliteStore {
-    async fn save_user(&self, user: &User, revision: &Revision) -> Result<(), StoreError> {
-        let mut conn = self.writer.acquire().await?;
-        save_user_on(&mut conn, user, revision).await
+    async fn save_user(
+        &self,
+        user: &User,
+        revision: &Revision,
+        receipt: Option<Receipt>,
+    ) -> Result<(), StoreError> {
+        if receipt.is_none() {
+            // Nothing to record with it: one statement.
+            let mut conn = self.writer.acquire().await?;
+            return save_user_on(&mut conn, user, revision).await;
+        }
+        let mut tx = self.writer.begin().await?;
+        save_user_on(&mut tx, user, revision).await?;
+        record_receipts(&mut tx, receipt).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
-    async fn save_users(&self, users: &[(User, Revision)]) -> Result<(), StoreError> {
+    async fn save_users(
+        &self,
+        users: &[(User, Revision)],
+        receipts: &[Receipt],
+    ) -> Result<(), StoreError> {
         let mut tx = self.writer.begin().await?;
         for (user, revision) in users {
             save_user_on(&mut tx, user, revision).await?;
         }
+        record_receipts(&mut tx, receipts.iter().copied()).await?;
         tx.commit().await?;
         Ok(())
     }
