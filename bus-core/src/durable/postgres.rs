@@ -230,7 +230,7 @@ impl Settle for PostgresClaim {
                     .execute(&mut *tx)
                     .await?;
             }
-            for settled in settled.iter().filter(|settled| !done(*settled)) {
+            for settled in settled.iter().filter(|settled| !done(settled)) {
                 let Settled { message, outcome } = settled;
                 match outcome {
                     Outcome::Ack | Outcome::Keep => {}
