@@ -1,14 +1,20 @@
-//! Accepted `POST /offer` on the default configuration — `marketplace
-//! serve` with its durable bus, on SQLite and on PostgreSQL — beside raw
-//! batched inserts of the same envelope rows into `bus_messages` of the
-//! same database, with as many concurrent clients, `rows_per_transaction`
-//! rows per transaction.
+//! The durable default beside raw batched inserts of the same rows into
+//! `bus_messages` of the same database, on SQLite and on PostgreSQL.
 //!
-//! Each level measures the API, waits until its own consumer (it runs in
-//! the API process: nothing to pause) has emptied `bus_messages`, then
+//! First the bus in process, without HTTP ([`durable_bus`]): the durable
+//! bus's accepted sends beside raw inserts grouped as its writer groups
+//! them, and the in-memory async bus's sends. Then accepted `POST /offer`
+//! of `marketplace serve` with its durable bus beside raw inserts of
+//! `rows_per_transaction` rows per transaction, with as many concurrent
+//! clients.
+//!
+//! Each API level measures the API, waits until its own consumer (it runs
+//! in the API process: nothing to pause) has emptied `bus_messages`, then
 //! measures the raw inserts on the idle API's database. Raw rows are due in
 //! year 9999, so the API's consumer leaves them alone, and are deleted
 //! after each level.
+//!
+//! [`durable_bus`]: crate::phases::durable_bus
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -24,6 +30,7 @@ use sqlx::{PgPool, SqlitePool};
 use uuid::Uuid;
 
 use crate::load::{closed_loop, http_client, offer_body};
+use crate::phases::durable_bus::{self, BusReport};
 use crate::phases::offers::{measure_api, seed};
 use crate::processes::{drop_database, free_port, start, Services};
 use crate::stats::LevelResult;
@@ -34,6 +41,19 @@ pub(crate) const ROWS_PER_TRANSACTION: usize = 50;
 /// Year 9999, in milliseconds since the Unix epoch: when raw rows are due
 /// (never, for this run).
 const NEVER_MILLIS: i64 = 253_402_300_799_000;
+
+/// What the durable phase measured.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct DurableReport {
+    /// Seconds per level and side.
+    pub(crate) level_seconds: f64,
+    /// Rows per raw transaction beside the API.
+    pub(crate) rows_per_transaction: usize,
+    /// The bus in process, and the in-memory bus.
+    pub(crate) bus: BusReport,
+    /// The API over HTTP, per database.
+    pub(crate) api: Vec<DurableRun>,
+}
 
 /// One database's levels.
 #[derive(Debug, Clone, Serialize)]
@@ -58,7 +78,7 @@ pub(crate) struct DurableLevel {
 
 /// The database a run measures.
 #[derive(Clone)]
-enum Db {
+pub(crate) enum Db {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }
@@ -118,6 +138,16 @@ impl Db {
         Ok(())
     }
 
+    /// Deletes every row.
+    pub(crate) async fn clear(&self) -> Result<()> {
+        let sql = "DELETE FROM bus_messages";
+        match self {
+            Db::Sqlite(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+            Db::Postgres(pool) => sqlx::query(sql).execute(pool).await.map(drop),
+        }
+        .context("emptying bus_messages")
+    }
+
     /// Deletes the raw rows.
     async fn delete_raw(&self) -> Result<()> {
         match self {
@@ -136,7 +166,7 @@ impl Db {
         .context("deleting the raw rows")
     }
 
-    async fn close(&self) {
+    pub(crate) async fn close(&self) {
         match self {
             Db::Sqlite(pool) => pool.close().await,
             Db::Postgres(pool) => pool.close().await,
@@ -144,20 +174,56 @@ impl Db {
     }
 }
 
-/// Measures the default configuration on SQLite, then on PostgreSQL.
+/// Measures the bus in process, then the default configuration over HTTP,
+/// each on SQLite, then on PostgreSQL.
 pub(crate) async fn run(
     services: &Services,
     id: &str,
     levels: &[usize],
     duration: Duration,
     rows_per_transaction: usize,
-) -> Result<Vec<DurableRun>> {
+) -> Result<DurableReport> {
     let log_dir = std::env::temp_dir().join(format!("marketplace-bench-durable-{id}"));
     std::fs::create_dir_all(&log_dir).context("creating the log directory")?;
     println!(
-        "durable bus: logs and the SQLite file in {}",
+        "durable bus: logs and the SQLite files in {}",
         log_dir.display()
     );
+    let measured = async {
+        let bus = durable_bus::run(services, id, &log_dir, levels, duration).await?;
+        let api = run_api(
+            services,
+            id,
+            &log_dir,
+            levels,
+            duration,
+            rows_per_transaction,
+        )
+        .await?;
+        Ok(DurableReport {
+            level_seconds: duration.as_secs_f64(),
+            rows_per_transaction,
+            bus,
+            api,
+        })
+    }
+    .await;
+    // The logs stay when something failed.
+    if measured.is_ok() {
+        let _ = std::fs::remove_dir_all(&log_dir);
+    }
+    measured
+}
+
+/// The API over HTTP on SQLite, then on PostgreSQL.
+async fn run_api(
+    services: &Services,
+    id: &str,
+    log_dir: &std::path::Path,
+    levels: &[usize],
+    duration: Duration,
+    rows_per_transaction: usize,
+) -> Result<Vec<DurableRun>> {
     let mut runs = Vec::new();
 
     let file: PathBuf = log_dir.join("bench.db");
@@ -165,7 +231,7 @@ pub(crate) async fn run(
     let sqlite = run_one(
         "SQLite",
         &url,
-        &log_dir,
+        log_dir,
         levels,
         duration,
         rows_per_transaction,
@@ -200,7 +266,7 @@ pub(crate) async fn run(
     let postgres = run_one(
         "PostgreSQL",
         &url,
-        &log_dir,
+        log_dir,
         levels,
         duration,
         rows_per_transaction,
@@ -329,7 +395,7 @@ async fn measure(
 
 /// `concurrency` clients inserting `rows` envelopes of `CreateOffer` per
 /// transaction, for `duration`.
-async fn measure_raw(
+pub(crate) async fn measure_raw(
     db: &Db,
     seller: Uuid,
     book: Uuid,

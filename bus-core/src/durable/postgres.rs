@@ -4,8 +4,8 @@
 //! transaction held open while the batch's handlers run, and settles the
 //! batch in that transaction: two consumers never hold the same row, and a
 //! consumer that dies releases its rows as its connection closes. Each
-//! send is followed by `pg_notify('bus_messages', '')`, which wakes the
-//! consumers `LISTEN`ing on that channel.
+//! insert statement also calls `pg_notify('bus_messages', '')`, which
+//! wakes the consumers `LISTEN`ing on that channel when it commits.
 
 use std::sync::Arc;
 
@@ -65,31 +65,34 @@ impl Queue for PostgresQueue {
             let mut envelopes = Vec::with_capacity(messages.len());
             for message in messages {
                 ids.push(message.envelope.id);
-                types.push(message.envelope.message_type.clone());
-                subscribers.push(message.subscriber.clone());
-                envelopes.push(
-                    serde_json::to_string(message.envelope.as_ref())
-                        .map_err(|error| sqlx::Error::Encode(Box::new(error)))?,
-                );
+                types.push(message.envelope.message_type.as_str());
+                subscribers.push(message.subscriber.as_deref());
+                envelopes.push(message.json.as_ref());
             }
+            // One statement, one round trip: the notification is sent when
+            // its transaction commits, so a consumer woken by it sees the
+            // rows.
             sqlx::query(
-                "INSERT INTO bus_messages (message_id, message_type, subscriber, envelope)
-                 SELECT m, t, s, e::jsonb
-                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS x(m, t, s, e)",
+                "WITH inserted AS (
+                   INSERT INTO bus_messages (message_id, message_type, subscriber, envelope)
+                   SELECT m, t, s, e::jsonb
+                   FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS x(m, t, s, e)
+                 )
+                 SELECT pg_notify($5, '')",
             )
             .bind(&ids)
             .bind(&types)
             .bind(&subscribers)
             .bind(&envelopes)
+            .bind(CHANNEL)
             .execute(&self.pool)
             .await?;
-            // After the commit: a consumer woken by it sees the rows.
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(CHANNEL)
-                .execute(&self.pool)
-                .await?;
             Ok(())
         })
+    }
+
+    fn max_writers(&self) -> usize {
+        usize::MAX
     }
 
     fn claim(&self, limit: usize) -> BoxFuture<'_, Result<Claim, sqlx::Error>> {
