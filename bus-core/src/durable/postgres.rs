@@ -3,9 +3,12 @@
 //! A consumer claims a batch with `FOR UPDATE SKIP LOCKED` in a
 //! transaction held open while the batch's handlers run, and settles the
 //! batch in that transaction: two consumers never hold the same row, and a
-//! consumer that dies releases its rows as its connection closes. Each
-//! insert statement also calls `pg_notify('bus_messages', '')`, which
-//! wakes the consumers `LISTEN`ing on that channel when it commits.
+//! consumer that dies releases its rows as its connection closes. After
+//! inserts commit, `pg_notify('bus_messages', '')` wakes the consumers
+//! `LISTEN`ing on that channel. It is sent by a task of its own, one at a
+//! time (commits meanwhile share the next one), never in the insert's
+//! transaction: PostgreSQL serialises the commits of notifying
+//! transactions, which would undo parallel writers.
 
 use std::sync::Arc;
 
@@ -46,11 +49,34 @@ const CHANNEL: &str = "bus_messages";
 /// The `bus_messages` table of a PostgreSQL database.
 pub(crate) struct PostgresQueue {
     pool: PgPool,
+    /// Told after each committed insert; the notifier sends `pg_notify`.
+    committed: Arc<Notify>,
 }
 
 impl PostgresQueue {
     pub(crate) fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            committed: Arc::new(Notify::new()),
+        }
+    }
+}
+
+/// Sends `pg_notify` once after any number of commits told to `committed`,
+/// until `stop` flips (consumers of other processes also poll).
+async fn notify_commits(pool: PgPool, committed: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = committed.notified() => {}
+            _ = stop.wait_for(|stop| *stop) => break,
+        }
+        if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&pool)
+            .await
+        {
+            tracing::debug!(%error, "cannot notify other consumers; they poll");
+        }
     }
 }
 
@@ -69,24 +95,20 @@ impl Queue for PostgresQueue {
                 subscribers.push(message.subscriber.as_deref());
                 envelopes.push(message.json.as_ref());
             }
-            // One statement, one round trip: the notification is sent when
-            // its transaction commits, so a consumer woken by it sees the
-            // rows.
+            // One statement, its own transaction.
             sqlx::query(
-                "WITH inserted AS (
-                   INSERT INTO bus_messages (message_id, message_type, subscriber, envelope)
-                   SELECT m, t, s, e::jsonb
-                   FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS x(m, t, s, e)
-                 )
-                 SELECT pg_notify($5, '')",
+                "INSERT INTO bus_messages (message_id, message_type, subscriber, envelope)
+                 SELECT m, t, s, e::jsonb
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[]) AS x(m, t, s, e)",
             )
             .bind(&ids)
             .bind(&types)
             .bind(&subscribers)
             .bind(&envelopes)
-            .bind(CHANNEL)
             .execute(&self.pool)
             .await?;
+            // After the commit: a consumer woken by it sees the rows.
+            self.committed.notify_one();
             Ok(())
         })
     }
@@ -145,6 +167,11 @@ impl Queue for PostgresQueue {
 
     fn listen(&self, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
         let pool = self.pool.clone();
+        tokio::spawn(notify_commits(
+            pool.clone(),
+            self.committed.clone(),
+            stop.clone(),
+        ));
         Some(tokio::spawn(async move {
             let mut listener = None;
             loop {
