@@ -27,7 +27,7 @@ use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
 
 use crate::load::{closed_loop, offer_body};
-use crate::phases::durable::{measure_raw, Db};
+use crate::phases::raw_inserts::{measure_raw, Db};
 use crate::processes::{drop_database, Services};
 use crate::stats::LevelResult;
 

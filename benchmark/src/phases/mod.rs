@@ -14,4 +14,5 @@ pub(crate) mod durable_bus;
 pub(crate) mod end_to_end;
 pub(crate) mod latency;
 pub(crate) mod offers;
+pub(crate) mod raw_inserts;
 pub(crate) mod reads;
