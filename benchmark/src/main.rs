@@ -6,8 +6,9 @@
 //! at several concurrencies, the same with the consumers applying meanwhile
 //! beside the raw two hops ([`raw_two_hop`]), latency at 25/50/75% of the
 //! maximum rate (open loop), the end-to-end applied rate
-//! beside those raw two hops, accepted offers on the default durable bus
-//! (SQLite, PostgreSQL) beside raw batched inserts into `bus_messages`,
+//! beside those raw two hops, the durable bus in process and accepted
+//! offers on it (the default; SQLite, PostgreSQL) beside raw batched
+//! inserts into `bus_messages` and beside the in-memory bus,
 //! then `GET /books`
 //! and `GET /offers/{bookId}` beside the same SQL run by pgbench on
 //! catalogues of 10,000 and 1,000,000 books. [`report`] writes
@@ -58,8 +59,9 @@ enum Phase {
     /// Offers applied in PostgreSQL, end to end, beside the raw two hops
     /// (batched consumers straight on lapin and sqlx).
     EndToEnd,
-    /// Accepted `POST /offer` on the default durable bus (SQLite, then
-    /// PostgreSQL) beside raw batched inserts of the same rows.
+    /// The durable bus in process, then accepted `POST /offer` on it (the
+    /// default; SQLite, then PostgreSQL), beside raw batched inserts of the
+    /// same rows and the in-memory bus.
     Durable,
     /// `GET /books` and `GET /offers/{bookId}` beside the same SQL in pgbench
     /// (needs pgbench); writes its section to a temporary directory.
@@ -222,11 +224,8 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     if options.only == Some(Phase::Durable) {
-        let runs = run_durable(&options, &services, &id).await?;
-        println!(
-            "\n{}",
-            report::durable_tables(&runs, options.level_duration().as_secs_f64())?
-        );
+        let durable = run_durable(&options, &services, &id).await?;
+        println!("\n{}", report::durable_tables(&durable)?);
         println!("partial run (--only): docs/performance.md left as it is");
         return Ok(());
     }
@@ -239,13 +238,13 @@ async fn main() -> Result<()> {
     cleanup(&services, &id).await;
     let writes = outcome?;
     println!("\n{}", report::writes_tables(&writes)?);
-    if options.runs(Phase::Durable) {
-        let runs = run_durable(&options, &services, &id).await?;
-        println!(
-            "\n{}",
-            report::durable_tables(&runs, options.level_duration().as_secs_f64())?
-        );
-    }
+    let durable = if options.runs(Phase::Durable) {
+        let durable = run_durable(&options, &services, &id).await?;
+        println!("\n{}", report::durable_tables(&durable)?);
+        Some(durable)
+    } else {
+        None
+    };
     let Some(read_options) = read_options else {
         println!("partial run (--only or --levels): docs/performance.md left as it is");
         return Ok(());
@@ -257,8 +256,14 @@ async fn main() -> Result<()> {
     let font = chart_font(&options);
     let charts = font && written(report::writes_charts(&writes, &dir), "charts");
     let read_charts = font && written(report::reads_charts(&reads, &dir), "read charts");
-    let markdown =
-        report::performance_markdown(&writes, &reads, &options.command(), charts, read_charts)?;
+    let markdown = report::performance_markdown(
+        &writes,
+        &reads,
+        durable.as_ref(),
+        &options.command(),
+        charts,
+        read_charts,
+    )?;
     let path = dir.join("performance.md");
     std::fs::write(&path, markdown).context("writing performance.md")?;
     println!("wrote {}", path.display());
@@ -289,7 +294,7 @@ async fn run_durable(
     options: &Options,
     services: &Services,
     id: &str,
-) -> Result<Vec<phases::durable::DurableRun>> {
+) -> Result<phases::durable::DurableReport> {
     let levels = options.levels();
     let run = phases::durable::run(
         services,
@@ -302,8 +307,10 @@ async fn run_durable(
         runs = run => runs,
         _ = tokio::signal::ctrl_c() => {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            if let Err(error) = processes::drop_database(services, &format!("bench_durable_{id}")).await {
-                eprintln!("cleanup: {error:#}");
+            for database in [format!("bench_durable_{id}"), phases::durable_bus::database_name(id)] {
+                if let Err(error) = processes::drop_database(services, &database).await {
+                    eprintln!("cleanup: {error:#}");
+                }
             }
             Err(anyhow::anyhow!("interrupted"))
         }

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::charts::{self, Chart, Series};
 use crate::phases::applying::Applying;
-use crate::phases::durable::DurableRun;
+use crate::phases::durable::DurableReport;
 use crate::phases::end_to_end::{self, EndToEnd};
 use crate::phases::latency::Latency;
 use crate::phases::offers::OfferLevel;
@@ -25,7 +25,7 @@ use crate::raw_two_hop;
 use crate::stats::LevelResult;
 
 /// The templates, compiled into the binary so that it runs from anywhere.
-const TEMPLATES: [(&str, &str); 5] = [
+const TEMPLATES: [(&str, &str); 6] = [
     (
         "performance.md.j2",
         include_str!("../templates/performance.md.j2"),
@@ -39,6 +39,7 @@ const TEMPLATES: [(&str, &str); 5] = [
         "durable-tables.md.j2",
         include_str!("../templates/durable-tables.md.j2"),
     ),
+    ("durable.md.j2", include_str!("../templates/durable.md.j2")),
     (
         "reads-tables.md.j2",
         include_str!("../templates/reads-tables.md.j2"),
@@ -306,18 +307,49 @@ pub(crate) fn writes_tables(report: &WriteReport) -> Result<String> {
     render("writes-tables.md.j2", writes_context(report, false))
 }
 
-/// The durable-bus phase's table: accepted offers beside raw batched
-/// inserts, per database and level.
-pub(crate) fn durable_tables(runs: &[DurableRun], level_seconds: f64) -> Result<String> {
-    let rows_per_transaction = runs
+/// The share of raw batched inserts the durable bus must accept.
+const DURABLE_TARGET: f64 = 0.8;
+
+/// The durable phase's figures and verdicts, for the templates.
+fn durable_context(durable: &DurableReport) -> Value {
+    let levels = durable
+        .bus
+        .runs
         .iter()
-        .flat_map(|run| run.levels.first())
-        .map(|level| level.rows_per_transaction)
-        .next()
-        .unwrap_or(0);
+        .map(|run| run.levels.len())
+        .sum::<usize>();
+    let below: Vec<_> = durable
+        .bus
+        .runs
+        .iter()
+        .flat_map(|run| {
+            run.levels
+                .iter()
+                .filter(|level| level.bus.rate < DURABLE_TARGET * level.raw_rows_per_second)
+                .map(move |level| {
+                    context! {
+                        database => run.database,
+                        concurrency => level.bus.concurrency,
+                        ratio => level.bus.rate / level.raw_rows_per_second,
+                    }
+                })
+        })
+        .collect();
+    context! {
+        target => DURABLE_TARGET,
+        levels,
+        below,
+        ..Serde(durable)
+    }
+}
+
+/// The durable phase's tables: the bus in process beside raw batched
+/// inserts and the in-memory bus, then accepted offers over HTTP beside raw
+/// batched inserts, per database and level.
+pub(crate) fn durable_tables(durable: &DurableReport) -> Result<String> {
     render(
         "durable-tables.md.j2",
-        context! { runs => Serde(runs), level_seconds, rows_per_transaction },
+        context! { durable => durable_context(durable) },
     )
 }
 
@@ -341,6 +373,7 @@ pub(crate) fn reads_markdown(reads: &ReadReport, command: &str, charts: bool) ->
 pub(crate) fn performance_markdown(
     writes: &WriteReport,
     reads: &ReadReport,
+    durable: Option<&DurableReport>,
     command: &str,
     charts: bool,
     read_charts: bool,
@@ -349,6 +382,7 @@ pub(crate) fn performance_markdown(
         command,
         read_charts,
         reads => reads_context(reads),
+        durable => durable.map(durable_context),
         ..writes_context(writes, charts)
     };
     render("performance.md.j2", context)
@@ -570,7 +604,8 @@ mod tests {
     #[test]
     fn the_report_states_every_target_with_its_verdict_and_links_its_charts() {
         let (writes, reads) = fixture();
-        let markdown = performance_markdown(&writes, &reads, "cargo run", true, true).unwrap();
+        let markdown =
+            performance_markdown(&writes, &reads, None, "cargo run", true, true).unwrap();
         for expected in [
             "# Performance\n\n",
             "| 64 | 5346 | 9806 | 0.545 | 16.67 | 12.83 | 50.00 | 38.50 | 1.299 | 0 | 0 |",
@@ -606,5 +641,66 @@ mod tests {
         assert!(!tables.contains("Raw confirmed publishes alone") && !tables.contains("NaN"));
         let alone = reads_markdown(&reads, "cargo run", false).unwrap();
         assert!(alone.starts_with("## Reads") && !alone.contains(".png"));
+    }
+    fn durable_fixture() -> DurableReport {
+        use crate::phases::durable::{DurableLevel, DurableRun};
+        use crate::phases::durable_bus::{BusLevel, BusReport, BusRun};
+        let bus_level = |rate: f64, raw_rate: f64, rows: usize| BusLevel {
+            bus: level(64, rate, 3.0),
+            group_size: rows as f64 + 0.2,
+            raw: level(64, raw_rate / rows as f64, 6.0),
+            raw_rows_per_transaction: rows,
+            raw_rows_per_second: raw_rate,
+        };
+        DurableReport {
+            level_seconds: 3.0,
+            rows_per_transaction: 50,
+            bus: BusReport {
+                runs: vec![
+                    BusRun {
+                        database: "SQLite",
+                        levels: vec![bus_level(9000.0, 10000.0, 40)],
+                    },
+                    BusRun {
+                        database: "PostgreSQL",
+                        levels: vec![bus_level(7000.0, 10000.0, 16)],
+                    },
+                ],
+                memory: vec![level(64, 200000.0, 0.9)],
+            },
+            api: vec![DurableRun {
+                database: "SQLite",
+                levels: vec![DurableLevel {
+                    api: level(64, 3500.0, 40.0),
+                    raw: level(64, 1000.0, 5.0),
+                    rows_per_transaction: 50,
+                    raw_rows_per_second: 50000.0,
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn the_durable_section_compares_the_bus_with_raw_inserts_and_states_the_target() {
+        let (writes, reads) = fixture();
+        let durable = durable_fixture();
+        let markdown =
+            performance_markdown(&writes, &reads, Some(&durable), "cargo run", true, true).unwrap();
+        for expected in [
+            "\n## The durable default beside raw batched inserts\n",
+            "| SQLite | 64 | 9000 | 1.00 | 3.00 | 40.2 | 10000 | 40 | 2.00 | 6.00 | 0.900 | met | 0 | 0 |",
+            "| PostgreSQL | 64 | 7000 | 1.00 | 3.00 | 16.2 | 10000 | 16 | 2.00 | 6.00 | 0.700 | not met | 0 | 0 |",
+            "| 64 | 200000 | 0.300 | 0.900 | 0 |",
+            "| SQLite | 64 | 3500 | 50000 | 0.070 | 40.00 | 5.00 | 0 | 0 |",
+            "raw batched inserts of the same rows: 1 of 2 levels; below at PostgreSQL 64 (0.700).",
+        ] {
+            assert!(markdown.contains(expected), "{expected:?} missing from:\n{markdown}");
+        }
+        assert!(!markdown.contains("{{") && !markdown.contains("{%"));
+        let tables = durable_tables(&durable).unwrap();
+        assert!(
+            tables.starts_with("### The durable bus in process")
+                && !tables.contains("## The durable default")
+        );
     }
 }

@@ -153,7 +153,7 @@ pub use dead_letter::{DeadLetter, DeadLetterSink, InMemoryDeadLetters};
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub use dead_letter_table::{DeadLetterTable, DeadLetterTableError};
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
-pub use durable::{DurableBus, DurableBusBuilder, DurableBusConfig};
+pub use durable::{DurableBus, DurableBusBuilder, DurableBusConfig, GroupCommits};
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub use durable_dead_letters::DatabaseDeadLetters;
 #[cfg(feature = "postgres")]

@@ -1,39 +1,52 @@
-//! Accepted `POST /offer` on the default configuration — `marketplace
-//! serve` with its durable bus, on SQLite and on PostgreSQL — beside raw
-//! batched inserts of the same envelope rows into `bus_messages` of the
-//! same database, with as many concurrent clients, `rows_per_transaction`
-//! rows per transaction.
+//! The durable default beside raw batched inserts of the same rows into
+//! `bus_messages` of the same database, on SQLite and on PostgreSQL.
 //!
-//! Each level measures the API, waits until its own consumer (it runs in
-//! the API process: nothing to pause) has emptied `bus_messages`, then
+//! First the bus in process, without HTTP ([`durable_bus`]): the durable
+//! bus's accepted sends beside raw inserts grouped as its writer groups
+//! them, and the in-memory async bus's sends. Then accepted `POST /offer`
+//! of `marketplace serve` with its durable bus beside raw inserts of
+//! `rows_per_transaction` rows per transaction, with as many concurrent
+//! clients.
+//!
+//! Each API level measures the API, waits until its own consumer (it runs
+//! in the API process: nothing to pause) has emptied `bus_messages`, then
 //! measures the raw inserts on the idle API's database. Raw rows are due in
 //! year 9999, so the API's consumer leaves them alone, and are deleted
 //! after each level.
+//!
+//! [`durable_bus`]: crate::phases::durable_bus
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use bus_core::Envelope;
-use chrono::{DateTime, Utc};
-use marketplace::commands::create_offer::CreateOffer;
 use serde::Serialize;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, SqlitePool};
 use uuid::Uuid;
 
-use crate::load::{closed_loop, http_client, offer_body};
+use crate::load::http_client;
+use crate::phases::durable_bus::{self, BusReport};
 use crate::phases::offers::{measure_api, seed};
+use crate::phases::raw_inserts::{measure_raw, Db};
 use crate::processes::{drop_database, free_port, start, Services};
 use crate::stats::LevelResult;
 
 /// Rows per raw transaction by default.
 pub(crate) const ROWS_PER_TRANSACTION: usize = 50;
 
-/// Year 9999, in milliseconds since the Unix epoch: when raw rows are due
-/// (never, for this run).
-const NEVER_MILLIS: i64 = 253_402_300_799_000;
+/// What the durable phase measured.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct DurableReport {
+    /// Seconds per level and side.
+    pub(crate) level_seconds: f64,
+    /// Rows per raw transaction beside the API.
+    pub(crate) rows_per_transaction: usize,
+    /// The bus in process, and the in-memory bus.
+    pub(crate) bus: BusReport,
+    /// The API over HTTP, per database.
+    pub(crate) api: Vec<DurableRun>,
+}
 
 /// One database's levels.
 #[derive(Debug, Clone, Serialize)]
@@ -56,108 +69,56 @@ pub(crate) struct DurableLevel {
     pub(crate) raw_rows_per_second: f64,
 }
 
-/// The database a run measures.
-#[derive(Clone)]
-enum Db {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
-}
-
-impl Db {
-    async fn queued(&self) -> Result<i64> {
-        let sql = "SELECT count(*) FROM bus_messages";
-        match self {
-            Db::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
-            Db::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
-        }
-        .context("counting queued rows")
-    }
-
-    /// Inserts `envelopes` in one transaction, due in year 9999.
-    async fn insert(&self, envelopes: &[Envelope]) -> Result<()> {
-        match self {
-            Db::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
-                for envelope in envelopes {
-                    sqlx::query(
-                        "INSERT INTO bus_messages (message_id, message_type, subscriber, envelope, not_before)
-                         VALUES (?1, ?2, NULL, ?3, ?4)",
-                    )
-                    .bind(envelope.id.to_string())
-                    .bind(&envelope.message_type)
-                    .bind(serde_json::to_string(envelope)?)
-                    .bind(NEVER_MILLIS)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-            }
-            Db::Postgres(pool) => {
-                let ids: Vec<Uuid> = envelopes.iter().map(|e| e.id).collect();
-                let types: Vec<&str> = envelopes.iter().map(|e| e.message_type.as_str()).collect();
-                let texts = envelopes
-                    .iter()
-                    .map(serde_json::to_string)
-                    .collect::<Result<Vec<_>, _>>()?;
-                let never = DateTime::<Utc>::from_timestamp_millis(NEVER_MILLIS)
-                    .context("year 9999 out of range")?;
-                // One statement: its implicit transaction holds every row.
-                sqlx::query(
-                    "INSERT INTO bus_messages (message_id, message_type, subscriber, envelope, not_before)
-                     SELECT m, t, NULL, e::jsonb, $4
-                     FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS x(m, t, e)",
-                )
-                .bind(&ids)
-                .bind(&types)
-                .bind(&texts)
-                .bind(never)
-                .execute(pool)
-                .await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Deletes the raw rows.
-    async fn delete_raw(&self) -> Result<()> {
-        match self {
-            Db::Sqlite(pool) => sqlx::query("DELETE FROM bus_messages WHERE not_before >= ?1")
-                .bind(NEVER_MILLIS)
-                .execute(pool)
-                .await
-                .map(drop),
-            Db::Postgres(pool) => {
-                sqlx::query("DELETE FROM bus_messages WHERE not_before > now() + interval '1 year'")
-                    .execute(pool)
-                    .await
-                    .map(drop)
-            }
-        }
-        .context("deleting the raw rows")
-    }
-
-    async fn close(&self) {
-        match self {
-            Db::Sqlite(pool) => pool.close().await,
-            Db::Postgres(pool) => pool.close().await,
-        }
-    }
-}
-
-/// Measures the default configuration on SQLite, then on PostgreSQL.
+/// Measures the bus in process, then the default configuration over HTTP,
+/// each on SQLite, then on PostgreSQL.
 pub(crate) async fn run(
     services: &Services,
     id: &str,
     levels: &[usize],
     duration: Duration,
     rows_per_transaction: usize,
-) -> Result<Vec<DurableRun>> {
+) -> Result<DurableReport> {
     let log_dir = std::env::temp_dir().join(format!("marketplace-bench-durable-{id}"));
     std::fs::create_dir_all(&log_dir).context("creating the log directory")?;
     println!(
-        "durable bus: logs and the SQLite file in {}",
+        "durable bus: logs and the SQLite files in {}",
         log_dir.display()
     );
+    let measured = async {
+        let bus = durable_bus::run(services, id, &log_dir, levels, duration).await?;
+        let api = run_api(
+            services,
+            id,
+            &log_dir,
+            levels,
+            duration,
+            rows_per_transaction,
+        )
+        .await?;
+        Ok(DurableReport {
+            level_seconds: duration.as_secs_f64(),
+            rows_per_transaction,
+            bus,
+            api,
+        })
+    }
+    .await;
+    // The logs stay when something failed.
+    if measured.is_ok() {
+        let _ = std::fs::remove_dir_all(&log_dir);
+    }
+    measured
+}
+
+/// The API over HTTP on SQLite, then on PostgreSQL.
+async fn run_api(
+    services: &Services,
+    id: &str,
+    log_dir: &std::path::Path,
+    levels: &[usize],
+    duration: Duration,
+    rows_per_transaction: usize,
+) -> Result<Vec<DurableRun>> {
     let mut runs = Vec::new();
 
     let file: PathBuf = log_dir.join("bench.db");
@@ -165,7 +126,7 @@ pub(crate) async fn run(
     let sqlite = run_one(
         "SQLite",
         &url,
-        &log_dir,
+        log_dir,
         levels,
         duration,
         rows_per_transaction,
@@ -200,7 +161,7 @@ pub(crate) async fn run(
     let postgres = run_one(
         "PostgreSQL",
         &url,
-        &log_dir,
+        log_dir,
         levels,
         duration,
         rows_per_transaction,
@@ -325,34 +286,6 @@ async fn measure(
         });
     }
     Ok(measured)
-}
-
-/// `concurrency` clients inserting `rows` envelopes of `CreateOffer` per
-/// transaction, for `duration`.
-async fn measure_raw(
-    db: &Db,
-    seller: Uuid,
-    book: Uuid,
-    concurrency: usize,
-    duration: Duration,
-    rows: usize,
-) -> LevelResult {
-    let db = db.clone();
-    closed_loop(concurrency, duration, move |task, n| {
-        let db = db.clone();
-        async move {
-            let envelopes = (0..rows as u64)
-                .map(|row| {
-                    let body =
-                        offer_body(Uuid::new_v4(), book, seller, n * 1_000 + row + task as u64);
-                    let offer: CreateOffer = serde_json::from_value(body)?;
-                    Ok(Envelope::new(&offer)?)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            db.insert(&envelopes).await
-        }
-    })
-    .await
 }
 
 /// Waits until the API's consumer has emptied `bus_messages` (twice in a

@@ -16,9 +16,15 @@
 //!
 //! [`CommandBus::send_envelope`] and [`EventBus::publish_envelope`] return
 //! once the rows are committed. Concurrent sends share one transaction
-//! (group commit): a single writer task takes every send waiting and inserts
-//! them together, so under load one commit (one `fsync` on SQLite) carries
-//! many messages.
+//! (group commit): a writer task takes every send waiting (up to
+//! [`DurableBusConfig::max_group_commit`]) and inserts them together in
+//! multi-row statements, so under load one commit (one `fsync` on SQLite)
+//! carries many messages. Each sender serialises its envelope itself, so
+//! the writer only inserts. On PostgreSQL [`DurableBusConfig::writers`]
+//! writers insert groups at once, each on its own connection (while one
+//! group commits, the next is inserted); SQLite has one writer. An insert
+//! that fails fails every send of its group. [`DurableBus::group_commits`]
+//! tells how large the groups were.
 //!
 //! # Consuming
 //!
@@ -117,7 +123,7 @@ pub mod sqlite;
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::Duration,
@@ -159,6 +165,10 @@ pub struct DurableBusConfig {
     pub drain_timeout: Duration,
     /// Messages inserted in one transaction at most (group commit).
     pub max_group_commit: usize,
+    /// Insert transactions in flight at once, each on its own connection
+    /// (PostgreSQL; SQLite has one writer and always uses one): while one
+    /// group commits, the next one is inserted.
+    pub writers: usize,
 }
 
 impl Default for DurableBusConfig {
@@ -170,6 +180,7 @@ impl Default for DurableBusConfig {
             poll_interval: Duration::from_millis(500),
             drain_timeout: Duration::from_secs(30),
             max_group_commit: 512,
+            writers: 4,
         }
     }
 }
@@ -178,8 +189,23 @@ impl Default for DurableBusConfig {
 #[derive(Debug, Clone)]
 pub(crate) struct NewMessage {
     pub(crate) envelope: Arc<Envelope>,
+    /// The envelope's JSON text, written by the sender (not by the one
+    /// writer, which every send waits for).
+    pub(crate) json: Arc<str>,
     /// `None` for a command's handler, else the subscriber's name.
     pub(crate) subscriber: Option<String>,
+}
+
+/// The JSON text of `envelope`, whose handler is of `message_type`.
+fn encode(envelope: &Envelope, message_type: &'static str) -> Result<Arc<str>, DispatchError> {
+    serde_json::to_string(envelope)
+        .map(Arc::from)
+        .map_err(|source| {
+            DispatchError::Encode(crate::EncodeError {
+                message_type,
+                source,
+            })
+        })
 }
 
 /// A row claimed from the queue.
@@ -275,6 +301,26 @@ pub(crate) trait Queue: Send + Sync + 'static {
     /// Wakes `wake` whenever another process inserted rows (PostgreSQL's
     /// `LISTEN`), until `stop` flips.
     fn listen(&self, wake: Arc<Notify>, stop: watch::Receiver<bool>) -> Option<JoinHandle<()>>;
+    /// How many inserts may run at once (SQLite: one, its one writer).
+    fn max_writers(&self) -> usize;
+}
+
+/// How many transactions the writer of a [`DurableBus`] committed since it
+/// started, and how many messages they held: `messages / transactions` is
+/// the mean group size concurrent sends reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupCommits {
+    /// Insert transactions committed.
+    pub transactions: u64,
+    /// Messages (rows) those transactions inserted.
+    pub messages: u64,
+}
+
+/// The writer's running counts behind [`GroupCommits`].
+#[derive(Debug, Default)]
+struct CommitCounters {
+    transactions: AtomicU64,
+    messages: AtomicU64,
 }
 
 /// A group of sends waiting for their commit.
@@ -300,6 +346,7 @@ struct Inner {
     breaker: CircuitBreaker,
     dead_letters: Arc<dyn DeadLetterSink>,
     inserts: mpsc::Sender<PendingInsert>,
+    commits: Arc<CommitCounters>,
     closing: AtomicBool,
     /// Wakes the consumer: a send committed, or shutdown began.
     wake: Arc<Notify>,
@@ -378,6 +425,15 @@ impl DurableBus {
         &self.inner.breaker
     }
 
+    /// The group commits of this bus's writer so far.
+    pub fn group_commits(&self) -> GroupCommits {
+        let commits = &self.inner.commits;
+        GroupCommits {
+            transactions: commits.transactions.load(Ordering::Relaxed),
+            messages: commits.messages.load(Ordering::Relaxed),
+        }
+    }
+
     /// Why the consumer is paused (a dependency down), or `None`.
     pub fn paused(&self) -> Option<String> {
         self.inner.breaker.paused()
@@ -443,7 +499,7 @@ impl DurableBus {
         let (subscriber, known, reason) = match &target {
             Ok(Redelivery::Command) => (
                 None,
-                handlers.command(&envelope.message_type).is_some(),
+                handlers.command(&envelope.message_type),
                 "replayed to a command handler this bus does not have",
             ),
             Ok(Redelivery::Subscriber(name)) => (
@@ -451,21 +507,24 @@ impl DurableBus {
                 handlers
                     .subscribers(&envelope.message_type)
                     .iter()
-                    .any(|s| &s.subscriber == name),
+                    .find(|s| &s.subscriber == name)
+                    .map(|s| &s.handler),
                 "replayed to a subscriber this bus does not have",
             ),
-            Err(_) => (None, false, "replayed with an unreadable redelivery target"),
+            Err(_) => (None, None, "replayed with an unreadable redelivery target"),
         };
-        if known {
+        if let Some(handler) = known {
             tracing::info!(
                 message_id = %envelope.id,
                 message_type = %envelope.message_type,
                 subscriber = subscriber.as_deref().unwrap_or("-"),
                 "replayed dead letter queued"
             );
+            let json = encode(&envelope, handler.message_type())?;
             return self
                 .enqueue(vec![NewMessage {
                     envelope: Arc::new(envelope),
+                    json,
                     subscriber,
                 }])
                 .await;
@@ -546,19 +605,28 @@ impl DurableBusBuilder {
                 .dead_letters
                 .unwrap_or_else(|| Arc::new(InMemoryDeadLetters::default())),
             inserts,
+            commits: Arc::new(CommitCounters::default()),
             closing: AtomicBool::new(false),
             wake: wake.clone(),
             stop,
             tasks: Mutex::new(Vec::new()),
         });
-        // The writer lives as long as the bus: events relayed after a
+        // The writers live as long as the bus: events relayed after a
         // shutdown are still queued, for the next start.
-        tokio::spawn(write(
-            inner.queue.clone(),
-            pending,
-            wake.clone(),
-            inner.config.max_group_commit,
-        ));
+        let writers = inner
+            .config
+            .writers
+            .clamp(1, inner.queue.max_writers().max(1));
+        let pending = Arc::new(Mutex::new(pending));
+        for _ in 0..writers {
+            tokio::spawn(write(
+                inner.queue.clone(),
+                pending.clone(),
+                wake.clone(),
+                inner.config.max_group_commit,
+                inner.commits.clone(),
+            ));
+        }
         let mut tasks = vec![tokio::spawn(consume(inner.clone()))];
         if let Some(listener) = inner.queue.listen(wake, stopped) {
             tasks.push(listener);
@@ -582,9 +650,11 @@ impl CommandBus for DurableBus {
                 return Err(DispatchError::ShuttingDown);
             }
             let message_type = handler.message_type();
+            let json = encode(&envelope, message_type)?;
             let sent = self
                 .enqueue(vec![NewMessage {
                     envelope: Arc::new(envelope),
+                    json,
                     subscriber: None,
                 }])
                 .await;
@@ -604,14 +674,18 @@ impl EventBus for DurableBus {
             if let Some(target) = Redelivery::take(&mut envelope) {
                 return self.redeliver(envelope, target).await;
             }
+            let subscribers = self.inner.handlers.subscribers(&envelope.message_type);
+            let Some(first) = subscribers.first() else {
+                return Ok(());
+            };
+            // One JSON text for every subscriber's row.
+            let json = encode(&envelope, first.handler.message_type())?;
             let envelope = Arc::new(envelope);
-            let messages = self
-                .inner
-                .handlers
-                .subscribers(&envelope.message_type)
+            let messages = subscribers
                 .iter()
                 .map(|subscription| NewMessage {
                     envelope: envelope.clone(),
+                    json: json.clone(),
                     subscriber: Some(subscription.subscriber.clone()),
                 })
                 .collect();
@@ -620,26 +694,38 @@ impl EventBus for DurableBus {
     }
 }
 
-/// The writer: inserts every send waiting in one transaction (group
-/// commit), answers each, wakes the consumer.
+/// A writer: inserts every send waiting in one transaction (group
+/// commit), answers each, wakes the consumer. Several writers share the
+/// queue of sends: one takes a group while the others commit theirs.
 async fn write(
     queue: Arc<dyn Queue>,
-    mut pending: mpsc::Receiver<PendingInsert>,
+    pending: Arc<Mutex<mpsc::Receiver<PendingInsert>>>,
     wake: Arc<Notify>,
     max_group_commit: usize,
+    commits: Arc<CommitCounters>,
 ) {
-    while let Some(first) = pending.recv().await {
-        let mut count = first.messages.len();
-        let mut group = vec![first];
-        while count < max_group_commit {
-            match pending.try_recv() {
-                Ok(next) => {
-                    count += next.messages.len();
-                    group.push(next);
+    loop {
+        let group = {
+            let mut pending = pending.lock().await;
+            let Some(first) = pending.recv().await else {
+                break;
+            };
+            // Senders woken by the last commit are sending again: let them
+            // run before the group is closed.
+            tokio::task::yield_now().await;
+            let mut count = first.messages.len();
+            let mut group = vec![first];
+            while count < max_group_commit {
+                match pending.try_recv() {
+                    Ok(next) => {
+                        count += next.messages.len();
+                        group.push(next);
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
             }
-        }
+            group
+        };
         let messages: Vec<NewMessage> = group
             .iter()
             .flat_map(|insert| insert.messages.iter().cloned())
@@ -651,6 +737,10 @@ async fn write(
         if let Err(error) = &result {
             tracing::warn!(%error, messages = messages.len(), "cannot queue messages");
         } else {
+            commits.transactions.fetch_add(1, Ordering::Relaxed);
+            commits
+                .messages
+                .fetch_add(messages.len() as u64, Ordering::Relaxed);
             wake.notify_one();
         }
         for insert in group {

@@ -3,9 +3,12 @@
 //! A consumer claims a batch with `FOR NO KEY UPDATE SKIP LOCKED` in a
 //! transaction held open while the batch's handlers run, and settles the
 //! batch in that transaction: two consumers never hold the same row, and a
-//! consumer that dies releases its rows as its connection closes. Each
-//! send is followed by `pg_notify('bus_messages', '')`, which wakes the
-//! consumers `LISTEN`ing on that channel.
+//! consumer that dies releases its rows as its connection closes. After
+//! inserts commit, `pg_notify('bus_messages', '')` wakes the consumers
+//! `LISTEN`ing on that channel. It is sent by a task of its own, one at a
+//! time (commits meanwhile share the next one), never in the insert's
+//! transaction: PostgreSQL serialises the commits of notifying
+//! transactions, which would undo parallel writers.
 //!
 //! A handler records its message's receipt ([`record_receipts`]) in the
 //! transaction of its effect: a `bus_receipts` row referencing the claimed
@@ -59,11 +62,34 @@ const CHANNEL: &str = "bus_messages";
 /// The `bus_messages` table of a PostgreSQL database.
 pub(crate) struct PostgresQueue {
     pool: PgPool,
+    /// Told after each committed insert; the notifier sends `pg_notify`.
+    committed: Arc<Notify>,
 }
 
 impl PostgresQueue {
     pub(crate) fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            committed: Arc::new(Notify::new()),
+        }
+    }
+}
+
+/// Sends `pg_notify` once after any number of commits told to `committed`,
+/// until `stop` flips (consumers of other processes also poll).
+async fn notify_commits(pool: PgPool, committed: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = committed.notified() => {}
+            _ = stop.wait_for(|stop| *stop) => break,
+        }
+        if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&pool)
+            .await
+        {
+            tracing::debug!(%error, "cannot notify other consumers; they poll");
+        }
     }
 }
 
@@ -78,13 +104,11 @@ impl Queue for PostgresQueue {
             let mut envelopes = Vec::with_capacity(messages.len());
             for message in messages {
                 ids.push(message.envelope.id);
-                types.push(message.envelope.message_type.clone());
-                subscribers.push(message.subscriber.clone());
-                envelopes.push(
-                    serde_json::to_string(message.envelope.as_ref())
-                        .map_err(|error| sqlx::Error::Encode(Box::new(error)))?,
-                );
+                types.push(message.envelope.message_type.as_str());
+                subscribers.push(message.subscriber.as_deref());
+                envelopes.push(message.json.as_ref());
             }
+            // One statement, its own transaction.
             sqlx::query(
                 "INSERT INTO bus_messages (message_id, message_type, subscriber, envelope)
                  SELECT m, t, s, e::jsonb
@@ -97,12 +121,13 @@ impl Queue for PostgresQueue {
             .execute(&self.pool)
             .await?;
             // After the commit: a consumer woken by it sees the rows.
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(CHANNEL)
-                .execute(&self.pool)
-                .await?;
+            self.committed.notify_one();
             Ok(())
         })
+    }
+
+    fn max_writers(&self) -> usize {
+        usize::MAX
     }
 
     fn claim(&self, limit: usize) -> BoxFuture<'_, Result<Claim, sqlx::Error>> {
@@ -157,6 +182,11 @@ impl Queue for PostgresQueue {
 
     fn listen(&self, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
         let pool = self.pool.clone();
+        tokio::spawn(notify_commits(
+            pool.clone(),
+            self.committed.clone(),
+            stop.clone(),
+        ));
         Some(tokio::spawn(async move {
             let mut listener = None;
             loop {

@@ -11,7 +11,7 @@
 //! transaction of its effect: a `bus_receipts` row naming the queue row,
 //! which the next read finds if the process died before settling it.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use sqlx::{SqliteConnection, SqlitePool};
 use tokio::{
@@ -65,28 +65,59 @@ fn now_millis() -> i64 {
 
 type Row = (i64, String, String, Option<String>, i64, String, bool);
 
+/// Rows per multi-row `INSERT`: a group is inserted in statements of these
+/// sizes, largest first, so a few prepared statements serve every group.
+const INSERT_ROWS: [usize; 4] = [64, 16, 4, 1];
+
+/// The largest multi-row `INSERT` for at most `rows` rows (at least one),
+/// and how many rows it inserts.
+fn insert_statement(rows: usize) -> (usize, &'static str) {
+    static STATEMENTS: OnceLock<Vec<String>> = OnceLock::new();
+    let statements = STATEMENTS.get_or_init(|| {
+        INSERT_ROWS
+            .iter()
+            .map(|&rows| {
+                let values = vec!["(?, ?, ?, ?, ?)"; rows].join(", ");
+                format!(
+                    "INSERT INTO bus_messages (message_id, message_type, subscriber, envelope, not_before) VALUES {values}"
+                )
+            })
+            .collect()
+    });
+    let index = INSERT_ROWS
+        .iter()
+        .position(|&size| size <= rows)
+        .unwrap_or(INSERT_ROWS.len() - 1);
+    (INSERT_ROWS[index], statements[index].as_str())
+}
+
 impl Queue for SqliteQueue {
     fn insert<'a>(&'a self, messages: &'a [NewMessage]) -> BoxFuture<'a, Result<(), sqlx::Error>> {
         Box::pin(async move {
             let now = now_millis();
             let mut tx = self.pool.begin().await?;
-            for message in messages {
-                let envelope = serde_json::to_string(message.envelope.as_ref())
-                    .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
-                sqlx::query(
-                    "INSERT INTO bus_messages (message_id, message_type, subscriber, envelope, not_before)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .bind(message.envelope.id.to_string())
-                .bind(&message.envelope.message_type)
-                .bind(&message.subscriber)
-                .bind(envelope)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            let mut rest = messages;
+            while !rest.is_empty() {
+                let (rows, sql) = insert_statement(rest.len());
+                let (chunk, after) = rest.split_at(rows);
+                let mut query = sqlx::query(sql);
+                for message in chunk {
+                    query = query
+                        .bind(message.envelope.id.to_string())
+                        .bind(message.envelope.message_type.as_str())
+                        .bind(message.subscriber.as_deref())
+                        .bind(message.json.as_ref())
+                        .bind(now);
+                }
+                query.execute(&mut *tx).await?;
+                rest = after;
             }
             tx.commit().await
         })
+    }
+
+    fn max_writers(&self) -> usize {
+        1
     }
 
     fn claim(&self, limit: usize) -> BoxFuture<'_, Result<Claim, sqlx::Error>> {
