@@ -15,13 +15,14 @@
 //! `docs/performance.md` from `templates/` and draws its charts.
 //!
 //! The helpers: [`processes`] (the system under test and its cleanup),
-//! [`load`] (closed-loop load), [`raw_lapin`] and [`pgbench`] (the
-//! references), [`stats`] (percentiles), [`cpu`] (CPU and memory from
+//! [`load`] (closed-loop load), [`raw_lapin`], [`bare_axum`] and [`pgbench`]
+//! (the references), [`stats`] (percentiles), [`cpu`] (CPU and memory from
 //! `/proc`), [`charts`], [`tools`] (finding pgbench and a font).
 //!
 //! Run: `cargo build --release -p marketplace && cargo run --release -p benchmark`;
 //! `-- --help` lists the options for partial runs.
 
+mod bare_axum;
 mod charts;
 mod cpu;
 mod load;
@@ -197,6 +198,10 @@ fn docs_dir() -> PathBuf {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // The offers phase's HTTP reference runs as a child of this binary.
+    if std::env::args().nth(1).as_deref() == Some(bare_axum::FLAG) {
+        return bare_axum::serve().await;
+    }
     let options = <Options as clap::Parser>::parse();
     let services = Services::new(&options.database_url, &options.amqp_url)?;
     let id = Uuid::new_v4().simple().to_string();

@@ -158,6 +158,24 @@ fn environment() -> Result<Environment<'static>> {
             "n/a".to_owned()
         }
     });
+    // The API's CPU beyond its two limits (bare HTTP, a publish), in µs and
+    // as a ratio; `-` when one of them was not measured.
+    env.add_function(
+        "beyond",
+        |api: Option<f64>, bare: Option<f64>, publisher: Option<f64>| match (api, bare, publisher) {
+            (Some(api), Some(bare), Some(publisher)) => format!("{:.0}", api - bare - publisher),
+            _ => "-".to_owned(),
+        },
+    );
+    env.add_function(
+        "over",
+        |api: Option<f64>, bare: Option<f64>, publisher: Option<f64>| match (api, bare, publisher) {
+            (Some(api), Some(bare), Some(publisher)) if bare + publisher > 0.0 => {
+                format!("{:.2}", api / (bare + publisher))
+            }
+            _ => "-".to_owned(),
+        },
+    );
     env.add_function("met", |met: bool| if met { "met" } else { "not met" });
     Ok(env)
 }
@@ -521,6 +539,8 @@ mod tests {
                 ("broker", None),
             ]),
             raw_cpu: cpu(&[("generator", Some(32.0)), ("broker", Some(103.0))]),
+            bare: level(c, 15000.0, 9.0),
+            bare_cpu: cpu(&[("bare", Some(20.0)), ("generator", Some(40.0))]),
         });
         let machine = Machine {
             cpus: 2,

@@ -64,13 +64,24 @@ pub struct Envelope {
 impl Envelope {
     /// Wraps a message in a new envelope with a fresh id and trace context.
     pub fn new<M: Message>(message: &M) -> Result<Self, EncodeError> {
+        Self::new_in_trace(message, &TraceContext::new_root())
+    }
+
+    /// Wraps a message in a new envelope with a fresh id, sent from span
+    /// `context` (its `traceparent`): the same as
+    /// `Envelope::new(message)?.with_trace_context(context)` without making
+    /// a root context first.
+    pub fn new_in_trace<M: Message>(
+        message: &M,
+        context: &TraceContext,
+    ) -> Result<Self, EncodeError> {
         let payload = serde_json::value::to_raw_value(message).map_err(|source| EncodeError {
             message_type: M::NAME,
             source,
         })?;
         let id = Uuid::now_v7();
         let mut headers = BTreeMap::new();
-        headers.insert(TRACEPARENT.to_owned(), TraceContext::new_root().to_string());
+        headers.insert(TRACEPARENT.to_owned(), context.to_string());
         headers.insert(CORRELATION_ID.to_owned(), id.to_string());
         Ok(Self {
             id,

@@ -6,6 +6,12 @@ use marketplace::{
     telemetry,
 };
 
+/// mimalloc instead of glibc's malloc: the request path allocates and frees
+/// small objects across threads, where glibc's arenas spent a sixth of the
+/// API's CPU (see docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -1,7 +1,10 @@
 //! Accepted `POST /offer` beside its raw limit, per concurrency level: the
 //! API (`serve --bus rabbitmq`) against persistent confirmed publishes
 //! straight through lapin ([`crate::raw_lapin`]), each side alone on the
-//! CPUs while it is measured.
+//! CPUs while it is measured. Beside both, the HTTP limit: a bare axum
+//! server parsing the same body ([`crate::bare_axum`]), so the API's CPU per
+//! accepted offer reads against what HTTP and JSON alone cost and what a
+//! confirmed publish alone costs its publisher.
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +13,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::bare_axum::BareAxum;
 use crate::cpu::{broker_pid, CpuMeter, CpuPerMessage, CpuSource};
 use crate::load::{closed_loop, http_client, offer_body, post_offer};
 use crate::processes::System;
@@ -30,6 +34,10 @@ pub(crate) struct OfferLevel {
     pub(crate) api_cpu: CpuPerMessage,
     /// CPU per raw publish: load `generator`, `broker`.
     pub(crate) raw_cpu: CpuPerMessage,
+    /// The bare axum server answering the same `POST /offer`.
+    pub(crate) bare: LevelResult,
+    /// CPU per bare request: `bare` server process, load `generator`.
+    pub(crate) bare_cpu: CpuPerMessage,
 }
 
 /// Measures each of `levels` for `duration` per side.
@@ -45,10 +53,12 @@ pub(crate) async fn run(
     let book = Uuid::new_v4();
     seed(&client, &system.api_url, seller, book).await?;
     let raw = RawTarget::connect(system.amqp_url(), &system.namespace).await?;
+    let bare = BareAxum::start().await?;
     // Warm up both paths (connections, caches and pools).
     let warm = measure_api(&system.api_url, seller, book, 4, Duration::from_secs(1)).await?;
     let mut accepted = warm.ok;
     raw.measure(4, Duration::from_secs(1)).await?;
+    measure_bare(&bare, seller, book, 4, Duration::from_secs(1)).await?;
     drain(pool, book, accepted).await?;
     system.wait_worker_idle().await?;
 
@@ -75,6 +85,12 @@ pub(crate) async fn run(
         ]);
         let raw_level = raw.measure(concurrency, duration).await?;
         let raw_cpu = meter.per_message_us(raw_level.ok);
+        let meter = CpuMeter::start(vec![
+            ("bare", CpuSource::Process(bare.pid())),
+            ("generator", CpuSource::Process(Some(std::process::id()))),
+        ]);
+        let bare_level = measure_bare(&bare, seller, book, concurrency, duration).await?;
+        let bare_cpu = meter.per_message_us(bare_level.ok);
         println!(
             "c={concurrency:>3}  API {:>8.0}/s p50 {:>7.2} ms p99 {:>7.2} ms ({} errors) | raw {:>8.0}/s p50 {:>7.2} ms p99 {:>7.2} ms ({} errors) | API/raw {:.3}",
             api.rate,
@@ -87,15 +103,42 @@ pub(crate) async fn run(
             raw_level.errors,
             api.rate / raw_level.rate,
         );
+        println!(
+            "       CPU per request: API process {} µs | bare axum {} µs ({:.0}/s) | raw publisher {} µs",
+            micros(api_cpu.by_process.get("api")),
+            micros(bare_cpu.by_process.get("bare")),
+            bare_level.rate,
+            micros(raw_cpu.by_process.get("generator")),
+        );
         measured.push(OfferLevel {
             api,
             raw: raw_level,
             api_cpu,
             raw_cpu,
+            bare: bare_level,
+            bare_cpu,
         });
     }
     raw.delete().await?;
     Ok(measured)
+}
+
+/// A measured CPU time for the console, `-` when not measured.
+fn micros(us: Option<&Option<f64>>) -> String {
+    us.copied()
+        .flatten()
+        .map_or_else(|| "-".to_owned(), |us| format!("{us:.0}"))
+}
+
+/// Closed-loop `POST /offer` against the bare axum server.
+async fn measure_bare(
+    bare: &BareAxum,
+    seller: Uuid,
+    book: Uuid,
+    concurrency: usize,
+    duration: Duration,
+) -> Result<LevelResult> {
+    measure_api(&bare.url, seller, book, concurrency, duration).await
 }
 
 pub(crate) async fn measure_api(

@@ -29,7 +29,7 @@ pub async fn live() -> Json<Value> {
     ))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.database.ping().await.map_err(ApiError::Unavailable)?;
-    for check in &state.readiness {
+    for check in state.readiness.iter() {
         match tokio::time::timeout(PROBE_TIMEOUT, check()).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => return Err(ApiError::Unavailable(error)),

@@ -54,8 +54,8 @@ pub struct AppState {
     pub queries: QueryBus,
     /// The database, for readiness checks.
     pub database: crate::store::Database,
-    /// Extra readiness checks.
-    pub readiness: Vec<ReadinessCheck>,
+    /// Extra readiness checks (shared: the state is cloned per request).
+    pub readiness: Arc<[ReadinessCheck]>,
     /// Whether requests are authenticated (bearer tokens) or not (open mode).
     pub auth: Authentication,
     /// On a worker: its consumers, whose paused queues `/health/ready`
@@ -71,10 +71,11 @@ impl AppState {
         command: &C,
         trace: TraceParent,
     ) -> Result<(), ApiError> {
-        let mut envelope = Envelope::new(command).map_err(|e| ApiError::Internal(e.to_string()))?;
-        if let TraceParent(Some(context)) = trace {
-            envelope = envelope.with_trace_context(&context);
+        let envelope = match trace {
+            TraceParent(Some(context)) => Envelope::new_in_trace(command, &context),
+            TraceParent(None) => Envelope::new(command),
         }
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
         self.commands.send_envelope(envelope).await?;
         Ok(())
     }

@@ -170,7 +170,7 @@ impl App {
             commands,
             queries: queries::query_bus(&reads.as_ref().unwrap_or(&database).repositories())?,
             database: database.clone(),
-            readiness,
+            readiness: readiness.into(),
             auth,
             consumers: None,
         };

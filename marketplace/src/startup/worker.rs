@@ -90,10 +90,10 @@ impl Worker {
             commands: Arc::new(publisher.clone()),
             queries: queries::query_bus(&store)?,
             database: database.clone(),
-            readiness: vec![
+            readiness: Arc::from([
                 consumer_readiness(breaker),
                 broker_readiness(publisher.clone()),
-            ],
+            ]),
             // A worker serves no API: its readiness says `"auth": "off"`.
             auth: Authentication::Off,
             consumers: Some(control.clone()),
