@@ -670,6 +670,7 @@ mod tests {
             group_size: rows as f64 + 0.2,
             raw: level(64, raw_rate / rows as f64, 6.0),
             raw_rows_per_transaction: rows,
+            raw_tasks: 64usize.div_ceil(rows),
             raw_rows_per_second: raw_rate,
         };
         DurableReport {
@@ -708,8 +709,8 @@ mod tests {
             performance_markdown(&writes, &reads, Some(&durable), "cargo run", true, true).unwrap();
         for expected in [
             "\n## The durable default beside raw batched inserts\n",
-            "| SQLite | 64 | 9000 | 1.00 | 3.00 | 40.2 | 10000 | 40 | 2.00 | 6.00 | 0.900 | met | 0 | 0 |",
-            "| PostgreSQL | 64 | 7000 | 1.00 | 3.00 | 16.2 | 10000 | 16 | 2.00 | 6.00 | 0.700 | not met | 0 | 0 |",
+            "| SQLite | 64 | 9000 | 1.00 | 3.00 | 40.2 | 10000 | 2 x 40 | 2.00 | 6.00 | 0.900 | met | 0 | 0 |",
+            "| PostgreSQL | 64 | 7000 | 1.00 | 3.00 | 16.2 | 10000 | 4 x 16 | 2.00 | 6.00 | 0.700 | not met | 0 | 0 |",
             "| 64 | 200000 | 0.300 | 0.900 | 0 |",
             "| SQLite | 64 | 3500 | 50000 | 0.070 | 40.00 | 5.00 | 0 | 0 |",
             "raw batched inserts of the same rows: 1 of 2 levels; below at PostgreSQL 64 (0.700).",

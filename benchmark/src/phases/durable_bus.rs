@@ -2,10 +2,13 @@
 //! calling `CommandBus::send` with a `CreateOffer` on a `DurableBus`, on
 //! SQLite (a file opened as the marketplace opens it: WAL, `synchronous =
 //! NORMAL`, one writing connection) and on PostgreSQL (its own database),
-//! each migrated by the marketplace; beside it, at the same concurrency,
-//! raw batched inserts of the same envelope rows into `bus_messages` of the
-//! same database, with as many rows per transaction as the bus's writer put
-//! in one group commit at that level; and the in-memory async bus's send.
+//! each migrated by the marketplace; beside it, with the same rows in
+//! flight, raw batched inserts of the same envelope rows into
+//! `bus_messages` of the same database: as many rows per transaction as the
+//! bus's writer put in one group commit at that level (`G`), from
+//! `concurrency / G` tasks (rounded up), so that the raw side, like the bus,
+//! has at most `concurrency` rows waiting for a commit; and the in-memory
+//! async bus's send.
 //!
 //! The bus's consumer is paused behind its circuit breaker (tripped before
 //! the first send, with a probe that never answers), so only the accept
@@ -50,6 +53,9 @@ pub(crate) struct BusLevel {
     pub(crate) raw: LevelResult,
     /// `group_size` rounded: the rows of each raw transaction.
     pub(crate) raw_rows_per_transaction: usize,
+    /// Raw tasks: the level's concurrency over the rows per transaction,
+    /// rounded up (the same rows in flight as the bus).
+    pub(crate) raw_tasks: usize,
     /// Raw rows inserted per second.
     pub(crate) raw_rows_per_second: f64,
 }
@@ -192,11 +198,12 @@ async fn measure(
         let messages = after.messages.saturating_sub(before.messages);
         let group_size = messages as f64 / transactions.max(1) as f64;
         let rows = (group_size.round() as usize).max(1);
-        let raw = measure_raw(db, seller, book, concurrency, duration, rows).await;
+        let raw_tasks = concurrency.div_ceil(rows);
+        let raw = measure_raw(db, seller, book, raw_tasks, duration, rows).await;
         db.clear().await?;
         let raw_rows_per_second = raw.rate * rows as f64;
         println!(
-            "{name:<10} c={concurrency:>3}  bus {:>8.0}/s p50 {:>6.2} p99 {:>6.2} ms ({} errors), {group_size:.1} per commit | raw {:>8.0} rows/s ({rows} rows/tx, p99 {:>6.2} ms, {} errors) | bus/raw {:.3}",
+            "{name:<10} c={concurrency:>3}  bus {:>8.0}/s p50 {:>6.2} p99 {:>6.2} ms ({} errors), {group_size:.1} per commit | raw {:>8.0} rows/s ({raw_tasks} tasks x {rows} rows/tx, p99 {:>6.2} ms, {} errors) | bus/raw {:.3}",
             sent.rate,
             sent.p50_ms,
             sent.p99_ms,
@@ -211,6 +218,7 @@ async fn measure(
             group_size,
             raw,
             raw_rows_per_transaction: rows,
+            raw_tasks,
             raw_rows_per_second,
         });
     }
