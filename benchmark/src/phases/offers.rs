@@ -58,7 +58,7 @@ pub(crate) async fn run(
     let warm = measure_api(&system.api_url, seller, book, 4, Duration::from_secs(1)).await?;
     let mut accepted = warm.ok;
     raw.measure(4, Duration::from_secs(1)).await?;
-    measure_bare(&bare, seller, book, 4, Duration::from_secs(1)).await?;
+    measure_api(&bare.url, seller, book, 4, Duration::from_secs(1)).await?;
     drain(pool, book, accepted).await?;
     system.wait_worker_idle().await?;
 
@@ -89,7 +89,7 @@ pub(crate) async fn run(
             ("bare", CpuSource::Process(bare.pid())),
             ("generator", CpuSource::Process(Some(std::process::id()))),
         ]);
-        let bare_level = measure_bare(&bare, seller, book, concurrency, duration).await?;
+        let bare_level = measure_api(&bare.url, seller, book, concurrency, duration).await?;
         let bare_cpu = meter.per_message_us(bare_level.ok);
         println!(
             "c={concurrency:>3}  API {:>8.0}/s p50 {:>7.2} ms p99 {:>7.2} ms ({} errors) | raw {:>8.0}/s p50 {:>7.2} ms p99 {:>7.2} ms ({} errors) | API/raw {:.3}",
@@ -128,17 +128,6 @@ fn micros(us: Option<&Option<f64>>) -> String {
     us.copied()
         .flatten()
         .map_or_else(|| "-".to_owned(), |us| format!("{us:.0}"))
-}
-
-/// Closed-loop `POST /offer` against the bare axum server.
-async fn measure_bare(
-    bare: &BareAxum,
-    seller: Uuid,
-    book: Uuid,
-    concurrency: usize,
-    duration: Duration,
-) -> Result<LevelResult> {
-    measure_api(&bare.url, seller, book, concurrency, duration).await
 }
 
 pub(crate) async fn measure_api(
