@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod offers;
 pub mod openapi;
 pub mod orders;
+pub mod paging;
 pub mod users;
 
 use std::sync::Arc;
