@@ -1,5 +1,6 @@
 //! The HTTP API: routes, their request and response types, and the mapping
-//! of every error to problem+json ([`error`]); who is asking ([`access`]).
+//! of every error to problem+json ([`error`]); who is asking ([`access`]);
+//! cursor pages ([`paging`]).
 
 pub mod access;
 pub mod admin;
@@ -13,6 +14,7 @@ pub mod offers;
 pub mod openapi;
 pub mod orders;
 pub mod paging;
+pub mod user_lists;
 pub mod users;
 
 use std::sync::Arc;
@@ -101,6 +103,8 @@ pub fn router(state: AppState, limits: &EdgeLimits) -> Router {
     let mut router = Router::new()
         .route("/user", put(users::save_user))
         .route("/users/{id}", get(users::get_user))
+        .route("/users/{id}/orders", get(user_lists::list_user_orders))
+        .route("/users/{id}/offers", get(user_lists::list_user_offers))
         .route("/book", put(books::save_book))
         .route("/books", get(books::list_books))
         .route("/books/{id}", get(books::get_book))

@@ -9,18 +9,19 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use super::{books, edge::openapi::EdgeAnswers, health, offers, orders, users};
+use super::{books, edge::openapi::EdgeAnswers, health, offers, orders, user_lists, users};
 
 /// The OpenAPI 3 document of the API.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Books marketplace API", description = "Writes are commands answered 200 once accepted; reads are synchronous. With authentication on, writes and order reads need `Authorization: Bearer <JWT>` (the `bearerAuth` scheme) and act only for the token's user; in open mode (no key configured) nothing is checked."),
+    info(title = "Books marketplace API", description = "Writes are commands answered 200 once accepted; reads are synchronous. With authentication on, writes, order reads and a user's own lists need `Authorization: Bearer <JWT>` (the `bearerAuth` scheme) and act only for the token's user; in open mode (no key configured) nothing is checked."),
     modifiers(&BearerAuth, &RefusedToken, &EdgeAnswers),
     paths(
         users::save_user, users::get_user,
         books::save_book, books::list_books, books::get_book,
         offers::create_offer, offers::list_offers,
         orders::create_order, orders::get_order,
+        user_lists::list_user_orders, user_lists::list_user_offers,
         health::live, health::ready,
     ),
     tags(

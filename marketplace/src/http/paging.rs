@@ -97,7 +97,11 @@ mod tests {
 
     #[test]
     fn a_foreign_or_oversized_cursor_is_refused_on_after() {
-        for cursor in ["not base64!", "bm90IGpzb24", &"A".repeat(MAX_CURSOR_LEN + 4)] {
+        for cursor in [
+            "not base64!",
+            "bm90IGpzb24",
+            &"A".repeat(MAX_CURSOR_LEN + 4),
+        ] {
             match decode::<(String, uuid::Uuid)>(cursor) {
                 Err(ApiError::Validation(errors)) => assert_eq!(errors[0].field, "after"),
                 other => panic!("{cursor}: {other:?}"),

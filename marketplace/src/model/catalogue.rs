@@ -57,6 +57,32 @@ pub struct Offer {
     pub stock: i32,
 }
 
+/// One of a seller's offers as `GET /users/{id}/offers` lists it: the
+/// offer's fields, with the book's title and when the offer was put on
+/// sale. A sold-out offer is listed too, with `stock` 0.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SellerOffer {
+    /// Offer id.
+    pub id: Uuid,
+    /// The book.
+    pub book_id: Uuid,
+    /// The book's title (`null` if the book cannot be found).
+    pub title: Option<String>,
+    /// The seller.
+    pub seller_id: Uuid,
+    /// The seller's name, when the seller is known.
+    pub seller_name: Option<String>,
+    /// Price of one copy.
+    #[serde(with = "rust_decimal::serde::float")]
+    #[schema(value_type = f64, example = 12.5)]
+    pub price: Decimal,
+    /// Copies left (0 once sold out).
+    pub stock: i32,
+    /// When the offer was put on sale.
+    pub created_at: DateTime<Utc>,
+}
+
 /// An offer to put on sale, as the store writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewOffer {

@@ -2,7 +2,8 @@
 //! the commands, and the business rules that are not SQL (how prices are
 //! rounded, how an order's quantities add up, what a stock claim decides
 //! and what the buyer is charged, which text is a name, when a reused id
-//! is a conflict, who may edit a book).
+//! is a conflict, who may edit a book, how lists read newest first are
+//! paged).
 //!
 //! Everything else sits above this module: the store persists these types,
 //! commands and queries speak them, the HTTP edge serializes them. It
@@ -10,15 +11,17 @@
 
 mod catalogue;
 mod fingerprint;
+mod listing;
 mod numbers;
 mod order;
 mod text;
 
 pub use catalogue::{
     may_save_book, Book, BookRegistration, BookSaveOutcome, NewOffer, NotTheOwner, Offer,
-    OfferOutcome, Revision, User,
+    OfferOutcome, Revision, SellerOffer, User,
 };
 pub use fingerprint::{conflicts, IdConflict};
+pub use listing::{ListPosition, Slice};
 pub use numbers::{
     count_from_json_number, price_error, price_from_json_number, round_price, MAX_PRICE,
     MAX_PRICE_SENT, MIN_PRICE_SENT,

@@ -12,6 +12,8 @@ pub mod get_order;
 pub mod get_user;
 pub mod list_books;
 pub mod list_offers;
+pub mod list_user_offers;
+pub mod list_user_orders;
 
 pub use book_registration::GetBookRegistration;
 pub use get_book::GetBook;
@@ -19,6 +21,8 @@ pub use get_order::GetOrder;
 pub use get_user::GetUser;
 pub use list_books::ListBooks;
 pub use list_offers::{ListOffers, OffersPage};
+pub use list_user_offers::ListUserOffers;
+pub use list_user_orders::ListUserOrders;
 
 use bus_core::{QueryBus, RegistrationError};
 
@@ -41,6 +45,8 @@ pub fn query_bus(store: &Repositories) -> Result<QueryBus, RegistrationError> {
         .query::<GetBookRegistration, _>(handler.clone())
         .query::<ListOffers, _>(handler.clone())
         .query::<GetUser, _>(handler.clone())
-        .query::<GetOrder, _>(handler)
+        .query::<GetOrder, _>(handler.clone())
+        .query::<ListUserOrders, _>(handler.clone())
+        .query::<ListUserOffers, _>(handler)
         .build()
 }

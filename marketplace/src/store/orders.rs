@@ -11,6 +11,10 @@
 //! inside a savepoint rolled back as a whole if any item cannot be served.
 //! What that decides, and what the buyer is charged, is the model's
 //! [`Claim::settle`].
+//!
+//! Listing a buyer's orders reads a page of orders joined with their items
+//! in one statement, one row per item; [`gather_orders`] folds those rows
+//! back into orders, on either database.
 
 use async_trait::async_trait;
 use bus_core::{Envelope, Receipt};
@@ -19,7 +23,8 @@ use uuid::Uuid;
 
 use super::{error::StoreError, repositories::ConfirmedEvent};
 use crate::model::{
-    conflicts, Claim, ClaimedLine, NewOrder, OrderOutcome, OrderStatus, Settlement,
+    conflicts, Claim, ClaimedLine, NewOrder, Order, OrderLine, OrderOutcome, OrderStatus,
+    Settlement,
 };
 
 /// The statements of [`apply_order`] on one database's connection.
@@ -132,4 +137,74 @@ async fn claim_stock(
         }
     }
     Ok(Claim::Claimed(lines))
+}
+
+/// Folds the rows of a page of orders joined with their items (one row per
+/// item, an order without items on one row without an item), in the list's
+/// order, an order's rows together: each order once, with its items in the
+/// rows' order. The orders come without items.
+pub(crate) fn gather_orders(
+    rows: impl IntoIterator<Item = (Order, Option<OrderLine>)>,
+) -> Vec<Order> {
+    let mut orders: Vec<Order> = Vec::new();
+    for (order, line) in rows {
+        if orders.last().is_none_or(|last| last.id != order.id) {
+            orders.push(order);
+        }
+        if let (Some(line), Some(last)) = (line, orders.last_mut()) {
+            last.items.push(line);
+        }
+    }
+    orders
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use rust_decimal::Decimal;
+    use uuid::Uuid;
+
+    use super::gather_orders;
+    use crate::model::{Order, OrderLine, OrderStatus};
+
+    fn order(id: Uuid) -> Order {
+        Order {
+            id,
+            user_id: Uuid::nil(),
+            status: OrderStatus::Pending,
+            reason: None,
+            items: Vec::new(),
+            total: Decimal::ZERO,
+            created_at: Utc::now(),
+        }
+    }
+
+    fn line(offer_id: Uuid) -> OrderLine {
+        OrderLine {
+            offer_id,
+            quantity: 1,
+            unit_price: None,
+            total: None,
+        }
+    }
+
+    #[test]
+    fn rows_of_one_order_fold_into_it_and_an_order_without_items_stays_empty() {
+        let (first, second, third) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let orders = gather_orders([
+            (order(first), Some(line(a))),
+            (order(first), Some(line(b))),
+            (order(second), None),
+            (order(third), Some(line(c))),
+        ]);
+        let folded: Vec<(Uuid, Vec<Uuid>)> = orders
+            .iter()
+            .map(|order| (order.id, order.items.iter().map(|l| l.offer_id).collect()))
+            .collect();
+        assert_eq!(
+            folded,
+            vec![(first, vec![a, b]), (second, vec![]), (third, vec![c])]
+        );
+    }
 }

@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use super::error::StoreError;
 use crate::model::{
-    Book, BookRegistration, BookSaveOutcome, NewOffer, NewOrder, Offer, OfferOutcome, Order,
-    OrderOutcome, Revision, User,
+    Book, BookRegistration, BookSaveOutcome, ListPosition, NewOffer, NewOrder, Offer, OfferOutcome,
+    Order, OrderOutcome, Revision, SellerOffer, User,
 };
 
 /// Builds the event staged when an order is confirmed, from the books whose
@@ -155,6 +155,15 @@ pub trait OfferRepository: Send + Sync {
         after: Option<Uuid>,
         limit: u32,
     ) -> Result<Vec<Offer>, StoreError>;
+    /// Up to `limit` offers of a seller, sold-out ones included, newest
+    /// first (creation time, then id, both descending), from the one after
+    /// `after` in that order when given; each with its book's title.
+    async fn list_seller_offers(
+        &self,
+        seller_id: Uuid,
+        after: Option<ListPosition>,
+        limit: u32,
+    ) -> Result<Vec<SellerOffer>, StoreError>;
 }
 
 /// Orders.
@@ -173,6 +182,16 @@ pub trait OrderRepository: Send + Sync {
     ) -> Result<OrderOutcome, StoreError>;
     /// The order `id` with its items.
     async fn get_order(&self, id: Uuid) -> Result<Option<Order>, StoreError>;
+    /// Up to `limit` orders of buyer `user_id`, newest first (creation
+    /// time, then id, both descending), from the one after `after` in that
+    /// order when given; each with its items, read with the orders in one
+    /// statement (one consistent snapshot).
+    async fn list_user_orders(
+        &self,
+        user_id: Uuid,
+        after: Option<ListPosition>,
+        limit: u32,
+    ) -> Result<Vec<Order>, StoreError>;
 }
 
 /// One handle per repository, shared by handlers and queries.

@@ -52,7 +52,7 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    fn random() -> Self {
+    pub(crate) fn random() -> Self {
         Self {
             secret: format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()),
         }
@@ -64,7 +64,7 @@ impl Tokens {
     }
 
     /// A valid token for `user`.
-    fn of(&self, user: Uuid) -> String {
+    pub(crate) fn of(&self, user: Uuid) -> String {
         Self::sign(&self.secret, &claims(user))
     }
 

@@ -14,6 +14,7 @@ mod edge;
 mod helpers;
 mod idempotency;
 mod least_privilege;
+mod my_lists;
 mod offers;
 mod operations;
 mod orders;

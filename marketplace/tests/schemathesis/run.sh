@@ -126,7 +126,7 @@ fuzz() {
     fi
 
     local rc=0
-    (cd "$WORK" && env "${fuzz_env[@]}" "$VENV/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
+    (cd "$WORK" && env "${fuzz_env[@]}" "$VENV/bin/schemathesis" --config-file "$HERE/schemathesis.toml" run "http://127.0.0.1:$port/openapi.json" \
         --checks all \
         --phases examples,coverage,fuzzing,stateful \
         --max-examples "$MAX_EXAMPLES" \

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::PgStore;
 use crate::{
-    model::{conflicts, NewOffer, Offer, OfferOutcome},
+    model::{conflicts, ListPosition, NewOffer, Offer, OfferOutcome, SellerOffer},
     store::{OfferRepository, StoreError},
 };
 
@@ -33,6 +33,36 @@ pub const LIST_OFFERS_AFTER_SQL: &str =
        AND (o.price, o.id) > (SELECT a.price, a.id FROM offers a WHERE a.id = $3 AND a.book_id = $1)
      ORDER BY o.price, o.id
      LIMIT $2";
+
+/// A page of seller `$1`'s offers, sold-out ones included, newest first,
+/// `$2` at most, with their book's title and their seller's name:
+/// `$after` narrows them to those after a position of the list. One range
+/// of `offers_by_seller` (`seller_id`, `created_at`, `id`), read backwards.
+macro_rules! seller_offers_sql {
+    ($after:literal) => {
+        concat!(
+            "SELECT o.id, o.book_id, b.title, o.seller_id, u.name AS seller_name,
+                    o.price, o.stock, o.created_at
+             FROM offers o
+             LEFT JOIN books b ON b.id = o.book_id
+             LEFT JOIN users u ON u.id = o.seller_id
+             WHERE o.seller_id = $1 ",
+            $after,
+            "
+             ORDER BY o.created_at DESC, o.id DESC
+             LIMIT $2"
+        )
+    };
+}
+
+/// `GET /users/{id}/offers`: the first page of seller `$1`'s offers (at
+/// most `$2`), newest first.
+const LIST_SELLER_OFFERS_SQL: &str = seller_offers_sql!("");
+
+/// The next page: the offers after the position (`$3` created at, `$4`
+/// id) of the previous page's last one, in the same order.
+const LIST_SELLER_OFFERS_AFTER_SQL: &str =
+    seller_offers_sql!("AND (o.created_at, o.id) < ($3, $4)");
 
 #[async_trait]
 impl OfferRepository for PgStore {
@@ -162,6 +192,34 @@ impl OfferRepository for PgStore {
                     .bind(book_id)
                     .bind(limit)
                     .bind(after)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        Ok(offers)
+    }
+
+    async fn list_seller_offers(
+        &self,
+        seller_id: Uuid,
+        after: Option<ListPosition>,
+        limit: u32,
+    ) -> Result<Vec<SellerOffer>, StoreError> {
+        let limit = i64::from(limit);
+        let offers = match after {
+            None => {
+                sqlx::query_as(LIST_SELLER_OFFERS_SQL)
+                    .bind(seller_id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            Some(after) => {
+                sqlx::query_as(LIST_SELLER_OFFERS_AFTER_SQL)
+                    .bind(seller_id)
+                    .bind(limit)
+                    .bind(after.created_at)
+                    .bind(after.id)
                     .fetch_all(&self.pool)
                     .await?
             }

@@ -1,5 +1,5 @@
 //! Orders on PostgreSQL: the statements of [`crate::store::orders`], and
-//! reading an order back.
+//! reading orders back: one, or a page of a buyer's.
 
 use async_trait::async_trait;
 use bus_core::{durable::postgres::record_receipts, outbox, Envelope, Receipt};
@@ -10,9 +10,9 @@ use uuid::Uuid;
 
 use super::PgStore;
 use crate::{
-    model::{NewOrder, Order, OrderOutcome, OrderStatus, Settlement},
+    model::{ListPosition, NewOrder, Order, OrderLine, OrderOutcome, OrderStatus, Settlement},
     store::{
-        orders::{self, OrderStatements},
+        orders::{self, gather_orders, OrderStatements},
         ConfirmedEvent, OrderRepository, StoreError,
     },
 };
@@ -25,6 +25,65 @@ struct OrderRow {
     reason: Option<String>,
     total: Decimal,
     created_at: DateTime<Utc>,
+}
+
+/// A page of buyer `$1`'s orders, newest first, `$2` at most, with their
+/// items: `$after` narrows the orders to those after a position of the
+/// list. The page is one range of `orders_by_user` (`user_id`,
+/// `created_at`, `id`), read backwards; its items are joined to it in the
+/// same statement, one row per item (an order without items on one row
+/// with null item columns), an order's rows together in offer-id order.
+macro_rules! user_orders_sql {
+    ($after:literal) => {
+        concat!(
+            "WITH page AS (
+                 SELECT id, user_id, status, reason, total, created_at FROM orders
+                 WHERE user_id = $1 ",
+            $after,
+            "
+                 ORDER BY created_at DESC, id DESC
+                 LIMIT $2)
+             SELECT p.id, p.user_id, p.status, p.reason, p.total, p.created_at,
+                    i.offer_id, i.quantity, i.unit_price, i.total AS item_total
+             FROM page p LEFT JOIN order_items i ON i.order_id = p.id
+             ORDER BY p.created_at DESC, p.id DESC, i.offer_id"
+        )
+    };
+}
+
+/// `GET /users/{id}/orders`: the first page of buyer `$1`'s orders (at
+/// most `$2`), newest first, with their items.
+const LIST_USER_ORDERS_SQL: &str = user_orders_sql!("");
+
+/// The next page: the orders after the position (`$3` created at, `$4`
+/// id) of the previous page's last one, in the same order.
+const LIST_USER_ORDERS_AFTER_SQL: &str = user_orders_sql!("AND (created_at, id) < ($3, $4)");
+
+/// One row of [`LIST_USER_ORDERS_SQL`]: an order, and one of its items if
+/// it has any.
+#[derive(sqlx::FromRow)]
+struct ListedOrderRow {
+    #[sqlx(flatten)]
+    order: OrderRow,
+    offer_id: Option<Uuid>,
+    quantity: Option<i32>,
+    unit_price: Option<Decimal>,
+    item_total: Option<Decimal>,
+}
+
+impl OrderRow {
+    /// The order, without its items.
+    fn into_order(self) -> Result<Order, StoreError> {
+        Ok(Order {
+            id: self.id,
+            user_id: self.user_id,
+            status: self.status.parse()?,
+            reason: self.reason,
+            items: Vec::new(),
+            total: self.total,
+            created_at: self.created_at,
+        })
+    }
 }
 
 #[async_trait]
@@ -56,14 +115,52 @@ impl OrderRepository for PgStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(Some(Order {
-            id: row.id,
-            user_id: row.user_id,
-            status: row.status.parse()?,
-            reason: row.reason,
             items,
-            total: row.total,
-            created_at: row.created_at,
+            ..row.into_order()?
         }))
+    }
+
+    async fn list_user_orders(
+        &self,
+        user_id: Uuid,
+        after: Option<ListPosition>,
+        limit: u32,
+    ) -> Result<Vec<Order>, StoreError> {
+        let limit = i64::from(limit);
+        let rows: Vec<ListedOrderRow> = match after {
+            None => {
+                sqlx::query_as(LIST_USER_ORDERS_SQL)
+                    .bind(user_id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            Some(after) => {
+                sqlx::query_as(LIST_USER_ORDERS_AFTER_SQL)
+                    .bind(user_id)
+                    .bind(limit)
+                    .bind(after.created_at)
+                    .bind(after.id)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        let rows = rows
+            .into_iter()
+            .map(|row| {
+                let line = match (row.offer_id, row.quantity) {
+                    (Some(offer_id), Some(quantity)) => Some(OrderLine {
+                        offer_id,
+                        quantity,
+                        unit_price: row.unit_price,
+                        total: row.item_total,
+                    }),
+                    _ => None,
+                };
+                Ok((row.order.into_order()?, line))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(gather_orders(rows))
     }
 }
 

@@ -129,6 +129,19 @@ fn from_cents(cents: i64) -> Decimal {
 /// milliseconds, which sorts like the time it encodes.
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
+/// A `created_at` as stored ([`NOW`]'s format), e.g. to compare a list
+/// position with the stored times.
+fn stored_time(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// A stored `created_at` read back.
+fn read_time(stored: &str) -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
+    chrono::DateTime::parse_from_rfc3339(stored)
+        .map(|at| at.with_timezone(&chrono::Utc))
+        .map_err(|error| StoreError::Invalid(format!("created_at {stored:?}: {error}")))
+}
+
 /// A save's acceptance time as stored in `saved_at`: RFC 3339 in UTC with
 /// exactly six decimals, so that text order is time order.
 fn saved_at(revision: &crate::model::Revision) -> String {

@@ -5,9 +5,9 @@ use bus_core::{durable::sqlite::record_receipts, outbox, Envelope, Receipt};
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use super::{from_cents, to_cents, SqliteStore};
+use super::{from_cents, read_time, stored_time, to_cents, SqliteStore};
 use crate::{
-    model::{conflicts, NewOffer, Offer, OfferOutcome},
+    model::{conflicts, ListPosition, NewOffer, Offer, OfferOutcome, SellerOffer},
     store::{OfferRepository, StoreError},
 };
 
@@ -20,6 +20,48 @@ struct OfferRow {
     price_cents: i64,
     stock: i32,
 }
+
+/// One row of [`LIST_SELLER_OFFERS_SQL`].
+#[derive(sqlx::FromRow)]
+struct SellerOfferRow {
+    id: Uuid,
+    book_id: Uuid,
+    title: Option<String>,
+    seller_id: Uuid,
+    seller_name: Option<String>,
+    price_cents: i64,
+    stock: i32,
+    created_at: String,
+}
+
+/// A page of seller `?1`'s offers, sold-out ones included, newest first,
+/// `?2` at most, with their book's title and their seller's name:
+/// `$after` narrows them to those after a position of the list. One range
+/// of `offers_by_seller` (`seller_id`, `created_at`, `id`), read backwards.
+macro_rules! seller_offers_sql {
+    ($after:literal) => {
+        concat!(
+            "SELECT o.id, o.book_id, b.title, o.seller_id, u.name AS seller_name,
+                    o.price_cents, o.stock, o.created_at
+             FROM offers o
+             LEFT JOIN books b ON b.id = o.book_id
+             LEFT JOIN users u ON u.id = o.seller_id
+             WHERE o.seller_id = ?1 ",
+            $after,
+            "
+             ORDER BY o.created_at DESC, o.id DESC
+             LIMIT ?2"
+        )
+    };
+}
+
+/// The first page of seller `?1`'s offers (at most `?2`), newest first.
+const LIST_SELLER_OFFERS_SQL: &str = seller_offers_sql!("");
+
+/// The next page: the offers after the position (`?3` created at, as
+/// stored, `?4` id) of the previous page's last one.
+const LIST_SELLER_OFFERS_AFTER_SQL: &str =
+    seller_offers_sql!("AND (o.created_at, o.id) < (?3, ?4)");
 
 #[async_trait]
 impl OfferRepository for SqliteStore {
@@ -90,6 +132,47 @@ impl OfferRepository for SqliteStore {
                 stock: row.stock,
             })
             .collect())
+    }
+
+    async fn list_seller_offers(
+        &self,
+        seller_id: Uuid,
+        after: Option<ListPosition>,
+        limit: u32,
+    ) -> Result<Vec<SellerOffer>, StoreError> {
+        let limit = i64::from(limit);
+        let rows: Vec<SellerOfferRow> = match after {
+            None => {
+                sqlx::query_as(LIST_SELLER_OFFERS_SQL)
+                    .bind(seller_id)
+                    .bind(limit)
+                    .fetch_all(&self.reader)
+                    .await?
+            }
+            Some(after) => {
+                sqlx::query_as(LIST_SELLER_OFFERS_AFTER_SQL)
+                    .bind(seller_id)
+                    .bind(limit)
+                    .bind(stored_time(after.created_at))
+                    .bind(after.id)
+                    .fetch_all(&self.reader)
+                    .await?
+            }
+        };
+        rows.into_iter()
+            .map(|row| {
+                Ok(SellerOffer {
+                    id: row.id,
+                    book_id: row.book_id,
+                    title: row.title,
+                    seller_id: row.seller_id,
+                    seller_name: row.seller_name,
+                    price: from_cents(row.price_cents),
+                    stock: row.stock,
+                    created_at: read_time(&row.created_at)?,
+                })
+            })
+            .collect()
     }
 }
 

@@ -1,18 +1,18 @@
 //! Orders on SQLite: the statements of [`crate::store::orders`], and
-//! reading an order back. Prices and totals are cents.
+//! reading orders back: one, or a page of a buyer's. Prices and totals are
+//! cents.
 
 use async_trait::async_trait;
 use bus_core::{durable::sqlite::record_receipts, outbox, Envelope, Receipt};
-use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use super::{from_cents, to_cents, SqliteStore, NOW};
+use super::{from_cents, read_time, stored_time, to_cents, SqliteStore, NOW};
 use crate::{
-    model::{NewOrder, Order, OrderLine, OrderOutcome, OrderStatus, Settlement},
+    model::{ListPosition, NewOrder, Order, OrderLine, OrderOutcome, OrderStatus, Settlement},
     store::{
-        orders::{self, OrderStatements},
+        orders::{self, gather_orders, OrderStatements},
         ConfirmedEvent, OrderRepository, StoreError,
     },
 };
@@ -33,6 +33,76 @@ struct LineRow {
     quantity: i32,
     unit_price_cents: Option<i64>,
     total_cents: Option<i64>,
+}
+
+impl OrderRow {
+    /// The order, without its items.
+    fn into_order(self) -> Result<Order, StoreError> {
+        Ok(Order {
+            id: self.id,
+            user_id: self.user_id,
+            status: self.status.parse()?,
+            reason: self.reason,
+            items: Vec::new(),
+            total: from_cents(self.total_cents),
+            created_at: read_time(&self.created_at)?,
+        })
+    }
+}
+
+impl LineRow {
+    /// The line, prices in decimal.
+    fn into_line(self) -> OrderLine {
+        OrderLine {
+            offer_id: self.offer_id,
+            quantity: self.quantity,
+            unit_price: self.unit_price_cents.map(from_cents),
+            total: self.total_cents.map(from_cents),
+        }
+    }
+}
+
+/// A page of buyer `?1`'s orders, newest first, `?2` at most, with their
+/// items: `$after` narrows the orders to those after a position of the
+/// list. The page is one range of `orders_by_user` (`user_id`,
+/// `created_at`, `id`), read backwards; its items are joined to it in the
+/// same statement, one row per item (an order without items on one row
+/// with null item columns), an order's rows together in offer-id order.
+macro_rules! user_orders_sql {
+    ($after:literal) => {
+        concat!(
+            "WITH page AS (
+                 SELECT id, user_id, status, reason, total_cents, created_at FROM orders
+                 WHERE user_id = ?1 ",
+            $after,
+            "
+                 ORDER BY created_at DESC, id DESC
+                 LIMIT ?2)
+             SELECT p.id, p.user_id, p.status, p.reason, p.total_cents, p.created_at,
+                    i.offer_id, i.quantity, i.unit_price_cents, i.total_cents AS item_total_cents
+             FROM page p LEFT JOIN order_items i ON i.order_id = p.id
+             ORDER BY p.created_at DESC, p.id DESC, i.offer_id"
+        )
+    };
+}
+
+/// The first page of buyer `?1`'s orders (at most `?2`), newest first.
+const LIST_USER_ORDERS_SQL: &str = user_orders_sql!("");
+
+/// The next page: the orders after the position (`?3` created at, as
+/// stored, `?4` id) of the previous page's last one.
+const LIST_USER_ORDERS_AFTER_SQL: &str = user_orders_sql!("AND (created_at, id) < (?3, ?4)");
+
+/// One row of [`LIST_USER_ORDERS_SQL`]: an order, and one of its items if
+/// it has any.
+#[derive(sqlx::FromRow)]
+struct ListedOrderRow {
+    #[sqlx(flatten)]
+    order: OrderRow,
+    offer_id: Option<Uuid>,
+    quantity: Option<i32>,
+    unit_price_cents: Option<i64>,
+    item_total_cents: Option<i64>,
 }
 
 #[async_trait]
@@ -63,28 +133,56 @@ impl OrderRepository for SqliteStore {
         .bind(id)
         .fetch_all(&self.reader)
         .await?;
-        let created_at = DateTime::parse_from_rfc3339(&row.created_at)
-            .map_err(|error| {
-                StoreError::Invalid(format!("created_at {:?}: {error}", row.created_at))
-            })?
-            .with_timezone(&Utc);
         Ok(Some(Order {
-            id: row.id,
-            user_id: row.user_id,
-            status: row.status.parse()?,
-            reason: row.reason,
-            items: items
-                .into_iter()
-                .map(|line| OrderLine {
-                    offer_id: line.offer_id,
-                    quantity: line.quantity,
-                    unit_price: line.unit_price_cents.map(from_cents),
-                    total: line.total_cents.map(from_cents),
-                })
-                .collect(),
-            total: from_cents(row.total_cents),
-            created_at,
+            items: items.into_iter().map(LineRow::into_line).collect(),
+            ..row.into_order()?
         }))
+    }
+
+    async fn list_user_orders(
+        &self,
+        user_id: Uuid,
+        after: Option<ListPosition>,
+        limit: u32,
+    ) -> Result<Vec<Order>, StoreError> {
+        let limit = i64::from(limit);
+        let rows: Vec<ListedOrderRow> = match after {
+            None => {
+                sqlx::query_as(LIST_USER_ORDERS_SQL)
+                    .bind(user_id)
+                    .bind(limit)
+                    .fetch_all(&self.reader)
+                    .await?
+            }
+            Some(after) => {
+                sqlx::query_as(LIST_USER_ORDERS_AFTER_SQL)
+                    .bind(user_id)
+                    .bind(limit)
+                    .bind(stored_time(after.created_at))
+                    .bind(after.id)
+                    .fetch_all(&self.reader)
+                    .await?
+            }
+        };
+        let rows = rows
+            .into_iter()
+            .map(|row| {
+                let line = match (row.offer_id, row.quantity) {
+                    (Some(offer_id), Some(quantity)) => Some(
+                        LineRow {
+                            offer_id,
+                            quantity,
+                            unit_price_cents: row.unit_price_cents,
+                            total_cents: row.item_total_cents,
+                        }
+                        .into_line(),
+                    ),
+                    _ => None,
+                };
+                Ok((row.order.into_order()?, line))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(gather_orders(rows))
     }
 }
 

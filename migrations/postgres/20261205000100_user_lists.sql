@@ -1,0 +1,7 @@
+-- A user's own lists, newest first: GET /users/{id}/orders reads a buyer's
+-- orders and GET /users/{id}/offers a seller's offers by (created_at, id)
+-- descending, a page at a time from the position of the previous page's
+-- last row. Each page is one range of these indexes, read backwards, however
+-- deep the client has paged. No foreign keys, as everywhere in the schema.
+CREATE INDEX orders_by_user ON orders (user_id, created_at, id);
+CREATE INDEX offers_by_seller ON offers (seller_id, created_at, id);
