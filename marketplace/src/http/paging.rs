@@ -54,6 +54,7 @@ pub struct Page<T> {
     /// The page's items, in the list's order.
     pub items: Vec<T>,
     /// Pass as `after` for the next page; `null` on the last page.
+    #[schema(required = true)]
     pub next: Option<String>,
 }
 
@@ -66,6 +67,20 @@ pub fn with_next_link(mut response: Response, next: Option<&str>) -> Response {
         response.headers_mut().insert(header::LINK, value);
     }
     response
+}
+
+/// `text` percent-encoded for a query string: every byte but the unreserved
+/// characters of RFC 3986 (`A-Z a-z 0-9 - . _ ~`) as `%XX`.
+pub fn percent_encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
 }
 
 /// A [`Page`] as JSON with its `Link` header; `path` is the list's path and
@@ -93,6 +108,14 @@ mod tests {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert_eq!(decode::<(String, uuid::Uuid)>(&cursor).unwrap(), key);
+    }
+
+    #[test]
+    fn query_text_is_percent_encoded() {
+        assert_eq!(
+            percent_encode("Émile & co/1+1=2 ~ok"),
+            "%C3%89mile%20%26%20co%2F1%2B1%3D2%20~ok"
+        );
     }
 
     #[test]

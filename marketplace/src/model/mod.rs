@@ -3,7 +3,7 @@
 //! rounded, how an order's quantities add up, what a stock claim decides
 //! and what the buyer is charged, which text is a name, when a reused id
 //! is a conflict, who may edit a book, how lists read newest first are
-//! paged).
+//! paged, what a search looks for).
 //!
 //! Everything else sits above this module: the store persists these types,
 //! commands and queries speak them, the HTTP edge serializes them. It
@@ -21,7 +21,9 @@ pub use catalogue::{
     OfferOutcome, Revision, SellerOffer, User,
 };
 pub use fingerprint::{conflicts, IdConflict};
-pub use listing::{ListPosition, Slice};
+pub use listing::{
+    BookKey, ListPosition, SearchError, SearchTerms, Slice, MAX_SEARCH_CHARS, MAX_SEARCH_WORDS,
+};
 pub use numbers::{
     count_from_json_number, price_error, price_from_json_number, round_price, MAX_PRICE,
     MAX_PRICE_SENT, MIN_PRICE_SENT,

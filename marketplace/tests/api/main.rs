@@ -22,6 +22,7 @@ mod pause;
 mod rabbitmq;
 mod reads;
 mod saves;
+mod search;
 mod seed;
 mod storage;
 mod text;
