@@ -50,7 +50,6 @@ impl<T> Slice<T> {
     }
 }
 
-
 /// Longest search text, in characters, once trimmed.
 pub const MAX_SEARCH_CHARS: usize = 200;
 
@@ -179,7 +178,6 @@ mod tests {
             assert_eq!(serde_json::from_str::<BookKey>(&json).unwrap(), key);
         }
     }
-
 
     #[test]
     fn the_extra_row_says_more_follow_and_is_left_out() {
