@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bus_core::{Handlers, RetryPolicy};
 
-use crate::{Naming, Topology};
+use crate::{BrokerAddresses, Naming, RabbitError, Topology};
 
 /// The RabbitMQ queue implementation used for every queue this crate declares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,8 +32,16 @@ impl QueueType {
 /// application usually sets `amqp_url`, `namespace` and `connection_name`.
 #[derive(Debug, Clone)]
 pub struct RabbitConfig {
-    /// Broker address, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    /// Broker address, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`, or
+    /// the comma-separated addresses of a cluster's nodes, each with its own
+    /// credentials and vhost: connections go to the first that answers and
+    /// move on to the next after a lost connection (see
+    /// [`BrokerAddresses`]).
     pub amqp_url: String,
+    /// Shuffle the addresses of `amqp_url` once per process, so that the
+    /// replicas of an application spread over a cluster's nodes (`true`, the
+    /// default); `false` tries them in the order given.
+    pub shuffle_addresses: bool,
     /// Prefix of every exchange and queue name (see [`Naming`]).
     pub namespace: String,
     /// Unacknowledged deliveries the broker may push to one queue's consumer
@@ -79,6 +87,7 @@ impl Default for RabbitConfig {
     fn default() -> Self {
         Self {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            shuffle_addresses: true,
             namespace: "marketplace".to_owned(),
             prefetch: 64,
             concurrency: 16,
@@ -107,6 +116,13 @@ impl RabbitConfig {
             multiplier: 2.0,
             max_backoff: self.reconnect_max_backoff.max(self.reconnect_min_backoff),
         }
+    }
+
+    /// The parsed broker addresses of `amqp_url`, shuffled if
+    /// `shuffle_addresses`: an [`RabbitError::InvalidConfig`] naming the
+    /// position of a malformed entry (never its password).
+    pub fn addresses(&self) -> Result<BrokerAddresses, RabbitError> {
+        BrokerAddresses::parse(&self.amqp_url, self.shuffle_addresses)
     }
 
     /// The names of this configuration's namespace.
