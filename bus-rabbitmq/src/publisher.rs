@@ -40,7 +40,9 @@ use crate::{
 /// A publish never takes longer than [`RabbitConfig::confirm_timeout`], so
 /// while the broker is down publishes fail fast. A channel that failed is
 /// dropped, and so is the pooled connection: the next publish connects
-/// anew, and every new connection re-declares the [`Topology`] before use,
+/// anew (with several broker addresses, starting with the next one: see
+/// [`BrokerAddresses`]), and every new connection re-declares the
+/// [`Topology`] before use,
 /// so the publisher recovers by itself once the broker is back.
 ///
 /// Events with no subscriber are not an error: the events exchange's
