@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bus_core::{Handlers, RetryPolicy};
 
-use crate::{Naming, Topology};
+use crate::{BrokerAddresses, Naming, RabbitError, Topology};
 
 /// The RabbitMQ queue implementation used for every queue this crate declares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,10 +30,19 @@ impl QueueType {
 ///
 /// Every field has a sensible default ([`RabbitConfig::default`]); an
 /// application usually sets `amqp_url`, `namespace` and `connection_name`.
-#[derive(Debug, Clone)]
+/// Its `Debug` output leaves the passwords of `amqp_url` out.
+#[derive(Clone)]
 pub struct RabbitConfig {
-    /// Broker address, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    /// Broker address, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`, or
+    /// the comma-separated addresses of a cluster's nodes, each with its own
+    /// credentials and vhost: connections go to the first that answers and
+    /// move on to the next after a lost connection (see
+    /// [`BrokerAddresses`]).
     pub amqp_url: String,
+    /// Shuffle the addresses of `amqp_url` once per process, so that the
+    /// replicas of an application spread over a cluster's nodes (`true`, the
+    /// default); `false` tries them in the order given.
+    pub shuffle_addresses: bool,
     /// Prefix of every exchange and queue name (see [`Naming`]).
     pub namespace: String,
     /// Unacknowledged deliveries the broker may push to one queue's consumer
@@ -75,10 +84,38 @@ pub struct RabbitConfig {
     pub dead_letter_max_length: Option<u32>,
 }
 
+impl std::fmt::Debug for RabbitConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let addresses: Vec<String> = self
+            .amqp_url
+            .split(',')
+            .map(|url| crate::addresses::redact(url.trim()))
+            .collect();
+        f.debug_struct("RabbitConfig")
+            .field("amqp_url", &addresses.join(","))
+            .field("shuffle_addresses", &self.shuffle_addresses)
+            .field("namespace", &self.namespace)
+            .field("prefetch", &self.prefetch)
+            .field("concurrency", &self.concurrency)
+            .field("retry", &self.retry)
+            .field("queue_type", &self.queue_type)
+            .field("confirm_timeout", &self.confirm_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("connection_name", &self.connection_name)
+            .field("reconnect_min_backoff", &self.reconnect_min_backoff)
+            .field("reconnect_max_backoff", &self.reconnect_max_backoff)
+            .field("publisher_channels", &self.publisher_channels)
+            .field("queue_max_length", &self.queue_max_length)
+            .field("dead_letter_max_length", &self.dead_letter_max_length)
+            .finish()
+    }
+}
+
 impl Default for RabbitConfig {
     fn default() -> Self {
         Self {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            shuffle_addresses: true,
             namespace: "marketplace".to_owned(),
             prefetch: 64,
             concurrency: 16,
@@ -109,6 +146,13 @@ impl RabbitConfig {
         }
     }
 
+    /// The parsed broker addresses of `amqp_url`, shuffled if
+    /// `shuffle_addresses`: an [`RabbitError::InvalidConfig`] naming the
+    /// position of a malformed entry (never its password).
+    pub fn addresses(&self) -> Result<BrokerAddresses, RabbitError> {
+        BrokerAddresses::parse(&self.amqp_url, self.shuffle_addresses)
+    }
+
     /// The names of this configuration's namespace.
     pub fn naming(&self) -> Naming {
         Naming::new(&self.namespace)
@@ -130,5 +174,25 @@ impl RabbitConfig {
             .with_queue_type(self.queue_type)
             .with_retry_policy(&self.retry)
             .with_bounds(self.queue_max_length, self.dead_letter_max_length)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_debug_output_shows_no_password() {
+        let config = RabbitConfig {
+            amqp_url: "amqp://app:hunter2@node-1:5672/shop, amqp://app:hunter3@node-2:5672/shop"
+                .to_owned(),
+            ..RabbitConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter"), "{shown}");
+        assert!(
+            shown.contains("amqp://app@node-1:5672/shop,amqp://app@node-2:5672/shop"),
+            "{shown}"
+        );
     }
 }

@@ -281,13 +281,15 @@ impl DeadLetterQueues {
                 .as_str()
                 .into(),
         );
-        tokio::time::timeout(
-            self.config.connect_timeout,
-            Connection::connect(&self.config.amqp_url, properties),
-        )
-        .await
-        .map_err(|elapsed| DeadLetterError::Connect(Box::new(elapsed)))?
-        .map_err(|error| DeadLetterError::Connect(Box::new(error)))
+        let addresses = self
+            .config
+            .addresses()
+            .map_err(|error| DeadLetterError::Connect(Box::new(error)))?;
+        let (connection, _address) = addresses
+            .connect(&properties, self.config.connect_timeout)
+            .await
+            .map_err(|error| DeadLetterError::Connect(Box::new(error)))?;
+        Ok(connection)
     }
 }
 

@@ -43,6 +43,7 @@
 //!
 //! | module | concept |
 //! |---|---|
+//! | [`addresses`] | [`BrokerAddresses`]: one broker URL or a cluster's list, tried in turn, passwords never shown |
 //! | [`config`] | [`RabbitConfig`]: broker address, namespace, prefetch, concurrency, retries, timeouts |
 //! | [`naming`] | [`Naming`]: the one place exchange and queue names are made |
 //! | [`topology`] | [`Topology`]: every exchange, queue and binding, declared idempotently |
@@ -57,6 +58,7 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+pub mod addresses;
 pub mod config;
 mod confirm;
 pub mod dead_letters;
@@ -67,6 +69,7 @@ pub mod topology;
 pub mod wire;
 pub mod worker;
 
+pub use addresses::BrokerAddresses;
 pub use config::{QueueType, RabbitConfig};
 pub use dead_letters::{DeadLetterError, DeadLetterQueues};
 pub use error::RabbitError;

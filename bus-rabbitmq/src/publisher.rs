@@ -10,17 +10,16 @@ use std::{
 
 use bus_core::{BoxFuture, CommandBus, DispatchError, Envelope, EventBus};
 use deadpool::managed::{self, Metrics, Object, RecycleError, RecycleResult};
-use deadpool_lapin::{Hook, HookError};
 use lapin::{
     options::{ConfirmSelectOptions, QueueDeclareOptions},
     types::FieldTable,
-    Channel, ConnectionProperties, ConnectionStatus,
+    Channel, Connection, ConnectionProperties, ConnectionStatus,
 };
 use tokio::time::Instant;
 
 use crate::{
     confirm::{publish_confirmed, PublishFailure},
-    wire, Naming, RabbitConfig, RabbitError, Topology,
+    wire, BrokerAddresses, Naming, RabbitConfig, RabbitError, Topology,
 };
 
 /// Publishes commands and events to RabbitMQ, each confirmed by the broker.
@@ -41,7 +40,9 @@ use crate::{
 /// A publish never takes longer than [`RabbitConfig::confirm_timeout`], so
 /// while the broker is down publishes fail fast. A channel that failed is
 /// dropped, and so is the pooled connection: the next publish connects
-/// anew, and every new connection re-declares the [`Topology`] before use,
+/// anew (with several broker addresses, starting with the next one: see
+/// [`BrokerAddresses`]), and every new connection re-declares the
+/// [`Topology`] before use,
 /// so the publisher recovers by itself once the broker is back.
 ///
 /// Events with no subscriber are not an error: the events exchange's
@@ -77,26 +78,17 @@ impl RabbitPublisher {
     /// [`RabbitConfig::topology`] so publisher and worker agree on names,
     /// queue type and delay queues.
     pub fn new(config: &RabbitConfig, topology: Topology) -> Result<Self, RabbitError> {
-        config
-            .amqp_url
-            .parse::<lapin::uri::AMQPUri>()
-            .map_err(|error| RabbitError::InvalidConfig(format!("amqp_url: {error}")))?;
+        let addresses = config.addresses()?;
         let naming = topology.naming().clone();
-        let topology = Arc::new(topology);
         let connection_name = format!("{} (publisher)", config.connection_name);
-        let connections = deadpool_lapin::Config {
-            url: Some(config.amqp_url.clone()),
-            pool: Some(deadpool_lapin::PoolConfig::new(1)),
-        }
-        .builder(
-            move || {
-                ConnectionProperties::default()
-                    .with_connection_name(connection_name.as_str().into())
-            },
-            deadpool_lapin::Runtime::Tokio1,
-        )
-        .map_err(|error| RabbitError::Pool(error.to_string()))?
-        .post_create(declare_on_connect(topology))
+        let connections = managed::Pool::builder(ConnectionManager {
+            addresses,
+            properties: ConnectionProperties::default()
+                .with_connection_name(connection_name.as_str().into()),
+            attempt_timeout: config.connect_timeout,
+            topology,
+        })
+        .max_size(1)
         .build()
         .map_err(|error| RabbitError::Pool(error.to_string()))?;
         let channels = managed::Pool::builder(ChannelManager {
@@ -477,34 +469,64 @@ impl EventBus for RabbitPublisher {
     }
 }
 
-/// The `post_create` hook of the connection pool: every new connection
-/// declares the topology before any channel of it is used.
-fn declare_on_connect(topology: Arc<Topology>) -> Hook {
-    Hook::async_fn(move |connection: &mut lapin::Connection, _: &Metrics| {
-        let topology = topology.clone();
-        Box::pin(async move {
+/// Opens the publisher's connection: to the first broker address that
+/// answers ([`BrokerAddresses`]), declaring the topology before any channel
+/// of it is used.
+struct ConnectionManager {
+    addresses: BrokerAddresses,
+    properties: ConnectionProperties,
+    attempt_timeout: Duration,
+    topology: Topology,
+}
+
+impl managed::Manager for ConnectionManager {
+    type Type = Connection;
+    type Error = RabbitError;
+
+    async fn create(&self) -> Result<Connection, RabbitError> {
+        let (connection, address) = self
+            .addresses
+            .connect(&self.properties, self.attempt_timeout)
+            .await?;
+        let declared = async {
             let channel = connection
                 .create_channel()
                 .await
-                .map_err(HookError::Backend)?;
-            let declared = topology.declare(&channel).await;
+                .map_err(RabbitError::Channel)?;
+            let declared = self.topology.declare(&channel).await;
             // A failed declaration closes the channel itself; ignore the echo.
             let _ = channel.close(200, "OK".into()).await;
-            match declared {
-                Ok(()) => {
-                    tracing::info!(
-                        namespace = topology.naming().namespace(),
-                        "publisher connected, topology declared"
-                    );
-                    Ok(())
-                }
-                Err(error) => {
-                    tracing::error!(%error, "publisher connected but cannot declare the topology");
-                    Err(HookError::message(error.to_string()))
-                }
+            declared
+        }
+        .await;
+        match declared {
+            Ok(()) => {
+                tracing::info!(
+                    namespace = self.topology.naming().namespace(),
+                    %address,
+                    "publisher connected, topology declared"
+                );
+                Ok(connection)
             }
-        })
-    })
+            Err(error) => {
+                tracing::error!(%address, %error, "publisher connected but cannot declare the topology");
+                let _ = connection.close(200, "OK".into()).await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn recycle(
+        &self,
+        connection: &mut Connection,
+        _: &Metrics,
+    ) -> RecycleResult<RabbitError> {
+        if connection.status().connected() {
+            Ok(())
+        } else {
+            Err(RecycleError::message("connection lost"))
+        }
+    }
 }
 
 /// A confirm-mode channel and the connection it lives on.
@@ -516,7 +538,7 @@ struct ConfirmChannel {
 
 /// Opens confirm-mode channels on the pooled connection.
 struct ChannelManager {
-    connections: deadpool_lapin::Pool,
+    connections: managed::Pool<ConnectionManager>,
     /// Bumped by every reset; channels of an older generation are not reused.
     generation: AtomicU64,
 }
@@ -525,7 +547,7 @@ struct ChannelManager {
 #[derive(Debug, thiserror::Error)]
 enum ChannelError {
     #[error("no connection to the broker: {0}")]
-    Connection(#[source] deadpool_lapin::PoolError),
+    Connection(#[source] managed::PoolError<RabbitError>),
     #[error("cannot open a confirm-mode channel: {0}")]
     Channel(#[source] lapin::Error),
 }

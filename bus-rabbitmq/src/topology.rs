@@ -30,6 +30,17 @@ pub const ARG_OVERFLOW: &str = "x-overflow";
 /// `x-overflow` value: refuse new messages (the publisher's confirm is a
 /// nack) instead of dropping the oldest.
 pub const OVERFLOW_REJECT_PUBLISH: &str = "reject-publish";
+/// Queue argument (quorum queues): deliveries returned to the queue
+/// (consumer gone, `nack` with requeue) after which the broker
+/// dead-letters a message.
+pub const ARG_DELIVERY_LIMIT: &str = "x-delivery-limit";
+/// Queue argument (quorum queues): how the broker dead-letters.
+pub const ARG_DEAD_LETTER_STRATEGY: &str = "x-dead-letter-strategy";
+/// `x-dead-letter-strategy` value: the broker keeps a dead-lettered
+/// message until the target queue confirmed it (needs `x-overflow` =
+/// `reject-publish`; RabbitMQ 3.10 also needs the `stream_queue` feature
+/// flag).
+pub const DEAD_LETTER_AT_LEAST_ONCE: &str = "at-least-once";
 /// Exchange argument: where messages no binding matches go.
 pub const ARG_ALTERNATE_EXCHANGE: &str = "alternate-exchange";
 
@@ -66,6 +77,7 @@ pub struct Topology {
     subscriptions: BTreeSet<(String, String)>,
     command_max_length: Option<u32>,
     dead_letter_max_length: Option<u32>,
+    delivery_limit: u32,
 }
 
 impl Topology {
@@ -81,6 +93,7 @@ impl Topology {
             subscriptions: BTreeSet::new(),
             command_max_length: None,
             dead_letter_max_length: None,
+            delivery_limit: 0,
         }
         .with_retry_policy(&RetryPolicy::default())
     }
@@ -137,8 +150,10 @@ impl Topology {
         self
     }
 
-    /// One delay queue per distinct delay of `policy`'s schedule.
+    /// One delay queue per distinct delay of `policy`'s schedule; on quorum
+    /// queues, `policy.max_attempts` is also the work queues' delivery limit.
     pub fn with_retry_policy(mut self, policy: &RetryPolicy) -> Self {
+        self.delivery_limit = policy.max_attempts;
         let mut delays = policy.schedule();
         delays.sort();
         delays.dedup();
@@ -154,6 +169,12 @@ impl Topology {
     /// The queue type of every queue.
     pub fn queue_type(&self) -> QueueType {
         self.queue_type
+    }
+
+    /// The `x-delivery-limit` of the work queues when they are quorum
+    /// queues: the retry policy's `max_attempts`.
+    pub fn delivery_limit(&self) -> u32 {
+        self.delivery_limit
     }
 
     /// The distinct retry delays, shortest first; each has a delay queue per
@@ -264,7 +285,17 @@ impl Topology {
             self.declare_queue(channel, &work.queue, args).await?;
             bind(channel, &work.queue, &work.exchange, &work.message_type).await?;
         }
-        tracing::debug!(namespace = self.naming.namespace(), "topology declared");
+        if self.queue_type == QueueType::Quorum {
+            tracing::info!(
+                namespace = self.naming.namespace(),
+                delivery_limit = self.delivery_limit,
+                "quorum topology declared: work and delay queues dead-letter at least once \
+                 (on RabbitMQ 3.10 only with the stream_queue feature flag enabled; without \
+                 it the broker falls back to at-most-once dead lettering)"
+            );
+        } else {
+            tracing::debug!(namespace = self.naming.namespace(), "topology declared");
+        }
         Ok(())
     }
 
@@ -276,7 +307,11 @@ impl Topology {
     }
 
     /// Arguments of a work queue: anything the broker itself dead-letters
-    /// (e.g. a quorum queue's delivery limit) goes to its `.dlq`, not away.
+    /// goes to its `.dlq`, not away. On quorum queues, that is a message
+    /// returned to the queue more than the delivery limit (the retry
+    /// policy's `max_attempts`: a message that crashes its consumer again and
+    /// again), dead-lettered at least once
+    /// ([`Topology::at_least_once_dead_lettering`]).
     pub fn work_queue_args(&self, queue: &str) -> FieldTable {
         let mut args = self.queue_args();
         args.insert(ARG_DEAD_LETTER_EXCHANGE.into(), long_string(""));
@@ -284,7 +319,32 @@ impl Topology {
             ARG_DEAD_LETTER_ROUTING_KEY.into(),
             long_string(&Naming::dead_letter_queue(queue)),
         );
+        if self.queue_type == QueueType::Quorum {
+            args.insert(
+                ARG_DELIVERY_LIMIT.into(),
+                AMQPValue::LongLongInt(self.delivery_limit.into()),
+            );
+            self.at_least_once_dead_lettering(&mut args);
+        }
         args
+    }
+
+    /// On quorum queues, makes a queue that dead-letters do it at least
+    /// once: `x-dead-letter-strategy` = `at-least-once` with `x-overflow` =
+    /// `reject-publish` (which the strategy requires). The broker then keeps
+    /// a dead-lettered message until its target queue confirmed it, where
+    /// the default (at-most-once) drops it if the target is unavailable or
+    /// full. Classic queues are left as they are: their dead-lettering is
+    /// at most once, and changing their arguments would make every existing
+    /// deployment's redeclaration fail (`PRECONDITION_FAILED`).
+    pub fn at_least_once_dead_lettering(&self, args: &mut FieldTable) {
+        if self.queue_type == QueueType::Quorum {
+            args.insert(
+                ARG_DEAD_LETTER_STRATEGY.into(),
+                long_string(DEAD_LETTER_AT_LEAST_ONCE),
+            );
+            args.insert(ARG_OVERFLOW.into(), long_string(OVERFLOW_REJECT_PUBLISH));
+        }
     }
 
     /// Arguments of a command queue: a work queue's, with the command bound.
@@ -303,13 +363,14 @@ impl Topology {
 
     /// Arguments of the delay queue of `queue` for `delay`: messages expire
     /// after `delay` and are dead-lettered, through the default exchange,
-    /// back to `queue`.
+    /// back to `queue` (at least once on quorum queues).
     pub fn retry_queue_args(&self, queue: &str, delay: Duration) -> FieldTable {
         let mut args = self.queue_args();
         let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
         args.insert(ARG_MESSAGE_TTL.into(), AMQPValue::LongLongInt(ttl));
         args.insert(ARG_DEAD_LETTER_EXCHANGE.into(), long_string(""));
         args.insert(ARG_DEAD_LETTER_ROUTING_KEY.into(), long_string(queue));
+        self.at_least_once_dead_lettering(&mut args);
         args
     }
 
@@ -417,5 +478,135 @@ mod tests {
                 "t.command.t.Do",
             ]
         );
+    }
+
+    fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
+        let mut table = FieldTable::default();
+        for (key, value) in entries {
+            table.insert((*key).into(), value.clone());
+        }
+        table
+    }
+
+    fn policy(max_attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts,
+            initial_backoff: Duration::from_millis(100),
+            multiplier: 2.0,
+            max_backoff: Duration::from_millis(100),
+        }
+    }
+
+    #[test]
+    fn classic_queues_keep_their_arguments_exactly() {
+        let topology = Topology::new("t")
+            .with_command("t.Do")
+            .with_retry_policy(&policy(5))
+            .with_bounds(Some(10), Some(20));
+        let classic = || long_string("classic");
+        let dlx = || long_string("");
+        assert_eq!(
+            topology.command_queue_args("t.command.t.Do"),
+            table(&[
+                (ARG_QUEUE_TYPE, classic()),
+                (ARG_DEAD_LETTER_EXCHANGE, dlx()),
+                (
+                    ARG_DEAD_LETTER_ROUTING_KEY,
+                    long_string("t.command.t.Do.dlq")
+                ),
+                (ARG_MAX_LENGTH, AMQPValue::LongLongInt(10)),
+                (ARG_OVERFLOW, long_string(OVERFLOW_REJECT_PUBLISH)),
+            ])
+        );
+        assert_eq!(
+            topology.work_queue_args("t.event.t.Done.s"),
+            table(&[
+                (ARG_QUEUE_TYPE, classic()),
+                (ARG_DEAD_LETTER_EXCHANGE, dlx()),
+                (
+                    ARG_DEAD_LETTER_ROUTING_KEY,
+                    long_string("t.event.t.Done.s.dlq")
+                ),
+            ])
+        );
+        assert_eq!(
+            topology.retry_queue_args("t.command.t.Do", Duration::from_millis(100)),
+            table(&[
+                (ARG_QUEUE_TYPE, classic()),
+                (ARG_MESSAGE_TTL, AMQPValue::LongLongInt(100)),
+                (ARG_DEAD_LETTER_EXCHANGE, dlx()),
+                (ARG_DEAD_LETTER_ROUTING_KEY, long_string("t.command.t.Do")),
+            ])
+        );
+        assert_eq!(
+            topology.dead_letter_queue_args(),
+            table(&[
+                (ARG_QUEUE_TYPE, classic()),
+                (ARG_MAX_LENGTH, AMQPValue::LongLongInt(20)),
+                (ARG_OVERFLOW, long_string(OVERFLOW_REJECT_PUBLISH)),
+            ])
+        );
+        assert_eq!(topology.queue_args(), table(&[(ARG_QUEUE_TYPE, classic())]));
+    }
+
+    #[test]
+    fn quorum_work_queues_get_the_delivery_limit_and_at_least_once_dead_lettering() {
+        let topology = Topology::new("t")
+            .with_command("t.Do")
+            .with_queue_type(QueueType::Quorum)
+            .with_retry_policy(&policy(5))
+            .with_bounds(Some(10), None);
+        let quorum = || long_string("quorum");
+        let dlx = || long_string("");
+        let at_least_once = || long_string(DEAD_LETTER_AT_LEAST_ONCE);
+        let reject = || long_string(OVERFLOW_REJECT_PUBLISH);
+        assert_eq!(topology.delivery_limit(), 5);
+        assert_eq!(
+            topology.command_queue_args("t.command.t.Do"),
+            table(&[
+                (ARG_QUEUE_TYPE, quorum()),
+                (ARG_DEAD_LETTER_EXCHANGE, dlx()),
+                (
+                    ARG_DEAD_LETTER_ROUTING_KEY,
+                    long_string("t.command.t.Do.dlq")
+                ),
+                (ARG_DELIVERY_LIMIT, AMQPValue::LongLongInt(5)),
+                (ARG_DEAD_LETTER_STRATEGY, at_least_once()),
+                (ARG_OVERFLOW, reject()),
+                (ARG_MAX_LENGTH, AMQPValue::LongLongInt(10)),
+            ])
+        );
+        assert_eq!(
+            topology.work_queue_args("t.event.t.Done.s"),
+            table(&[
+                (ARG_QUEUE_TYPE, quorum()),
+                (ARG_DEAD_LETTER_EXCHANGE, dlx()),
+                (
+                    ARG_DEAD_LETTER_ROUTING_KEY,
+                    long_string("t.event.t.Done.s.dlq")
+                ),
+                (ARG_DELIVERY_LIMIT, AMQPValue::LongLongInt(5)),
+                (ARG_DEAD_LETTER_STRATEGY, at_least_once()),
+                (ARG_OVERFLOW, reject()),
+            ])
+        );
+        assert_eq!(
+            topology.retry_queue_args("t.command.t.Do", Duration::from_millis(100)),
+            table(&[
+                (ARG_QUEUE_TYPE, quorum()),
+                (ARG_MESSAGE_TTL, AMQPValue::LongLongInt(100)),
+                (ARG_DEAD_LETTER_EXCHANGE, dlx()),
+                (ARG_DEAD_LETTER_ROUTING_KEY, long_string("t.command.t.Do")),
+                (ARG_DEAD_LETTER_STRATEGY, at_least_once()),
+                (ARG_OVERFLOW, reject()),
+            ])
+        );
+        // Dead-letter queues dead-letter nothing: no strategy, no limit
+        // (the dead-letter tools give messages back with requeue).
+        assert_eq!(
+            topology.dead_letter_queue_args(),
+            table(&[(ARG_QUEUE_TYPE, quorum())])
+        );
+        assert_eq!(topology.queue_args(), table(&[(ARG_QUEUE_TYPE, quorum())]));
     }
 }

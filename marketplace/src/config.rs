@@ -512,7 +512,10 @@ pub enum QueueKind {
 /// Connection to RabbitMQ and its topology.
 #[derive(Debug, Clone, Args)]
 pub struct RabbitArgs {
-    /// AMQP URL of the broker.
+    /// AMQP URL of the broker, or the comma-separated AMQP URLs of a
+    /// cluster's nodes (each with its credentials and vhost): connections go
+    /// to the first that answers, in an order shuffled once per process, and
+    /// move on to the next after a lost connection.
     #[arg(
         long,
         env = "AMQP_URL",

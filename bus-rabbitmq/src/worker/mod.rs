@@ -14,7 +14,7 @@ use bus_core::{transport::RegisteredHandler, CircuitBreaker, Handlers, RetryPoli
 use lapin::Channel;
 use tokio_util::sync::CancellationToken;
 
-use crate::{naming::short, Naming, RabbitConfig, RabbitError, Topology};
+use crate::{naming::short, BrokerAddresses, Naming, RabbitConfig, RabbitError, Topology};
 
 pub use control::{QueueState, UnknownQueue, WorkerControl};
 
@@ -88,6 +88,7 @@ mod settle;
 #[derive(Debug)]
 pub struct RabbitWorker {
     config: RabbitConfig,
+    addresses: BrokerAddresses,
     topology: Topology,
     routes: Vec<Route>,
     breaker: CircuitBreaker,
@@ -126,10 +127,7 @@ impl RabbitWorker {
     /// declared after `config` ([`RabbitConfig::topology`]). Does not connect
     /// yet: [`RabbitWorker::run`] does.
     pub fn new(handlers: &Handlers, config: RabbitConfig) -> Result<Self, RabbitError> {
-        config
-            .amqp_url
-            .parse::<lapin::uri::AMQPUri>()
-            .map_err(|error| RabbitError::InvalidConfig(format!("amqp_url: {error}")))?;
+        let addresses = config.addresses()?;
         if config.concurrency == 0 {
             return Err(RabbitError::InvalidConfig(
                 "concurrency must be at least 1".to_owned(),
@@ -173,6 +171,7 @@ impl RabbitWorker {
         let control = WorkerControl::new(routes.iter().map(|route| route.queue.clone()));
         Ok(Self {
             config,
+            addresses,
             topology,
             routes,
             breaker: CircuitBreaker::default(),

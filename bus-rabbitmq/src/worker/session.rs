@@ -87,20 +87,18 @@ impl RabbitWorker {
         Ok(())
     }
 
-    /// Opens a connection and declares the topology on it.
+    /// Opens a connection to the first broker address that answers (the
+    /// next one after a lost connection) and declares the topology on it.
     async fn connect(&self) -> Result<Connection, RabbitError> {
         let properties = ConnectionProperties::default().with_connection_name(
             format!("{} (worker)", self.config.connection_name)
                 .as_str()
                 .into(),
         );
-        let connection = tokio::time::timeout(
-            self.config.connect_timeout,
-            Connection::connect(&self.config.amqp_url, properties),
-        )
-        .await
-        .map_err(|elapsed| RabbitError::Connect(Box::new(elapsed)))?
-        .map_err(|error| RabbitError::Connect(Box::new(error)))?;
+        let (connection, address) = self
+            .addresses
+            .connect(&properties, self.config.connect_timeout)
+            .await?;
         let channel = connection
             .create_channel()
             .await
@@ -114,6 +112,7 @@ impl RabbitWorker {
         tracing::info!(
             namespace = self.topology.naming().namespace(),
             queues = self.routes.len(),
+            %address,
             "worker connected, topology declared"
         );
         Ok(connection)
