@@ -1,20 +1,25 @@
-//! `PUT /book`, `GET /books`, `GET /books/{id}`.
+//! `PUT /book`, `GET /books` (numbered or cursor pages, search), `GET /books/{id}`.
 
-use axum::{extract::State, Json};
-use serde::Deserialize;
-use utoipa::IntoParams;
+use axum::{
+    extract::State,
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use validator::Validate;
 
 use super::{
     access::Caller,
-    error::{ApiError, Problem},
+    error::{ApiError, FieldError, Problem},
     extract::{IdPath, TraceParent, ValidJson, ValidQuery},
+    paging::{self, Page},
     AppState,
 };
 use crate::{
     commands::SaveBook,
-    model::{may_save_book, Book},
-    queries::{GetBook, GetBookRegistration, ListBooks},
+    model::{may_save_book, Book, BookKey, SearchTerms},
+    queries::{GetBook, GetBookRegistration, ListBooks, ListBooksAfter},
 };
 
 /// Register a book or edit it.
@@ -53,12 +58,12 @@ pub async fn save_book(
     state.dispatch(&command, trace).await
 }
 
-/// Paging of `GET /books`.
+/// Paging and search of `GET /books`.
 #[derive(Debug, Deserialize, Validate, IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct Pagination {
-    /// Page number, from 1 (default 1).
+    /// Page number, from 1 (default 1). Not with `after`.
     #[validate(range(min = 1, max = 1_000_000))]
     #[param(minimum = 1, maximum = 1_000_000)]
     pub page: Option<u32>,
@@ -66,25 +71,122 @@ pub struct Pagination {
     #[validate(range(min = 1, max = 100))]
     #[param(minimum = 1, maximum = 100)]
     pub page_size: Option<u32>,
+    /// Search: the books whose title and author hold every word of `q`
+    /// (case and accents ignored, the last word as a prefix), best match
+    /// first. 1 to 200 characters once trimmed, at most 8 words (runs of
+    /// letters and digits; anything else only separates words).
+    #[param(min_length = 1, max_length = 200)]
+    pub q: Option<String>,
+    /// Cursor mode: the `next` cursor of the previous page (empty: the
+    /// first page). The answer is then an object `{"items", "next"}`.
+    #[param(max_length = 512)]
+    pub after: Option<String>,
 }
 
-/// A page of the catalogue, in registration order.
+/// The body of `GET /books` (documentation only): the JSON array of a
+/// numbered page, or the object of a cursor page (with `after`).
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+pub enum BooksBody {
+    /// Without `after`: the page's books.
+    Books(Vec<Book>),
+    /// With `after`: the page's books and the next page's cursor.
+    Page(Page<Book>),
+}
+
+/// A page of the catalogue, in registration order, or of a search of it
+/// (`q`), best match first; numbered pages (`page`) or cursor pages
+/// (`after`).
 #[utoipa::path(get, path = "/books", tag = "books", params(Pagination),
     responses(
-        (status = 200, description = "Books", body = [Book]),
+        (status = 200, description = "Books. Without `after`: a JSON array (numbered pages). With `after` (empty for the first page): an object `{\"items\": [books], \"next\": cursor or null}`. When more books follow, `Link: <…>; rel=\"next\"` gives the next page's address (the same parameters, with `page` + 1, or with `after` = `next`).",
+            body = BooksBody,
+            headers(("Link" = String, description = "`</books?…>; rel=\"next\"`: the next page, when more books follow"))),
         (status = 400, description = "Malformed query string", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "page or pageSize out of range", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "page or pageSize out of range; q empty, over 200 characters, over 8 words or without a letter or digit; after not a cursor of this list (or of the other order: with or without q); page with after", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database does not answer right now", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_books(
     State(state): State<AppState>,
     ValidQuery(paging): ValidQuery<Pagination>,
-) -> Result<Json<Vec<Book>>, ApiError> {
-    let query = ListBooks {
-        page: paging.page.unwrap_or(1),
-        page_size: paging.page_size.unwrap_or(50),
+) -> Result<Response, ApiError> {
+    let search = paging
+        .q
+        .as_deref()
+        .map(SearchTerms::parse)
+        .transpose()
+        .map_err(|error| invalid("q", error.to_string()))?;
+    let page_size = paging.page_size.unwrap_or(DEFAULT_BOOKS_PAGE);
+    // The parameters every next page keeps, percent-encoded.
+    let mut kept = format!("pageSize={page_size}");
+    if let Some(q) = &paging.q {
+        kept.push_str("&q=");
+        kept.push_str(&paging::percent_encode(q.trim()));
+    }
+    let Some(after) = paging.after else {
+        let page = paging.page.unwrap_or(1);
+        let books = state
+            .queries
+            .ask(ListBooks {
+                page,
+                page_size,
+                search,
+            })
+            .await?;
+        let next = books
+            .more
+            .then(|| format!("/books?page={}&{kept}", page.saturating_add(1)));
+        return Ok(paging::with_next_link(
+            Json(books.books).into_response(),
+            next.as_deref(),
+        ));
     };
-    Ok(Json(state.queries.ask(query).await?))
+    if paging.page.is_some() {
+        return Err(invalid(
+            "page",
+            "not with after: cursor pages follow `next`".to_owned(),
+        ));
+    }
+    let after = match after.as_str() {
+        "" => None,
+        cursor => Some(paging::decode::<BookKey>(cursor)?),
+    };
+    let of_this_order = match (&after, &search) {
+        (None, _) => true,
+        (Some(BookKey::Ranked(..)), Some(_)) | (Some(BookKey::Registered(..)), None) => true,
+        (Some(_), _) => false,
+    };
+    if !of_this_order {
+        return Err(invalid(
+            "after",
+            "a cursor of a search goes with its q, a cursor of the catalogue without q".to_owned(),
+        ));
+    }
+    let books = state
+        .queries
+        .ask(ListBooksAfter {
+            after,
+            page_size,
+            search,
+        })
+        .await?;
+    let page = Page {
+        items: books.books,
+        next: books.next.as_ref().map(paging::encode),
+    };
+    Ok(paging::page_response(page, "/books", &kept))
+}
+
+/// Books per page of `GET /books` when `pageSize` is not given.
+pub const DEFAULT_BOOKS_PAGE: u32 = 50;
+
+/// A `422` on `field`.
+fn invalid(field: &str, message: String) -> ApiError {
+    ApiError::Validation(vec![FieldError {
+        field: field.to_owned(),
+        message,
+    }])
 }
 
 /// A book with its cheapest in-stock offer.

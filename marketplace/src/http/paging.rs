@@ -68,6 +68,20 @@ pub fn with_next_link(mut response: Response, next: Option<&str>) -> Response {
     response
 }
 
+/// `text` percent-encoded for a query string: every byte but the unreserved
+/// characters of RFC 3986 (`A-Z a-z 0-9 - . _ ~`) as `%XX`.
+pub fn percent_encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
 /// A [`Page`] as JSON with its `Link` header; `path` is the list's path and
 /// `query` the other parameters to keep (percent-encoded, without `after`).
 pub fn page_response<T: Serialize>(page: Page<T>, path: &str, query: &str) -> Response {
@@ -96,8 +110,20 @@ mod tests {
     }
 
     #[test]
+    fn query_text_is_percent_encoded() {
+        assert_eq!(
+            percent_encode("Émile & co/1+1=2 ~ok"),
+            "%C3%89mile%20%26%20co%2F1%2B1%3D2%20~ok"
+        );
+    }
+
+    #[test]
     fn a_foreign_or_oversized_cursor_is_refused_on_after() {
-        for cursor in ["not base64!", "bm90IGpzb24", &"A".repeat(MAX_CURSOR_LEN + 4)] {
+        for cursor in [
+            "not base64!",
+            "bm90IGpzb24",
+            &"A".repeat(MAX_CURSOR_LEN + 4),
+        ] {
             match decode::<(String, uuid::Uuid)>(cursor) {
                 Err(ApiError::Validation(errors)) => assert_eq!(errors[0].field, "after"),
                 other => panic!("{cursor}: {other:?}"),

@@ -2,7 +2,7 @@
 //! the commands, and the business rules that are not SQL (how prices are
 //! rounded, how an order's quantities add up, what a stock claim decides
 //! and what the buyer is charged, which text is a name, when a reused id
-//! is a conflict, who may edit a book).
+//! is a conflict, who may edit a book, what a search looks for).
 //!
 //! Everything else sits above this module: the store persists these types,
 //! commands and queries speak them, the HTTP edge serializes them. It
@@ -10,6 +10,7 @@
 
 mod catalogue;
 mod fingerprint;
+mod listing;
 mod numbers;
 mod order;
 mod text;
@@ -19,6 +20,7 @@ pub use catalogue::{
     OfferOutcome, Revision, User,
 };
 pub use fingerprint::{conflicts, IdConflict};
+pub use listing::{BookKey, SearchError, SearchTerms, MAX_SEARCH_CHARS, MAX_SEARCH_WORDS};
 pub use numbers::{
     count_from_json_number, price_error, price_from_json_number, round_price, MAX_PRICE,
     MAX_PRICE_SENT, MIN_PRICE_SENT,

@@ -11,13 +11,15 @@ pub mod get_book;
 pub mod get_order;
 pub mod get_user;
 pub mod list_books;
+pub mod list_books_after;
 pub mod list_offers;
 
 pub use book_registration::GetBookRegistration;
 pub use get_book::GetBook;
 pub use get_order::GetOrder;
 pub use get_user::GetUser;
-pub use list_books::ListBooks;
+pub use list_books::{BooksPage, ListBooks};
+pub use list_books_after::{KeyedBooksPage, ListBooksAfter};
 pub use list_offers::{ListOffers, OffersPage};
 
 use bus_core::{QueryBus, RegistrationError};
@@ -37,6 +39,7 @@ pub fn query_bus(store: &Repositories) -> Result<QueryBus, RegistrationError> {
     };
     QueryBus::builder()
         .query::<ListBooks, _>(handler.clone())
+        .query::<ListBooksAfter, _>(handler.clone())
         .query::<GetBook, _>(handler.clone())
         .query::<GetBookRegistration, _>(handler.clone())
         .query::<ListOffers, _>(handler.clone())

@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use super::error::StoreError;
 use crate::model::{
-    Book, BookRegistration, BookSaveOutcome, NewOffer, NewOrder, Offer, OfferOutcome, Order,
-    OrderOutcome, Revision, User,
+    Book, BookKey, BookRegistration, BookSaveOutcome, NewOffer, NewOrder, Offer, OfferOutcome,
+    Order, OrderOutcome, Revision, SearchTerms, User,
 };
 
 /// Builds the event staged when an order is confirmed, from the books whose
@@ -113,8 +113,28 @@ pub trait BookRepository: Send + Sync {
     async fn book_registration(&self, id: Uuid) -> Result<Option<BookRegistration>, StoreError>;
     /// The book `id`.
     async fn get_book(&self, id: Uuid) -> Result<Option<Book>, StoreError>;
-    /// Page `page` (from 1) of `page_size` books, in registration order.
-    async fn list_books(&self, page: u32, page_size: u32) -> Result<Vec<Book>, StoreError>;
+    /// Up to `limit` books after skipping `offset`, in registration order,
+    /// or, with `search`, the books matching it, best match first (ties by
+    /// id).
+    async fn list_books(
+        &self,
+        offset: u64,
+        limit: u32,
+        search: Option<&SearchTerms>,
+    ) -> Result<Vec<Book>, StoreError>;
+    /// Up to `limit` books with their keys, in the same order as
+    /// [`list_books`], starting after the book of key `after` in that
+    /// order (from the first book without it). A key of the other order
+    /// (a search's key without `search`, or the reverse) is
+    /// [`StoreError::Invalid`].
+    ///
+    /// [`list_books`]: BookRepository::list_books
+    async fn list_books_after(
+        &self,
+        after: Option<&BookKey>,
+        limit: u32,
+        search: Option<&SearchTerms>,
+    ) -> Result<Vec<(Book, BookKey)>, StoreError>;
     /// Recomputes the cheapest in-stock offer of each book of `book_ids`
     /// from its offers (idempotent, insensitive to event order), in one
     /// transaction with `receipts`.

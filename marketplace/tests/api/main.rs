@@ -21,6 +21,7 @@ mod pause;
 mod rabbitmq;
 mod reads;
 mod saves;
+mod search;
 mod seed;
 mod storage;
 mod text;

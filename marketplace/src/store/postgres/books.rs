@@ -2,12 +2,15 @@
 
 use async_trait::async_trait;
 use bus_core::{durable::postgres::record_receipts, Receipt};
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::PgStore;
 use crate::{
-    model::{may_save_book, Book, BookRegistration, BookSaveOutcome, Revision},
+    model::{
+        may_save_book, Book, BookKey, BookRegistration, BookSaveOutcome, Revision, SearchTerms,
+    },
     store::{BookRepository, BookSave, StoreError},
 };
 
@@ -23,6 +26,67 @@ pub const LIST_BOOKS_SQL: &str = "SELECT id, title, author, stock, price, offer_
      WHERE (created_at, id) >= (SELECT created_at, id FROM books
                                 ORDER BY created_at, id OFFSET $2 LIMIT 1)
      ORDER BY created_at, id LIMIT $1";
+
+/// `GET /books?q=`: `$2` books matching the words `$1` after skipping `$3`,
+/// best match first, ties by id.
+///
+/// The GIN index `books_search` finds the matching rows; `ts_rank` (no
+/// length normalisation) ranks them from the row's own words, never from
+/// statistics of the catalogue, so a book's rank only changes when it is
+/// edited. `books_search_query` (migration `20261205000000_book_search.sql`)
+/// folds and quotes each word.
+pub const SEARCH_BOOKS_SQL: &str = "SELECT id, title, author, stock, price, offer_id, rank
+     FROM (SELECT b.id, b.title, b.author, b.stock, b.price, b.offer_id,
+                  ts_rank(b.search, q.query) AS rank
+             FROM books b, (SELECT books_search_query($1::text[]) AS query) q
+            WHERE b.search @@ q.query) AS matches
+     ORDER BY rank DESC, id LIMIT $2 OFFSET $3";
+
+/// `GET /books?after=`: `$1` books in registration order from the first
+/// (the first cursor page).
+pub const FIRST_BOOKS_SQL: &str =
+    "SELECT id, title, author, stock, price, offer_id, created_at FROM books
+     ORDER BY created_at, id LIMIT $1";
+
+/// `GET /books?after=CURSOR`: `$3` books in registration order after the
+/// book at `($1, $2)` (its `created_at` and id): a range scan of the
+/// `books_listing` index from the cursor, whatever the cursor's depth.
+pub const BOOKS_AFTER_SQL: &str =
+    "SELECT id, title, author, stock, price, offer_id, created_at FROM books
+     WHERE (created_at, id) > ($1, $2)
+     ORDER BY created_at, id LIMIT $3";
+
+/// `GET /books?q=&after=`: `$4` books matching the words `$1`, best match
+/// first, after the match of rank `$2` and id `$3` (the whole search from
+/// the first when `$3` is null), as [`SEARCH_BOOKS_SQL`] orders them.
+pub const SEARCH_BOOKS_AFTER_SQL: &str = "SELECT id, title, author, stock, price, offer_id, rank
+     FROM (SELECT b.id, b.title, b.author, b.stock, b.price, b.offer_id,
+                  ts_rank(b.search, q.query) AS rank
+             FROM books b, (SELECT books_search_query($1::text[]) AS query) q
+            WHERE b.search @@ q.query) AS matches
+     WHERE $3::uuid IS NULL OR rank < $2::real OR (rank = $2::real AND id > $3)
+     ORDER BY rank DESC, id LIMIT $4";
+
+/// The earliest and latest registration keys a cursor may name
+/// (microseconds since the epoch: years 1 and 9999), inside what both
+/// chrono and PostgreSQL represent.
+const REGISTERED_RANGE: (i64, i64) = (-62_135_596_800_000_000, 253_402_300_799_999_999);
+
+/// A book and its rank in a search.
+#[derive(sqlx::FromRow)]
+struct RankedRow {
+    #[sqlx(flatten)]
+    book: Book,
+    rank: f32,
+}
+
+/// A book and its registration time.
+#[derive(sqlx::FromRow)]
+struct RegisteredRow {
+    #[sqlx(flatten)]
+    book: Book,
+    created_at: DateTime<Utc>,
+}
 
 #[async_trait]
 impl BookRepository for PgStore {
@@ -92,15 +156,87 @@ impl BookRepository for PgStore {
         Ok(book)
     }
 
-    async fn list_books(&self, page: u32, page_size: u32) -> Result<Vec<Book>, StoreError> {
-        let limit = i64::from(page_size);
-        let offset = i64::from(page.saturating_sub(1)) * limit;
-        let books = sqlx::query_as(LIST_BOOKS_SQL)
-            .bind(limit)
+    async fn list_books(
+        &self,
+        offset: u64,
+        limit: u32,
+        search: Option<&SearchTerms>,
+    ) -> Result<Vec<Book>, StoreError> {
+        let offset = i64::try_from(offset)
+            .map_err(|_| StoreError::Invalid(format!("offset {offset} out of range")))?;
+        let Some(search) = search else {
+            let books = sqlx::query_as(LIST_BOOKS_SQL)
+                .bind(i64::from(limit))
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await?;
+            return Ok(books);
+        };
+        let rows: Vec<RankedRow> = sqlx::query_as(SEARCH_BOOKS_SQL)
+            .bind(search.words())
+            .bind(i64::from(limit))
             .bind(offset)
             .fetch_all(&self.pool)
             .await?;
-        Ok(books)
+        Ok(rows.into_iter().map(|row| row.book).collect())
+    }
+
+    async fn list_books_after(
+        &self,
+        after: Option<&BookKey>,
+        limit: u32,
+        search: Option<&SearchTerms>,
+    ) -> Result<Vec<(Book, BookKey)>, StoreError> {
+        let limit = i64::from(limit);
+        match (search, after) {
+            (Some(search), None | Some(BookKey::Ranked(..))) => {
+                let (rank, id) = match after {
+                    // Ranks are `real`: a key this store handed out holds
+                    // one exactly.
+                    Some(BookKey::Ranked(rank, id)) => (*rank as f32, Some(*id)),
+                    _ => (0.0, None),
+                };
+                let rows: Vec<RankedRow> = sqlx::query_as(SEARCH_BOOKS_AFTER_SQL)
+                    .bind(search.words())
+                    .bind(rank)
+                    .bind(id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|row| {
+                        let key = BookKey::Ranked(f64::from(row.rank), row.book.id);
+                        (row.book, key)
+                    })
+                    .collect())
+            }
+            (None, None | Some(BookKey::Registered(..))) => {
+                let query = match after {
+                    Some(BookKey::Registered(micros, id)) => {
+                        let (first, last) = REGISTERED_RANGE;
+                        let at = DateTime::from_timestamp_micros((*micros).clamp(first, last))
+                            .ok_or_else(|| {
+                                StoreError::Invalid(format!("registration key {micros}"))
+                            })?;
+                        sqlx::query_as(BOOKS_AFTER_SQL).bind(at).bind(*id)
+                    }
+                    _ => sqlx::query_as(FIRST_BOOKS_SQL),
+                };
+                let rows: Vec<RegisteredRow> = query.bind(limit).fetch_all(&self.pool).await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|row| {
+                        let key =
+                            BookKey::Registered(row.created_at.timestamp_micros(), row.book.id);
+                        (row.book, key)
+                    })
+                    .collect())
+            }
+            (_, Some(key)) => Err(StoreError::Invalid(format!(
+                "cursor key {key:?} is not of this list's order"
+            ))),
+        }
     }
 
     /// Each book row is locked first so that the recomputation reads offers

@@ -8,7 +8,9 @@ mod orders;
 pub mod schema;
 mod users;
 
-pub use books::LIST_BOOKS_SQL;
+pub use books::{
+    BOOKS_AFTER_SQL, FIRST_BOOKS_SQL, LIST_BOOKS_SQL, SEARCH_BOOKS_AFTER_SQL, SEARCH_BOOKS_SQL,
+};
 pub use offers::LIST_OFFERS_SQL;
 
 use std::time::Duration;

@@ -7,9 +7,46 @@ use uuid::Uuid;
 
 use super::{from_cents, saved_at, SqliteStore, NOW};
 use crate::{
-    model::{may_save_book, Book, BookRegistration, BookSaveOutcome, Revision},
+    model::{
+        may_save_book, Book, BookKey, BookRegistration, BookSaveOutcome, Revision, SearchTerms,
+    },
     store::{BookRepository, BookSave, StoreError},
 };
+
+/// The columns of a book, read from `books`.
+const BOOK_COLUMNS: &str = "books.id AS id, books.title AS title, books.author AS author,
+     books.stock AS stock, books.price_cents AS price_cents, books.offer_id AS offer_id";
+
+/// A book and its sort key in a list: its `position`, or its `bm25` rank
+/// in a search.
+#[derive(sqlx::FromRow)]
+struct KeyedRow {
+    #[sqlx(flatten)]
+    book: BookRow,
+    position: i64,
+    rank: f64,
+}
+
+/// The FTS5 query of `search`: each word as an FTS5 string (quoted, its
+/// quotes doubled: no word is read as syntax, not even `NEAR` or `AND`),
+/// all of them required, the last one as a prefix. The table's tokenizer
+/// folds case and accents in the query as it did in the books.
+fn match_expression(search: &SearchTerms) -> String {
+    let words = search.words();
+    words
+        .iter()
+        .enumerate()
+        .map(|(index, word)| {
+            let quoted = format!("\"{}\"", word.replace('"', "\"\""));
+            if index + 1 == words.len() {
+                quoted + "*"
+            } else {
+                quoted
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 
 #[derive(sqlx::FromRow)]
 struct BookRow {
@@ -91,19 +128,108 @@ impl BookRepository for SqliteStore {
         Ok(book.map(Book::from))
     }
 
-    /// Registration order is the order of the `position` key.
-    async fn list_books(&self, page: u32, page_size: u32) -> Result<Vec<Book>, StoreError> {
-        let limit = i64::from(page_size);
-        let offset = i64::from(page.saturating_sub(1)) * limit;
-        let books: Vec<BookRow> = sqlx::query_as(
-            "SELECT id, title, author, stock, price_cents, offer_id FROM books
-             ORDER BY position LIMIT ?1 OFFSET ?2",
-        )
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.reader)
-        .await?;
+    /// Registration order is the order of the `position` key; a search
+    /// ranks with FTS5's `bm25` (lower is better).
+    async fn list_books(
+        &self,
+        offset: u64,
+        limit: u32,
+        search: Option<&SearchTerms>,
+    ) -> Result<Vec<Book>, StoreError> {
+        let offset = i64::try_from(offset)
+            .map_err(|_| StoreError::Invalid(format!("offset {offset} out of range")))?;
+        let books: Vec<BookRow> = match search {
+            None => {
+                sqlx::query_as(
+                    "SELECT id, title, author, stock, price_cents, offer_id FROM books
+                     ORDER BY position LIMIT ?1 OFFSET ?2",
+                )
+                .bind(i64::from(limit))
+                .bind(offset)
+                .fetch_all(&self.reader)
+                .await?
+            }
+            Some(search) => {
+                sqlx::query_as(&format!(
+                    "SELECT {BOOK_COLUMNS} FROM books_search
+                       JOIN books ON books.position = books_search.rowid
+                      WHERE books_search MATCH ?1
+                      ORDER BY books_search.rank, books.id LIMIT ?2 OFFSET ?3"
+                ))
+                .bind(match_expression(search))
+                .bind(i64::from(limit))
+                .bind(offset)
+                .fetch_all(&self.reader)
+                .await?
+            }
+        };
         Ok(books.into_iter().map(Book::from).collect())
+    }
+
+    /// Keyset pages: on `position` in registration order, on
+    /// `(bm25, id)` in a search.
+    async fn list_books_after(
+        &self,
+        after: Option<&BookKey>,
+        limit: u32,
+        search: Option<&SearchTerms>,
+    ) -> Result<Vec<(Book, BookKey)>, StoreError> {
+        let limit = i64::from(limit);
+        match (search, after) {
+            (Some(search), None | Some(BookKey::Ranked(..))) => {
+                let (rank, id) = match after {
+                    Some(BookKey::Ranked(rank, id)) => (*rank, Some(*id)),
+                    _ => (0.0, None),
+                };
+                let rows: Vec<KeyedRow> = sqlx::query_as(&format!(
+                    "SELECT {BOOK_COLUMNS}, books.position AS position, books_search.rank AS rank
+                       FROM books_search
+                       JOIN books ON books.position = books_search.rowid
+                      WHERE books_search MATCH ?1
+                        AND (?3 IS NULL OR books_search.rank > ?2
+                             OR (books_search.rank = ?2 AND books.id > ?3))
+                      ORDER BY books_search.rank, books.id LIMIT ?4"
+                ))
+                .bind(match_expression(search))
+                .bind(rank)
+                .bind(id)
+                .bind(limit)
+                .fetch_all(&self.reader)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|row| {
+                        let key = BookKey::Ranked(row.rank, row.book.id);
+                        (Book::from(row.book), key)
+                    })
+                    .collect())
+            }
+            (None, None | Some(BookKey::Registered(..))) => {
+                let position = match after {
+                    Some(BookKey::Registered(position, _)) => *position,
+                    _ => i64::MIN,
+                };
+                let rows: Vec<KeyedRow> = sqlx::query_as(&format!(
+                    "SELECT {BOOK_COLUMNS}, books.position AS position, 0.0 AS rank FROM books
+                      WHERE books.position > ?1
+                      ORDER BY books.position LIMIT ?2"
+                ))
+                .bind(position)
+                .bind(limit)
+                .fetch_all(&self.reader)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|row| {
+                        let key = BookKey::Registered(row.position, row.book.id);
+                        (Book::from(row.book), key)
+                    })
+                    .collect())
+            }
+            (_, Some(key)) => Err(StoreError::Invalid(format!(
+                "cursor key {key:?} is not of this list's order"
+            ))),
+        }
     }
 
     /// One writer at a time: the reads and the updates cannot interleave
