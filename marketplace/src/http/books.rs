@@ -83,8 +83,10 @@ pub struct Pagination {
     pub after: Option<String>,
 }
 
-/// The body of `GET /books` (documentation only): the JSON array of a
-/// numbered page, or the object of a cursor page (with `after`).
+/// The body of `GET /books`: the JSON array of a numbered page, or the
+/// object of a cursor page (with `after`).
+// Describes the two shapes in the OpenAPI document; the route builds them
+// directly.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)]
 #[serde(untagged)]

@@ -54,6 +54,7 @@ pub struct Page<T> {
     /// The page's items, in the list's order.
     pub items: Vec<T>,
     /// Pass as `after` for the next page; `null` on the last page.
+    #[schema(required = true)]
     pub next: Option<String>,
 }
 

@@ -122,7 +122,7 @@ async fn follow_links(app: &TestApp, path: &str) -> (Vec<Uuid>, Vec<Value>) {
 
 on_every_bus! {
     async fn a_search_matches_words_of_titles_and_authors_whatever_their_case_and_accents(app) {
-        register(&app, &[
+        register(app, &[
             ("Germinal", "Émile Zola"),
             ("Unvollständigkeitssätze", "Kurt Gödel"),
             ("Dune", "Frank Herbert"),
@@ -131,30 +131,30 @@ on_every_bus! {
             ("Zola, Zola et Zola", "Henri Mitterand"),
         ]).await;
         let zola = set(&["Germinal", "Zola, Zola et Zola"]);
-        assert_eq!(found(&app, "emile zola").await, set(&["Germinal"]));
-        assert_eq!(found(&app, "ÉMILE").await, set(&["Germinal"]));
-        assert_eq!(found(&app, "ZOLA").await, zola);
-        assert_eq!(found(&app, "godel").await, set(&["Unvollständigkeitssätze"]));
-        assert_eq!(found(&app, "GÖDEL kurt").await, set(&["Unvollständigkeitssätze"]));
-        assert_eq!(found(&app, "unvollstandigkeitssatze").await, set(&["Unvollständigkeitssätze"]));
-        assert_eq!(found(&app, "dune").await, set(&["Dune", "Dune Messiah"]));
-        assert_eq!(found(&app, "messiah").await, set(&["Dune Messiah"]));
+        assert_eq!(found(app, "emile zola").await, set(&["Germinal"]));
+        assert_eq!(found(app, "ÉMILE").await, set(&["Germinal"]));
+        assert_eq!(found(app, "ZOLA").await, zola);
+        assert_eq!(found(app, "godel").await, set(&["Unvollständigkeitssätze"]));
+        assert_eq!(found(app, "GÖDEL kurt").await, set(&["Unvollständigkeitssätze"]));
+        assert_eq!(found(app, "unvollstandigkeitssatze").await, set(&["Unvollständigkeitssätze"]));
+        assert_eq!(found(app, "dune").await, set(&["Dune", "Dune Messiah"]));
+        assert_eq!(found(app, "messiah").await, set(&["Dune Messiah"]));
         // The last word is a prefix, as the user types.
-        assert_eq!(found(&app, "herb").await, set(&["Dune", "Dune Messiah"]));
-        assert_eq!(found(&app, "dune mess").await, set(&["Dune Messiah"]));
-        assert_eq!(found(&app, "le gu").await, set(&["The Left Hand of Darkness"]));
+        assert_eq!(found(app, "herb").await, set(&["Dune", "Dune Messiah"]));
+        assert_eq!(found(app, "dune mess").await, set(&["Dune Messiah"]));
+        assert_eq!(found(app, "le gu").await, set(&["The Left Hand of Darkness"]));
         // Only the last word: the others are whole words.
-        assert_eq!(found(&app, "mess dune").await, set(&[]));
+        assert_eq!(found(app, "mess dune").await, set(&[]));
         // Every word must match, and a word is not a part of one.
-        assert_eq!(found(&app, "zola dune").await, set(&[]));
-        assert_eq!(found(&app, "arkness").await, set(&[]));
-        assert_eq!(found(&app, "tolkien").await, set(&[]));
+        assert_eq!(found(app, "zola dune").await, set(&[]));
+        assert_eq!(found(app, "arkness").await, set(&[]));
+        assert_eq!(found(app, "tolkien").await, set(&[]));
         // The book holding the word three times is the best match.
-        assert_eq!(titles_found(&app, "zola").await[0], "Zola, Zola et Zola");
+        assert_eq!(titles_found(app, "zola").await[0], "Zola, Zola et Zola");
     }
 
     async fn query_syntax_in_a_search_is_only_text(app) {
-        register(&app, &[("Dune", "Frank Herbert"), ("Near Dark", "Eric Red")]).await;
+        register(app, &[("Dune", "Frank Herbert"), ("Near Dark", "Eric Red")]).await;
         for q in [
             "\"", "'", ":*", "&|!()", "*", "\\", "%", "(", "^", "-", "\"\"*",
         ] {
@@ -199,7 +199,7 @@ on_every_bus! {
     async fn cursor_pages_walk_the_catalogue_once_while_books_are_added(app) {
         let titles: Vec<String> = (0..23).map(|n| format!("Volume {n}")).collect();
         let books: Vec<(&str, &str)> = titles.iter().map(|title| (title.as_str(), "Anon")).collect();
-        let before = register(&app, &books).await;
+        let before = register(app, &books).await;
         // A new book between the walk's pages: it may or may not be seen,
         // the books there before the walk are seen once each.
         let walk = async {
@@ -240,10 +240,10 @@ on_every_bus! {
             assert!(added.contains(id), "{id} was never registered");
         }
         for id in &added {
-            await_readable(&app, *id).await;
+            await_readable(app, *id).await;
         }
         // Following the Link headers walks the same catalogue, now whole.
-        let (linked, bodies) = follow_links(&app, "/books?pageSize=10&after=").await;
+        let (linked, bodies) = follow_links(app, "/books?pageSize=10&after=").await;
         let everything: HashSet<Uuid> = before.iter().chain(&added).copied().collect();
         assert_eq!(linked.len(), everything.len());
         assert_eq!(linked.iter().copied().collect::<HashSet<_>>(), everything);
@@ -258,7 +258,7 @@ on_every_bus! {
         books.push(("Saga Saga Saga".to_owned(), "Éva Åström".to_owned()));
         books.push(("Unrelated".to_owned(), "Nobody".to_owned()));
         let pairs: Vec<(&str, &str)> = books.iter().map(|(t, a)| (t.as_str(), a.as_str())).collect();
-        let ids = register(&app, &pairs).await;
+        let ids = register(app, &pairs).await;
         let sagas: HashSet<Uuid> = ids[..12].iter().copied().collect();
         let q = "Saga åst";
         let whole = ids_of(&app.get_json(&format!("/books?pageSize=100&q={}", encode(q))).await);
@@ -271,12 +271,12 @@ on_every_bus! {
             next_link(&first).as_deref(),
             Some("/books?page=2&pageSize=5&q=Saga%20%C3%A5st")
         );
-        let (numbered, _) = follow_links(&app, &format!("/books?pageSize=5&q={}", encode(q))).await;
+        let (numbered, _) = follow_links(app, &format!("/books?pageSize=5&q={}", encode(q))).await;
         assert_eq!(numbered, whole);
 
         // Cursor pages: the same books, in the same order.
         let (cursored, bodies) =
-            follow_links(&app, &format!("/books?pageSize=5&q={}&after=", encode(q))).await;
+            follow_links(app, &format!("/books?pageSize=5&q={}&after=", encode(q))).await;
         assert_eq!(cursored, whole);
         assert_eq!(bodies.len(), 3);
         assert_eq!(bodies[2]["next"], Value::Null);
@@ -292,14 +292,14 @@ on_every_bus! {
     }
 
     async fn numbered_pages_link_the_next_and_bad_cursors_are_422(app) {
-        let ids = register(&app, &[("A", "X"), ("B", "X"), ("C", "X")]).await;
+        let ids = register(app, &[("A", "X"), ("B", "X"), ("C", "X")]).await;
         // Without the new parameters: the same JSON array as always.
         let all = app.get("/books").await;
         assert_eq!(next_link(&all), None);
         assert_eq!(ids_of(&all.json::<Value>().await.unwrap()), ids);
         let first = app.get("/books?pageSize=2").await;
         assert_eq!(next_link(&first).as_deref(), Some("/books?page=2&pageSize=2"));
-        let (walked, bodies) = follow_links(&app, "/books?pageSize=2").await;
+        let (walked, bodies) = follow_links(app, "/books?pageSize=2").await;
         assert_eq!(walked, ids);
         assert!(bodies.iter().all(Value::is_array));
 
