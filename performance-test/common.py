@@ -17,8 +17,15 @@ failed in locust's stats when it is not honoured:
   the plain reads, plus one `ASYNC` row per outcome whose time is how long
   the write took to become visible (not an HTTP request).
 
-The flows (`sign_up`, `browse_books`, `create_offer_flow`, `buy_flow`) are
-here too so that every scenario runs exactly the same steps.
+The flows (`sign_up`, `browse_books`, `search_books`, `create_offer_flow`,
+`buy_flow`) are here too so that every scenario runs exactly the same steps.
+
+Searches (`GET /books?q=..`) use the words `marketplace seed` writes titles
+and authors with, read from `marketplace/src/seed/words.rs` (or the file
+`SEARCH_WORDS_FILE` names): a surname, a surname and a title noun, or one
+title word, as someone looking for a book types them; and words of the
+books this process has seen, so a catalogue that was not seeded is
+searched too.
 
 Signing in: every request carries `Authorization: Bearer <token>` of the
 simulated user acting (`sign_in`): an HS256 JWT signed with
@@ -34,7 +41,8 @@ Tunables (environment variables): `THINK_MIN`/`THINK_MAX` seconds between
 the steps of a flow (default 0.2..1.0), `POLL_MAX` polls (default 30),
 `POLL_WAIT_MAX` longest wait between polls in seconds (default 1.0),
 `PAGE_SIZE` for `GET /books` (default 20), `RETRY_AFTER_CAP` longest honoured
-`Retry-After` in seconds (default 5).
+`Retry-After` in seconds (default 5), `SEARCH_WORDS_FILE` the seed's
+vocabulary (default: `marketplace/src/seed/words.rs` of this repository).
 """
 
 from __future__ import annotations
@@ -44,11 +52,14 @@ import logging
 import math
 import os
 import random
+import re
 import threading
 import time
 import uuid
+from urllib.parse import urlencode
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Callable, Optional
 
@@ -91,6 +102,8 @@ OFFER_OPTIONAL_KEYS = {"sellerName"}
 ORDER_KEYS = {"id", "userId", "status", "reason", "items", "total", "createdAt"}
 ORDER_ITEM_KEYS = {"offerId", "quantity", "unitPrice", "total"}
 ORDER_STATUSES = {"pending", "confirmed", "rejected"}
+SELLER_OFFER_KEYS = {"id", "bookId", "title", "sellerId", "sellerName", "price", "stock", "createdAt"}
+LIST_PAGE_KEYS = {"items", "next"}
 
 # Retry-After values of refused (503) requests, per endpoint; printed at the end.
 RETRY_AFTER: Counter = Counter()
@@ -153,6 +166,34 @@ def think() -> None:
 
 
 # --------------------------------------------------------------------------
+# The words people search for
+# --------------------------------------------------------------------------
+
+SEARCH_WORDS_FILE = os.environ.get("SEARCH_WORDS_FILE") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "marketplace", "src", "seed", "words.rs"
+)
+
+
+def load_vocabulary(path: str) -> dict:
+    """The word lists of the seed (`pub const NAME: [&str; N] = ["..", ..];`),
+    by name; empty when the file is not there (e.g. a copy of this folder
+    alone): searches then use the words of the books seen."""
+    try:
+        with open(path, encoding="utf-8") as source:
+            text = source.read()
+    except OSError:
+        LOG.warning("no seed vocabulary at %s: searching the words of the books seen only", path)
+        return {}
+    lists = {}
+    for name, body in re.findall(r"pub const (\w+): \[&str; \d+\] = \[(.*?)\];", text, re.S):
+        lists[name] = re.findall(r'"([^"]+)"', body)
+    return lists
+
+
+VOCABULARY = load_vocabulary(SEARCH_WORDS_FILE)
+
+
+# --------------------------------------------------------------------------
 # What the users of this process have seen of the catalogue
 # --------------------------------------------------------------------------
 
@@ -164,16 +205,27 @@ class Catalogue:
     pages: int = 1  # highest page known to hold books
     books: deque = field(default_factory=lambda: deque(maxlen=5_000))
     with_offers: deque = field(default_factory=lambda: deque(maxlen=5_000))
+    # Authors' last names and title words of the books seen, to search for.
+    surnames: deque = field(default_factory=lambda: deque(maxlen=2_000))
+    title_words: deque = field(default_factory=lambda: deque(maxlen=2_000))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def saw_page(self, page: int, books: list) -> None:
         with self.lock:
             if books:
                 self.pages = max(self.pages, page + (1 if len(books) == PAGE_SIZE else 0))
+        self.saw_books(books)
+
+    def saw_books(self, books: list) -> None:
+        with self.lock:
             for book in books:
                 self.books.append(book["id"])
                 if book["offerId"] is not None:
                     self.with_offers.append(book["id"])
+                words = _words(book["author"])
+                if words:
+                    self.surnames.append(words[-1])
+                self.title_words.extend(w for w in _words(book["title"]) if len(w) > 3)
 
     def add_offered(self, book_id: str) -> None:
         with self.lock:
@@ -191,6 +243,30 @@ class Catalogue:
 
     def random_offered_book(self) -> Optional[str]:
         return random.choice(self.with_offers) if self.with_offers else None
+
+    def search_text(self) -> Optional[str]:
+        """What a user types to find a book: a surname (half the time), a
+        surname and a title noun, or one title word; from the seed's
+        vocabulary or, half the time or without it, from the books seen."""
+        with self.lock:
+            seen_surnames, seen_words = list(self.surnames), list(self.title_words)
+        surnames, nouns = VOCABULARY.get("SURNAMES", []), VOCABULARY.get("NOUNS", [])
+        title_words = nouns + VOCABULARY.get("PLACES", [])
+        if not surnames or (seen_surnames and random.random() < 0.5):
+            surnames, nouns, title_words = seen_surnames, seen_words, seen_words
+        if not surnames:
+            return None
+        draw = random.random()
+        if draw < 0.5 or not nouns:
+            return random.choice(surnames)
+        if draw < 0.8:
+            return f"{random.choice(surnames)} {random.choice(nouns)}"
+        return random.choice(title_words)
+
+
+def _words(text: str) -> list:
+    """The words of a title or a name, as a search splits them."""
+    return re.findall(r"\w+", text)
 
 
 CATALOGUE = Catalogue()
@@ -276,6 +352,58 @@ def check_books_page(books: Any, page_size: int) -> None:
         raise ContractError(f"{len(books)} books on a page of {page_size}")
     for book in books:
         check_book(book)
+
+
+def check_list_page(page: Any, limit: int, check_item: Callable[[Any], None]) -> list:
+    """A page of a user's list: `{"items": [...], "next": cursor or null}`."""
+    check_keys("page", page, LIST_PAGE_KEYS)
+    items, cursor = page["items"], page["next"]
+    if not isinstance(items, list) or len(items) > limit:
+        raise ContractError(f"page.items is not an array of at most {limit}")
+    if cursor is not None and not (isinstance(cursor, str) and cursor):
+        raise ContractError("page.next is neither null nor a cursor")
+    for item in items:
+        check_item(item)
+    created = [_timestamp(item["createdAt"]) for item in items]
+    if created != sorted(created, reverse=True):
+        raise ContractError("page.items are not newest first")
+    return items
+
+
+def check_own_order(order: Any, user_id: str) -> None:
+    """An order of `user_id`'s list of orders."""
+    if not isinstance(order, dict) or not isinstance(order.get("id"), str):
+        raise ContractError("order is not an object with an id")
+    check_order(order, order["id"])
+    if order["userId"] != user_id:
+        raise ContractError("an order of another user in the user's orders")
+    _timestamp(order["createdAt"])
+
+
+def _timestamp(value: Any) -> datetime:
+    """An RFC 3339 time (`2026-11-30T17:02:11.514Z`)."""
+    if not isinstance(value, str):
+        raise ContractError("createdAt is not a string")
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ContractError(f"createdAt {value!r} is not an RFC 3339 time") from None
+
+
+def check_seller_offer(offer: Any, seller_id: str) -> None:
+    check_keys("seller offer", offer, SELLER_OFFER_KEYS)
+    for key in ("id", "bookId", "sellerId"):
+        if not _is_uuid(offer[key]):
+            raise ContractError(f"seller offer.{key} is not a uuid")
+    if offer["sellerId"] != seller_id:
+        raise ContractError("seller offer.sellerId is not the user asked for")
+    if offer["title"] is not None and not isinstance(offer["title"], str):
+        raise ContractError("seller offer.title is neither null nor a string")
+    if not _is_number(offer["price"]) or offer["price"] <= 0 or not _has_two_decimals(offer["price"]):
+        raise ContractError("seller offer.price is not a number > 0 with 2 decimals")
+    if not _is_int(offer["stock"]) or offer["stock"] < 0:
+        raise ContractError("seller offer.stock is not an integer >= 0")
+    _timestamp(offer["createdAt"])
 
 
 def check_offers(offers: Any, book_id: str) -> None:
@@ -517,6 +645,48 @@ def browse_books(client, page: Optional[int] = None) -> list:
     return books
 
 
+def search_books(client, text: Optional[str] = None) -> list:
+    """`GET /books?q=..&pageSize=..`: the first page of a search (a JSON
+    array, best match first); returns the books. Without `text`, searches
+    what a user would (`Catalogue.search_text`); with nothing to search
+    for yet, browses instead."""
+    text = text or CATALOGUE.search_text()
+    if text is None:
+        return browse_books(client)
+    books = query(
+        client,
+        f"/books?{urlencode({'q': text, 'pageSize': PAGE_SIZE})}",
+        "GET /books?q=[words]&pageSize=[n]",
+        lambda data: check_books_page(data, PAGE_SIZE),
+    )
+    CATALOGUE.saw_books(books)
+    return books
+
+
+def my_orders(client, user_id: str, limit: int = 20) -> list:
+    """`GET /users/{id}/orders?limit=..` as the user itself: the first page of
+    its orders, newest first; returns them."""
+    page = query(
+        client,
+        f"/users/{user_id}/orders?limit={limit}",
+        "GET /users/{id}/orders",
+        lambda data: check_list_page(data, limit, lambda order: check_own_order(order, user_id)),
+    )
+    return page["items"]
+
+
+def my_offers(client, seller_id: str, limit: int = 20) -> list:
+    """`GET /users/{id}/offers?limit=..` as the seller itself: the first page
+    of its offers, newest first; returns them."""
+    page = query(
+        client,
+        f"/users/{seller_id}/offers?limit={limit}",
+        "GET /users/{id}/offers",
+        lambda data: check_list_page(data, limit, lambda offer: check_seller_offer(offer, seller_id)),
+    )
+    return page["items"]
+
+
 def view_book(client, book_id: str) -> dict:
     """`GET /books/{id}` of a book known to exist."""
     return query(client, f"/books/{book_id}", "GET /books/{id}", check_book)
@@ -554,6 +724,8 @@ def create_offer_flow(client, verify: bool = True, verify_book: bool = False, st
     sent = time.perf_counter()
     if not verify:
         CATALOGUE.add_offered(book_id)
+        think()
+        my_offers(client, seller_id)  # the new offer may not be applied yet
         return offer
 
     def shows_offer(offers: Optional[list]) -> bool:
@@ -586,11 +758,24 @@ def create_offer_flow(client, verify: bool = True, verify_book: bool = False, st
             report_async("book shows its cheapest offer", sent, "book shows another price or stock than its offer")
             raise RescheduleTask()
         report_async("book shows its cheapest offer", sent)
+    think()
+    # The seller looks at its offers: the new one, already listed under its
+    # book, must be there (the row's time: that one request).
+    asked = time.perf_counter()
+    if not any(o["id"] == offer["id"] for o in my_offers(client, seller_id)):
+        report_async("offer in the seller's offers", asked, "a listed offer missing from GET /users/{id}/offers")
+        raise RescheduleTask()
+    report_async("offer in the seller's offers", asked)
     return offer
 
 
 def find_offered_book(client, pages: int = 2) -> Optional[str]:
-    """Browses up to `pages` pages for a book with an offer in stock."""
+    """Searches for a book with an offer in stock, then browses up to
+    `pages` pages for one."""
+    offered = [b["id"] for b in search_books(client) if b["offerId"] is not None]
+    if offered:
+        return random.choice(offered)
+    think()
     for _ in range(pages):
         books = browse_books(client)
         offered = [b["id"] for b in books if b["offerId"] is not None]
@@ -601,7 +786,8 @@ def find_offered_book(client, pages: int = 2) -> Optional[str]:
 
 
 def buy_flow(client, buyer_id: str) -> Optional[str]:
-    """Browse, open a book's sellers, buy one copy from the cheapest, follow the order.
+    """Search (or browse), open a book and its sellers, buy one copy from the
+    cheapest, follow the order, then find it in the buyer's orders.
 
     When no book with copies on sale is found, the buyer first puts one on
     sale itself (new seller, book and offer), so there is always something
@@ -611,6 +797,8 @@ def buy_flow(client, buyer_id: str) -> Optional[str]:
     if book_id is None:
         offer = create_offer_flow(client, verify=True, stock=random.randint(5, 20))
         book_id = offer["bookId"]
+    think()
+    view_book(client, book_id)
     think()
     offers = view_sellers(client, book_id)
     in_stock = [o for o in offers if o["stock"] >= 1]
@@ -646,6 +834,15 @@ def buy_flow(client, buyer_id: str) -> Optional[str]:
         raise RescheduleTask()
     # Both outcomes are legitimate; rejected happens when others bought the last copies.
     report_async(f"order {order['status']}", sent)
+    think()
+    # The buyer opens its orders: the settled order must be there, as
+    # settled (the row's time: that one request).
+    asked = time.perf_counter()
+    listed = [o for o in my_orders(client, buyer_id) if o["id"] == order_id]
+    if not listed or listed[0]["status"] != order["status"]:
+        report_async("order in the buyer's orders", asked, "a settled order missing or unsettled in GET /users/{id}/orders")
+        raise RescheduleTask()
+    report_async("order in the buyer's orders", asked)
     return order["status"]
 
 

@@ -4,11 +4,12 @@ One user class with weighted tasks:
 
 | weight | task |
 |---|---|
-| 60 | browse a page of the catalogue (`GET /books?page=..&pageSize=..`) |
+| 50 | browse a page of the catalogue (`GET /books?page=..&pageSize=..`) |
+| 10 | search the catalogue (`GET /books?q=..&pageSize=..`) |
 | 20 | view the sellers of a book (`GET /offers/{bookId}`) |
 | 10 | view a book (`GET /books/{id}`) |
-|  7 | new user puts a new book on sale (`PUT /user`, `GET /books`, `PUT /book`, `POST /offer`, poll `GET /offers/{bookId}`) |
-|  3 | buy one copy from the cheapest seller and follow the order (`POST /order`, poll `GET /orders/{id}`) |
+|  7 | new user puts a new book on sale (`PUT /user`, `GET /books`, `PUT /book`, `POST /offer`, poll `GET /offers/{bookId}`, `GET /users/{id}/offers`) |
+|  3 | search or browse, open a book and its sellers, buy one copy from the cheapest seller and follow the order (`POST /order`, poll `GET /orders/{id}`, `GET /users/{id}/orders`) |
 
 Books viewed are ones this process saw in catalogue pages or created, so
 `GET /books/{id}` must answer `200`.
@@ -25,9 +26,13 @@ class MobileAppUser(FastHttpUser):
     wait_time = between(0.5, 2)
     buyer_id = None
 
-    @task(60)
+    @task(50)
     def browse_books(self):
         common.browse_books(self.client)
+
+    @task(10)
+    def search_books(self):
+        common.search_books(self.client)
 
     @task(20)
     def view_sellers(self):

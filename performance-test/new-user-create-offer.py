@@ -7,7 +7,10 @@ that is not in the marketplace yet (`PUT /book`) and offers copies of it
 as the original clients send them). Then, unless `VERIFY=0`, it polls
 `GET /offers/{bookId}` until the offer is listed with the seller and stock
 sent and the price sent rounded to cents, and `GET /books/{id}` until the book
-carries it as its cheapest offer (the `refresh-cheapest-offer` subscriber).
+carries it as its cheapest offer (the `refresh-cheapest-offer` subscriber);
+then the seller opens its offers (`GET /users/{id}/offers`), where the new
+one must be listed (with `VERIFY=0` the list is only checked against the
+contract: the offer may not be applied yet).
 
     locust -f new-user-create-offer.py --host http://127.0.0.1:8080
 """

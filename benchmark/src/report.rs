@@ -63,6 +63,9 @@ const RSS_TARGET_KIB: u64 = 64 * 1024;
 const READ_RATE_TARGET: f64 = 0.70;
 /// p99 at the largest catalogue over p99 at the smallest.
 const GROWTH_TARGET: f64 = 1.5;
+/// A search's latency (p50 and p99) over a plain page's (pages 1..20) at
+/// the same concurrency, on the largest catalogue.
+const SEARCH_VS_PAGE_TARGET: f64 = 1.5;
 
 /// The machine the benchmark ran on.
 #[derive(Debug, Clone, Serialize)]
@@ -228,7 +231,12 @@ fn writes_context(report: &WriteReport, charts: bool) -> Value {
 
 /// The figures and verdicts of the read phase, for the templates.
 fn reads_context(report: &ReadReport) -> Value {
-    let realistic = [Route::FirstPages, Route::Offers];
+    let realistic = [
+        Route::FirstPages,
+        Route::Offers,
+        Route::SearchSurname,
+        Route::SearchSurnameNoun,
+    ];
     let mut rate_count = 0;
     let mut below_rate = Vec::new();
     let mut at_64 = Vec::new();
@@ -276,7 +284,7 @@ fn reads_context(report: &ReadReport) -> Value {
                 }
             }
         }
-        for route in realistic {
+        for route in [Route::FirstPages, Route::Offers] {
             for concurrency in reads::LEVELS {
                 let (Some(a), Some(b)) = (
                     report.find(small.books, route, concurrency),
@@ -296,6 +304,7 @@ fn reads_context(report: &ReadReport) -> Value {
             }
         }
     }
+    let (search_rows, search_targets, deep_rows) = search_and_deep(report);
     context! {
         level_seconds => report.level_seconds,
         api_pool => report.api_pool,
@@ -311,13 +320,82 @@ fn reads_context(report: &ReadReport) -> Value {
         sizes,
         growth_rows,
         growth_targets,
+        search_rows,
+        search_targets,
+        deep_rows,
+        deep_percent => reads::DEEP_FRACTION * 100.0,
+        vocabulary => context! {
+            surnames => marketplace::seed::words::SURNAMES.len(),
+            nouns => marketplace::seed::words::NOUNS.len(),
+        },
         targets => context! {
+            search_vs_page => SEARCH_VS_PAGE_TARGET,
             p99_vs_pgbench => P99_VS_RAW_TARGET,
             rate => READ_RATE_TARGET,
             p99_ms => P99_TARGET_MS,
             growth => GROWTH_TARGET,
         },
     }
+}
+
+/// Searches beside a plain page (pages 1..20) at the same concurrency, on
+/// every catalogue; the verdicts of the largest one; and the deep page by
+/// cursor beside the same page by `OFFSET`.
+fn search_and_deep(report: &ReadReport) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
+    let largest = report.catalogues.iter().map(|c| c.books).max();
+    let (mut rows, mut targets, mut deep) = (Vec::new(), Vec::new(), Vec::new());
+    for catalogue in &report.catalogues {
+        for route in catalogue.routes.iter().filter(|r| r.route.is_search()) {
+            for pair in &route.pairs {
+                let concurrency = pair.api.concurrency;
+                let Some(page) = report.find(catalogue.books, Route::FirstPages, concurrency)
+                else {
+                    continue;
+                };
+                let (p50, p99) = (
+                    pair.api.p50_ms / page.api.p50_ms,
+                    pair.api.p99_ms / page.api.p99_ms,
+                );
+                let row = context! {
+                    label => route.label,
+                    books => catalogue.books,
+                    concurrency,
+                    search => Serde(pair.api),
+                    page => Serde(page.api),
+                    p50,
+                    p99,
+                    pgbench => Serde(pair.pgbench),
+                };
+                if Some(catalogue.books) == largest {
+                    targets.push(context! {
+                        met => p50 <= SEARCH_VS_PAGE_TARGET && p99 <= SEARCH_VS_PAGE_TARGET,
+                        ..row.clone()
+                    });
+                }
+                rows.push(row);
+            }
+        }
+        let Some(cursor) = catalogue
+            .routes
+            .iter()
+            .find(|r| r.route == Route::DeepCursor)
+        else {
+            continue;
+        };
+        for pair in &cursor.pairs {
+            let concurrency = pair.api.concurrency;
+            if let Some(offset) = report.find(catalogue.books, Route::DeepOffset, concurrency) {
+                deep.push(context! {
+                    books => catalogue.books,
+                    concurrency,
+                    cursor => Serde(pair),
+                    offset => Serde(offset),
+                    first => report.find(catalogue.books, Route::FirstPages, concurrency).map(|p| Serde(p.api)),
+                });
+            }
+        }
+    }
+    (rows, targets, deep)
 }
 
 /// The write phases' tables (Markdown, also readable as plain text).
@@ -447,11 +525,7 @@ pub(crate) fn reads_charts(reads: &ReadReport, dir: &Path) -> Result<()> {
     let mut rate = Vec::new();
     let mut p99 = Vec::new();
     for catalogue in &reads.catalogues {
-        for route in catalogue
-            .routes
-            .iter()
-            .filter(|r| r.route != Route::AnyPage)
-        {
+        for route in catalogue.routes.iter().filter(|r| !r.route.is_deep()) {
             for (side, pick) in [
                 (
                     "API",
@@ -593,18 +667,32 @@ mod tests {
             books,
             offers: 2 * books,
             seed_seconds: 0.7,
-            routes: [Route::FirstPages, Route::AnyPage]
-                .map(|route| RouteRun {
-                    route,
-                    label: route.label(),
-                    pairs: vec![Pair {
-                        api: level(64, 3610.0, p99_ms),
-                        pgbench: level(64, 6881.0, 19.25),
-                        api_cpu: cpu(&[("api", Some(207.0)), ("postgres", Some(265.0))]),
-                        pgbench_cpu: cpu(&[("pgbench", Some(27.0)), ("postgres", None)]),
-                    }],
-                })
-                .to_vec(),
+            routes: [
+                Route::FirstPages,
+                Route::AnyPage,
+                Route::SearchSurname,
+                Route::DeepCursor,
+                Route::DeepOffset,
+            ]
+            .map(|route| RouteRun {
+                route,
+                label: route.label(),
+                pairs: vec![Pair {
+                    api: level(
+                        64,
+                        3610.0,
+                        if route.is_search() {
+                            1.4 * p99_ms
+                        } else {
+                            p99_ms
+                        },
+                    ),
+                    pgbench: level(64, 6881.0, 19.25),
+                    api_cpu: cpu(&[("api", Some(207.0)), ("postgres", Some(265.0))]),
+                    pgbench_cpu: cpu(&[("pgbench", Some(27.0)), ("postgres", None)]),
+                }],
+            })
+            .to_vec(),
             rates: vec![crate::phases::reads::RatePair {
                 fraction: 0.5,
                 offered: 1800.0,
@@ -643,11 +731,14 @@ mod tests {
             "- accepted `POST /offer` with the worker applying >= 80% of raw publishes with the raw consumers applying: 0.294, not met",
             "- API and worker under 64 MiB peak RSS: 39.9 MiB and n/a, not met.",
             "![p99 latency](performance-p99.png)",
-            "\n## Reads: `GET /books` and `GET /offers/{bookId}` beside pgbench\n",
+            "\n## Reads: `GET /books`, its searches and `GET /offers/{bookId}` beside pgbench\n",
             "### Growth of the API's latency from 10k to 1M books",
             "| 50% | 1800 | 1790 | 1800 | 2.00 | 0.67 | 6.00 | 2.00 | 3.00 | 9 | 0 | 0 |",
             "- at 50% of the maximum rate, p99 of `GET /books` (pages 1..20) <= 2x pgbench's at that rate, 1M books: 3.00, not met (6.00 ms against 2.00 ms at 1800/s offered)",
-            "- rate >= 70% of pgbench's for the same SQL: 0 of 2 measurements; below: GET /books (pages 1..20) at 10k books, concurrency 64 (0.52), ",
+            "- rate >= 70% of pgbench's for the same SQL: 0 of 4 measurements; below: GET /books (pages 1..20) at 10k books, concurrency 64 (0.52), ",
+            "| 1M | GET /books?q=surname | 64 | 3610 | 3610 | 15.21 | 10.86 | 1.40 | 45.63 | 32.59 | 1.40 | 0.52 |",
+            "- GET /books?q=surname within 1.5x a plain page's latency (pages 1..20) at 1M books, concurrency 64: p50 1.40x, p99 1.40x, met",
+            "| 1M | 64 | 3610 | 0.52 | 10.86 | 32.59 | 3610 | 0.52 | 10.86 | 32.59 | 1.00 | 10.86 |",
             "- p99 at 1M books within 1.5x of 10k books, GET /books (pages 1..20) at concurrency 64: 1.11x, met (p50 1.11x)",
             "![read p99 latency](performance-reads-p99.png)",
         ] {

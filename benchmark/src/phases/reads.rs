@@ -8,13 +8,24 @@
 //! right after it `pgbench -n -M prepared -c C -j 2 -T secs -f script.sql`
 //! whose script is the repository's own statement (the constants the API
 //! runs) with `\set` random variables drawn from the same distribution.
+//!
+//! Beside the catalogue's pages: searches (`GET /books?q=`) for a surname
+//! and for a surname with a title noun, words drawn uniformly from the
+//! seed's vocabulary ([`marketplace::seed::words`]); and one deep page, at
+//! [`DEEP_FRACTION`] of the catalogue, reached by cursor (`after=`, a
+//! keyset range) and by page number (`OFFSET`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use marketplace::store::postgres::{LIST_BOOKS_SQL, LIST_OFFERS_SQL};
+use marketplace::http::paging;
+use marketplace::model::BookKey;
+use marketplace::seed::words;
+use marketplace::store::postgres::{
+    BOOKS_AFTER_SQL, LIST_BOOKS_SQL, LIST_OFFERS_SQL, SEARCH_BOOKS_SQL,
+};
 use serde::Serialize;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
@@ -40,13 +51,28 @@ pub(crate) const LEVELS: [usize; 4] = [1, 4, 16, 64];
 pub(crate) const DEEP_LEVELS: [usize; 2] = [1, 16];
 /// Books per page, as the mobile app asks.
 pub(crate) const PAGE_SIZE: u32 = 50;
+/// Rows the API asks for a page of books: the page, plus the one row that
+/// tells whether another page follows.
+const PAGE_ROWS: u32 = PAGE_SIZE + 1;
 /// Pages a browsing user reaches: uniform over `1..=FIRST_PAGES`.
 pub(crate) const FIRST_PAGES: u32 = 20;
 /// Offers per seeded book.
 pub(crate) const OFFERS_PER_BOOK: i64 = 2;
 
+/// How deep in the catalogue the deep page starts, as a fraction of its
+/// books.
+pub(crate) const DEEP_FRACTION: f64 = 0.9;
+
 /// The routes measured, in this order.
-const ROUTES: [Route; 3] = [Route::FirstPages, Route::Offers, Route::AnyPage];
+const ROUTES: [Route; 7] = [
+    Route::FirstPages,
+    Route::Offers,
+    Route::AnyPage,
+    Route::SearchSurname,
+    Route::SearchSurnameNoun,
+    Route::DeepCursor,
+    Route::DeepOffset,
+];
 
 /// One measured route and how its requests are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -57,6 +83,18 @@ pub(crate) enum Route {
     Offers,
     /// `GET /books?page=P&pageSize=50`, P uniform over every page.
     AnyPage,
+    /// `GET /books?q=S&pageSize=50`, S a surname of the seed's vocabulary,
+    /// uniform.
+    SearchSurname,
+    /// `GET /books?q=S N&pageSize=50`, S a surname and N a title noun of
+    /// the seed's vocabulary, each uniform.
+    SearchSurnameNoun,
+    /// `GET /books?after=C&pageSize=50`, C the cursor of the book at
+    /// [`DEEP_FRACTION`] of the catalogue.
+    DeepCursor,
+    /// `GET /books?page=P&pageSize=50`, P the page that starts right after
+    /// the same book: the same rows as [`Route::DeepCursor`], by `OFFSET`.
+    DeepOffset,
 }
 
 impl Route {
@@ -66,7 +104,22 @@ impl Route {
             Route::FirstPages => "GET /books (pages 1..20)",
             Route::Offers => "GET /offers/{bookId}",
             Route::AnyPage => "GET /books (any page)",
+            Route::SearchSurname => "GET /books?q=surname",
+            Route::SearchSurnameNoun => "GET /books?q=surname+noun",
+            Route::DeepCursor => "GET /books?after= (90%)",
+            Route::DeepOffset => "GET /books?page= (90%)",
         }
+    }
+
+    /// Whether the route is measured at [`DEEP_LEVELS`] only (slow by
+    /// construction, or only there for contrast).
+    pub(crate) fn is_deep(self) -> bool {
+        matches!(self, Route::AnyPage | Route::DeepCursor | Route::DeepOffset)
+    }
+
+    /// Whether the route is a search.
+    pub(crate) fn is_search(self) -> bool {
+        matches!(self, Route::SearchSurname | Route::SearchSurnameNoun)
     }
 
     fn pages(self, books: i64) -> u32 {
@@ -83,14 +136,46 @@ impl Route {
     /// by `\set` random variables. Offers find the book id from its number
     /// in `bench_book_ids` inside the same statement (one primary-key probe,
     /// no extra round trip), so both sides draw books uniformly.
-    pub(crate) fn script(self, books: i64) -> String {
+    pub(crate) fn script(self, books: i64, deep: &DeepRow) -> String {
         match self {
+            Route::SearchSurname | Route::SearchSurnameNoun => {
+                let surname = sql_words(&words::SURNAMES, ":s");
+                let (words, set) = if self == Route::SearchSurname {
+                    (format!("ARRAY[{surname}]"), String::new())
+                } else {
+                    (
+                        format!("ARRAY[{surname}, {}]", sql_words(&words::NOUNS, ":w")),
+                        format!("\\set w random(1, {})\n", words::NOUNS.len()),
+                    )
+                };
+                format!(
+                    "\\set s random(1, {surnames})\n{set}{sql};\n",
+                    surnames = words::SURNAMES.len(),
+                    sql = one_line(&search_sql(&words, &PAGE_ROWS.to_string(), "0")),
+                )
+            }
+            Route::DeepCursor => format!(
+                "{};\n",
+                one_line(&after_sql(
+                    &format!("'{}'::timestamptz", deep.created_at),
+                    &format!("'{}'::uuid", deep.id),
+                    &PAGE_ROWS.to_string(),
+                ))
+            ),
+            Route::DeepOffset => format!(
+                "{};\n",
+                one_line(
+                    &LIST_BOOKS_SQL
+                        .replace("$1", &PAGE_ROWS.to_string())
+                        .replace("$2", &deep.n.to_string())
+                )
+            ),
             Route::FirstPages | Route::AnyPage => format!(
                 "\\set page random(1, {pages})\n{sql};\n",
                 pages = self.pages(books),
                 sql = one_line(
                     &LIST_BOOKS_SQL
-                        .replace("$1", &PAGE_SIZE.to_string())
+                        .replace("$1", &PAGE_ROWS.to_string())
                         .replace("$2", &format!("(:page - 1) * {PAGE_SIZE}"))
                 ),
             ),
@@ -106,6 +191,97 @@ impl Route {
             ),
         }
     }
+}
+
+/// `words[i]` in SQL for the pgbench variable `i` (counted from 1): an
+/// element of a constant array, folded once per statement.
+fn sql_words(words: &[&str], i: &str) -> String {
+    format!("('{{{}}}'::text[])[{i}]", words.join(","))
+}
+
+/// The API's search statement with its parameters replaced by the SQL
+/// expressions `words` (the search's words, a `text[]`), `limit` and
+/// `offset`.
+fn search_sql(words: &str, limit: &str, offset: &str) -> String {
+    SEARCH_BOOKS_SQL
+        .replace("$1", words)
+        .replace("$2", limit)
+        .replace("$3", offset)
+}
+
+/// The API's cursor-page statement with its parameters replaced by the SQL
+/// expressions of the last row's key (`created_at`, `id`) and `limit`.
+fn after_sql(created_at: &str, id: &str, limit: &str) -> String {
+    BOOKS_AFTER_SQL
+        .replace("$1", created_at)
+        .replace("$2", id)
+        .replace("$3", limit)
+}
+
+/// The book the deep pages start after: number `n` in the catalogue's
+/// order (`created_at, id`), at [`DEEP_FRACTION`], rounded down to a whole
+/// number of pages so that the page-number page holds the same rows.
+#[derive(Debug, Clone)]
+pub(crate) struct DeepRow {
+    pub(crate) n: i64,
+    /// `created_at` as PostgreSQL prints a `timestamptz` (UTC), exact to
+    /// the microsecond.
+    pub(crate) created_at: String,
+    pub(crate) id: Uuid,
+    /// The `after` cursor the API hands out for that book.
+    pub(crate) cursor: String,
+}
+
+impl DeepRow {
+    /// The book number the deep pages start after, in a catalogue of
+    /// `books` books.
+    fn position(books: i64) -> i64 {
+        let n = (books as f64 * DEEP_FRACTION) as i64;
+        n - n % i64::from(PAGE_SIZE)
+    }
+
+    /// The page number whose first row follows book `n`.
+    fn page(&self) -> i64 {
+        self.n / i64::from(PAGE_SIZE) + 1
+    }
+}
+
+/// The query string value of each word, percent-encoded once.
+#[derive(Debug)]
+struct Vocabulary {
+    surnames: Vec<String>,
+    nouns: Vec<String>,
+}
+
+impl Vocabulary {
+    fn new() -> Self {
+        let encode = |words: &[&str]| words.iter().map(|w| encode_query(w)).collect();
+        Self {
+            surnames: encode(&words::SURNAMES),
+            nouns: encode(&words::NOUNS),
+        }
+    }
+}
+
+/// `value` percent-encoded as a query string value
+/// (`application/x-www-form-urlencoded`: UTF-8 bytes, space as `+`).
+fn encode_query(value: &str) -> String {
+    value
+        .bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(byte).to_string()
+            }
+            b' ' => "+".to_owned(),
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
+/// The `after` cursor the API hands out for the book registered at `at`
+/// with id `id`: its registration key, as `GET /books?after=` pages.
+fn book_cursor(at: chrono::DateTime<chrono::Utc>, id: Uuid) -> String {
+    paging::encode(&BookKey::Registered(at.timestamp_micros(), id))
 }
 
 /// pgbench reads one statement per line.
@@ -284,6 +460,7 @@ async fn run_catalogue(options: &ReadOptions, database: &str, books: i64) -> Res
         .await
         .context("connecting to the read database")?;
     let ids = prepare(&pool).await?;
+    let deep = deep_row(&pool, books).await?;
     let offers: i64 = sqlx::query_scalar("SELECT count(*) FROM offers")
         .fetch_one(&pool)
         .await?;
@@ -303,9 +480,13 @@ async fn run_catalogue(options: &ReadOptions, database: &str, books: i64) -> Res
     ];
     let args = [&args[..], &["--db-max-connections", &pool_size]].concat();
     let api = start(&http_client(2)?, &args, &log_dir, "api", &listen).await?;
-    let api_url = format!("http://{listen}");
-
-    let ids = Arc::new(ids);
+    let requests = Arc::new(Requests {
+        base: format!("http://{listen}"),
+        books,
+        ids,
+        vocabulary: Vocabulary::new(),
+        deep,
+    });
     let duration = options.level_duration;
     let work_dir = log_dir.join("pgbench");
     std::fs::create_dir_all(&work_dir)?;
@@ -313,10 +494,12 @@ async fn run_catalogue(options: &ReadOptions, database: &str, books: i64) -> Res
     let mut rates = Vec::new();
     for route in ROUTES {
         let script = work_dir.join(format!("{route:?}.sql"));
-        std::fs::write(&script, route.script(books)).context("writing the pgbench script")?;
+        std::fs::write(&script, route.script(books, &requests.deep))
+            .context("writing the pgbench script")?;
+        check(&requests, route).await?;
         // Warm both sides: the API's pool and statement caches, and the
         // pages of the tables the route touches.
-        measure_api(&api_url, route, books, &ids, 4, Duration::from_secs(1)).await?;
+        measure_api(&requests, route, 4, Duration::from_secs(1)).await?;
         let reference = |clients, duration| {
             pgbench::run(
                 &options.pgbench,
@@ -329,7 +512,7 @@ async fn run_catalogue(options: &ReadOptions, database: &str, books: i64) -> Res
             )
         };
         reference(4, Duration::from_secs(1)).await?;
-        let levels: &[usize] = if route == Route::AnyPage {
+        let levels: &[usize] = if route.is_deep() {
             &DEEP_LEVELS
         } else {
             &LEVELS
@@ -341,8 +524,7 @@ async fn run_catalogue(options: &ReadOptions, database: &str, books: i64) -> Res
                 ("generator", CpuSource::Process(Some(std::process::id()))),
                 ("postgres", CpuSource::PostgreSql),
             ]);
-            let api_level =
-                measure_api(&api_url, route, books, &ids, concurrency, duration).await?;
+            let api_level = measure_api(&requests, route, concurrency, duration).await?;
             let api_cpu = meter.per_message_us(api_level.ok);
             let meter = CpuMeter::start(vec![
                 ("pgbench", CpuSource::ExitedChildren),
@@ -376,7 +558,7 @@ async fn run_catalogue(options: &ReadOptions, database: &str, books: i64) -> Res
             let max = pairs.iter().map(|pair| pair.api.rate).fold(0.0, f64::max);
             for fraction in RATE_FRACTIONS {
                 let offered = (max * fraction).max(1.0);
-                let api = open_loop_api(&api_url, route, books, offered, duration).await?;
+                let api = open_loop_api(&requests, route, offered, duration).await?;
                 let pgbench = pgbench::run(
                     &options.pgbench,
                     &url,
@@ -450,22 +632,145 @@ async fn prepare(pool: &PgPool) -> Result<Vec<Uuid>> {
     Ok(ids)
 }
 
+/// What the API side's requests are drawn from.
+#[derive(Debug)]
+struct Requests {
+    base: String,
+    books: i64,
+    ids: Vec<Uuid>,
+    vocabulary: Vocabulary,
+    deep: DeepRow,
+}
+
+impl Requests {
+    /// The URL of one request of `route`, drawn with `rng`.
+    fn url(&self, route: Route, rng: &mut Rng) -> String {
+        let base = &self.base;
+        let pick = |words: &[String], rng: &mut Rng| {
+            words[rng.between_1_and(words.len() as u64) as usize - 1].clone()
+        };
+        match route {
+            Route::Offers => {
+                let n = rng.between_1_and(self.ids.len() as u64) as usize;
+                format!("{base}/offers/{}", self.ids[n - 1])
+            }
+            Route::FirstPages | Route::AnyPage => {
+                let page = rng.between_1_and(u64::from(route.pages(self.books)));
+                format!("{base}/books?page={page}&pageSize={PAGE_SIZE}")
+            }
+            Route::SearchSurname => {
+                let surname = pick(&self.vocabulary.surnames, rng);
+                format!("{base}/books?q={surname}&pageSize={PAGE_SIZE}")
+            }
+            Route::SearchSurnameNoun => {
+                let surname = pick(&self.vocabulary.surnames, rng);
+                let noun = pick(&self.vocabulary.nouns, rng);
+                format!("{base}/books?q={surname}+{noun}&pageSize={PAGE_SIZE}")
+            }
+            Route::DeepCursor => format!(
+                "{base}/books?after={}&pageSize={PAGE_SIZE}",
+                self.deep.cursor
+            ),
+            Route::DeepOffset => format!(
+                "{base}/books?page={}&pageSize={PAGE_SIZE}",
+                self.deep.page()
+            ),
+        }
+    }
+}
+
+/// Searches drawn to check that a search route finds books.
+const CHECK_SEARCHES: usize = 200;
+
+/// Checks that `route` answers what it is measured for: a search finds
+/// books, and the deep page by cursor holds the same books as by page
+/// number, a full page of them.
+async fn check(requests: &Requests, route: Route) -> Result<()> {
+    let client = http_client(1)?;
+    let ids = |body: serde_json::Value| -> Vec<String> {
+        let items = body.get("items").unwrap_or(&body);
+        items
+            .as_array()
+            .map(|books| {
+                books
+                    .iter()
+                    .filter_map(|book| book["id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let get = |url: String| {
+        let client = client.clone();
+        async move {
+            let response = client.get(&url).send().await?;
+            if !response.status().is_success() {
+                bail!("GET {url} answered {}", response.status());
+            }
+            anyhow::Ok(response.json::<serde_json::Value>().await?)
+        }
+    };
+    let mut rng = Rng(salt());
+    match route {
+        Route::SearchSurname | Route::SearchSurnameNoun => {
+            // Most surname and noun pairs match no book of a small
+            // catalogue (one in ten at 10,000 books): some of many draws
+            // must find books.
+            for _ in 0..CHECK_SEARCHES {
+                if !ids(get(requests.url(route, &mut rng)).await?).is_empty() {
+                    return Ok(());
+                }
+            }
+            bail!("{}: {CHECK_SEARCHES} searches found no book", route.label())
+        }
+        Route::DeepCursor => {
+            let by_cursor = ids(get(requests.url(Route::DeepCursor, &mut rng)).await?);
+            let by_page = ids(get(requests.url(Route::DeepOffset, &mut rng)).await?);
+            if by_cursor.len() != PAGE_SIZE as usize || by_cursor != by_page {
+                bail!(
+                    "the deep page by cursor ({} books) is not the page by number ({} books)",
+                    by_cursor.len(),
+                    by_page.len()
+                );
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The book the deep pages start after, with its key and cursor.
+async fn deep_row(pool: &PgPool, books: i64) -> Result<DeepRow> {
+    let n = DeepRow::position(books).max(1);
+    let (created_at, id, cursor_time): (String, Uuid, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as(
+            "SELECT b.created_at::text, b.id, b.created_at FROM bench_book_ids i
+             JOIN books b ON b.id = i.id WHERE i.n = $1",
+        )
+        .bind(n)
+        .fetch_one(pool)
+        .await
+        .context("finding the deep page's first key")?;
+    Ok(DeepRow {
+        n,
+        created_at,
+        id,
+        cursor: book_cursor(cursor_time, id),
+    })
+}
+
 /// `GET` requests of `route` started at `offered` per second for
 /// `duration` (open loop), latency from each one's scheduled start.
 async fn open_loop_api(
-    api_url: &str,
+    requests: &Arc<Requests>,
     route: Route,
-    books: i64,
     offered: f64,
     duration: Duration,
 ) -> Result<LevelResult> {
     let client = http_client(RATE_CLIENTS)?;
-    let base = api_url.to_owned();
-    let pages = u64::from(route.pages(books));
+    let requests = Arc::clone(requests);
     let salt = salt();
     Ok(open_loop(offered, duration, move |sequence| {
-        let page = Rng(salt ^ sequence).between_1_and(pages);
-        let url = format!("{base}/books?page={page}&pageSize={PAGE_SIZE}");
+        let url = requests.url(route, &mut Rng(salt ^ sequence));
         let client = client.clone();
         async move { get_ok(&client, &url).await }
     })
@@ -473,30 +778,17 @@ async fn open_loop_api(
 }
 
 async fn measure_api(
-    api_url: &str,
+    requests: &Arc<Requests>,
     route: Route,
-    books: i64,
-    ids: &Arc<Vec<Uuid>>,
     concurrency: usize,
     duration: Duration,
 ) -> Result<LevelResult> {
     let client = http_client(concurrency)?;
-    let base = api_url.to_owned();
-    let ids = Arc::clone(ids);
-    let pages = u64::from(route.pages(books));
+    let requests = Arc::clone(requests);
     let salt = salt();
     Ok(closed_loop(concurrency, duration, move |task, sequence| {
         let mut rng = Rng(salt ^ ((task as u64) << 40) ^ sequence);
-        let url = match route {
-            Route::Offers => {
-                let n = rng.between_1_and(ids.len() as u64) as usize;
-                format!("{base}/offers/{}", ids[n - 1])
-            }
-            Route::FirstPages | Route::AnyPage => {
-                let page = rng.between_1_and(pages);
-                format!("{base}/books?page={page}&pageSize={PAGE_SIZE}")
-            }
-        };
+        let url = requests.url(route, &mut rng);
         let client = client.clone();
         async move { get_ok(&client, &url).await }
     })

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sqlx::{postgres::PgPoolOptions, ConnectOptions, PgPool};
 
-use super::{author, title, Plan, SeedConfig, Seeded};
+use super::{Dialect, Plan, SeedConfig, Seeded};
 
 /// Batches written at once.
 const PARALLEL_BATCHES: usize = 2;
@@ -74,8 +74,8 @@ pub async fn seed(pool: &PgPool, config: &SeedConfig) -> anyhow::Result<Seeded> 
          FROM b LEFT JOIN cheapest c ON c.book_id = b.id",
         book_id = ordered_uuid("clock.millis + n"),
         offer_id = ordered_uuid("clock.millis + (b.n * 20) + j"),
-        title = title("n"),
-        author = author("n"),
+        title = Dialect::Postgres.title("n"),
+        author = Dialect::Postgres.author("n"),
     );
     // Two batches at a time: each runs on its own backend, so both cores
     // work while the other batch waits on I/O.

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use sqlx::SqlitePool;
 
-use super::{author, title, Plan, SeedConfig, Seeded};
+use super::{sqlite_words, Dialect, Plan, SeedConfig, Seeded};
 
 /// Creates the catalogue described by `config` through the writer `pool`.
 pub(super) async fn seed(pool: &SqlitePool, config: &SeedConfig) -> anyhow::Result<Seeded> {
@@ -34,14 +34,32 @@ pub(super) async fn seed(pool: &SqlitePool, config: &SeedConfig) -> anyhow::Resu
     .execute(&mut *tx)
     .await
     .context("cannot create users")?;
+    // The vocabulary, for the titles and authors drawn below.
+    sqlx::query(
+        "CREATE TEMP TABLE IF NOT EXISTS seed_words
+             (list INTEGER NOT NULL, k INTEGER NOT NULL, word TEXT NOT NULL,
+              PRIMARY KEY (list, k)) WITHOUT ROWID",
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM seed_words")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&format!(
+        "INSERT INTO seed_words (list, k, word) VALUES {}",
+        sqlite_words()
+    ))
+    .execute(&mut *tx)
+    .await
+    .context("cannot load the vocabulary")?;
     tx.commit().await?;
 
     let books = format!(
         "WITH RECURSIVE k(n) AS (SELECT ?1 UNION ALL SELECT n + 1 FROM k WHERE n < ?2)
          INSERT INTO books (id, title, author)
          SELECT randomblob(16), {title}, {author} FROM k",
-        title = title("n"),
-        author = author("n"),
+        title = Dialect::Sqlite.title("n"),
+        author = Dialect::Sqlite.author("n"),
     );
     for (first, last) in plan.batches() {
         let mut tx = pool.begin().await?;

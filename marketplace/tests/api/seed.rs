@@ -2,7 +2,7 @@
 
 use marketplace::{
     config::{BusKind, DatabaseConfig, SeedConfig},
-    seed::{seed, Seeded},
+    seed::{author_of, seed, title_of, Seeded},
 };
 use serde_json::Value;
 use sqlx::PgPool;
@@ -79,9 +79,78 @@ const SMALL_CATALOGUE: Seeded = Seeded {
     offers: 750,
 };
 
-/// The third page of 100 holds the last 50 books, each with its cheapest
+/// The first page lists books 1..=100 with the titles and authors the seed
+/// draws for their numbers (the same on every run and either database), and
+/// a search for a surname finds the books drawn with it;
+/// the third page of 100 holds the last 50 books, each with its cheapest
 /// offer, whose sellers are listed cheapest first with their names.
 async fn assert_the_catalogue_is_served(app: &crate::helpers::TestApp) {
+    let first: Value = app.get_json("/books?page=1&pageSize=100").await;
+    let listed: Vec<(&str, &str)> = first
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|book| {
+            (
+                book["title"].as_str().unwrap(),
+                book["author"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let drawn: Vec<(String, String)> = (1..=100).map(|n| (title_of(n), author_of(n))).collect();
+    let drawn: Vec<(&str, &str)> = drawn
+        .iter()
+        .map(|(t, a)| (t.as_str(), a.as_str()))
+        .collect();
+    assert_eq!(listed, drawn);
+    let accented = listed
+        .iter()
+        .filter(|(t, a)| !t.is_ascii() || !a.is_ascii())
+        .count();
+    assert!(
+        accented > 10,
+        "{accented} of 100 books have an accent: {listed:?}"
+    );
+
+    // A surname typed without its accents, in lower case, finds exactly the
+    // books the seed gave that surname.
+    let (surname, typed) = [
+        ("García", "garcia"),
+        ("Gödel", "godel"),
+        ("Brontë", "bronte"),
+        ("Dvořák", "dvorak"),
+        ("Lagerlöf", "lagerlof"),
+        ("Müller", "muller"),
+        ("Sánchez", "sanchez"),
+        ("Pérez", "perez"),
+        ("Gómez", "gomez"),
+        ("Núñez", "nunez"),
+    ]
+    .into_iter()
+    .find(|(surname, _)| (1..=250).any(|n| author_of(n).ends_with(&format!(" {surname}"))))
+    .expect("one of these surnames among 250 books");
+    let mut expected: Vec<(String, String)> = (1..=250)
+        .filter(|&n| author_of(n).ends_with(&format!(" {surname}")))
+        .map(|n| (title_of(n), author_of(n)))
+        .collect();
+    let found: Value = app
+        .get_json(&format!("/books?q={typed}&pageSize=100"))
+        .await;
+    let mut found: Vec<(String, String)> = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|book| {
+            (
+                book["title"].as_str().unwrap().to_owned(),
+                book["author"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    expected.sort();
+    found.sort();
+    assert_eq!(found, expected, "q={typed}");
+
     let page: Value = app.get_json("/books?page=3&pageSize=100").await;
     assert_eq!(page.as_array().unwrap().len(), 50);
     let book = &page[0];
