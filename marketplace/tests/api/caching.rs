@@ -6,7 +6,7 @@ use reqwest::{Method, Response, StatusCode};
 use uuid::Uuid;
 
 use crate::{
-    helpers::{assert_problem, header, TestApp},
+    helpers::{assert_problem, header, spawn, TestApp, TestDb},
     on_every_bus,
 };
 
@@ -188,6 +188,13 @@ on_every_bus! {
         await_changed(app, &offers_path, &offers_etag).await;
         assert_not_modified(app, &book_path, &new_book_etag, &new_book_etag, "public, max-age=5").await;
 
+        // The seller's own offers list the new one.
+        let my_offers = format!("/users/{}/offers", seeded.user);
+        let my_offers_etag = etag_of(app, &my_offers).await;
+        let another = Uuid::new_v4();
+        assert_eq!(app.post_offer(another, seeded.book, seeded.user, 20.0, 1).await.status(), 200);
+        await_changed(app, &my_offers, &my_offers_etag).await;
+
         // A rename changes the profile.
         assert_eq!(app.put_user(seeded.user, "Renamed").await.status(), 200);
         let new_user_etag = await_changed(app, &user_path, &user_etag).await;
@@ -207,15 +214,22 @@ on_every_bus! {
             format!("/books/{}", seeded.book),
             format!("/offers/{}", seeded.book),
             format!("/offers/{}?limit=1", seeded.book),
+            "/books?q=dune".to_owned(),
+            "/books?after=".to_owned(),
         ] {
             assert_cached_as(app, &path, catalogue, false).await;
         }
         assert_cached_as(app, &format!("/users/{}", seeded.user), "no-cache", false).await;
-        let order_path = format!("/orders/{order}");
-        let order_etag = assert_cached_as(app, &order_path, "private, no-cache", true).await;
-        let response = request(app, Method::GET, &order_path, Some(&order_etag)).await;
-        assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
-        assert_eq!(header(&response, "vary"), "Authorization", "a 304 carries the 200's Vary");
+        for path in [
+            format!("/orders/{order}"),
+            format!("/users/{}/orders", seeded.user),
+            format!("/users/{}/offers?limit=1", seeded.user),
+        ] {
+            let etag = assert_cached_as(app, &path, "private, no-cache", true).await;
+            let response = request(app, Method::GET, &path, Some(&etag)).await;
+            assert_eq!(response.status(), StatusCode::NOT_MODIFIED, "GET {path}");
+            assert_eq!(header(&response, "vary"), "Authorization", "a 304 carries the 200's Vary");
+        }
         for path in ["/health/live", "/health/ready", "/metrics"] {
             assert_cached_as(app, path, "no-store", false).await;
         }
@@ -245,4 +259,49 @@ on_every_bus! {
         assert!(response.headers().get("etag").is_none());
         assert!(response.headers().get("cache-control").is_none());
     }
+}
+
+/// The OpenAPI document describes the validators of every `GET`: the
+/// `If-None-Match` parameter, the `ETag` and `Cache-Control` of its `200`,
+/// and its `304`.
+#[tokio::test]
+async fn the_openapi_document_describes_conditional_gets() {
+    let app = spawn(
+        TestDb::sqlite().await,
+        marketplace::config::BusKind::InMemory,
+        &[],
+    )
+    .await;
+    let document = app.get_json("/openapi.json").await;
+    let paths = document["paths"].as_object().expect("paths");
+    let mut gets = 0;
+    for (path, item) in paths {
+        let Some(get) = item.get("get") else { continue };
+        gets += 1;
+        let parameters = get["parameters"].as_array().expect("parameters");
+        assert!(
+            parameters
+                .iter()
+                .any(|p| p["name"] == "If-None-Match" && p["in"] == "header"),
+            "If-None-Match on GET {path}"
+        );
+        for status in ["200", "304"] {
+            let headers = &get["responses"][status]["headers"];
+            for name in ["ETag", "Cache-Control"] {
+                assert!(
+                    headers[name].is_object(),
+                    "{name} on {status} of GET {path}"
+                );
+            }
+        }
+        let personal =
+            path.starts_with("/orders/") || path.ends_with("/orders") || path.ends_with("/offers");
+        assert_eq!(
+            get["responses"]["200"]["headers"]["Vary"].is_object(),
+            personal,
+            "Vary on GET {path}"
+        );
+    }
+    assert!(gets >= 9, "the GET routes are documented: {gets}");
+    app.shutdown().await;
 }
