@@ -45,9 +45,9 @@ use axum::{
 
 use crate::http::error::ApiError;
 
-/// Largest body given an `ETag` (1 MiB): the largest page of the API (1000
-/// offers) is about a third of it. A larger body is sent as it comes,
-/// without one, rather than held whole in memory to be hashed.
+/// Largest body given an `ETag` (1 MiB): the largest page of the API (100
+/// orders of 50 items each) is about 0.6 MB. A larger body is sent as it
+/// comes, without one, rather than held whole in memory to be hashed.
 pub const ETAG_BODY_LIMIT: usize = 1024 * 1024;
 
 /// How a route's successful answers may be cached.
