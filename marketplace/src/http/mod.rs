@@ -143,6 +143,11 @@ pub fn router(state: AppState, limits: &EdgeLimits) -> Router {
         .layer(CatchPanicLayer::custom(|_| -> Response {
             ApiError::Internal("handler panicked".to_owned()).into_response()
         }))
+        // `ETag`, `Cache-Control` and `304` (see `edge::caching`): outside
+        // what answers on its own, so its errors are `no-store` too; inside
+        // the request id and the metrics, so a `304` carries the one and
+        // is counted as such by the other.
+        .layer(middleware::from_fn(edge::caching::conditional))
         // Outside everything that answers on its own (panics, shedding,
         // throttling, authentication), so those answers are counted too.
         .layer(middleware::from_fn(metrics::measure))

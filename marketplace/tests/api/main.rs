@@ -6,6 +6,7 @@ mod auth;
 mod bad_input;
 mod batches;
 mod books;
+mod caching;
 mod compatibility;
 mod concurrency;
 mod dead_letters;

@@ -6,6 +6,7 @@
 //! | [`request_id`] | — (every answer carries `x-request-id`, every log line of the request its `request_id`) | — |
 //! | [`trace`] | — (the request's W3C trace: every log line of the request, and the commands it sends, carry its `trace_id`) | — |
 //! | [`client_ip`] | — (the client's address, seen through trusted proxies, `--trusted-proxies`: the request's `client_ip`) | — |
+//! | [`caching`] | — (`ETag` and `Cache-Control` on every `200` of a `GET`, `304` to a matching `If-None-Match`, `no-store` on errors) | `304` |
 //! | [`in_flight`] | requests handled at once (`--max-in-flight`) | `503` at once |
 //! | (authentication, when configured) | | |
 //! | [`rate_limit`] | requests per client (`--rate-limit-per-second`, `--rate-limit-burst`) | `429` |
@@ -15,6 +16,7 @@
 //! bounded where they are accepted, in `startup/connections.rs`; a read's
 //! SQL statement by PostgreSQL's `statement_timeout` (`store/database.rs`).
 
+pub mod caching;
 pub mod client_ip;
 pub mod in_flight;
 pub mod openapi;

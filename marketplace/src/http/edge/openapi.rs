@@ -7,21 +7,29 @@
 //!   time out ([`is_never_shed`] ones excepted), merged into the route's
 //!   own `503` when it has one;
 //! - the `x-request-id` header on every answer, and the `RateLimit-Policy`
-//!   and `RateLimit` headers on every answer of a rate-limited route.
+//!   and `RateLimit` headers on every answer of a rate-limited route;
+//! - on every `GET` ([`caching`](super::caching)): the `If-None-Match`
+//!   parameter, the `ETag`, `Cache-Control` (and, for a person's own data,
+//!   `Vary`) headers of its `200`, and its `304`.
 
 use std::collections::BTreeSet;
 
 use utoipa::{
     openapi::{
         header::Header,
-        path::{Operation, PathItem},
+        path::{Operation, ParameterBuilder, ParameterIn, PathItem},
         response::Response,
-        Components, Content, Object, OpenApi, Ref, RefOr, Type,
+        Components, Content, Object, OpenApi, Ref, RefOr, Required, Type,
     },
     Modify, PartialSchema, ToSchema,
 };
 
-use super::{in_flight::is_never_shed, rate_limit::is_exempt, REQUEST_ID};
+use super::{
+    caching::{self, CachePolicy},
+    in_flight::is_never_shed,
+    rate_limit::is_exempt,
+    REQUEST_ID,
+};
 use crate::http::error::Problem;
 
 /// The component response of a `429`.
@@ -36,6 +44,10 @@ const PROBLEM_JSON: &str = "application/problem+json";
 const RETRY_AFTER: &str = "Retry-After";
 const RATELIMIT_POLICY: &str = "RateLimit-Policy";
 const RATELIMIT: &str = "RateLimit";
+const IF_NONE_MATCH: &str = "If-None-Match";
+const ETAG: &str = "ETag";
+const CACHE_CONTROL: &str = "Cache-Control";
+const VARY: &str = "Vary";
 
 /// What the edge answers besides the routes: register with
 /// `#[openapi(modifiers(&EdgeAnswers))]`.
@@ -57,6 +69,9 @@ impl Modify for EdgeAnswers {
             .insert(SERVICE_UNAVAILABLE.to_owned(), service_unavailable().into());
         let mut referenced = BTreeSet::new();
         for (path, item) in &mut openapi.paths.paths {
+            if let Some(get) = item.get.as_mut() {
+                add_conditional(get, caching::policy(path));
+            }
             let limited = !is_exempt(path);
             let shed = !is_never_shed(path);
             for operation in operations(item) {
@@ -127,6 +142,71 @@ fn add_answers(operation: &mut Operation, limited: bool, shed: bool) {
             }
             Some(RefOr::Ref(_)) => {}
         }
+    }
+}
+
+/// Adds to the `GET` operation of a route whose answers follow `policy`:
+/// the `If-None-Match` parameter, the caching headers of its `200`, and its
+/// `304`.
+fn add_conditional(operation: &mut Operation, policy: CachePolicy) {
+    let parameters = operation.parameters.get_or_insert_with(Vec::new);
+    if !parameters
+        .iter()
+        .any(|parameter| parameter.name.eq_ignore_ascii_case(IF_NONE_MATCH))
+    {
+        parameters.push(
+            ParameterBuilder::new()
+                .name(IF_NONE_MATCH)
+                .parameter_in(ParameterIn::Header)
+                .required(Required::False)
+                .description(Some(
+                    "Entity tags of answers the client holds (`\"...\"`, `W/\"...\"`, \
+                     comma-separated), or `*`: when one is the current `ETag` \
+                     (weak comparison) or `*` is sent, the answer is `304` with no body",
+                ))
+                .schema(Some(Object::with_type(Type::String)))
+                .build(),
+        );
+    }
+    let responses = &mut operation.responses.responses;
+    if let Some(RefOr::T(ok)) = responses.get_mut("200") {
+        add_caching_headers(ok, policy);
+    }
+    responses.entry("304".to_owned()).or_insert_with(|| {
+        let mut response = Response::new(
+            "Not Modified: `If-None-Match` named the current `ETag` (or was `*`); \
+             no body, the `ETag` and `Cache-Control` of the `200` it stands for",
+        );
+        add_caching_headers(&mut response, policy);
+        response.into()
+    });
+}
+
+/// The `ETag`, `Cache-Control` and (per caller) `Vary` of a `200` or `304`
+/// of a route whose answers follow `policy`.
+fn add_caching_headers(response: &mut Response, policy: CachePolicy) {
+    let headers = &mut response.headers;
+    headers.entry(ETAG.to_owned()).or_insert_with(|| {
+        header(
+            Type::String,
+            "Strong validator of this answer: `\"` + the XXH3-128 of its body in 32 hex \
+             digits + `\"`; sent when the body is at most 1 MiB. Send it back in \
+             `If-None-Match` to get `304` while the answer is unchanged",
+        )
+    });
+    headers.entry(CACHE_CONTROL.to_owned()).or_insert_with(|| {
+        header(
+            Type::String,
+            &format!("`{}` on this route", policy.cache_control),
+        )
+    });
+    if policy.per_caller {
+        headers.entry(VARY.to_owned()).or_insert_with(|| {
+            header(
+                Type::String,
+                "`Authorization`: the answer depends on who asks",
+            )
+        });
     }
 }
 
