@@ -148,6 +148,17 @@ pub struct ServeConfig {
     /// The database.
     #[command(flatten)]
     pub database: DatabaseConfig,
+    /// A PostgreSQL streaming replica of `--database-url` (`postgres://...`)
+    /// that serves the GET routes whose answer may lag behind the writes by
+    /// the replication lag: `GET /books`, `GET /books/{id}`,
+    /// `GET /offers/{bookId}`, `GET /users/{id}`, `GET /users/{id}/orders`
+    /// and `GET /users/{id}/offers`. `GET /orders/{id}`, every write, the
+    /// bus, the workers and migrations stay on the primary. Its pool has
+    /// the primary's size and read statement timeout; `/health/ready`
+    /// checks it too. Needs `--database-url` on PostgreSQL. Unset: every
+    /// read goes to the primary.
+    #[arg(long, env = "MARKETPLACE_READ_DATABASE_URL")]
+    pub read_database_url: Option<String>,
     /// Whether this process migrates the schema or only checks it.
     #[command(flatten)]
     pub schema: SchemaArgs,

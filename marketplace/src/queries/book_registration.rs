@@ -19,6 +19,6 @@ impl QueryHandler<GetBookRegistration> for Queries {
         &self,
         GetBookRegistration(id): GetBookRegistration,
     ) -> Result<Option<BookRegistration>, QueryError> {
-        Ok(self.store.books.book_registration(id).await?)
+        Ok(self.primary.books.book_registration(id).await?)
     }
 }

@@ -16,6 +16,6 @@ impl Query for GetBook {
 
 impl QueryHandler<GetBook> for Queries {
     async fn handle(&self, GetBook(id): GetBook) -> Result<Option<Book>, QueryError> {
-        Ok(self.store.books.get_book(id).await?)
+        Ok(self.reads.books.get_book(id).await?)
     }
 }

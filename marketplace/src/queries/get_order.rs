@@ -16,6 +16,6 @@ impl Query for GetOrder {
 
 impl QueryHandler<GetOrder> for Queries {
     async fn handle(&self, GetOrder(id): GetOrder) -> Result<Option<Order>, QueryError> {
-        Ok(self.store.orders.get_order(id).await?)
+        Ok(self.primary.orders.get_order(id).await?)
     }
 }

@@ -16,6 +16,6 @@ impl Query for GetUser {
 
 impl QueryHandler<GetUser> for Queries {
     async fn handle(&self, GetUser(id): GetUser) -> Result<Option<User>, QueryError> {
-        Ok(self.store.users.get_user(id).await?)
+        Ok(self.reads.users.get_user(id).await?)
     }
 }

@@ -35,7 +35,7 @@ impl QueryHandler<ListBooks> for Queries {
     async fn handle(&self, query: ListBooks) -> Result<BooksPage, QueryError> {
         let offset = u64::from(query.page.saturating_sub(1)) * u64::from(query.page_size);
         let mut books = self
-            .store
+            .reads
             .books
             .list_books(
                 offset,

@@ -36,7 +36,7 @@ impl QueryHandler<ListBooksAfter> for Queries {
     /// One row more than the page tells whether another page follows.
     async fn handle(&self, query: ListBooksAfter) -> Result<KeyedBooksPage, QueryError> {
         let mut rows = self
-            .store
+            .reads
             .books
             .list_books_after(
                 query.after.as_ref(),

@@ -37,7 +37,7 @@ impl QueryHandler<ListOffers> for Queries {
     /// the last page announces none.
     async fn handle(&self, query: ListOffers) -> Result<OffersPage, QueryError> {
         let mut offers = self
-            .store
+            .reads
             .offers
             .list_offers(query.book_id, query.after, query.limit.saturating_add(1))
             .await?;

@@ -28,7 +28,7 @@ impl QueryHandler<ListUserOffers> for Queries {
     /// the last page announces none.
     async fn handle(&self, query: ListUserOffers) -> Result<Slice<SellerOffer>, QueryError> {
         let offers = self
-            .store
+            .reads
             .offers
             .list_seller_offers(query.seller_id, query.after, query.limit.saturating_add(1))
             .await?;

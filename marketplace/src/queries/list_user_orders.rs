@@ -28,7 +28,7 @@ impl QueryHandler<ListUserOrders> for Queries {
     /// the last page announces none.
     async fn handle(&self, query: ListUserOrders) -> Result<Slice<Order>, QueryError> {
         let orders = self
-            .store
+            .reads
             .orders
             .list_user_orders(query.user_id, query.after, query.limit.saturating_add(1))
             .await?;

@@ -30,16 +30,31 @@ use bus_core::{QueryBus, RegistrationError};
 
 use crate::store::Repositories;
 
-/// Runs the marketplace's queries against the store.
+/// Runs the marketplace's queries against the store: the one place that
+/// decides which database each query reads.
+///
+/// - `reads` (a read replica with `--read-database-url`, else the primary):
+///   what a client may see a replication lag late, [`ListBooks`],
+///   [`ListBooksAfter`], [`GetBook`], [`ListOffers`], [`GetUser`],
+///   [`ListUserOrders`] and [`ListUserOffers`].
+/// - `primary`: [`GetOrder`] (a buyer sees the order they just placed at
+///   once) and [`GetBookRegistration`] (the check before a write).
 #[derive(Clone)]
 pub struct Queries {
-    store: Repositories,
+    reads: Repositories,
+    primary: Repositories,
 }
 
-/// A query bus with every marketplace query registered.
-pub fn query_bus(store: &Repositories) -> Result<QueryBus, RegistrationError> {
+/// A query bus with every marketplace query registered: the reads a replica
+/// may serve on `reads`, the others on `primary` (see [`Queries`]). Both are
+/// the same repositories without a replica.
+pub fn query_bus(
+    primary: &Repositories,
+    reads: &Repositories,
+) -> Result<QueryBus, RegistrationError> {
     let handler = Queries {
-        store: store.clone(),
+        reads: reads.clone(),
+        primary: primary.clone(),
     };
     QueryBus::builder()
         .query::<ListBooks, _>(handler.clone())

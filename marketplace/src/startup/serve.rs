@@ -27,7 +27,7 @@ use crate::{
         self,
         access::Authentication,
         edge::{EdgeLimits, RateLimit, TrustedProxies},
-        AppState,
+        AppState, ReadinessCheck,
     },
     queries,
     store::Database,
@@ -56,6 +56,9 @@ pub struct App {
     /// The reads' own pool (PostgreSQL, statements that time out), closed
     /// once the server stopped.
     reads: Option<Database>,
+    /// The read replica's pool (`--read-database-url`), closed once the
+    /// server stopped.
+    replica: Option<Database>,
     buses: Buses,
     relay: Option<OutboxRelay>,
     dead_letters: InMemoryDeadLetters,
@@ -69,6 +72,9 @@ impl App {
     pub async fn build(config: &ServeConfig) -> anyhow::Result<Self> {
         if config.bus == BusKind::Rabbitmq && !is_postgres(&config.database.database_url) {
             anyhow::bail!(crate::store::RABBITMQ_NEEDS_POSTGRES);
+        }
+        if config.read_database_url.is_some() && !is_postgres(&config.database.database_url) {
+            anyhow::bail!(READ_REPLICA_NEEDS_POSTGRES);
         }
         let database = open(&config.database, &config.schema).await?;
         Self::build_with_database(config, database).await
@@ -165,10 +171,18 @@ impl App {
                 }
             };
         let reads = database.for_reads(config.edge.read_statement_timeout);
+        let replica = read_replica(config, &database)?;
+        if let Some(replica) = &replica {
+            readiness.push(replica_readiness(replica.clone()));
+        }
+        let primary_reads = reads.as_ref().unwrap_or(&database).repositories();
+        let replica_reads = replica
+            .as_ref()
+            .map_or_else(|| primary_reads.clone(), Database::repositories);
         http::metrics::handle();
         let state = AppState {
             commands,
-            queries: queries::query_bus(&reads.as_ref().unwrap_or(&database).repositories())?,
+            queries: queries::query_bus(&primary_reads, &replica_reads)?,
             database: database.clone(),
             readiness: readiness.into(),
             auth,
@@ -183,6 +197,7 @@ impl App {
             router: http::router(state, &edge_limits(&config.edge)),
             connections: ConnectionLimits::from(&config.edge.connections),
             reads,
+            replica,
             buses,
             relay,
             dead_letters,
@@ -212,8 +227,8 @@ impl App {
         let relay = self.relay.map(|relay| spawn_relay(relay, &stop_relay));
         let sampler = metrics::spawn_sampler(self.database.clone(), None, stop_relay.clone());
         connections::serve(self.listener, self.router, self.connections, shutdown).await;
-        if let Some(reads) = &self.reads {
-            reads.close().await;
+        for pool in [&self.reads, &self.replica].into_iter().flatten() {
+            pool.close().await;
         }
         tracing::info!("HTTP server stopped; draining the bus");
         match &self.buses {
@@ -237,6 +252,43 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Why `--read-database-url` is refused.
+const READ_REPLICA_NEEDS_POSTGRES: &str = "--read-database-url (MARKETPLACE_READ_DATABASE_URL) \
+needs PostgreSQL: it names a streaming replica of the PostgreSQL database of --database-url \
+(DATABASE_URL=postgres://...); SQLite has no replica";
+
+/// The read replica of `--read-database-url`, if one is set: refused unless
+/// the database is PostgreSQL. Its pool has the primary's size and read
+/// statement timeout.
+fn read_replica(config: &ServeConfig, database: &Database) -> anyhow::Result<Option<Database>> {
+    let Some(url) = &config.read_database_url else {
+        return Ok(None);
+    };
+    if database.postgres().is_none() {
+        anyhow::bail!(READ_REPLICA_NEEDS_POSTGRES);
+    }
+    let replica = Database::replica(
+        url,
+        config.database.db_max_connections,
+        config.edge.read_statement_timeout,
+    )?;
+    tracing::info!("reads that may lag (GET routes but /orders/{{id}}) go to the read replica");
+    Ok(Some(replica))
+}
+
+/// `/health/ready` also requires the read replica to answer (within the
+/// ping's timeout: a replica away answers 503, not a hang).
+fn replica_readiness(replica: Database) -> ReadinessCheck {
+    Arc::new(move || {
+        let replica = replica.clone();
+        Box::pin(async move {
+            replica.ping().await.map_err(|error| {
+                format!("read replica: {}", error.trim_start_matches("database: "))
+            })
+        })
+    })
 }
 
 /// Who may do what: bearer tokens from the one configured key source, or

@@ -88,7 +88,7 @@ impl Worker {
         let relay = outbox_relay(&database, Arc::new(publisher.clone()), waker);
         let state = AppState {
             commands: Arc::new(publisher.clone()),
-            queries: queries::query_bus(&store)?,
+            queries: queries::query_bus(&store, &store)?,
             database: database.clone(),
             readiness: Arc::from([
                 consumer_readiness(breaker),

@@ -157,6 +157,30 @@ impl Database {
         }
     }
 
+    /// The PostgreSQL read replica `url`, for the reads a replication lag
+    /// may delay (see `crate::queries::Queries`): at most `max_connections`,
+    /// statements cancelled after `statement_timeout` (none for zero), as
+    /// on the primary's reads. Never created nor migrated; connected on
+    /// first use.
+    pub fn replica(
+        url: &str,
+        max_connections: u32,
+        statement_timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            anyhow::bail!(
+                "--read-database-url (MARKETPLACE_READ_DATABASE_URL) must start with \
+                 postgres:// or postgresql:// (got {:?})",
+                redact(url)
+            );
+        }
+        Ok(Self::Postgres(postgres::replica_pool(
+            url,
+            max_connections,
+            statement_timeout,
+        )?))
+    }
+
     /// Every repository on this database.
     pub fn repositories(&self) -> Repositories {
         match self {

@@ -131,3 +131,22 @@ pub fn reads_pool(pool: &PgPool, statement_timeout: Duration) -> PgPool {
         .options([("statement_timeout", millis.as_str())]);
     pool_options(pool.options().get_max_connections()).connect_lazy_with(options)
 }
+
+/// A pool on the read replica `url`, of at most `max_connections`, whose
+/// every statement PostgreSQL cancels after `statement_timeout` (none for
+/// zero), like the primary's [`reads_pool`]. Never creates nor migrates
+/// anything (a replica is read-only: it follows the primary's schema);
+/// connections are opened on first use.
+pub fn replica_pool(
+    url: &str,
+    max_connections: u32,
+    statement_timeout: Duration,
+) -> anyhow::Result<PgPool> {
+    let mut options: sqlx::postgres::PgConnectOptions =
+        url.parse().context("invalid --read-database-url")?;
+    if !statement_timeout.is_zero() {
+        let millis = statement_timeout.as_millis().max(1).to_string();
+        options = options.options([("statement_timeout", millis.as_str())]);
+    }
+    Ok(pool_options(max_connections).connect_lazy_with(options))
+}
