@@ -22,6 +22,7 @@ mod orders;
 mod pause;
 mod rabbitmq;
 mod reads;
+mod replica;
 mod saves;
 mod search;
 mod seed;
