@@ -865,3 +865,58 @@ macro_rules! on_every_bus {
         }
     )*};
 }
+
+/// An API started from an [`App`] in this process, served until [`Running::stop`].
+pub struct Running {
+    /// `http://host:port` of the running API.
+    pub base: String,
+    client: reqwest::Client,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    pub fn start(app: App) -> Self {
+        let base = format!("http://{}", app.local_addr().expect("bound"));
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(app.run(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            stop,
+            task,
+        }
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> u16 {
+        self.client
+            .request(method, format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent")
+            .status()
+            .as_u16()
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task
+            .await
+            .expect("server task")
+            .expect("clean shutdown");
+    }
+}

@@ -10,12 +10,11 @@ use marketplace::{
     startup::{self, App},
     store::postgres::schema::{self, SchemaError},
 };
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::{postgres::PgConnectOptions, PgPool};
-use tokio::{sync::oneshot, task::JoinHandle};
 use uuid::Uuid;
 
-use crate::helpers::init_logging;
+use crate::helpers::{init_logging, Running};
 
 /// A migration role owning the test database and its schema, and an
 /// application role with rows only, as the deployment's init script makes
@@ -143,59 +142,6 @@ fn serve_config(roles: &Roles, role: &str, schema_wait: &str) -> ServeConfig {
         schema_wait,
     ])
     .expect("valid flags")
-}
-
-struct Running {
-    base: String,
-    client: reqwest::Client,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Running {
-    fn start(app: App) -> Self {
-        let base = format!("http://{}", app.local_addr().expect("bound"));
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(app.run(async {
-            let _ = stopped.await;
-        }));
-        Self {
-            base,
-            client: reqwest::Client::new(),
-            stop,
-            task,
-        }
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> u16 {
-        self.client
-            .request(method, format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .expect("request sent")
-            .status()
-            .as_u16()
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .expect("request sent");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task
-            .await
-            .expect("server task")
-            .expect("clean shutdown");
-    }
 }
 
 #[sqlx::test(migrations = false)]

@@ -10,62 +10,17 @@
 use std::{future::Future, time::Duration};
 
 use marketplace::{config::ServeConfig, startup::App, store::Database};
-use reqwest::{Client, Method};
+use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection, PgPool};
-use tokio::{sync::oneshot, task::JoinHandle};
 use uuid::Uuid;
 
-use crate::helpers::{init_logging, logged};
+use crate::helpers::{init_logging, logged, Running};
 
 /// How long replication or an event may take to show a write.
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// An API running in this process.
-struct Running {
-    base: String,
-    client: Client,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
 impl Running {
-    fn start(app: App) -> Self {
-        let base = format!("http://{}", app.local_addr().expect("bound"));
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(app.run(async {
-            let _ = stopped.await;
-        }));
-        Self {
-            base,
-            client: Client::new(),
-            stop,
-            task,
-        }
-    }
-
-    async fn send(&self, method: Method, path: &str, body: Value) -> u16 {
-        self.client
-            .request(method, format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .await
-            .expect("request sent")
-            .status()
-            .as_u16()
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .expect("request sent");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
     /// Polls `GET path` until `accept` holds for its answer.
     async fn await_get(&self, path: &str, accept: impl Fn(u16, &Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -80,14 +35,6 @@ impl Running {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task
-            .await
-            .expect("server task")
-            .expect("clean shutdown");
     }
 }
 
