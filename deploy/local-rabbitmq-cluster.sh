@@ -31,13 +31,17 @@
 # Exits non-zero, saying why, when a node cannot start.
 set -euo pipefail
 
-BASE_DIR="${BASE_DIR:-/var/tmp/marketplace-rabbit-cluster}"
+# Override these four to run a second cluster beside the first (e.g.
+# CLUSTER_NAME=bench AMQP_BASE_PORT=5690 DIST_BASE_PORT=25690
+# BASE_DIR=/var/tmp/bench-rabbit-cluster).
+CLUSTER_NAME="${CLUSTER_NAME:-marketplace}"
+BASE_DIR="${BASE_DIR:-/var/tmp/$CLUSTER_NAME-rabbit-cluster}"
+AMQP_BASE_PORT="${AMQP_BASE_PORT:-5680}"
+DIST_BASE_PORT="${DIST_BASE_PORT:-25680}"
 NODES=(1 2 3)
-AMQP_BASE_PORT=5680
-DIST_BASE_PORT=25680
 START_TIMEOUT_S="${START_TIMEOUT_S:-120}"
 
-node_name() { echo "marketplace-$1@localhost"; }
+node_name() { echo "$CLUSTER_NAME-$1@localhost"; }
 node_dir() { echo "$BASE_DIR/node$1"; }
 
 ctl() {
