@@ -7,6 +7,18 @@
 #   sudo bash deploy/local-rabbitmq-cluster.sh status  # cluster_status
 #   sudo bash deploy/local-rabbitmq-cluster.sh stop    # stop the nodes, remove BASE_DIR
 #
+# One node N (1, 2 or 3) of a running cluster, to see the bus ride out a
+# node failure (the marketplace's fault tests call these):
+#
+#   sudo bash deploy/local-rabbitmq-cluster.sh kill N        # SIGKILL its Erlang VM (a crash)
+#   sudo bash deploy/local-rabbitmq-cluster.sh stop-node N   # graceful: rabbitmqctl stop
+#   sudo bash deploy/local-rabbitmq-cluster.sh start-node N  # start it again, await it in the cluster
+#   sudo bash deploy/local-rabbitmq-cluster.sh ctl N ARGS... # rabbitmqctl -n NODE ARGS...
+#
+# `kill` and `stop-node` return once the node's VM has exited; `start-node`
+# once the node runs and the cluster sees its three nodes again (the node
+# keeps its data, so it rejoins by itself).
+#
 # What it does, and why:
 # - Starts three nodes, marketplace-1@localhost .. marketplace-3@localhost,
 #   AMQP on 127.0.0.1:5681..5683, Erlang distribution on 25681..25683, with
@@ -191,12 +203,82 @@ status() {
     echo "AMQP_URL=$(urls)"
 }
 
+node_arg() {
+    # node_arg N: checks that N is a node of the cluster, with its directory.
+    local n="${1:-}"
+    case "$n" in
+    1 | 2 | 3) ;;
+    *) die "which node? 1, 2 or 3 (got '${n}')" ;;
+    esac
+    [ -d "$(node_dir "$n")" ] || die "$(node_dir "$n") does not exist: is the cluster started? (run: $0 start)"
+}
+
+await_exit() {
+    # await_exit PID WHAT: waits up to 60 s for PID to exit.
+    local pid="$1" what="$2"
+    for _ in $(seq 1 240); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.25
+    done
+    die "$what did not exit within 60s"
+}
+
+kill_node() {
+    [ "$(id -u)" = 0 ] || die "run as root"
+    local n="$1" dir pid
+    node_arg "$n"
+    dir="$(node_dir "$n")"
+    # The pid file holds the Erlang VM's (beam.smp's) pid.
+    pid="$(cat "$dir/rabbitmq.pid" 2>/dev/null)" || die "no pid file in $dir: node $n is not running"
+    kill -0 "$pid" 2>/dev/null || die "node $n (pid $pid) is not running"
+    kill -KILL "$pid"
+    await_exit "$pid" "node $(node_name "$n") (pid $pid)"
+    rm -f "$dir/rabbitmq.pid"
+    echo "node $(node_name "$n") killed (SIGKILL to pid $pid)"
+}
+
+stop_node() {
+    [ "$(id -u)" = 0 ] || die "run as root"
+    local n="$1" dir
+    node_arg "$n"
+    dir="$(node_dir "$n")"
+    # `stop` with the pid file returns once the VM has exited.
+    ctl "$n" stop "$dir/rabbitmq.pid" >/dev/null || die "node $(node_name "$n") did not stop (was it running?)"
+    if [ -f "$dir/launcher.pid" ]; then
+        await_exit "$(cat "$dir/launcher.pid")" "the launcher of node $n"
+    fi
+    echo "node $(node_name "$n") stopped"
+}
+
+start_one_node() {
+    [ "$(id -u)" = 0 ] || die "run as root"
+    local n="$1"
+    node_arg "$n"
+    if ctl "$n" ping >/dev/null 2>&1; then
+        die "node $(node_name "$n") is already running"
+    fi
+    start_node "$n"
+    await_node "$n"
+    ctl "$n" await_online_nodes 3 --timeout "$START_TIMEOUT_S" >/dev/null ||
+        die "node $(node_name "$n") started but the cluster does not see 3 nodes"
+    echo "node $(node_name "$n") started, the cluster has its 3 nodes"
+}
+
 case "${1:-}" in
 start) start ;;
 stop) stop ;;
 status) status ;;
+kill) kill_node "${2:-}" ;;
+stop-node) stop_node "${2:-}" ;;
+start-node) start_one_node "${2:-}" ;;
+ctl)
+    node_arg "${2:-}"
+    n="$2"
+    shift 2
+    ctl "$n" "$@"
+    ;;
 *)
-    echo "usage: $0 start|stop|status" >&2
+    echo "usage: $0 start|stop|status | kill N|stop-node N|start-node N|ctl N ARGS..." >&2
     exit 2
     ;;
 esac
