@@ -18,10 +18,17 @@ use tokio::{
 };
 use uuid::Uuid;
 
+use crate::cluster::{LocalCluster, NodeFailure, NodeOutage, NodePick};
+
 /// Scenarios restart the shared broker: one at a time.
 pub static SERIAL: Mutex<()> = Mutex::const_new(());
 
+/// The local broker most scenarios run on.
 const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// Deliveries of a failing command before it is dead-lettered (and, on
+/// quorum queues, the delivery limit), as the processes are started.
+const RETRY_MAX_ATTEMPTS: u32 = 20;
+
 /// Offers the load buys from (spread to avoid one hot row).
 const OFFERS: usize = 4;
 const STOCK: i64 = 1_000_000;
@@ -33,12 +40,90 @@ const MAX_REQUESTS: usize = 100_000;
 /// How long one phase of the load may go without reaching its count.
 const STALLED: Duration = Duration::from_secs(180);
 
+/// The broker a scenario's processes use, and how the test asks it.
+#[derive(Clone, Debug)]
+pub struct Broker {
+    /// The processes' `AMQP_URL`: one broker, or a cluster's nodes,
+    /// comma-separated. The test itself connects to the first.
+    pub amqp_url: String,
+    /// The processes' `--queue-type` (`classic` or `quorum`).
+    pub queue_type: &'static str,
+    /// The node `rabbitmqctl` asks (`-n`); `None`: the local default node.
+    pub node: Option<String>,
+}
+
+impl Broker {
+    /// The local broker on 5672, classic queues.
+    pub fn local() -> Self {
+        Self {
+            amqp_url: AMQP_URL.to_owned(),
+            queue_type: "classic",
+            node: None,
+        }
+    }
+
+    /// The address the test connects to (the first of a list).
+    pub fn first_url(&self) -> &str {
+        self.amqp_url.split(',').next().unwrap_or(&self.amqp_url)
+    }
+
+    /// `rabbitmqctl ARGS` against [`Broker::node`]: its standard output.
+    pub async fn ctl(&self, args: &[&str]) -> String {
+        let mut command = Command::new("rabbitmqctl");
+        if let Some(node) = &self.node {
+            command.args(["-n", node]);
+        }
+        let output = command
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("rabbitmqctl runs");
+        assert!(
+            output.status.success(),
+            "rabbitmqctl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Messages ready in `queue` (a passive declare on [`Broker::first_url`]).
+    pub async fn messages(&self, queue: &str) -> u32 {
+        let connection =
+            lapin::Connection::connect(self.first_url(), lapin::ConnectionProperties::default())
+                .await
+                .expect("broker answers");
+        let channel = connection.create_channel().await.expect("channel");
+        let declared = channel
+            .queue_declare(
+                queue.into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|error| panic!("queue {queue}: {error}"));
+        let _ = connection.close(200, "OK".into()).await;
+        declared.message_count()
+    }
+}
+
 pub enum Fault {
     None,
     BrokerRestart {
         down_for: Duration,
     },
     KillWorker,
+    /// A node of the local cluster fails (SIGKILL, or a graceful stop)
+    /// mid-load and is started again once orders are accepted and applied
+    /// without it.
+    ClusterNode {
+        cluster: LocalCluster,
+        failure: NodeFailure,
+        pick: NodePick,
+    },
     /// Stops the private PostgreSQL cluster (never the shared one) for
     /// `down_for`, then starts it again.
     DatabaseOutage {
@@ -136,6 +221,7 @@ impl PrivatePostgres {
 pub struct Scenario {
     pool: PgPool,
     bus: Bus,
+    broker: Broker,
     private: Option<PrivatePostgres>,
     database_url: String,
     namespace: String,
@@ -148,9 +234,29 @@ pub struct Scenario {
     client: reqwest::Client,
 }
 
-struct Process {
+pub struct Process {
     child: Child,
     address: String,
+    /// The pid it was started with.
+    pid: u32,
+}
+
+impl Process {
+    /// Still the process that was started: it has not exited.
+    fn still_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None)) && self.child.id() == Some(self.pid)
+    }
+
+    /// Its base URL (`http://127.0.0.1:PORT`).
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Kills it (SIGKILL) and reaps it.
+    pub async fn kill(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
 }
 
 #[derive(Debug, Default)]
@@ -164,6 +270,12 @@ pub struct Report {
     /// Messages dead-lettered: in the namespace's `.dlq` queues (RabbitMQ)
     /// or the `bus_dead_letters` table (async bus).
     pub dead_letters: usize,
+    /// What happened while a cluster node was down, with
+    /// [`Fault::ClusterNode`].
+    pub node_outage: Option<NodeOutage>,
+    /// The API and every worker are the processes started at the beginning,
+    /// still running at the end (none restarted, none exited).
+    pub same_processes_running: bool,
     #[allow(dead_code)]
     pool: Option<PgPool>,
     offers: Vec<Uuid>,
@@ -187,11 +299,49 @@ pub fn database_url(pool: &PgPool) -> String {
     format!("{server}/{database}")
 }
 
-async fn spawn(role: &str, database_url: &str, namespace: &str) -> Process {
-    spawn_on(role, Bus::Rabbitmq, database_url, namespace).await
+/// The environment of a scenario's processes (the worker a test runs
+/// itself too): broker, namespace, retries, pool, no rate limit.
+pub fn process_env(
+    broker: &Broker,
+    database_url: &str,
+    namespace: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("DATABASE_URL", database_url.to_owned()),
+        ("AMQP_URL", broker.amqp_url.clone()),
+        ("MARKETPLACE_QUEUE_TYPE", broker.queue_type.to_owned()),
+        ("MARKETPLACE_NAMESPACE", namespace.to_owned()),
+        ("MARKETPLACE_RETRY_INITIAL_BACKOFF", "50ms".to_owned()),
+        ("MARKETPLACE_RETRY_MAX_BACKOFF", "1s".to_owned()),
+        (
+            "MARKETPLACE_RETRY_MAX_ATTEMPTS",
+            RETRY_MAX_ATTEMPTS.to_string(),
+        ),
+        ("MARKETPLACE_DB_MAX_CONNECTIONS", "8".to_owned()),
+        // The load comes from one address: the per-client rate limit would
+        // answer 429 to most of it (the API's edge has its own tests).
+        ("MARKETPLACE_RATE_LIMIT_PER_SECOND", "0".to_owned()),
+    ]
 }
 
-async fn spawn_on(role: &str, bus: Bus, database_url: &str, namespace: &str) -> Process {
+async fn spawn(role: &str, broker: &Broker, database_url: &str, namespace: &str) -> Process {
+    spawn_on(role, Bus::Rabbitmq, broker, database_url, namespace).await
+}
+
+/// Starts `marketplace serve` (on `bus`) or `marketplace worker` and waits
+/// until it is ready.
+pub async fn spawn_on(
+    role: &str,
+    bus: Bus,
+    broker: &Broker,
+    database_url: &str,
+    namespace: &str,
+) -> Process {
+    spawn_with(role, bus, &process_env(broker, database_url, namespace)).await
+}
+
+/// The same with the environment `env` (later entries win).
+pub async fn spawn_with(role: &str, bus: Bus, env: &[(&'static str, String)]) -> Process {
     let port = free_port();
     let address = format!("127.0.0.1:{port}");
     let mut command = Command::new(env!("CARGO_BIN_EXE_marketplace"));
@@ -202,16 +352,7 @@ async fn spawn_on(role: &str, bus: Bus, database_url: &str, namespace: &str) -> 
         command.args(["--health-listen", &address]);
     }
     command
-        .env("DATABASE_URL", database_url)
-        .env("AMQP_URL", AMQP_URL)
-        .env("MARKETPLACE_NAMESPACE", namespace)
-        .env("MARKETPLACE_RETRY_INITIAL_BACKOFF", "50ms")
-        .env("MARKETPLACE_RETRY_MAX_BACKOFF", "1s")
-        .env("MARKETPLACE_RETRY_MAX_ATTEMPTS", "20")
-        .env("MARKETPLACE_DB_MAX_CONNECTIONS", "8")
-        // The load comes from one address: the per-client rate limit would
-        // answer 429 to most of it (the API's edge has its own tests).
-        .env("MARKETPLACE_RATE_LIMIT_PER_SECOND", "0")
+        .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
         .env(
             "RUST_LOG",
             process_log_filter().unwrap_or_else(|| "error".into()),
@@ -225,9 +366,11 @@ async fn spawn_on(role: &str, bus: Bus, database_url: &str, namespace: &str) -> 
         })
         .kill_on_drop(true);
     let child = command.spawn().expect("marketplace binary starts");
+    let pid = child.id().expect("a running process has a pid");
     let process = Process {
         child,
         address: format!("http://{address}"),
+        pid,
     };
     wait_ready(&process.address).await;
     process
@@ -258,22 +401,17 @@ async fn wait_ready(address: &str) {
     panic!("{address} never became ready");
 }
 
-async fn rabbitmqctl(args: &[&str]) {
-    let status = Command::new("rabbitmqctl")
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .await
-        .expect("rabbitmqctl runs");
-    assert!(status.success(), "rabbitmqctl {args:?}");
-}
-
 impl Scenario {
     /// A fresh namespace, one API process, `workers` worker processes and
     /// `OFFERS` offers with plenty of stock.
     pub async fn new(pool: PgPool, workers: usize) -> Self {
+        Self::on_broker(pool, Broker::local(), workers).await
+    }
+
+    /// The same on `broker` (a cluster's nodes, quorum queues).
+    pub async fn on_broker(pool: PgPool, broker: Broker, workers: usize) -> Self {
         let database_url = database_url(&pool);
-        Self::start(pool, database_url, None, Bus::Rabbitmq, workers).await
+        Self::start(pool, database_url, None, Bus::Rabbitmq, broker, workers).await
     }
 
     /// The same on a fresh database of the private cluster, which a
@@ -281,7 +419,15 @@ impl Scenario {
     pub async fn on_private_postgres(bus: Bus, workers: usize) -> Self {
         let private = PrivatePostgres::from_env();
         let (pool, database_url) = private.fresh_database().await;
-        Self::start(pool, database_url, Some(private), bus, workers).await
+        Self::start(
+            pool,
+            database_url,
+            Some(private),
+            bus,
+            Broker::local(),
+            workers,
+        )
+        .await
     }
 
     async fn start(
@@ -289,17 +435,19 @@ impl Scenario {
         database_url: String,
         private: Option<PrivatePostgres>,
         bus: Bus,
+        broker: Broker,
         workers: usize,
     ) -> Self {
         let namespace = format!("faults-{}", Uuid::new_v4().simple());
         let mut started = Vec::new();
         for _ in 0..workers {
-            started.push(spawn_on("worker", bus, &database_url, &namespace).await);
+            started.push(spawn_on("worker", bus, &broker, &database_url, &namespace).await);
         }
-        let api = spawn_on("serve", bus, &database_url, &namespace).await;
+        let api = spawn_on("serve", bus, &broker, &database_url, &namespace).await;
         let mut scenario = Self {
             pool,
             bus,
+            broker,
             private,
             database_url,
             namespace,
@@ -417,13 +565,14 @@ impl Scenario {
         };
         more(&accepted, 300).await;
         let mut readiness = None;
+        let mut node_outage = None;
         match fault {
             Fault::None => more(&accepted, 1_200).await,
             Fault::BrokerRestart { down_for } => {
-                rabbitmqctl(&["stop_app"]).await;
+                self.broker.ctl(&["stop_app"]).await;
                 tokio::time::sleep(down_for).await;
-                rabbitmqctl(&["start_app"]).await;
-                rabbitmqctl(&["await_startup"]).await;
+                self.broker.ctl(&["start_app"]).await;
+                self.broker.ctl(&["await_startup"]).await;
                 // Keep the load on until the API accepts orders again.
                 more(&accepted, 500).await;
             }
@@ -462,8 +611,38 @@ impl Scenario {
                 let _ = worker.child.wait().await;
                 more(&accepted, 300).await;
                 self.workers
-                    .push(spawn("worker", &self.database_url, &self.namespace).await);
+                    .push(spawn("worker", &self.broker, &self.database_url, &self.namespace).await);
                 more(&accepted, 500).await;
+            }
+            Fault::ClusterNode {
+                cluster,
+                failure,
+                pick,
+            } => {
+                let node = cluster.pick(pick, &self.namespace).await;
+                let leaders = cluster
+                    .leaders(&self.namespace)
+                    .await
+                    .get(&node)
+                    .copied()
+                    .unwrap_or(0);
+                let accepted_before = accepted.load(Ordering::SeqCst);
+                let applied_before = self.applied().await;
+                let down = cluster.fail(node, failure).await;
+                // Orders keep being accepted, and applied, on the two nodes left.
+                more(&accepted, 300).await;
+                let applied_while_down =
+                    self.await_applied(applied_before + 300).await - applied_before;
+                let accepted_while_down = accepted.load(Ordering::SeqCst) - accepted_before;
+                down.start_again().await;
+                more(&accepted, 500).await;
+                node_outage = Some(NodeOutage {
+                    node: cluster.node_name(node),
+                    failure,
+                    leaders,
+                    accepted_while_down,
+                    applied_while_down,
+                });
             }
         }
         stop.store(true, Ordering::SeqCst);
@@ -476,6 +655,7 @@ impl Scenario {
             pool: Some(self.pool.clone()),
             offers: self.offers.clone(),
             readiness_during_outage: readiness,
+            node_outage,
             ..Report::default()
         };
         for (id, status) in results {
@@ -502,8 +682,40 @@ impl Scenario {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         report.dead_letters = self.dead_letters().await;
+        report.same_processes_running = self
+            .workers
+            .iter_mut()
+            .chain(std::iter::once(&mut self.api))
+            .all(Process::still_running);
         self.cleanup().await;
         report
+    }
+
+    /// Orders applied (confirmed or rejected), in the whole database.
+    async fn applied(&self) -> usize {
+        let (applied,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM orders WHERE status <> 'pending'")
+                .fetch_one(&self.pool)
+                .await
+                .expect("count orders");
+        applied as usize
+    }
+
+    /// Waits until `count` orders are applied; fails the test if they are
+    /// not within [`STALLED`]. Returns how many are.
+    async fn await_applied(&self, count: usize) -> usize {
+        let started = tokio::time::Instant::now();
+        loop {
+            let applied = self.applied().await;
+            if applied >= count {
+                return applied;
+            }
+            assert!(
+                started.elapsed() < STALLED,
+                "the workers stalled at {applied} of {count} applied orders"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn dead_letters(&self) -> usize {
@@ -517,25 +729,21 @@ impl Scenario {
                     .expect("count dead letters");
                 n as usize
             }
-            Bus::Rabbitmq => {
-                let output = Command::new("rabbitmqctl")
-                    .args([
-                        "-q",
-                        "--no-table-headers",
-                        "list_queues",
-                        "name",
-                        "messages",
-                    ])
-                    .output()
-                    .await
-                    .expect("rabbitmqctl runs");
-                String::from_utf8_lossy(&output.stdout)
-                    .lines()
-                    .filter_map(|line| line.split_once('\t'))
-                    .filter(|(name, _)| name.starts_with(&self.namespace) && name.ends_with(".dlq"))
-                    .filter_map(|(_, messages)| messages.trim().parse::<usize>().ok())
-                    .sum()
-            }
+            Bus::Rabbitmq => self
+                .broker
+                .ctl(&[
+                    "-q",
+                    "--no-table-headers",
+                    "list_queues",
+                    "name",
+                    "messages",
+                ])
+                .await
+                .lines()
+                .filter_map(|line| line.split_once('\t'))
+                .filter(|(name, _)| name.starts_with(&self.namespace) && name.ends_with(".dlq"))
+                .filter_map(|(_, messages)| messages.trim().parse::<usize>().ok())
+                .sum(),
         }
     }
 
@@ -548,28 +756,26 @@ impl Scenario {
             let _ = process.child.start_kill();
             let _ = process.child.wait().await;
         }
-        delete_namespace(&self.namespace).await;
+        delete_namespace(&self.broker, &self.namespace).await;
     }
 }
 
-/// Deletes every queue and exchange of `namespace` from the broker.
-async fn delete_namespace(namespace: &str) {
+/// Deletes every queue and exchange of `namespace` from `broker`.
+pub async fn delete_namespace(broker: &Broker, namespace: &str) {
     let list = |what: &'static str| async move {
-        let output = Command::new("rabbitmqctl")
-            .args(["-q", "--no-table-headers", what, "name"])
-            .output()
+        broker
+            .ctl(&["-q", "--no-table-headers", what, "name"])
             .await
-            .expect("rabbitmqctl runs");
-        String::from_utf8_lossy(&output.stdout)
             .lines()
             .map(str::trim)
             .filter(|name| name.starts_with(namespace))
             .map(str::to_owned)
             .collect::<Vec<_>>()
     };
-    let connection = lapin::Connection::connect(AMQP_URL, lapin::ConnectionProperties::default())
-        .await
-        .expect("broker for cleanup");
+    let connection =
+        lapin::Connection::connect(broker.first_url(), lapin::ConnectionProperties::default())
+            .await
+            .expect("broker for cleanup");
     let channel = connection.create_channel().await.expect("channel");
     for queue in list("list_queues").await {
         let _ = channel

@@ -1,7 +1,9 @@
 //! Faults under load: real `marketplace serve` and `marketplace worker`
 //! processes, a real broker, a real database. Most scenarios run the
 //! RabbitMQ bus; `api_crash.rs` kills the API itself on the durable bus
-//! (the default configuration, and PostgreSQL with two API processes).
+//! (the default configuration, and PostgreSQL with two API processes);
+//! `cluster.rs` kills or stops a node of a three-node RabbitMQ cluster with
+//! quorum queues, and crashes a worker on every delivery of one command.
 //!
 //! Each scenario sends a stream of one-copy orders against offers with
 //! plenty of stock, injects a fault, and then checks the two numbers that
@@ -27,8 +29,24 @@
 //!     marketplace/tests/faults/private-postgres.sh \
 //!     cargo test -p marketplace --all-features --test faults -- --ignored --test-threads=1
 //! ```
+//!
+//! The node failures (`cluster.rs`) run on a three-node RabbitMQ cluster
+//! with quorum queues, the local one of `deploy/local-rabbitmq-cluster.sh`
+//! (as root: the script kills, stops and starts its nodes). They skip,
+//! saying so, unless `FAULTS_CLUSTER_URLS` holds the cluster's AMQP URLs
+//! as `start` prints them; a cluster started with another `CLUSTER_NAME`
+//! (or `BASE_DIR`, ports) needs the same variables here:
+//!
+//! ```text
+//! sudo bash deploy/local-rabbitmq-cluster.sh start
+//! FAULTS_CLUSTER_URLS=amqp://guest:guest@127.0.0.1:5681/%2f,amqp://guest:guest@127.0.0.1:5682/%2f,amqp://guest:guest@127.0.0.1:5683/%2f \
+//!     DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
+//!     cargo test -p marketplace --all-features --test faults -- --ignored --test-threads=1 cluster::
+//! sudo bash deploy/local-rabbitmq-cluster.sh stop
+//! ```
 
 mod api_crash;
+mod cluster;
 mod harness;
 
 use std::time::Duration;
