@@ -2,13 +2,13 @@
 # RabbitMQ's users, virtual host and permissions for the marketplace, as a
 # definitions file RabbitMQ imports at boot (`load_definitions`, set in
 # docker/rabbitmq/20-marketplace.conf). Passwords are docker secrets, so the
-# file is made at start, in a tmpfs, with RabbitMQ's salted SHA-256 hashes
+# file is made at start, in the /tmp tmpfs, with RabbitMQ's salted SHA-256 hashes
 # (rabbit_password_hashing_sha256: base64(salt ++ sha256(salt ++ password)),
 # 4 random bytes of salt); no clear password is written anywhere.
 #
 #   definitions.sh json                 prints the definitions
 #   definitions.sh exec COMMAND...      writes them to DEFINITIONS_FILE
-#                                       (/run/marketplace-rabbitmq/definitions.json),
+#                                       (/tmp/marketplace-rabbitmq/definitions.json),
 #                                       then runs COMMAND (the image's
 #                                       docker-entrypoint.sh rabbitmq-server)
 #
@@ -144,7 +144,12 @@ case ${1:-} in
     exec)
         shift
         [ $# -gt 0 ] || set -- docker-entrypoint.sh rabbitmq-server
-        file=${DEFINITIONS_FILE:-/run/marketplace-rabbitmq/definitions.json}
+        # Under /tmp: a tmpfs mounted where the image has no directory is
+        # owned by root, mode 0755, when the engine restarts the container
+        # (Docker 20.10 drops the tmpfs' mode=1777 on a restart), and the
+        # rabbitmq user could not write there; /tmp is world-writable in
+        # every image, so its tmpfs is too.
+        file=${DEFINITIONS_FILE:-/tmp/marketplace-rabbitmq/definitions.json}
         mkdir -p "$(dirname "$file")"
         (umask 077 && definitions >"$file.tmp")
         mv "$file.tmp" "$file"
