@@ -3,6 +3,9 @@
 #   make image                 build marketplace:latest (IMAGE=... TAG=... to change)
 #   make up / make down        the local stack (docker-compose.yml)
 #   make secrets deploy        the swarm stack (stack.yml), on a manager node
+#   make cluster-up / cluster-down / deploy-cluster
+#                              the same on a three-node RabbitMQ cluster with quorum
+#                              queues (docker-compose.cluster.yml, stack.cluster.yml)
 #   make deploy-test           all of it, for real, on a throwaway local engine
 
 SHELL := /bin/bash
@@ -12,12 +15,13 @@ TAG      ?= latest
 IMAGE    ?= marketplace:$(TAG)
 STACK    ?= marketplace
 COMPOSE  ?= docker compose
+CLUSTER_COMPOSE := $(COMPOSE) -f docker-compose.yml -f docker-compose.cluster.yml --profile cluster
 
 # stack.yml and docker-compose.yml read the image from MARKETPLACE_IMAGE.
 export MARKETPLACE_IMAGE := $(IMAGE)
 
-.PHONY: help image push up down deploy remove ps scale logs-api logs-worker secrets validate \
-	engine engine-stop image-local deploy-test
+.PHONY: help image push up down cluster-up cluster-down deploy deploy-cluster remove ps scale logs-api \
+	logs-worker secrets validate engine engine-stop image-local deploy-test
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -34,8 +38,17 @@ up: ## start the local stack: PostgreSQL, RabbitMQ, api on :8080, worker
 down: ## stop the local stack (data kept; `docker compose down -v` wipes it)
 	$(COMPOSE) down
 
+cluster-up: ## the local stack on three clustered RabbitMQ nodes, quorum queues
+	$(CLUSTER_COMPOSE) up -d --build --wait
+
+cluster-down: ## stop it (data kept)
+	$(CLUSTER_COMPOSE) down
+
 deploy: ## deploy or update the swarm stack STACK with IMAGE
 	docker stack deploy --with-registry-auth -c stack.yml $(STACK)
+
+deploy-cluster: ## the same, RabbitMQ as a three-node cluster (nodes labelled marketplace.rabbitmq=1..3)
+	docker stack deploy --with-registry-auth -c stack.yml -c stack.cluster.yml $(STACK)
 
 remove: ## remove the swarm stack (volumes and secrets are kept)
 	docker stack rm $(STACK)
@@ -68,5 +81,5 @@ engine-stop: ## stop that engine and remove everything it made
 image-local: ## build marketplace:local and the PostgreSQL/RabbitMQ/proxy images without a registry
 	bash deploy/build-local-images.sh all
 
-deploy-test: ## engine, images, compose, swarm stack, rolling update, rollback, scaling; then teardown
+deploy-test: ## engine, images, compose, RabbitMQ cluster, swarm stack, rolling update, rollback, scaling; then teardown
 	bash deploy/ci-deploy-test.sh

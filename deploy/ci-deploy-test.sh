@@ -19,6 +19,11 @@
 #             read-only without capabilities, tables owned by the migration
 #             role, the app role refused DDL, no RabbitMQ guest), the mobile
 #             flow against the API container with signed-in users
+#   cluster   the same with the `cluster` profile and docker-compose.cluster.yml
+#             (+ deploy/compose.cluster.local.yml): three RabbitMQ nodes in one
+#             cluster, every queue a quorum queue with three members, the
+#             mobile flow; one node stopped: the flow still passes; the node
+#             started again rejoins
 #   stack     stack.yml + deploy/stack.local.yml: secrets, migrate completed,
 #             2 api + 2 worker replicas, the mobile flow through the proxy; `service update` to
 #             `next` under a polling client (no failed request); `service
@@ -95,6 +100,8 @@ teardown() {
     if [[ $own_engine == no && -S $ENGINE_DIR/docker.sock ]]; then
         docker stack rm "$STACK" >/dev/null 2>&1
         "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1
+        "${COMPOSE[@]}" -f docker-compose.cluster.yml -f deploy/compose.cluster.local.yml --profile cluster \
+            down -v --remove-orphans >/dev/null 2>&1
         # The stack's volumes go once its containers are gone, so that a
         # next run on the same engine starts from empty databases.
         local deadline=$((SECONDS + 90))
@@ -116,7 +123,7 @@ teardown() {
     cat "$SUMMARY" 2>/dev/null
     rm -rf "$WORK"
     if [[ $rc -eq 0 ]]; then
-        log "PASSED: image, compose, swarm stack, rolling update, rollback, scaling"
+        log "PASSED: image, compose, RabbitMQ cluster, swarm stack, rolling update, rollback, scaling"
     else
         log "FAILED (exit $rc)"
     fi
@@ -197,6 +204,61 @@ note "compose: every container read-only, no capability, no-new-privileges; tabl
 "${SMOKE[@]}" flow "$API" | tee -a "$SUMMARY"
 "${COMPOSE[@]}" down -v
 wait_until "compose: the API port released" 60 bash -c "! python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", 8080), 1)'"
+
+# --- cluster -----------------------------------------------------------------
+# deploy/README.md, "Three-node RabbitMQ cluster".
+phase cluster
+CLUSTER=("${COMPOSE[@]}" -f docker-compose.cluster.yml -f deploy/compose.cluster.local.yml --profile cluster)
+cluster_started=$SECONDS
+"${CLUSTER[@]}" up -d --no-build
+cluster_id() { "${CLUSTER[@]}" ps -q "$1"; }
+cluster_healthy() {
+    local service id
+    id=$(cluster_id migrate)
+    [[ -n $id && $(docker inspect --format '{{.State.Status}} {{.State.ExitCode}}' "$id") == "exited 0" ]] || return 1
+    for service in postgresql rabbitmq-1 rabbitmq-2 rabbitmq-3 api worker; do
+        id=$(cluster_id "$service")
+        [[ -n $id && $(docker inspect --format '{{.State.Health.Status}}' "$id") == healthy ]] || return 1
+    done
+}
+wait_until "cluster: migrate completed, three RabbitMQ nodes, api and worker healthy" 240 cluster_healthy
+note "cluster: three RabbitMQ nodes, api and worker healthy $((SECONDS - cluster_started))s after up"
+for service in rabbitmq-1 rabbitmq-2 rabbitmq-3; do
+    hardening=$(docker inspect --format '{{.HostConfig.ReadonlyRootfs}} {{.HostConfig.CapDrop}} {{.HostConfig.SecurityOpt}}' "$(cluster_id "$service")")
+    [[ $hardening == "true [ALL] "*no-new-privileges* ]] \
+        || fail "cluster: $service is not read-only without capabilities and no-new-privileges ($hardening)"
+done
+# running_nodes NODE: the nodes NODE's container sees running, sorted.
+running_nodes() {
+    docker exec "$(cluster_id "$1")" rabbitmqctl -q cluster_status --formatter json \
+        | python3 -c 'import json, sys; print(" ".join(sorted(json.load(sys.stdin)["running_nodes"])))'
+}
+nodes=$(running_nodes rabbitmq-1)
+[[ $nodes == "rabbit-1@localhost rabbit-2@localhost rabbit-3@localhost" ]] || fail "cluster: running nodes: $nodes"
+"${SMOKE[@]}" flow "$API" | tee -a "$SUMMARY"
+# Every queue of the app: quorum, a member on each node.
+queues=$(docker exec "$(cluster_id rabbitmq-1)" rabbitmqctl -q list_queues -p marketplace --formatter json name type members \
+    | python3 -c '
+import json, sys
+queues = json.load(sys.stdin)
+bad = [q["name"] for q in queues if q["type"] != "quorum" or len(q["members"]) != 3]
+print(f"{len(queues)} {len(bad)}")')
+read -r total wrong <<<"$queues"
+[[ $total -gt 0 && $wrong -eq 0 ]] || fail "cluster: $wrong of $total queues are not quorum queues with three members"
+note "cluster: nodes $nodes running; $total queues, every one a quorum queue with a member on each node"
+# A node goes away: the app moves to the others, the queues it led elect
+# new leaders, the flow passes; started again, it rejoins.
+docker stop "$(cluster_id rabbitmq-2)" >/dev/null
+"${SMOKE[@]}" flow "$API" | tee -a "$SUMMARY"
+rejoin_started=$SECONDS
+docker start "$(cluster_id rabbitmq-2)" >/dev/null
+wait_until "cluster: rabbitmq-2 back in the cluster" 120 bash -c \
+    "[[ \$(docker inspect --format '{{.State.Health.Status}}' $(cluster_id rabbitmq-2)) == healthy ]]"
+nodes=$(running_nodes rabbitmq-2)
+[[ $nodes == "rabbit-1@localhost rabbit-2@localhost rabbit-3@localhost" ]] || fail "cluster: after the restart, running nodes: $nodes"
+note "cluster: rabbitmq-2 stopped, the flow passed on the two others; started again, back in the cluster $((SECONDS - rejoin_started))s later"
+"${CLUSTER[@]}" down -v
+wait_until "cluster: the API port released" 60 bash -c "! python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", 8080), 1)'"
 
 # --- stack -------------------------------------------------------------------
 phase stack

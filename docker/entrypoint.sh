@@ -1,11 +1,13 @@
 #!/bin/sh
 # Entrypoint of the marketplace image.
 #
-# The binary reads DATABASE_URL and AMQP_URL from the environment. For docker
+# The binary reads DATABASE_URL, AMQP_URL and MARKETPLACE_READ_DATABASE_URL
+# (a streaming replica for `serve`'s reads) from the environment. For docker
 # (swarm) secrets, each may instead name a file holding the value:
 #
 #   DATABASE_URL_FILE=/run/secrets/database_url  ->  DATABASE_URL=<file content>
 #   AMQP_URL_FILE=/run/secrets/amqp_url          ->  AMQP_URL=<file content>
+#   MARKETPLACE_READ_DATABASE_URL_FILE=...       ->  MARKETPLACE_READ_DATABASE_URL=...
 #
 # Setting both X and X_FILE is an error. Trailing newlines of the file are
 # dropped.
@@ -80,6 +82,7 @@ choose_listen_port() {
 
 file_env DATABASE_URL
 file_env AMQP_URL
+file_env MARKETPLACE_READ_DATABASE_URL
 if [ -n "${MARKETPLACE_LISTEN_PORTS:-}" ]; then
     choose_listen_port "${1:-serve}"
 fi

@@ -2,13 +2,13 @@
 # RabbitMQ's users, virtual host and permissions for the marketplace, as a
 # definitions file RabbitMQ imports at boot (`load_definitions`, set in
 # docker/rabbitmq/20-marketplace.conf). Passwords are docker secrets, so the
-# file is made at start, in a tmpfs, with RabbitMQ's salted SHA-256 hashes
+# file is made at start, in the /tmp tmpfs, with RabbitMQ's salted SHA-256 hashes
 # (rabbit_password_hashing_sha256: base64(salt ++ sha256(salt ++ password)),
 # 4 random bytes of salt); no clear password is written anywhere.
 #
 #   definitions.sh json                 prints the definitions
 #   definitions.sh exec COMMAND...      writes them to DEFINITIONS_FILE
-#                                       (/run/marketplace-rabbitmq/definitions.json),
+#                                       (/tmp/marketplace-rabbitmq/definitions.json),
 #                                       then runs COMMAND (the image's
 #                                       docker-entrypoint.sh rabbitmq-server)
 #
@@ -29,6 +29,15 @@
 #       where NS is MARKETPLACE_NAMESPACE (marketplace), regex-escaped.
 #       deploy/README.md ("Least privilege") explains each one.
 # RABBITMQ_VHOST (marketplace): the virtual host, the marketplace's alone.
+#
+# A node of a cluster (docker/rabbitmq/30-cluster.conf) also needs the
+# cluster's shared Erlang cookie: RABBITMQ_ERLANG_COOKIE, or the file
+# RABBITMQ_ERLANG_COOKIE_FILE names (a docker secret), is written by `exec`
+# to $HOME/.erlang.cookie (the data volume), readable by its owner only, as
+# Erlang requires, and the variables are removed from the server's
+# environment. The CLI tools (rabbitmq-diagnostics in the healthcheck,
+# `docker exec ... rabbitmqctl`) read the same file. Neither set: nothing is
+# written, the node makes its own cookie (a single node needs no other).
 #
 # With definitions to import at boot, RabbitMQ creates no default user: no
 # `guest`.
@@ -114,6 +123,20 @@ definitions() {
     printf '\n  ]\n}\n'
 }
 
+# erlang_cookie: writes the cluster's cookie, when one is given, to
+# $HOME/.erlang.cookie.
+erlang_cookie() {
+    if [ -z "${RABBITMQ_ERLANG_COOKIE:-}" ] && [ -z "${RABBITMQ_ERLANG_COOKIE_FILE:-}" ]; then
+        return 0
+    fi
+    cookie=$(secret RABBITMQ_ERLANG_COOKIE)
+    target=${HOME:-/var/lib/rabbitmq}/.erlang.cookie
+    # The file is read-only for its owner: replace it rather than write it.
+    rm -f "$target"
+    (umask 077 && printf '%s' "$cookie" >"$target")
+    echo "rabbitmq definitions: Erlang cookie written to $target" >&2
+}
+
 case ${1:-} in
     json)
         definitions
@@ -121,11 +144,18 @@ case ${1:-} in
     exec)
         shift
         [ $# -gt 0 ] || set -- docker-entrypoint.sh rabbitmq-server
-        file=${DEFINITIONS_FILE:-/run/marketplace-rabbitmq/definitions.json}
+        # Under /tmp: a tmpfs mounted where the image has no directory is
+        # owned by root, mode 0755, when the engine restarts the container
+        # (Docker 20.10 drops the tmpfs' mode=1777 on a restart), and the
+        # rabbitmq user could not write there; /tmp is world-writable in
+        # every image, so its tmpfs is too.
+        file=${DEFINITIONS_FILE:-/tmp/marketplace-rabbitmq/definitions.json}
         mkdir -p "$(dirname "$file")"
         (umask 077 && definitions >"$file.tmp")
         mv "$file.tmp" "$file"
-        unset RABBITMQ_ADMIN_PASSWORD RABBITMQ_API_PASSWORD RABBITMQ_WORKER_PASSWORD
+        erlang_cookie
+        unset RABBITMQ_ADMIN_PASSWORD RABBITMQ_API_PASSWORD RABBITMQ_WORKER_PASSWORD \
+            RABBITMQ_ERLANG_COOKIE RABBITMQ_ERLANG_COOKIE_FILE
         echo "rabbitmq definitions: users ${RABBITMQ_ADMIN_USER:-admin}, ${RABBITMQ_API_USER:-marketplace-api}, ${RABBITMQ_WORKER_USER:-marketplace-worker} on vhost ${RABBITMQ_VHOST:-marketplace} written to $file" >&2
         exec "$@"
         ;;
