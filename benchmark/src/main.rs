@@ -11,7 +11,9 @@
 //! inserts into `bus_messages` and beside the in-memory bus,
 //! then `GET /books`
 //! and `GET /offers/{bookId}` beside the same SQL run by pgbench on
-//! catalogues of 10,000 and 1,000,000 books. [`report`] writes
+//! catalogues of 10,000 and 1,000,000 books; given a cluster's addresses,
+//! accepted offers and offers applied end to end on that cluster with
+//! quorum queues, beside the raw references on it. [`report`] writes
 //! `docs/performance.md` from `templates/` and draws its charts.
 //!
 //! The helpers: [`processes`] (the system under test and its cleanup),
@@ -67,6 +69,11 @@ enum Phase {
     /// `GET /books` and `GET /offers/{bookId}` beside the same SQL in pgbench
     /// (needs pgbench); writes its section to a temporary directory.
     Reads,
+    /// Accepted `POST /offer` and offers applied end to end on a cluster
+    /// with quorum queues (needs --cluster-amqp-url), beside raw confirmed
+    /// publishes and the raw two hops on quorum queues of the same cluster;
+    /// replaces its section of performance.md.
+    Cluster,
 }
 
 /// Side-by-side benchmark of the marketplace over RabbitMQ and PostgreSQL.
@@ -81,7 +88,8 @@ struct Options {
     /// Run one phase only.
     #[arg(long, value_enum)]
     only: Option<Phase>,
-    /// Concurrency levels of the offers phase (default 1,4,16,64,256).
+    /// Concurrency levels of the offers phase (default 1,4,16,64,256) and of
+    /// the cluster phase (default 16,64).
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..))]
     levels: Option<Vec<u64>>,
     /// Seconds per level.
@@ -112,6 +120,18 @@ struct Options {
     /// bench-<run id>.* and deleted at the end.
     #[arg(long, env = "AMQP_URL", hide_env_values = true, default_value = AMQP_URL)]
     amqp_url: String,
+    /// Comma-separated AMQP URLs of a RabbitMQ cluster's nodes: the cluster
+    /// phase runs there, with quorum queues (skipped without it).
+    #[arg(long, env = "BENCH_CLUSTER_AMQP_URL", hide_env_values = true)]
+    cluster_amqp_url: Option<String>,
+    /// A node of that cluster, for `rabbitmqctl -n` (listing the run's
+    /// queues to delete them).
+    #[arg(
+        long,
+        env = "BENCH_CLUSTER_NODE",
+        default_value = "marketplace-1@localhost"
+    )]
+    cluster_node: String,
     /// pgbench binary [default: pgbench on PATH, else the newest
     /// /usr/lib/postgresql/*/bin/pgbench].
     #[arg(long, env = "PGBENCH")]
@@ -120,8 +140,9 @@ struct Options {
     /// font found in the usual font directories].
     #[arg(long, env = "BENCHMARK_FONT")]
     font: Option<PathBuf>,
-    /// Where a full run writes performance.md and its charts, and --only
-    /// reads its reads.md [default: the repository's docs/, and a temporary
+    /// Where a full run writes performance.md and its charts, --only reads
+    /// its reads.md and --only cluster replaces its section of
+    /// performance.md [default: the repository's docs/, and a temporary
     /// directory for --only reads].
     #[arg(long)]
     out_dir: Option<PathBuf>,
@@ -145,6 +166,13 @@ impl Options {
     /// Whether the read phase runs: alone, or after the others in a full run.
     fn runs_reads(&self) -> bool {
         self.only == Some(Phase::Reads) || !self.partial()
+    }
+
+    fn cluster_levels(&self) -> Vec<usize> {
+        self.levels.as_ref().map_or_else(
+            || phases::cluster::LEVELS.to_vec(),
+            |levels| levels.iter().map(|&level| level as usize).collect(),
+        )
     }
 
     fn levels(&self) -> Vec<usize> {
@@ -204,6 +232,8 @@ async fn main() -> Result<()> {
     }
     let options = <Options as clap::Parser>::parse();
     let services = Services::new(&options.database_url, &options.amqp_url)?;
+    // Checked before anything is measured, as pgbench is below.
+    let cluster = cluster_services(&options, &services)?;
     let id = Uuid::new_v4().simple().to_string();
     // Found before anything is measured: a missing pgbench fails the run
     // at once, not after the write phases.
@@ -228,6 +258,25 @@ async fn main() -> Result<()> {
         println!("\n{markdown}\nwrote {}", dir.join("reads.md").display());
         return Ok(());
     }
+    if options.only == Some(Phase::Cluster) {
+        let Some(cluster) = &cluster else {
+            anyhow::bail!("--only cluster needs --cluster-amqp-url (or BENCH_CLUSTER_AMQP_URL)");
+        };
+        let section = run_cluster(&options, cluster, &id).await?;
+        println!("\n{section}");
+        let dir = options.out_dir.clone().unwrap_or_else(docs_dir);
+        std::fs::create_dir_all(&dir).context("creating the output directory")?;
+        let path = dir.join("performance.md");
+        let document = match std::fs::read_to_string(&path) {
+            Ok(document) => document,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(error) => return Err(error).context("reading performance.md"),
+        };
+        std::fs::write(&path, report::with_cluster_section(&document, &section))
+            .context("writing performance.md")?;
+        println!("replaced the cluster section of {}", path.display());
+        return Ok(());
+    }
     if options.only == Some(Phase::Durable) {
         let durable = run_durable(&options, &services, &id).await?;
         println!("\n{}", report::durable_tables(&durable)?);
@@ -250,6 +299,24 @@ async fn main() -> Result<()> {
     } else {
         None
     };
+    let cluster_markdown = match &cluster {
+        _ if !options.runs(Phase::Cluster) => None,
+        Some(cluster) => Some(run_cluster(&options, cluster, &id).await?),
+        None => {
+            println!(
+                "no cluster given (--cluster-amqp-url or BENCH_CLUSTER_AMQP_URL): the cluster phase is skipped{}",
+                if options.partial() {
+                    ""
+                } else {
+                    ", and the cluster section of performance.md, if any, kept as it is"
+                }
+            );
+            None
+        }
+    };
+    if let Some(section) = &cluster_markdown {
+        println!("\n{section}");
+    }
     let Some(read_options) = read_options else {
         println!("partial run (--only or --levels): docs/performance.md left as it is");
         return Ok(());
@@ -270,9 +337,49 @@ async fn main() -> Result<()> {
         read_charts,
     )?;
     let path = dir.join("performance.md");
+    // Without a cluster this run, the section of an earlier one stays.
+    let cluster_markdown = cluster_markdown.or_else(|| {
+        let document = std::fs::read_to_string(&path).ok()?;
+        report::cluster_section(&document).map(str::to_owned)
+    });
+    let markdown = match cluster_markdown {
+        Some(section) => report::with_cluster_section(&markdown, &section),
+        None => markdown,
+    };
     std::fs::write(&path, markdown).context("writing performance.md")?;
     println!("wrote {}", path.display());
     Ok(())
+}
+
+/// The cluster given by `--cluster-amqp-url`, if any.
+fn cluster_services(options: &Options, services: &Services) -> Result<Option<Services>> {
+    options
+        .cluster_amqp_url
+        .as_deref()
+        .filter(|urls| !urls.trim().is_empty())
+        .map(|urls| services.on_cluster(urls, &options.cluster_node))
+        .transpose()
+}
+
+/// The cluster phase, its database and queues removed afterwards (also
+/// when it fails or is interrupted); returns its section of
+/// `performance.md`.
+async fn run_cluster(options: &Options, cluster: &Services, id: &str) -> Result<String> {
+    let levels = options.cluster_levels();
+    let run = phases::cluster::run(
+        cluster,
+        id,
+        &levels,
+        options.level_duration(),
+        options.offers(),
+        options.books,
+    );
+    let outcome = tokio::select! {
+        outcome = run => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    cleanup(cluster, &phases::cluster::run_id(id)).await;
+    report::cluster_markdown(&outcome?, &options.command())
 }
 
 /// Registers the charts' font; without one the report is written without

@@ -1,6 +1,9 @@
 //! The system under test as child processes: one `marketplace serve --bus
 //! rabbitmq` and one `marketplace worker`, on a fresh database and a fresh
-//! RabbitMQ namespace, and everything needed to tear them down again.
+//! RabbitMQ namespace, and everything needed to tear them down again. The
+//! broker is one node with classic queues or a cluster with quorum queues
+//! ([`Services::on_cluster`]); the raw references connect and declare their
+//! queues as the marketplace does there.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -8,6 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use bus_rabbitmq::lapin::types::{AMQPValue, FieldTable};
 use bus_rabbitmq::lapin::{options::ExchangeDeleteOptions, options::QueueDeleteOptions};
 use bus_rabbitmq::lapin::{uri::AMQPUri, Connection, ConnectionProperties};
 use reqwest::Url;
@@ -23,21 +27,50 @@ use crate::cpu::{cpu_ticks, vm_hwm_kib};
 pub(crate) struct Services {
     /// Any database URL of the server; its database name is replaced.
     postgres: Url,
-    /// The broker, vhost included.
+    /// The broker, vhost included, or the comma-separated URLs of a
+    /// cluster's nodes (as `--amqp-url` of the marketplace takes them).
     pub(crate) amqp_url: String,
+    /// The queue type the marketplace and the raw references declare.
+    pub(crate) queue_type: QueueType,
+    /// The node `rabbitmqctl` lists queues on (`-n`); its default node when
+    /// `None`.
+    rabbitmqctl_node: Option<String>,
+}
+
+/// Classic queues (one node) or quorum queues (replicated over a cluster).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum QueueType {
+    Classic,
+    Quorum,
 }
 
 impl Services {
     pub(crate) fn new(database_url: &str, amqp_url: &str) -> Result<Self> {
         let postgres = Url::parse(database_url)
             .with_context(|| format!("invalid database URL {database_url}"))?;
-        amqp_url
-            .parse::<AMQPUri>()
-            .map_err(|error| anyhow::anyhow!("invalid AMQP URL {amqp_url}: {error}"))?;
-        Ok(Self {
+        let services = Self {
             postgres,
             amqp_url: amqp_url.to_owned(),
-        })
+            queue_type: QueueType::Classic,
+            rabbitmqctl_node: None,
+        };
+        services.amqp_uris()?;
+        Ok(services)
+    }
+
+    /// The same PostgreSQL server with the cluster whose nodes' AMQP URLs
+    /// are `amqp_urls` (comma-separated) and quorum queues; `node` is one of
+    /// its nodes, for `rabbitmqctl -n`.
+    pub(crate) fn on_cluster(&self, amqp_urls: &str, node: &str) -> Result<Self> {
+        let cluster = Self {
+            postgres: self.postgres.clone(),
+            amqp_url: amqp_urls.to_owned(),
+            queue_type: QueueType::Quorum,
+            rabbitmqctl_node: Some(node.to_owned()),
+        };
+        cluster.amqp_uris()?;
+        Ok(cluster)
     }
 
     /// The URL of database `name` on the server.
@@ -47,11 +80,69 @@ impl Services {
         url.to_string()
     }
 
+    /// Each broker address of `amqp_url`, parsed.
+    fn amqp_uris(&self) -> Result<Vec<AMQPUri>> {
+        self.amqp_urls()
+            .map(|url| {
+                url.parse::<AMQPUri>()
+                    .map_err(|error| anyhow::anyhow!("invalid AMQP URL {url}: {error}"))
+            })
+            .collect()
+    }
+
+    fn amqp_urls(&self) -> impl Iterator<Item = &str> {
+        self.amqp_url
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+    }
+
+    /// The broker addresses as `host:port`, without credentials or vhost.
+    pub(crate) fn broker_addresses(&self) -> Vec<String> {
+        self.amqp_uris().map_or_else(
+            |_| Vec::new(),
+            |uris| {
+                uris.iter()
+                    .map(|uri| format!("{}:{}", uri.authority.host, uri.authority.port))
+                    .collect()
+            },
+        )
+    }
+
+    /// A connection to the first broker address that answers, in the order
+    /// given (the marketplace shuffles its order once per process).
+    pub(crate) async fn connect_broker(&self) -> Result<Connection> {
+        let mut last = None;
+        for url in self.amqp_urls() {
+            match Connection::connect(url, ConnectionProperties::default()).await {
+                Ok(connection) => return Ok(connection),
+                Err(error) => last = Some(anyhow::Error::new(error)),
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| anyhow::anyhow!("no AMQP URL given"))
+            .context("connecting to RabbitMQ"))
+    }
+
+    /// The arguments of a durable queue of the raw references:
+    /// `x-queue-type: quorum` on a cluster, none otherwise.
+    pub(crate) fn queue_arguments(&self) -> FieldTable {
+        let mut arguments = FieldTable::default();
+        if self.queue_type == QueueType::Quorum {
+            arguments.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+        }
+        arguments
+    }
+
     /// The broker's vhost, for `rabbitmqctl -p`.
     fn vhost(&self) -> String {
-        self.amqp_url
-            .parse::<AMQPUri>()
-            .map_or_else(|_| "/".to_owned(), |uri| uri.vhost)
+        self.amqp_uris()
+            .ok()
+            .and_then(|uris| uris.into_iter().next())
+            .map_or_else(|| "/".to_owned(), |uri| uri.vhost)
     }
 }
 
@@ -195,7 +286,11 @@ impl System {
         let log_dir = std::env::temp_dir().join(format!("marketplace-bench-{id}"));
         std::fs::create_dir_all(&log_dir).context("creating the log directory")?;
 
-        // Both processes share the database and the namespace.
+        // Both processes share the database, the namespace and the broker.
+        let queue_type = match services.queue_type {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        };
         let shared = [
             "--database-url",
             &database_url,
@@ -203,6 +298,8 @@ impl System {
             &namespace,
             "--amqp-url",
             &services.amqp_url,
+            "--queue-type",
+            queue_type,
         ];
         let api_listen = format!("127.0.0.1:{}", free_port()?);
         // No rate limit: the load comes from one address (127.0.0.1).
@@ -248,9 +345,9 @@ impl System {
         seed(&self.services, &self.database, books, 2, &self.log_dir).await
     }
 
-    /// The broker both processes use.
-    pub(crate) fn amqp_url(&self) -> &str {
-        &self.services.amqp_url
+    /// The broker (or cluster) both processes use.
+    pub(crate) fn services(&self) -> &Services {
+        &self.services
     }
 
     /// A connection pool on the run's database.
@@ -331,9 +428,14 @@ pub(crate) async fn drop_database(services: &Services, name: &str) -> Result<()>
     Ok(())
 }
 
-fn rabbitmqctl_names(vhost: &str, what: &str) -> Result<Vec<String>> {
-    let output = std::process::Command::new("rabbitmqctl")
-        .args(["-q", "--no-table-headers", what, "-p", vhost, "name"])
+fn rabbitmqctl_names(services: &Services, what: &str) -> Result<Vec<String>> {
+    let vhost = services.vhost();
+    let mut command = std::process::Command::new("rabbitmqctl");
+    if let Some(node) = &services.rabbitmqctl_node {
+        command.args(["-n", node]);
+    }
+    let output = command
+        .args(["-q", "--no-table-headers", what, "-p", &vhost, "name"])
         .output()
         .with_context(|| format!("running rabbitmqctl {what}"))?;
     if !output.status.success() {
@@ -350,19 +452,20 @@ fn rabbitmqctl_names(vhost: &str, what: &str) -> Result<Vec<String>> {
 }
 
 /// Deletes every queue and exchange whose name starts with `prefix`
-/// (names listed with `rabbitmqctl`, deleted over AMQP). Returns how many
+/// (names listed with `rabbitmqctl`, on the cluster's node when there is
+/// one, deleted over AMQP). Returns how many
 /// queues and exchanges were deleted.
 pub(crate) async fn delete_namespace(services: &Services, prefix: &str) -> Result<(usize, usize)> {
-    let vhost = services.vhost();
-    let queues: Vec<String> = rabbitmqctl_names(&vhost, "list_queues")?
+    let queues: Vec<String> = rabbitmqctl_names(services, "list_queues")?
         .into_iter()
         .filter(|name| name.starts_with(prefix))
         .collect();
-    let exchanges: Vec<String> = rabbitmqctl_names(&vhost, "list_exchanges")?
+    let exchanges: Vec<String> = rabbitmqctl_names(services, "list_exchanges")?
         .into_iter()
         .filter(|name| name.starts_with(prefix))
         .collect();
-    let connection = Connection::connect(&services.amqp_url, ConnectionProperties::default())
+    let connection = services
+        .connect_broker()
         .await
         .context("connecting to RabbitMQ for cleanup")?;
     let channel = connection.create_channel().await?;

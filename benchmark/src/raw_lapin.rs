@@ -1,5 +1,6 @@
 //! The raw limit: persistent publishes with publisher confirms straight
-//! through lapin, no HTTP, no envelope code, no channel pool.
+//! through lapin, no HTTP, no envelope code, no channel pool; to a classic
+//! queue on one broker, to a quorum queue on a cluster.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,11 +9,11 @@ use anyhow::{bail, Context, Result};
 use bus_rabbitmq::lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use bus_rabbitmq::lapin::types::FieldTable;
 use bus_rabbitmq::lapin::Confirmation;
-use bus_rabbitmq::lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use bus_rabbitmq::lapin::{BasicProperties, Channel, Connection};
 
 use crate::load::closed_loop;
+use crate::processes::Services;
 use crate::stats::LevelResult;
 
 /// A connection to the broker with a durable queue of its own.
@@ -25,11 +26,11 @@ pub(crate) struct RawTarget {
 const BODY: &[u8] = br#"{"id":"0190f5a2-5c1e-7d3a-9b4e-2f6c8a1d3e5b","type":"marketplace.CreateOffer","version":1,"timestamp":"2026-01-01T00:00:00.000000Z","headers":{"traceparent":"00-00000000000000000000000000000000-0000000000000000-01"},"payload":{"id":"0190f5a2-5c1e-7d3a-9b4e-2f6c8a1d3e5c","bookId":"0190f5a2-5c1e-7d3a-9b4e-2f6c8a1d3e5d","sellerId":"0190f5a2-5c1e-7d3a-9b4e-2f6c8a1d3e5e","price":12.5,"stock":3}}"#;
 
 impl RawTarget {
-    /// Connects and declares the durable queue `{namespace}.raw`.
-    pub(crate) async fn connect(amqp_url: &str, namespace: &str) -> Result<Self> {
-        let connection = Connection::connect(amqp_url, ConnectionProperties::default())
-            .await
-            .context("connecting to RabbitMQ")?;
+    /// Connects to the broker (the first node of a cluster that answers)
+    /// and declares the durable queue `{namespace}.raw`, of the services'
+    /// queue type.
+    pub(crate) async fn connect(services: &Services, namespace: &str) -> Result<Self> {
+        let connection = services.connect_broker().await?;
         let queue = format!("{namespace}.raw");
         let channel = connection.create_channel().await?;
         channel
@@ -39,7 +40,7 @@ impl RawTarget {
                     durable: true,
                     ..QueueDeclareOptions::default()
                 },
-                FieldTable::default(),
+                services.queue_arguments(),
             )
             .await
             .context("declaring the raw queue")?;

@@ -1,5 +1,7 @@
 //! The raw limit of the write path end to end: two confirmed hops with
 //! batched consumers, straight through lapin and sqlx, no HTTP, no bus code.
+//! Its queues are classic on one broker, quorum on a cluster (the
+//! [`Services`]' queue type), as the marketplace's are there.
 //!
 //! Publishers send persistent messages with confirms to the durable queue
 //! `{namespace}.raw2.commands`. The first consumer takes up to
@@ -23,9 +25,7 @@ use bus_rabbitmq::lapin::options::{
     ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use bus_rabbitmq::lapin::types::FieldTable;
-use bus_rabbitmq::lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
-};
+use bus_rabbitmq::lapin::{BasicProperties, Channel, Confirmation, Connection};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sqlx::migrate::MigrateDatabase;
@@ -111,8 +111,8 @@ pub(crate) struct RawTwoHop {
 
 impl RawTwoHop {
     /// Creates database `{database}` with `raw_offers`, declares the durable
-    /// queues `{namespace}.raw2.commands` and `.events`, and starts both
-    /// consumers.
+    /// queues `{namespace}.raw2.commands` and `.events` (of the services'
+    /// queue type), and starts both consumers.
     pub(crate) async fn start(
         services: &Services,
         database: &str,
@@ -134,9 +134,7 @@ impl RawTwoHop {
             .execute(&pool)
             .await
             .context("creating raw_offers")?;
-        let connection = Connection::connect(&services.amqp_url, ConnectionProperties::default())
-            .await
-            .context("connecting to RabbitMQ")?;
+        let connection = services.connect_broker().await?;
         let commands = format!("{namespace}.raw2.commands");
         let events = format!("{namespace}.raw2.events");
         let channel = connection.create_channel().await?;
@@ -148,7 +146,7 @@ impl RawTwoHop {
                         durable: true,
                         ..QueueDeclareOptions::default()
                     },
-                    FieldTable::default(),
+                    services.queue_arguments(),
                 )
                 .await
                 .with_context(|| format!("declaring {queue}"))?;

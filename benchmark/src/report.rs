@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::charts::{self, Chart, Series};
 use crate::phases::applying::Applying;
+use crate::phases::cluster::ClusterReport;
 use crate::phases::durable::DurableReport;
 use crate::phases::end_to_end::{self, EndToEnd};
 use crate::phases::latency::Latency;
@@ -25,7 +26,7 @@ use crate::raw_two_hop;
 use crate::stats::LevelResult;
 
 /// The templates, compiled into the binary so that it runs from anywhere.
-const TEMPLATES: [(&str, &str); 6] = [
+const TEMPLATES: [(&str, &str); 7] = [
     (
         "performance.md.j2",
         include_str!("../templates/performance.md.j2"),
@@ -44,6 +45,7 @@ const TEMPLATES: [(&str, &str); 6] = [
         "reads-tables.md.j2",
         include_str!("../templates/reads-tables.md.j2"),
     ),
+    ("cluster.md.j2", include_str!("../templates/cluster.md.j2")),
 ];
 
 /// Accepted `POST /offer` as a fraction of raw confirmed publishes.
@@ -484,6 +486,44 @@ pub(crate) fn performance_markdown(
     render("performance.md.j2", context)
 }
 
+/// The first line of the cluster section in `docs/performance.md`.
+const CLUSTER_BEGIN: &str =
+    "<!-- begin: the cluster phase's section (benchmark --only cluster replaces it) -->";
+/// The last line of the cluster section.
+const CLUSTER_END: &str = "<!-- end: the cluster phase's section -->";
+
+/// The cluster phase's section, between its markers.
+pub(crate) fn cluster_markdown(cluster: &ClusterReport, command: &str) -> Result<String> {
+    render(
+        "cluster.md.j2",
+        context! {
+            command,
+            begin => CLUSTER_BEGIN,
+            end => CLUSTER_END,
+            raw_batch => raw_two_hop::BATCH,
+            ..Serde(cluster)
+        },
+    )
+}
+
+/// The cluster section of `document`, markers included, if it has one.
+pub(crate) fn cluster_section(document: &str) -> Option<&str> {
+    let start = document.find(CLUSTER_BEGIN)?;
+    let end = start + document[start..].find(CLUSTER_END)? + CLUSTER_END.len();
+    Some(&document[start..end])
+}
+
+/// `document` with its cluster section replaced by `section`, or with
+/// `section` appended when it has none.
+pub(crate) fn with_cluster_section(document: &str, section: &str) -> String {
+    let section = section.trim_end();
+    match cluster_section(document) {
+        Some(old) => document.replacen(old, section, 1),
+        None if document.trim().is_empty() => format!("{section}\n"),
+        None => format!("{}\n\n{section}\n", document.trim_end()),
+    }
+}
+
 /// Writes `performance-throughput.png` and `performance-p99.png` in `dir`.
 pub(crate) fn writes_charts(report: &WriteReport, dir: &Path) -> Result<()> {
     let lines = |value: fn(&LevelResult) -> f64| {
@@ -814,5 +854,56 @@ mod tests {
             tables.starts_with("### The durable bus in process")
                 && !tables.contains("## The durable default")
         );
+    }
+
+    #[test]
+    fn the_cluster_section_compares_api_and_raw_and_replaces_only_itself() {
+        use crate::phases::offers::Pair as OfferPair;
+        let (writes, _) = fixture();
+        let cluster = ClusterReport {
+            machine: writes.machine.clone(),
+            date: "2026-12-01T00:00:00Z".into(),
+            nodes: vec![
+                "127.0.0.1:5681".into(),
+                "127.0.0.1:5682".into(),
+                "127.0.0.1:5683".into(),
+            ],
+            level_seconds: 5.0,
+            levels: vec![OfferPair {
+                api: level(64, 1500.0, 80.0),
+                raw: level(64, 3000.0, 40.0),
+                api_cpu: cpu(&[("api", Some(150.0))]),
+                raw_cpu: cpu(&[("generator", Some(60.0))]),
+            }],
+            end_to_end: writes.end_to_end,
+        };
+        let section = cluster_markdown(&cluster, "cargo run -- --only cluster").unwrap();
+        for expected in [
+            "## On a three-node quorum cluster\n",
+            "- command: `cargo run -- --only cluster`",
+            "3 nodes (127.0.0.1:5681, 127.0.0.1:5682, 127.0.0.1:5683) on one machine, 2 CPUs",
+            "not a cluster with a single node",
+            "| 64 | 1500 | 26.67 | 80.00 | 3000 | 13.33 | 40.00 | 0.500 | 0 | 0 |",
+            "| raw two hops, batches of 50 | 50000 | 64 | 5263 | 5000 | 10.00 |",
+            "Applied end to end, API/raw: 0.226.",
+        ] {
+            assert!(
+                section.contains(expected),
+                "{expected:?} missing from:\n{section}"
+            );
+        }
+        assert!(section.starts_with(CLUSTER_BEGIN) && section.trim_end().ends_with(CLUSTER_END));
+        assert!(!section.contains("{{") && !section.contains("NaN"));
+
+        let document = "# Performance\n\n## Reads\n\nfigures\n";
+        let once = with_cluster_section(document, &section);
+        assert!(once.starts_with(document) && once.contains("## On a three-node quorum cluster"));
+        let again = with_cluster_section(&once, &section.replace("0.500", "0.600"));
+        assert_eq!(again, once.replace("0.500", "0.600"));
+        assert_eq!(
+            cluster_section(&again).map(|s| s.contains("0.600")),
+            Some(true)
+        );
+        assert_eq!(cluster_section(document), None);
     }
 }

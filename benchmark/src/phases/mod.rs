@@ -4,11 +4,14 @@
 //! ([`latency`]), offers applied end to end beside the
 //! raw two hops ([`end_to_end`]), the durable bus in process
 //! ([`durable_bus`]) and accepted offers on the default durable bus, each
-//! beside raw batched inserts ([`durable`]), then reads beside pgbench
-//! ([`reads`]). Each returns its figures; [`crate::report`] turns them into
+//! beside raw batched inserts ([`durable`]), given a cluster the write path
+//! on quorum queues beside the raw references on the same cluster
+//! ([`cluster`]), then reads beside pgbench ([`reads`]). Each returns its
+//! figures; [`crate::report`] turns them into
 //! `docs/performance.md`.
 
 pub(crate) mod applying;
+pub(crate) mod cluster;
 pub(crate) mod durable;
 pub(crate) mod durable_bus;
 pub(crate) mod end_to_end;

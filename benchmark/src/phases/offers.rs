@@ -47,80 +47,155 @@ pub(crate) async fn run(
     levels: &[usize],
     duration: Duration,
 ) -> Result<Vec<OfferLevel>> {
-    let client = http_client(8)?;
     let broker = broker_pid();
-    let seller = Uuid::new_v4();
-    let book = Uuid::new_v4();
-    seed(&client, &system.api_url, seller, book).await?;
-    let raw = RawTarget::connect(system.amqp_url(), &system.namespace).await?;
+    let mut sides = Sides::start(system, pool).await?;
     let bare = BareAxum::start().await?;
-    // Warm up both paths (connections, caches and pools).
-    let warm = measure_api(&system.api_url, seller, book, 4, Duration::from_secs(1)).await?;
-    let mut accepted = warm.ok;
-    raw.measure(4, Duration::from_secs(1)).await?;
-    measure_api(&bare.url, seller, book, 4, Duration::from_secs(1)).await?;
-    drain(pool, book, accepted).await?;
-    system.wait_worker_idle().await?;
+    measure_api(
+        &bare.url,
+        sides.seller,
+        sides.book,
+        4,
+        Duration::from_secs(1),
+    )
+    .await?;
 
     let mut measured = Vec::new();
     for &concurrency in levels {
-        // The API alone, like the raw side: the worker is paused while the
-        // API accepts, then applies the backlog before the next measurement.
+        let pair = sides
+            .measure(system, pool, concurrency, duration, broker)
+            .await?;
+        let meter = CpuMeter::start(vec![
+            ("bare", CpuSource::Process(bare.pid())),
+            ("generator", CpuSource::Process(Some(std::process::id()))),
+        ]);
+        let bare_level =
+            measure_api(&bare.url, sides.seller, sides.book, concurrency, duration).await?;
+        let bare_cpu = meter.per_message_us(bare_level.ok);
+        println!(
+            "       CPU per request: API process {} µs | bare axum {} µs ({:.0}/s) | raw publisher {} µs",
+            micros(pair.api_cpu.by_process.get("api")),
+            micros(bare_cpu.by_process.get("bare")),
+            bare_level.rate,
+            micros(pair.raw_cpu.by_process.get("generator")),
+        );
+        measured.push(OfferLevel {
+            api: pair.api,
+            raw: pair.raw,
+            api_cpu: pair.api_cpu,
+            raw_cpu: pair.raw_cpu,
+            bare: bare_level,
+            bare_cpu,
+        });
+    }
+    sides.delete().await?;
+    Ok(measured)
+}
+
+/// Accepted `POST /offer` and raw confirmed publishes at one concurrency,
+/// with the CPU each used per message.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Pair {
+    pub(crate) api: LevelResult,
+    pub(crate) raw: LevelResult,
+    /// CPU per accepted offer: `api` process, load `generator`, `broker`.
+    pub(crate) api_cpu: CpuPerMessage,
+    /// CPU per raw publish: load `generator`, `broker`.
+    pub(crate) raw_cpu: CpuPerMessage,
+}
+
+/// Both sides of a level, ready: the seller and book the offers name, the
+/// raw queue on the system's broker, and how many offers the API accepted.
+pub(crate) struct Sides {
+    pub(crate) seller: Uuid,
+    pub(crate) book: Uuid,
+    raw: RawTarget,
+    accepted: u64,
+}
+
+impl Sides {
+    /// Creates the seller and book through the API, declares the raw queue
+    /// on the broker the system uses (of its queue type), and warms up both
+    /// paths (connections, caches and pools).
+    pub(crate) async fn start(system: &System, pool: &PgPool) -> Result<Self> {
+        let client = http_client(8)?;
+        let seller = Uuid::new_v4();
+        let book = Uuid::new_v4();
+        seed(&client, &system.api_url, seller, book).await?;
+        let raw = RawTarget::connect(system.services(), &system.namespace).await?;
+        let warm = measure_api(&system.api_url, seller, book, 4, Duration::from_secs(1)).await?;
+        raw.measure(4, Duration::from_secs(1)).await?;
+        drain(pool, book, warm.ok).await?;
+        system.wait_worker_idle().await?;
+        Ok(Self {
+            seller,
+            book,
+            raw,
+            accepted: warm.ok,
+        })
+    }
+
+    /// The API alone, then raw publishes alone, at `concurrency` for
+    /// `duration` each, counting the CPU of the API, of this process and
+    /// of `broker`. The worker is paused while the API accepts, so that both
+    /// sides only publish, then applies the backlog before the raw side.
+    pub(crate) async fn measure(
+        &mut self,
+        system: &System,
+        pool: &PgPool,
+        concurrency: usize,
+        duration: Duration,
+        broker: Option<u32>,
+    ) -> Result<Pair> {
         system.pause_worker(true)?;
         let meter = CpuMeter::start(vec![
             ("api", CpuSource::Process(system.api.id())),
             ("generator", CpuSource::Process(Some(std::process::id()))),
             ("broker", CpuSource::Process(broker)),
         ]);
-        let api = measure_api(&system.api_url, seller, book, concurrency, duration).await;
+        let api = measure_api(
+            &system.api_url,
+            self.seller,
+            self.book,
+            concurrency,
+            duration,
+        )
+        .await;
         let api_cpu = api.as_ref().ok().map(|api| meter.per_message_us(api.ok));
         system.pause_worker(false)?;
         let (api, api_cpu) = (api?, api_cpu.unwrap_or_default());
-        accepted += api.ok;
-        drain(pool, book, accepted).await?;
+        self.accepted += api.ok;
+        drain(pool, self.book, self.accepted).await?;
         system.wait_worker_idle().await?;
         let meter = CpuMeter::start(vec![
             ("generator", CpuSource::Process(Some(std::process::id()))),
             ("broker", CpuSource::Process(broker)),
         ]);
-        let raw_level = raw.measure(concurrency, duration).await?;
-        let raw_cpu = meter.per_message_us(raw_level.ok);
-        let meter = CpuMeter::start(vec![
-            ("bare", CpuSource::Process(bare.pid())),
-            ("generator", CpuSource::Process(Some(std::process::id()))),
-        ]);
-        let bare_level = measure_api(&bare.url, seller, book, concurrency, duration).await?;
-        let bare_cpu = meter.per_message_us(bare_level.ok);
+        let raw = self.raw.measure(concurrency, duration).await?;
+        let raw_cpu = meter.per_message_us(raw.ok);
         println!(
             "c={concurrency:>3}  API {:>8.0}/s p50 {:>7.2} ms p99 {:>7.2} ms ({} errors) | raw {:>8.0}/s p50 {:>7.2} ms p99 {:>7.2} ms ({} errors) | API/raw {:.3}",
             api.rate,
             api.p50_ms,
             api.p99_ms,
             api.errors,
-            raw_level.rate,
-            raw_level.p50_ms,
-            raw_level.p99_ms,
-            raw_level.errors,
-            api.rate / raw_level.rate,
+            raw.rate,
+            raw.p50_ms,
+            raw.p99_ms,
+            raw.errors,
+            api.rate / raw.rate,
         );
-        println!(
-            "       CPU per request: API process {} µs | bare axum {} µs ({:.0}/s) | raw publisher {} µs",
-            micros(api_cpu.by_process.get("api")),
-            micros(bare_cpu.by_process.get("bare")),
-            bare_level.rate,
-            micros(raw_cpu.by_process.get("generator")),
-        );
-        measured.push(OfferLevel {
+        Ok(Pair {
             api,
-            raw: raw_level,
+            raw,
             api_cpu,
             raw_cpu,
-            bare: bare_level,
-            bare_cpu,
-        });
+        })
     }
-    raw.delete().await?;
-    Ok(measured)
+
+    /// Deletes the raw queue.
+    pub(crate) async fn delete(self) -> Result<()> {
+        self.raw.delete().await
+    }
 }
 
 /// A measured CPU time for the console, `-` when not measured.
