@@ -28,6 +28,7 @@ mod bare_axum;
 mod charts;
 mod cpu;
 mod load;
+mod machine;
 mod pgbench;
 mod phases;
 mod processes;

@@ -15,6 +15,8 @@ use plotters::style::{Color, Palette, Palette99, RGBColor, BLUE, RED};
 use serde::Serialize;
 
 use crate::charts::{self, Chart, Series};
+use crate::machine;
+pub(crate) use crate::machine::Machine;
 use crate::phases::applying::Applying;
 use crate::phases::cluster::ClusterReport;
 use crate::phases::durable::DurableReport;
@@ -68,39 +70,6 @@ const GROWTH_TARGET: f64 = 1.5;
 /// A search's latency (p50 and p99) over a plain page's (pages 1..20) at
 /// the same concurrency, on the largest catalogue.
 const SEARCH_VS_PAGE_TARGET: f64 = 1.5;
-
-/// The machine the benchmark ran on.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Machine {
-    pub(crate) cpus: usize,
-    /// CPU model name from `/proc/cpuinfo`.
-    pub(crate) cpu_model: String,
-    /// Total memory from `/proc/meminfo`, in GiB.
-    pub(crate) memory_gib: f64,
-}
-
-impl Machine {
-    /// Reads the machine's description from `/proc`.
-    pub(crate) fn detect() -> Self {
-        // The value after `key:` on the first line of `file` that has it.
-        let field = |file: &str, key: &str| -> Option<String> {
-            let text = std::fs::read_to_string(file).ok()?;
-            let line = text.lines().find(|line| line.starts_with(key))?;
-            Some(line.split_once(':')?.1.trim().to_owned())
-        };
-        let memory_kib = field("/proc/meminfo", "MemTotal")
-            .and_then(|total| total.trim_end_matches("kB").trim().parse::<f64>().ok());
-        Self {
-            cpus: cpus(),
-            cpu_model: field("/proc/cpuinfo", "model name").unwrap_or_else(|| "unknown".to_owned()),
-            memory_gib: memory_kib.map_or(0.0, |kib| kib / 1024.0 / 1024.0),
-        }
-    }
-}
-
-fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
 
 /// Everything the write phases measured.
 #[derive(Debug, Clone, Serialize)]
@@ -315,7 +284,7 @@ fn reads_context(report: &ReadReport) -> Value {
         page_size => reads::PAGE_SIZE,
         first_pages => reads::FIRST_PAGES,
         deep_levels => Serde(reads::DEEP_LEVELS),
-        cpus => cpus(),
+        cpus => machine::cpus(),
         rate_count,
         below_rate,
         at_64,

@@ -12,11 +12,11 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::load;
+use crate::machine::Machine;
 use crate::phases::end_to_end::{self, EndToEnd};
 use crate::phases::offers::{Pair, Sides};
 use crate::processes::{Services, System};
 use crate::raw_two_hop::RawTwoHop;
-use crate::report::Machine;
 
 /// Concurrency levels measured by default.
 pub(crate) const LEVELS: [usize; 2] = [16, 64];
