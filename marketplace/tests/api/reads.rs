@@ -60,6 +60,11 @@ async fn reads_answer_503_with_retry_after_and_no_driver_text_while_the_database
         format!("/books/{}", Uuid::new_v4()),
         format!("/offers/{}", Uuid::new_v4()),
         format!("/orders/{}", Uuid::new_v4()),
+        // The mobile lists: a search, a cursor page, my orders, my offers.
+        "/books?q=herbert".to_owned(),
+        "/books?after=".to_owned(),
+        format!("/users/{user}/orders"),
+        format!("/users/{user}/offers"),
     ];
     let mut answers = Vec::new();
     for path in &paths {
