@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Fails when the files of a crate import each other in a cycle.
 
-Every module should sit above what it imports. For each `src/` folder given
-(default: every crate of the workspace), this builds the graph file -> files
+Every module should sit above what it imports. For each folder given
+(default: every crate's `src/` and the test suites made of several
+modules), this builds the graph file -> files
 it imports (`use crate::`, `crate::` paths, `super::`), following `pub use`
 re-exports to the file that defines the item, prints the graph between
 top-level modules and lists any cycle between files.
@@ -144,7 +145,10 @@ def check(root):
 
 
 if __name__ == "__main__":
-    roots = sys.argv[1:] or ["bus-core/src", "bus-rabbitmq/src", "marketplace/src", "benchmark/src"]
+    roots = sys.argv[1:] or [
+        "bus-core/src", "bus-rabbitmq/src", "marketplace/src", "benchmark/src",
+        "marketplace/tests/api", "marketplace/tests/faults",
+    ]
     results = [check(r) for r in roots]
     if not all(results):
         sys.exit("import cycles found")

@@ -1,7 +1,6 @@
 //! Node failures of a three-node RabbitMQ cluster under load, quorum
-//! queues: the local cluster of `deploy/local-rabbitmq-cluster.sh`, whose
-//! per-node subcommands (`kill N`, `stop-node N`, `start-node N`) these
-//! tests call.
+//! queues: the local cluster of `deploy/local-rabbitmq-cluster.sh`
+//! ([`LocalCluster`]).
 //!
 //! Opt-in: the tests are ignored, and skip (saying so) unless
 //! `FAULTS_CLUSTER_URLS` holds the cluster's AMQP URLs, node 1 first, as
@@ -10,10 +9,7 @@
 //! with, default `marketplace`); the script inherits the test's
 //! environment, so the same `CLUSTER_NAME`, `BASE_DIR` and ports apply.
 
-use std::{
-    collections::BTreeMap, os::unix::process::ExitStatusExt, path::PathBuf, process::Stdio,
-    time::Duration,
-};
+use std::{os::unix::process::ExitStatusExt, process::Stdio, time::Duration};
 
 use bus_core::{command_fn, HandlerError, Handlers, MessageContext};
 use bus_rabbitmq::RabbitWorker;
@@ -22,10 +18,9 @@ use serde_json::{json, Value};
 use tokio::process::Command;
 use uuid::Uuid;
 
-use crate::harness::{self, Broker, Bus, Fault, Report, Scenario};
+use crate::broker::{LocalCluster, NodeFailure, NodePick, URLS_VAR};
+use crate::harness::{self, Bus, Fault, Report, Scenario};
 
-/// The variable naming the cluster's nodes.
-const URLS_VAR: &str = "FAULTS_CLUSTER_URLS";
 /// Set in the environment of the crashing worker process.
 const CRASH_WORKER_VAR: &str = "FAULTS_CRASH_WORKER";
 /// The crashing worker: this test binary, running only this test.
@@ -37,210 +32,6 @@ const CRASH_MAX_ATTEMPTS: u32 = 3;
 const SIGABRT: i32 = 6;
 /// How long the crash scenario may take to park its command.
 const CRASH_PATIENCE: Duration = Duration::from_secs(120);
-
-/// The local three-node cluster, driven through its script.
-#[derive(Clone, Debug)]
-pub struct LocalCluster {
-    /// The nodes' AMQP URLs, node 1 first.
-    urls: Vec<String>,
-    /// `$CLUSTER_NAME` of the script.
-    name: String,
-}
-
-/// How a node fails.
-#[derive(Clone, Copy, Debug)]
-pub enum NodeFailure {
-    /// Its Erlang VM killed with SIGKILL (a crash, a lost machine).
-    Kill,
-    /// Stopped gracefully (`rabbitmqctl stop`: a maintenance restart).
-    Stop,
-}
-
-/// Which node fails.
-#[derive(Clone, Copy, Debug)]
-pub enum NodePick {
-    /// The node the API's connection to the broker is on, so the API has to
-    /// move to another.
-    TheApis,
-    /// The node leading most of the scenario's quorum queues, so most
-    /// queues elect a new leader.
-    MostLeaders,
-}
-
-/// What happened while a node was down.
-#[derive(Clone, Debug)]
-pub struct NodeOutage {
-    pub node: String,
-    pub failure: NodeFailure,
-    /// Queues of the scenario's namespace the node led when it failed.
-    pub leaders: usize,
-    /// Orders answered `200` while it was down.
-    pub accepted_while_down: usize,
-    /// Orders applied while it was down.
-    pub applied_while_down: usize,
-}
-
-impl LocalCluster {
-    /// The cluster of `FAULTS_CLUSTER_URLS`, or `None` (the test skips).
-    pub fn from_env() -> Option<Self> {
-        let urls = std::env::var(URLS_VAR)
-            .ok()
-            .filter(|urls| !urls.is_empty())?;
-        let urls: Vec<String> = urls.split(',').map(str::to_owned).collect();
-        assert_eq!(urls.len(), 3, "{URLS_VAR}: the three nodes' URLs");
-        Some(Self {
-            urls,
-            name: std::env::var("CLUSTER_NAME").unwrap_or_else(|_| "marketplace".into()),
-        })
-    }
-
-    /// The Erlang node name of node `n` (1, 2 or 3).
-    pub fn node_name(&self, n: usize) -> String {
-        format!("{}-{n}@localhost", self.name)
-    }
-
-    /// The broker of a scenario: the three nodes, quorum queues, and node 1
-    /// asked by `rabbitmqctl` (the failed node is back by then).
-    pub fn broker(&self) -> Broker {
-        Broker {
-            amqp_url: self.urls.join(","),
-            queue_type: "quorum",
-            node: Some(self.node_name(1)),
-        }
-    }
-
-    /// Runs `deploy/local-rabbitmq-cluster.sh ARGS`.
-    async fn script(&self, args: &[&str]) {
-        let output = Command::new("bash")
-            .arg(Self::script_path())
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .expect("bash runs");
-        assert!(
-            output.status.success(),
-            "local-rabbitmq-cluster.sh {args:?}: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    /// The script's path.
-    fn script_path() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/local-rabbitmq-cluster.sh")
-    }
-
-    /// Node `n` fails as `failure` says; returns once its VM has exited,
-    /// with a guard that starts it again should the test fail before
-    /// [`DownNode::start_again`] (so the next test finds three nodes).
-    pub async fn fail(&self, n: usize, failure: NodeFailure) -> DownNode {
-        let node = n.to_string();
-        match failure {
-            NodeFailure::Kill => self.script(&["kill", &node]).await,
-            NodeFailure::Stop => self.script(&["stop-node", &node]).await,
-        }
-        DownNode {
-            cluster: self.clone(),
-            node: n,
-            down: true,
-        }
-    }
-
-    /// How many of `namespace`'s queues each node (1, 2, 3) leads.
-    pub async fn leaders(&self, namespace: &str) -> BTreeMap<usize, usize> {
-        let listed = self
-            .broker()
-            .ctl(&["-q", "--no-table-headers", "list_queues", "name", "leader"])
-            .await;
-        let mut leaders = BTreeMap::new();
-        for (queue, leader) in listed.lines().filter_map(|line| line.split_once('\t')) {
-            if !queue.starts_with(namespace) {
-                continue;
-            }
-            if let Some(n) = (1..=3).find(|&n| leader.trim() == self.node_name(n)) {
-                *leaders.entry(n).or_insert(0) += 1;
-            }
-        }
-        leaders
-    }
-
-    /// The node `pick` designates for a scenario on `namespace`.
-    pub async fn pick(&self, pick: NodePick, namespace: &str) -> usize {
-        match pick {
-            NodePick::MostLeaders => {
-                let leaders = self.leaders(namespace).await;
-                let (node, _) = leaders
-                    .iter()
-                    .max_by_key(|(_, count)| **count)
-                    .expect("the scenario's queues have leaders");
-                *node
-            }
-            NodePick::TheApis => {
-                // The server port of each connection, by connection name.
-                let listed = self
-                    .broker()
-                    .ctl(&[
-                        "-q",
-                        "--formatter",
-                        "json",
-                        "list_connections",
-                        "port",
-                        "client_properties",
-                    ])
-                    .await;
-                let connections: Vec<Value> =
-                    serde_json::from_str(&listed).expect("list_connections as JSON");
-                let port = connections
-                    .iter()
-                    .find(|connection| {
-                        connection["client_properties"]
-                            .to_string()
-                            .contains("marketplace-api")
-                    })
-                    .and_then(|connection| connection["port"].as_u64())
-                    .unwrap_or_else(|| panic!("the API is connected: {connections:?}"));
-                self.urls
-                    .iter()
-                    .position(|url| url.contains(&format!(":{port}/")))
-                    .map(|index| index + 1)
-                    .unwrap_or_else(|| panic!("port {port} is one of {:?}", self.urls))
-            }
-        }
-    }
-}
-
-/// A node [`LocalCluster::fail`] took down.
-pub struct DownNode {
-    cluster: LocalCluster,
-    node: usize,
-    down: bool,
-}
-
-impl DownNode {
-    /// Starts the node again; returns once the cluster has its three nodes.
-    pub async fn start_again(mut self) {
-        self.cluster
-            .script(&["start-node", &self.node.to_string()])
-            .await;
-        self.down = false;
-    }
-}
-
-impl Drop for DownNode {
-    fn drop(&mut self) {
-        if self.down {
-            // The test failed with the node down: start it (blocking) for
-            // the tests after this one.
-            let _ = std::process::Command::new("bash")
-                .arg(LocalCluster::script_path())
-                .args(["start-node", &self.node.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .status();
-        }
-    }
-}
 
 /// The cluster, or a line saying why the test does nothing.
 fn cluster_or_skip() -> Option<LocalCluster> {
@@ -280,21 +71,29 @@ async fn assert_the_node_failure_lost_nothing(report: &Report) {
     );
 }
 
-#[sqlx::test(migrator = "marketplace::MIGRATOR")]
-#[ignore = "kills a node of a local RabbitMQ cluster: FAULTS_CLUSTER_URLS, --ignored"]
-async fn a_cluster_node_killed_mid_load_loses_no_200_and_applies_none_twice(pool: sqlx::PgPool) {
-    let Some(cluster) = cluster_or_skip() else {
-        return;
-    };
+/// An API and two workers on the cluster under the 16-client load, the
+/// node `pick` designates failing as `failure` mid-load and started again;
+/// `None` (the test skips) without a cluster.
+async fn node_failure(pool: sqlx::PgPool, failure: NodeFailure, pick: NodePick) -> Option<Report> {
+    let cluster = cluster_or_skip()?;
     let _serial = harness::SERIAL.lock().await;
     let report = Scenario::on_broker(pool, cluster.broker(), 2)
         .await
         .run(Fault::ClusterNode {
             cluster,
-            failure: NodeFailure::Kill,
-            pick: NodePick::TheApis,
+            failure,
+            pick,
         })
         .await;
+    Some(report)
+}
+
+#[sqlx::test(migrator = "marketplace::MIGRATOR")]
+#[ignore = "kills a node of a local RabbitMQ cluster: FAULTS_CLUSTER_URLS, --ignored"]
+async fn a_cluster_node_killed_mid_load_loses_no_200_and_applies_none_twice(pool: sqlx::PgPool) {
+    let Some(report) = node_failure(pool, NodeFailure::Kill, NodePick::TheApis).await else {
+        return;
+    };
     assert_the_node_failure_lost_nothing(&report).await;
 }
 
@@ -303,18 +102,9 @@ async fn a_cluster_node_killed_mid_load_loses_no_200_and_applies_none_twice(pool
 async fn the_node_leading_most_queues_stopped_mid_load_loses_no_200_and_applies_none_twice(
     pool: sqlx::PgPool,
 ) {
-    let Some(cluster) = cluster_or_skip() else {
+    let Some(report) = node_failure(pool, NodeFailure::Stop, NodePick::MostLeaders).await else {
         return;
     };
-    let _serial = harness::SERIAL.lock().await;
-    let report = Scenario::on_broker(pool, cluster.broker(), 2)
-        .await
-        .run(Fault::ClusterNode {
-            cluster,
-            failure: NodeFailure::Stop,
-            pick: NodePick::MostLeaders,
-        })
-        .await;
     let outage = report.node_outage.as_ref().expect("a node failed");
     assert!(
         outage.leaders > 0,

@@ -18,13 +18,11 @@ use tokio::{
 };
 use uuid::Uuid;
 
-use crate::cluster::{LocalCluster, NodeFailure, NodeOutage, NodePick};
+use crate::broker::{Broker, LocalCluster, NodeFailure, NodeOutage, NodePick};
 
 /// Scenarios restart the shared broker: one at a time.
 pub static SERIAL: Mutex<()> = Mutex::const_new(());
 
-/// The local broker most scenarios run on.
-const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Deliveries of a failing command before it is dead-lettered (and, on
 /// quorum queues, the delivery limit), as the processes are started.
 const RETRY_MAX_ATTEMPTS: u32 = 20;
@@ -39,76 +37,6 @@ const CLIENTS: usize = 16;
 const MAX_REQUESTS: usize = 100_000;
 /// How long one phase of the load may go without reaching its count.
 const STALLED: Duration = Duration::from_secs(180);
-
-/// The broker a scenario's processes use, and how the test asks it.
-#[derive(Clone, Debug)]
-pub struct Broker {
-    /// The processes' `AMQP_URL`: one broker, or a cluster's nodes,
-    /// comma-separated. The test itself connects to the first.
-    pub amqp_url: String,
-    /// The processes' `--queue-type` (`classic` or `quorum`).
-    pub queue_type: &'static str,
-    /// The node `rabbitmqctl` asks (`-n`); `None`: the local default node.
-    pub node: Option<String>,
-}
-
-impl Broker {
-    /// The local broker on 5672, classic queues.
-    pub fn local() -> Self {
-        Self {
-            amqp_url: AMQP_URL.to_owned(),
-            queue_type: "classic",
-            node: None,
-        }
-    }
-
-    /// The address the test connects to (the first of a list).
-    pub fn first_url(&self) -> &str {
-        self.amqp_url.split(',').next().unwrap_or(&self.amqp_url)
-    }
-
-    /// `rabbitmqctl ARGS` against [`Broker::node`]: its standard output.
-    pub async fn ctl(&self, args: &[&str]) -> String {
-        let mut command = Command::new("rabbitmqctl");
-        if let Some(node) = &self.node {
-            command.args(["-n", node]);
-        }
-        let output = command
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .expect("rabbitmqctl runs");
-        assert!(
-            output.status.success(),
-            "rabbitmqctl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    /// Messages ready in `queue` (a passive declare on [`Broker::first_url`]).
-    pub async fn messages(&self, queue: &str) -> u32 {
-        let connection =
-            lapin::Connection::connect(self.first_url(), lapin::ConnectionProperties::default())
-                .await
-                .expect("broker answers");
-        let channel = connection.create_channel().await.expect("channel");
-        let declared = channel
-            .queue_declare(
-                queue.into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                lapin::types::FieldTable::default(),
-            )
-            .await
-            .unwrap_or_else(|error| panic!("queue {queue}: {error}"));
-        let _ = connection.close(200, "OK".into()).await;
-        declared.message_count()
-    }
-}
 
 pub enum Fault {
     None,
@@ -619,13 +547,9 @@ impl Scenario {
                 failure,
                 pick,
             } => {
-                let node = cluster.pick(pick, &self.namespace).await;
-                let leaders = cluster
-                    .leaders(&self.namespace)
-                    .await
-                    .get(&node)
-                    .copied()
-                    .unwrap_or(0);
+                let leaders = cluster.leaders(&self.namespace).await;
+                let node = cluster.pick(pick, &leaders).await;
+                let leaders = leaders.get(&node).copied().unwrap_or(0);
                 let accepted_before = accepted.load(Ordering::SeqCst);
                 let applied_before = self.applied().await;
                 let down = cluster.fail(node, failure).await;
@@ -747,14 +671,9 @@ impl Scenario {
         }
     }
 
-    async fn cleanup(mut self) {
-        for process in self
-            .workers
-            .iter_mut()
-            .chain(std::iter::once(&mut self.api))
-        {
-            let _ = process.child.start_kill();
-            let _ = process.child.wait().await;
+    async fn cleanup(self) {
+        for process in self.workers.into_iter().chain(std::iter::once(self.api)) {
+            process.kill().await;
         }
         delete_namespace(&self.broker, &self.namespace).await;
     }

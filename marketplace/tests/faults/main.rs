@@ -46,6 +46,7 @@
 //! ```
 
 mod api_crash;
+mod broker;
 mod cluster;
 mod harness;
 
