@@ -44,10 +44,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use uuid::Uuid;
 
+use machine::Machine;
 use phases::reads::{ReadOptions, ReadReport};
 use processes::{Services, System};
 use raw_two_hop::RawTwoHop;
-use report::{Machine, WriteReport};
+use report::WriteReport;
 
 /// Which phase a partial run measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -45,6 +45,16 @@ pub(crate) enum QueueType {
     Quorum,
 }
 
+impl QueueType {
+    /// The name `--queue-type` and `x-queue-type` take.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Quorum => "quorum",
+        }
+    }
+}
+
 impl Services {
     pub(crate) fn new(database_url: &str, amqp_url: &str) -> Result<Self> {
         let postgres = Url::parse(database_url)
@@ -131,7 +141,7 @@ impl Services {
         if self.queue_type == QueueType::Quorum {
             arguments.insert(
                 "x-queue-type".into(),
-                AMQPValue::LongString("quorum".into()),
+                AMQPValue::LongString(self.queue_type.as_str().into()),
             );
         }
         arguments
@@ -287,10 +297,6 @@ impl System {
         std::fs::create_dir_all(&log_dir).context("creating the log directory")?;
 
         // Both processes share the database, the namespace and the broker.
-        let queue_type = match services.queue_type {
-            QueueType::Classic => "classic",
-            QueueType::Quorum => "quorum",
-        };
         let shared = [
             "--database-url",
             &database_url,
@@ -299,7 +305,7 @@ impl System {
             "--amqp-url",
             &services.amqp_url,
             "--queue-type",
-            queue_type,
+            services.queue_type.as_str(),
         ];
         let api_listen = format!("127.0.0.1:{}", free_port()?);
         // No rate limit: the load comes from one address (127.0.0.1).

@@ -15,8 +15,7 @@ use plotters::style::{Color, Palette, Palette99, RGBColor, BLUE, RED};
 use serde::Serialize;
 
 use crate::charts::{self, Chart, Series};
-use crate::machine;
-pub(crate) use crate::machine::Machine;
+use crate::machine::{self, Machine};
 use crate::phases::applying::Applying;
 use crate::phases::cluster::ClusterReport;
 use crate::phases::durable::DurableReport;
