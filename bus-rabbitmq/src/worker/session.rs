@@ -1,13 +1,13 @@
 //! A worker's life with the broker: connect, declare the topology, consume
 //! every queue, and reconnect with backoff when the connection is lost.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use futures::{stream::FuturesUnordered, StreamExt};
 use lapin::{
     options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions},
     types::FieldTable,
-    Channel, Connection, ConnectionProperties, Consumer,
+    Channel, Connection, ConnectionProperties, Consumer, Event,
 };
 use tokio::time::Instant;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -17,6 +17,10 @@ use super::{
     QueueContext, RabbitWorker, Route,
 };
 use crate::{naming::short, RabbitError};
+
+/// How often the session checks its connection besides listening to its
+/// error events (a connection closed by the broker raises none).
+const CONNECTION_CHECK: Duration = Duration::from_secs(1);
 
 /// How a consuming session ended.
 enum SessionEnd {
@@ -148,24 +152,37 @@ impl RabbitWorker {
             loops.push(self.run_queue(connection, context, session.clone(), tracker.clone()));
         }
         if self.routes.is_empty() {
-            cancel.cancelled().await;
-        }
-        let mut lost = None;
-        let mut channels = Vec::new();
-        while let Some(outcome) = loops.next().await {
-            match outcome {
-                Ok(open) => channels.extend(open),
-                Err(reason) => {
-                    if lost.is_none() {
-                        lost = Some(reason);
-                        session.cancel();
-                    }
-                }
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                reason = connection_lost(connection) => return SessionEnd::Lost(reason),
             }
         }
-        match lost {
-            Some(reason) => SessionEnd::Lost(reason),
-            None => SessionEnd::Shutdown(channels),
+        // The session ends on the first failure, whichever notices it: a
+        // queue loop, or the watchdog on the connection itself (a consumer
+        // whose stream never ends must not keep the worker on a dead
+        // connection). The other loops are dropped, not awaited: their
+        // channels died with the connection, and the deliveries they held
+        // go back to the queue with it; handlers already running finish in
+        // the tracker, and their acks fail.
+        let watchdog = connection_lost(connection);
+        tokio::pin!(watchdog);
+        let mut channels = Vec::new();
+        loop {
+            let outcome = tokio::select! {
+                reason = &mut watchdog => {
+                    session.cancel();
+                    return SessionEnd::Lost(reason);
+                }
+                outcome = loops.next() => outcome,
+            };
+            match outcome {
+                None => return SessionEnd::Shutdown(channels),
+                Some(Ok(open)) => channels.extend(open),
+                Some(Err(reason)) => {
+                    session.cancel();
+                    return SessionEnd::Lost(reason);
+                }
+            }
         }
     }
 
@@ -260,5 +277,36 @@ impl RabbitWorker {
             })?;
         tracing::info!(queue = %route.queue, prefetch = self.config.prefetch, concurrency = self.config.concurrency, "consuming");
         Ok((consumer, consume_channel))
+    }
+}
+
+/// Resolves once `connection` is no longer usable, with why: on its error
+/// event, or when a periodic check finds it closed or failed.
+async fn connection_lost(connection: &Connection) -> String {
+    let mut events = connection.events_listener();
+    let mut check = tokio::time::interval(CONNECTION_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Event::Error(error)) => return format!("connection failed: {error}"),
+                Some(_) => {}
+                // The connection's event stream ended with it.
+                None => return "connection closed".to_owned(),
+            },
+            _ = check.tick() => {
+                let status = connection.status();
+                if !status.connected() {
+                    let state = if status.errored() {
+                        "failed"
+                    } else if status.closing() {
+                        "closing"
+                    } else {
+                        "closed"
+                    };
+                    return format!("connection {state}");
+                }
+            }
+        }
     }
 }

@@ -25,7 +25,9 @@ if ! command -v promtool >/dev/null 2>&1; then
 fi
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-cargo build -q -p marketplace
+# The workspace's feature set, as `cargo test --workspace --all-features`
+# builds it: nothing is compiled again after the tests.
+cargo build -q --workspace --all-features --bin marketplace
 bin="$CARGO_TARGET_DIR/debug/marketplace"
 
 server_url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
