@@ -13,6 +13,25 @@ const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// The variable naming the cluster's nodes.
 pub const URLS_VAR: &str = "FAULTS_CLUSTER_URLS";
 
+/// Runs `command` (no standard input) to its end, asserts that it
+/// succeeded, and returns its standard output; `what` names it in the
+/// failure, with what it printed.
+pub async fn run_to_success(command: &mut Command, what: &str) -> String {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|error| panic!("{what} cannot start: {error}"));
+    assert!(
+        output.status.success(),
+        "{what} failed ({}): {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// The broker a scenario's processes use, and how the test asks it.
 #[derive(Clone, Debug)]
 pub struct Broker {
@@ -46,18 +65,8 @@ impl Broker {
         if let Some(node) = &self.node {
             command.args(["-n", node]);
         }
-        let output = command
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .expect("rabbitmqctl runs");
-        assert!(
-            output.status.success(),
-            "rabbitmqctl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        command.args(args);
+        run_to_success(&mut command, &format!("rabbitmqctl {args:?}")).await
     }
 
     /// Messages ready in `queue` (a passive declare on [`Broker::first_url`]).
@@ -156,19 +165,9 @@ impl LocalCluster {
 
     /// Runs `deploy/local-rabbitmq-cluster.sh ARGS`.
     async fn script(&self, args: &[&str]) {
-        let output = Command::new("bash")
-            .arg(Self::script_path())
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .expect("bash runs");
-        assert!(
-            output.status.success(),
-            "local-rabbitmq-cluster.sh {args:?}: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let mut command = Command::new("bash");
+        command.arg(Self::script_path()).args(args);
+        run_to_success(&mut command, &format!("local-rabbitmq-cluster.sh {args:?}")).await;
     }
 
     /// The script's path.

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::process::Command;
 use uuid::Uuid;
 
-use crate::broker::{LocalCluster, NodeFailure, NodePick, URLS_VAR};
+use crate::broker::{run_to_success, LocalCluster, NodeFailure, NodePick, URLS_VAR};
 use crate::harness::{self, Bus, Fault, Report, Scenario};
 
 /// Set in the environment of the crashing worker process.
@@ -228,28 +228,20 @@ async fn a_command_crashing_its_worker_on_every_delivery_is_parked_in_its_dlq_af
     let waiting = broker.messages(&work_queue).await;
 
     // The dead-letter tool reports it, with the broker's reason.
-    let output = Command::new(env!("CARGO_BIN_EXE_marketplace"))
-        .args([
-            "dead-letters",
-            "list",
-            "--bus",
-            "rabbitmq",
-            "--group-by",
-            "reason",
-            "--json",
-        ])
-        .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("marketplace dead-letters runs");
-    assert!(
-        output.status.success(),
-        "dead-letters list: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let groups: Value = serde_json::from_slice(&output.stdout).expect("JSON groups");
+    let mut list = Command::new(env!("CARGO_BIN_EXE_marketplace"));
+    list.args([
+        "dead-letters",
+        "list",
+        "--bus",
+        "rabbitmq",
+        "--group-by",
+        "reason",
+        "--json",
+    ])
+    .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
+    .env("RUST_LOG", "error");
+    let output = run_to_success(&mut list, "marketplace dead-letters list").await;
+    let groups: Value = serde_json::from_str(&output).expect("JSON groups");
     let (applied,): (i64,) = sqlx::query_as("SELECT count(*) FROM offers WHERE id = $1")
         .bind(offer)
         .fetch_one(&pool)

@@ -2,6 +2,7 @@
 
 use std::{
     net::TcpListener,
+    path::PathBuf,
     process::Stdio,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -167,6 +168,9 @@ pub struct Process {
     address: String,
     /// The pid it was started with.
     pid: u32,
+    /// The file its log goes to (without `TEST_LOG`; deleted when it is
+    /// killed), so that a stalled scenario can show what it said.
+    log: Option<PathBuf>,
 }
 
 impl Process {
@@ -184,6 +188,16 @@ impl Process {
     pub async fn kill(mut self) {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
+        if let Some(log) = &self.log {
+            let _ = std::fs::remove_file(log);
+        }
+    }
+
+    /// The last `lines` lines of its log file, if it has one.
+    fn log_tail(&self, lines: usize) -> Option<String> {
+        let text = std::fs::read_to_string(self.log.as_ref()?).ok()?;
+        let all: Vec<&str> = text.lines().collect();
+        Some(all[all.len().saturating_sub(lines)..].join("\n"))
     }
 }
 
@@ -279,19 +293,27 @@ pub async fn spawn_with(role: &str, bus: Bus, env: &[(&'static str, String)]) ->
     } else {
         command.args(["--health-listen", &address]);
     }
+    // The processes' logs in the test's output when asked for (TEST_LOG=1,
+    // TEST_LOG=warn, ...); otherwise their warnings in a file each, shown
+    // if the scenario stalls.
+    let (filter, stdout, log) = match process_log_filter() {
+        Some(filter) => (filter, Stdio::inherit(), None),
+        None => {
+            let path = std::env::temp_dir().join(format!("marketplace-faults-{role}-{port}.log"));
+            let file = std::fs::File::create(&path).expect("a log file in the temporary folder");
+            (
+                "warn,bus_rabbitmq=info".to_owned(),
+                Stdio::from(file),
+                Some(path),
+            )
+        }
+    };
     command
         .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
-        .env(
-            "RUST_LOG",
-            process_log_filter().unwrap_or_else(|| "error".into()),
-        )
+        .env("RUST_LOG", filter)
+        .env("NO_COLOR", "1")
         .stdin(Stdio::null())
-        // The processes' logs only when asked for (TEST_LOG=1, TEST_LOG=warn, ...).
-        .stdout(if process_log_filter().is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
+        .stdout(stdout)
         .kill_on_drop(true);
     let child = command.spawn().expect("marketplace binary starts");
     let pid = child.id().expect("a running process has a pid");
@@ -299,6 +321,7 @@ pub async fn spawn_with(role: &str, bus: Bus, env: &[(&'static str, String)]) ->
         child,
         address: format!("http://{address}"),
         pid,
+        log,
     };
     wait_ready(&process.address).await;
     process
@@ -534,9 +557,7 @@ impl Scenario {
                 more(&accepted, 500).await;
             }
             Fault::KillWorker => {
-                let mut worker = self.workers.remove(0);
-                worker.child.start_kill().expect("SIGKILL the worker");
-                let _ = worker.child.wait().await;
+                self.workers.remove(0).kill().await;
                 more(&accepted, 300).await;
                 self.workers
                     .push(spawn("worker", &self.broker, &self.database_url, &self.namespace).await);
@@ -605,6 +626,7 @@ impl Scenario {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        self.show_logs_if_unapplied(&accepted).await;
         report.dead_letters = self.dead_letters().await;
         report.same_processes_running = self
             .workers
@@ -613,6 +635,33 @@ impl Scenario {
             .all(Process::still_running);
         self.cleanup().await;
         report
+    }
+
+    /// When some of `accepted` are still not applied (the assertions will
+    /// fail), prints the end of each worker's log: what it last said.
+    async fn show_logs_if_unapplied(&self, accepted: &[Uuid]) {
+        let (applied,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM orders WHERE id = ANY($1) AND status <> 'pending'",
+        )
+        .bind(accepted)
+        .fetch_one(&self.pool)
+        .await
+        .expect("count orders");
+        if applied as usize != accepted.len() {
+            self.show_worker_logs();
+        }
+    }
+
+    /// Prints the end of each worker's log file.
+    fn show_worker_logs(&self) {
+        for (n, worker) in self.workers.iter().enumerate() {
+            if let Some(tail) = worker.log_tail(40) {
+                eprintln!(
+                    "--- the end of worker {n}'s log (pid {}):\n{tail}",
+                    worker.pid
+                );
+            }
+        }
     }
 
     /// Orders applied (confirmed or rejected), in the whole database.
@@ -634,10 +683,10 @@ impl Scenario {
             if applied >= count {
                 return applied;
             }
-            assert!(
-                started.elapsed() < STALLED,
-                "the workers stalled at {applied} of {count} applied orders"
-            );
+            if started.elapsed() >= STALLED {
+                self.show_worker_logs();
+                panic!("the workers stalled at {applied} of {count} applied orders");
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
