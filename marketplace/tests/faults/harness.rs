@@ -613,6 +613,7 @@ impl Scenario {
         // Everything accepted must be applied by the workers still running.
         let pool = self.pool.clone();
         let accepted = report.accepted.clone();
+        let mut all_applied = false;
         for _ in 0..3_000 {
             let (applied,): (i64,) = sqlx::query_as(
                 "SELECT count(*) FROM orders WHERE id = ANY($1) AND status <> 'pending'",
@@ -622,11 +623,16 @@ impl Scenario {
             .await
             .expect("count orders");
             if applied as usize == accepted.len() {
+                all_applied = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        self.show_logs_if_unapplied(&accepted).await;
+        // Some are still unapplied, so the assertions will fail: show what
+        // the workers last said.
+        if !all_applied {
+            self.show_worker_logs();
+        }
         report.dead_letters = self.dead_letters().await;
         report.same_processes_running = self
             .workers
@@ -635,21 +641,6 @@ impl Scenario {
             .all(Process::still_running);
         self.cleanup().await;
         report
-    }
-
-    /// When some of `accepted` are still not applied (the assertions will
-    /// fail), prints the end of each worker's log: what it last said.
-    async fn show_logs_if_unapplied(&self, accepted: &[Uuid]) {
-        let (applied,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM orders WHERE id = ANY($1) AND status <> 'pending'",
-        )
-        .bind(accepted)
-        .fetch_one(&self.pool)
-        .await
-        .expect("count orders");
-        if applied as usize != accepted.len() {
-            self.show_worker_logs();
-        }
     }
 
     /// Prints the end of each worker's log file.
